@@ -1,0 +1,46 @@
+"""The one place that decides which torch device and precision to use."""
+
+from __future__ import annotations
+
+import torch
+
+PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+
+
+def select_device(name: str = "auto") -> torch.device:
+    """`auto` -> first CUDA device if present, else CPU; otherwise `cpu`, `cuda` or `cuda:N`, validated."""
+    from clipapp.errors import ClipAppError
+
+    name = (name or "auto").strip().lower()
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise ClipAppError(f"Unknown device {name!r}: use auto, cpu, cuda or cuda:N.") from exc
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ClipAppError(f"Device {name!r} asked for, but no CUDA GPU is available here.")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ClipAppError(f"Device {name!r} asked for, but only {torch.cuda.device_count()} GPU(s) exist.")
+    elif device.type != "cpu":
+        raise ClipAppError(f"Unsupported device {name!r}: use auto, cpu, cuda or cuda:N.")
+    return device
+
+
+def select_precision(precision: str, device: torch.device) -> str:
+    """`auto` -> fp16 on GPU, fp32 on CPU (bf16/fp16 bring no speed on these CPUs, see anchors)."""
+    from clipapp.errors import ClipAppError
+
+    precision = (precision or "auto").lower()
+    if precision not in PRECISIONS:
+        raise ClipAppError(f"Unknown precision {precision!r}: use one of {', '.join(PRECISIONS)}.")
+    if precision == "auto":
+        return "fp16" if device.type == "cuda" else "fp32"
+    if precision == "fp16" and device.type == "cpu":
+        raise ClipAppError("fp16 is only supported on a GPU; use fp32 (or bf16) on the CPU.")
+    return precision
+
+
+def torch_dtype(precision: str) -> torch.dtype:
+    return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
