@@ -1,0 +1,143 @@
+"""Safe image decoding and image-folder datasets: the one place that turns bytes or files into RGB images."""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Union
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from clipapp.errors import ClipAppError, ImageLoadError
+
+# 40 megapixels covers any camera; beyond it a file is a decompression bomb or a mistake.
+MAX_IMAGE_PIXELS = int(os.environ.get("CLIPAPP_MAX_IMAGE_PIXELS", 40_000_000))
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
+BACKGROUND = (255, 255, 255)
+
+ImageSource = Union[str, os.PathLike, bytes, BinaryIO, Image.Image]
+
+
+def _describe(source: ImageSource) -> str:
+    if isinstance(source, (str, os.PathLike)):
+        return os.path.basename(os.fspath(source)) or os.fspath(source)
+    return getattr(source, "name", None) or "uploaded image"
+
+
+def load_image(source: ImageSource, *, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
+    """Decode a path, bytes, file object or PIL image into an upright 8-bit RGB image.
+
+    Every failure is an `ImageLoadError` naming the file: not an image, empty, truncated, or too many pixels
+    (checked from the header, before any pixel is decoded). Odd but valid images are normalised: EXIF rotation
+    applied, transparency composited on white, 16-bit and float images rescaled, CMYK and palettes converted.
+    """
+    name = _describe(source)
+    if isinstance(source, Image.Image):
+        image = source
+    else:
+        if isinstance(source, bytes):
+            source = io.BytesIO(source)
+        try:
+            if isinstance(source, (str, os.PathLike)) and os.path.getsize(source) == 0:
+                raise ImageLoadError(f"{name}: the file is empty.")
+            with warnings.catch_warnings():
+                # We enforce our own pixel limit below; Pillow's warning would only be noise.
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                image = Image.open(source)
+        except ImageLoadError:
+            raise
+        except FileNotFoundError as exc:
+            raise ImageLoadError(f"{name}: no such file.") from exc
+        except IsADirectoryError as exc:
+            raise ImageLoadError(f"{name}: is a folder, not an image file.") from exc
+        except (UnidentifiedImageError, Image.DecompressionBombError) as exc:
+            raise ImageLoadError(f"{name}: not an image file (or a format Pillow cannot read).") from exc
+        except (OSError, ValueError, SyntaxError) as exc:
+            raise ImageLoadError(f"{name}: could not be read as an image ({exc}).") from exc
+    width, height = image.size
+    if width <= 0 or height <= 0:
+        raise ImageLoadError(f"{name}: the image has no pixels.")
+    if width * height > max_pixels:
+        raise ImageLoadError(
+            f"{name}: {width}x{height} pixels ({width * height / 1e6:.0f} MP) is over the limit of "
+            f"{max_pixels / 1e6:.0f} MP (a decompression bomb or an oversized image)."
+        )
+    try:
+        image.load()
+        image = ImageOps.exif_transpose(image)
+        return to_rgb(image)
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise ImageLoadError(f"{name}: the file is truncated or corrupt ({exc}).") from exc
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Convert any Pillow mode to 8-bit RGB without the usual surprises (black transparency, clipped 16-bit)."""
+    mode = image.mode
+    if mode == "RGB":
+        return image
+    if mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        # Pillow's convert("L") clips these to 0..255 instead of rescaling; rescale to the image's range.
+        array = np.asarray(image, dtype=np.float64)
+        low, high = float(array.min()), float(array.max())
+        scale = 255.0 / (high - low) if high > low else 0.0
+        gray = ((array - low) * scale).round().astype(np.uint8)
+        return Image.fromarray(gray, mode="L").convert("RGB")
+    if mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+        mode = "RGBA"
+    if mode in ("RGBA", "LA", "PA", "La", "RGBa"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, BACKGROUND + (255,))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def list_image_files(folder: str | os.PathLike) -> list[Path]:
+    """Image files under `folder`, recursively, sorted; hidden files and folders are skipped."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise ClipAppError(f"{folder}: not a folder.")
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for filename in filenames:
+            if not filename.startswith(".") and Path(filename).suffix.lower() in IMAGE_EXTENSIONS:
+                found.append(Path(dirpath) / filename)
+    return sorted(found)
+
+
+@dataclass(frozen=True)
+class ImageFolder:
+    """An image-folder dataset: ROOT/<class name>/<image files>. Class names are the sorted folder names."""
+
+    paths: tuple[Path, ...]
+    targets: tuple[int, ...]
+    class_names: tuple[str, ...]
+
+    @classmethod
+    def scan(cls, root: str | os.PathLike) -> "ImageFolder":
+        root = Path(root)
+        if not root.is_dir():
+            raise ClipAppError(f"{root}: not a folder. Expected ROOT/<class name>/<image files>.")
+        class_dirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+        paths, targets, class_names = [], [], []
+        for class_dir in class_dirs:
+            files = list_image_files(class_dir)
+            if not files:
+                continue
+            class_names.append(class_dir.name)
+            paths.extend(files)
+            targets.extend([len(class_names) - 1] * len(files))
+        if len(class_names) < 2:
+            raise ClipAppError(
+                f"{root}: found {len(class_names)} class folder(s) with images; need at least 2 "
+                "(ROOT/<class name>/<image files>)."
+            )
+        return cls(tuple(paths), tuple(targets), tuple(class_names))
+
+    def __len__(self) -> int:
+        return len(self.paths)

@@ -1,0 +1,268 @@
+"""Model specs and loading: the one place that turns `--model SPEC` into a resident open_clip model.
+
+Spec strings (design.md):
+  demo                      the bundled Fashion-MNIST demo model (assets/models/demo)
+  NAME:TAG                  open_clip pretrained tag, e.g. ViT-B-32:laion2b_s34b_b79k (downloaded or cached)
+  NAME:/path/to/weights     a local checkpoint (.safetensors, or .pt/.bin read with weights_only=True)
+  NAME:random               the architecture with random weights (tests and benchmarks only)
+  hf-hub:ORG/REPO           an open_clip model on the Hugging Face hub
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import open_clip
+import torch
+
+from clipapp.device import select_device, select_precision
+from clipapp.errors import ModelLoadError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SPEC = "ViT-B-32:laion2b_s34b_b79k"
+DEMO_SPEC = "demo"
+DEMO_MODEL_NAME = "clipapp-demo"
+DEMO_MODEL_DIR = Path(__file__).resolve().parent.parent / "assets" / "models" / "demo"
+DEMO_WEIGHTS = DEMO_MODEL_DIR / f"{DEMO_MODEL_NAME}.safetensors"
+SPEC_ENV = "CLIPAPP_MODEL"
+HUB_PROBE_SECONDS = 4.0
+_WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt", ".npz")
+
+# Registering configs mutates open_clip's global registry: do it once, under a lock.
+_registry_lock = threading.Lock()
+_registered_dirs: set[Path] = set()
+
+
+def register_model_configs(folder: Path = DEMO_MODEL_DIR) -> None:
+    """Make the open_clip model configs (*.json) in `folder` known to open_clip by name."""
+    folder = Path(folder).resolve()
+    with _registry_lock:
+        if folder not in _registered_dirs and folder.is_dir():
+            open_clip.add_model_config(folder)
+            _registered_dirs.add(folder)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A parsed spec. `kind` is one of demo, pretrained, file, random, hf-hub."""
+
+    text: str
+    kind: str
+    name: str
+    weights: Optional[str] = None
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def default_spec() -> str:
+    return os.environ.get(SPEC_ENV) or DEFAULT_SPEC
+
+
+def parse_spec(spec: Optional[str]) -> ModelSpec:
+    text = (spec or default_spec()).strip()
+    if text == DEMO_SPEC:
+        return ModelSpec(text, "demo", DEMO_MODEL_NAME, str(DEMO_WEIGHTS))
+    if text.startswith("hf-hub:"):
+        if len(text) <= len("hf-hub:") or "/" not in text:
+            raise ModelLoadError(f"Model spec {text!r}: expected hf-hub:ORG/REPO.")
+        return ModelSpec(text, "hf-hub", text)
+    name, sep, rest = text.partition(":")
+    if not sep or not name or not rest:
+        raise ModelLoadError(
+            f"Model spec {text!r} not understood: use demo, NAME:TAG (e.g. {DEFAULT_SPEC}), "
+            "NAME:/path/to/weights, NAME:random or hf-hub:ORG/REPO."
+        )
+    register_model_configs()
+    if name not in open_clip.list_models():
+        raise ModelLoadError(f"Model spec {text!r}: {name!r} is not an open_clip architecture (see open_clip.list_models()).")
+    if rest == "random":
+        return ModelSpec(text, "random", name)
+    if os.sep in rest or rest.startswith(".") or rest.lower().endswith(_WEIGHT_SUFFIXES):
+        return ModelSpec(text, "file", name, rest)
+    if rest not in open_clip.list_pretrained_tags_by_model(name):
+        tags = ", ".join(open_clip.list_pretrained_tags_by_model(name)) or "none"
+        raise ModelLoadError(f"Model spec {text!r}: unknown pretrained tag {rest!r} for {name} (known: {tags}).")
+    return ModelSpec(text, "pretrained", name, rest)
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for inference, with what a user needs to know about where it came from."""
+
+    model: torch.nn.Module
+    preprocess: Callable[[Any], torch.Tensor]
+    tokenizer: Callable[..., torch.Tensor]
+    spec: str  # the spec actually loaded
+    requested_spec: str
+    device: torch.device
+    precision: str
+    embed_dim: int
+    context_length: int
+    notice: Optional[str] = None  # why another model than the requested one is loaded
+    load_seconds: float = 0.0
+
+    @property
+    def description(self) -> str:
+        text = f"{self.spec} on {self.device.type} ({self.precision})"
+        if self.spec == DEMO_SPEC:
+            text += " — demo model trained on Fashion-MNIST, knows clothing classes only"
+        return text
+
+
+def _offline() -> bool:
+    return any(os.environ.get(v, "").lower() in ("1", "true", "yes") for v in ("HF_HUB_OFFLINE", "CLIPAPP_OFFLINE"))
+
+
+def _run_with_deadline(fn: Callable[[], Any], seconds: float) -> Any:
+    """Run `fn` in a daemon thread; raise TimeoutError if it has not returned in time (DNS can hang)."""
+    outcome: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            outcome["value"] = fn()
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        raise TimeoutError(f"no answer within {seconds:.0f} s")
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome.get("value")
+
+
+def resolve_pretrained_weights(name: str, tag: str) -> tuple[Optional[str], Optional[str]]:
+    """Find the weights of an open_clip pretrained tag without waiting long on a network that isn't there.
+
+    Returns (path or tag to pass to open_clip, None) when loadable, or (None, reason) when not.
+    """
+    cfg = open_clip.get_pretrained_cfg(name, tag)
+    hub_id = cfg.get("hf_hub", "")
+    if hub_id:
+        from huggingface_hub import get_hf_file_metadata, hf_hub_url, try_to_load_from_cache
+
+        repo_id, filename = os.path.split(hub_id.rstrip("/") if hub_id.endswith("/") else hub_id)
+        filename = filename or "open_clip_pytorch_model.bin"
+        for candidate in ("open_clip_model.safetensors", filename):
+            cached = try_to_load_from_cache(repo_id, candidate)
+            if isinstance(cached, str):
+                return cached, None
+        if _offline():
+            return None, f"weights for {name}:{tag} are not in the local cache and the hub is switched off (offline mode)"
+        try:
+            _run_with_deadline(lambda: get_hf_file_metadata(hf_hub_url(repo_id, filename), timeout=HUB_PROBE_SECONDS),
+                               HUB_PROBE_SECONDS)
+        except Exception as exc:  # noqa: BLE001 - any failure here means "not reachable"
+            return None, f"weights for {name}:{tag} are not cached and the model hub cannot be reached ({type(exc).__name__})"
+        return tag, None  # reachable: let open_clip download with its own progress
+    if _offline():
+        return None, f"weights for {name}:{tag} need a download and offline mode is on"
+    return tag, None
+
+
+def _create(name: str, pretrained: Optional[str], device: torch.device, precision: str):
+    model, _, preprocess = open_clip.create_model_and_transforms(
+        name, pretrained=pretrained, device=device, precision=precision, weights_only=True
+    )
+    return model, preprocess
+
+
+def load_model(
+    spec: Optional[str] = None,
+    *,
+    device: str = "auto",
+    precision: str = "auto",
+    allow_fallback: bool = True,
+) -> LoadedModel:
+    """Load a model once, resident on `device`, in eval mode.
+
+    When a pretrained tag cannot be had (offline and not cached) and `allow_fallback` is set, the bundled demo
+    model is loaded instead and `notice` says why. A missing or unreadable local checkpoint is always an error.
+    """
+    start = time.perf_counter()
+    parsed = parse_spec(spec)
+    torch_device = select_device(device)
+    precision = select_precision(precision, torch_device)
+    register_model_configs()
+    notice = None
+    loaded_spec = parsed
+
+    if parsed.kind == "pretrained":
+        weights, reason = resolve_pretrained_weights(parsed.name, parsed.weights)
+        if weights is None:
+            if not allow_fallback:
+                raise ModelLoadError(f"Cannot load {parsed.text}: {reason}.")
+            notice = f"Loaded the demo model instead of {parsed.text}: {reason}."
+            log.warning(notice)
+            loaded_spec = parse_spec(DEMO_SPEC)
+        else:
+            loaded_spec = ModelSpec(parsed.text, "pretrained", parsed.name, weights)
+
+    kind = loaded_spec.kind
+    try:
+        weights = None if kind in ("random", "hf-hub") else loaded_spec.weights
+        if kind in ("file", "demo"):
+            path = Path(weights).expanduser()
+            if not path.is_file():
+                raise ModelLoadError(f"Weights file not found: {path}")
+            weights = str(path)
+        model, preprocess = _create(loaded_spec.name, weights, torch_device, precision)
+    except ModelLoadError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - open_clip/torch/safetensors raise many types for bad files
+        where = loaded_spec.weights or loaded_spec.name
+        raise ModelLoadError(f"Could not load model {loaded_spec.text!r} from {where}: {type(exc).__name__}: {exc}") from exc
+
+    model.eval()
+    tokenizer = open_clip.get_tokenizer(loaded_spec.name)
+    embed_dim = _embed_dim(model)
+    context_length = int(getattr(tokenizer, "context_length", None) or getattr(model, "context_length", 77))
+    loaded = LoadedModel(
+        model=model,
+        preprocess=preprocess,
+        tokenizer=tokenizer,
+        spec=loaded_spec.text if loaded_spec.kind != "pretrained" else parsed.text,
+        requested_spec=parsed.text,
+        device=torch_device,
+        precision=precision,
+        embed_dim=embed_dim,
+        context_length=context_length,
+        notice=notice,
+        load_seconds=time.perf_counter() - start,
+    )
+    log.info("Loaded %s in %.1f s", loaded.description, loaded.load_seconds)
+    return loaded
+
+
+def _embed_dim(model: torch.nn.Module) -> int:
+    projection = getattr(model, "text_projection", None)
+    if isinstance(projection, torch.nn.Linear):
+        return projection.out_features
+    if isinstance(projection, torch.Tensor):
+        return int(projection.shape[1])
+    output_dim = getattr(getattr(model, "visual", None), "output_dim", None)
+    if output_dim:
+        return int(output_dim)
+    with torch.no_grad():
+        return int(model.encode_text(torch.zeros(1, 77, dtype=torch.long)).shape[-1])
+
+
+def save_state_dict(state_dict: dict[str, torch.Tensor], path: str | os.PathLike) -> None:
+    """Save tensors as safetensors atomically (temp file, fsync, rename): a crash never leaves a torn file."""
+    from safetensors.torch import save_file
+
+    from clipapp.storage import atomic_path
+
+    tensors = {k: v.detach().contiguous().cpu() for k, v in state_dict.items()}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp))

@@ -1,0 +1,278 @@
+"""ClipService: one resident CLIP model serving image and text embeddings, similarity and zero-shot.
+
+Thread-safe: the web server calls it from many worker threads. No Gradio here; the UI and CLI both call this.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict, deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from itertools import islice
+from typing import Iterable, Iterator, Optional, Sequence
+
+import numpy as np
+import open_clip
+import torch
+import torch.nn.functional as F
+from open_clip.transformer import text_global_pool
+from PIL import Image
+
+from clipapp.data import ImageSource, load_image, to_rgb
+from clipapp.errors import ClipAppError
+from clipapp.models import LoadedModel, load_model
+from clipapp.prompts import DEFAULT_TEMPLATES, fill_template, resolve_templates
+
+PAD_TOKEN_ID = 0  # open_clip's SimpleTokenizer pads with 0
+
+
+def batched(items: Iterable, size: int) -> Iterator[list]:
+    iterator = iter(items)
+    while chunk := list(islice(iterator, size)):
+        yield chunk
+
+
+@dataclass
+class ZeroShotResult:
+    """Per-image probabilities over `labels` (softmax of logit_scale x cosine to the template-ensemble classifier)."""
+
+    labels: list[str]
+    probs: np.ndarray  # (n_images, n_labels)
+    cosine: np.ndarray  # (n_images, n_labels)
+
+    def top(self, k: int = 5) -> list[list[tuple[str, float]]]:
+        k = max(1, min(int(k), len(self.labels)))
+        order = np.argsort(-self.probs, axis=1, kind="stable")[:, :k]
+        return [[(self.labels[j], float(row[j])) for j in idx] for row, idx in zip(self.probs, order)]
+
+
+@dataclass
+class EncodeStats:
+    """How much work the encoders did: tests and benchmarks use it to prove caching works."""
+
+    images_encoded: int = 0
+    prompts_encoded: int = 0
+    text_cache_hits: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add(self, **counts: int) -> None:
+        with self.lock:
+            for name, value in counts.items():
+                setattr(self, name, getattr(self, name) + value)
+
+
+class ClipService:
+    """A loaded CLIP model plus caches. Build with `ClipService.load(spec, device=..., precision=...)`."""
+
+    def __init__(self, loaded: LoadedModel, *, text_cache_size: int = 200_000, decode_workers: int = 2):
+        self.loaded = loaded
+        self.model = loaded.model
+        self.preprocess = loaded.preprocess
+        self.tokenizer = loaded.tokenizer
+        self.device = loaded.device
+        self.stats = EncodeStats()
+        self._dtype = next(self.model.parameters()).dtype
+        self._model_lock = threading.Lock()  # one forward pass at a time: the CPU has no spare cores to share
+        self._text_cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._text_cache_size = text_cache_size
+        self._cache_lock = threading.Lock()
+        self._decode_workers = decode_workers
+        self._can_trim_text = _supports_trimmed_text(self.model)
+        with torch.no_grad():
+            self.logit_scale = float(self.model.logit_scale.exp())
+
+    @classmethod
+    def load(cls, spec: Optional[str] = None, *, device: str = "auto", precision: str = "auto",
+             allow_fallback: bool = True, **kwargs) -> "ClipService":
+        return cls(load_model(spec, device=device, precision=precision, allow_fallback=allow_fallback), **kwargs)
+
+    # -- what is loaded ---------------------------------------------------------------------------------------
+    @property
+    def spec(self) -> str:
+        return self.loaded.spec
+
+    @property
+    def embed_dim(self) -> int:
+        return self.loaded.embed_dim
+
+    @property
+    def context_length(self) -> int:
+        return self.loaded.context_length
+
+    @property
+    def description(self) -> str:
+        return self.loaded.description
+
+    @property
+    def notice(self) -> Optional[str]:
+        return self.loaded.notice
+
+    # -- images -----------------------------------------------------------------------------------------------
+    def encode_images(self, images: Sequence[ImageSource], *, batch_size: int = 32) -> np.ndarray:
+        """L2-normalized float32 embeddings, one row per image (PIL images, paths or bytes)."""
+        rows = [self.preprocess(to_rgb(load_image(image))) for image in images]
+        return self._encode_pixels(rows, batch_size=batch_size)
+
+    def encode_image_files(
+        self, paths: Sequence[str], *, batch_size: int = 32, prefetch_batches: int = 2
+    ) -> Iterator[tuple[str, Optional[np.ndarray], Optional[str]]]:
+        """Yield (path, vector or None, error or None) in order; decoding runs in threads, overlapped with
+        encoding, holding at most `prefetch_batches + 1` batches of pixels in memory."""
+        paths = [str(p) for p in paths]
+        if not paths:
+            return
+
+        def prepare(path: str):
+            try:
+                return self.preprocess(load_image(path)), None
+            except ClipAppError as exc:
+                return None, str(exc)
+
+        with ThreadPoolExecutor(max_workers=self._decode_workers, thread_name_prefix="decode") as pool:
+            chunks = batched(paths, batch_size)
+            pending: deque[tuple[list[str], list[Future]]] = deque()
+
+            def submit_next() -> None:
+                chunk = next(chunks, None)
+                if chunk:
+                    pending.append((chunk, [pool.submit(prepare, p) for p in chunk]))
+
+            for _ in range(prefetch_batches + 1):
+                submit_next()
+            while pending:
+                chunk, futures = pending.popleft()
+                submit_next()
+                prepared = [f.result() for f in futures]
+                good = [pixels for pixels, _ in prepared if pixels is not None]
+                vectors = iter(self._encode_pixels(good, batch_size=batch_size)) if good else iter(())
+                for path, (pixels, error) in zip(chunk, prepared):
+                    yield path, (next(vectors) if pixels is not None else None), error
+
+    def _encode_pixels(self, rows: list[torch.Tensor], *, batch_size: int) -> np.ndarray:
+        if not rows:
+            return np.zeros((0, self.embed_dim), dtype=np.float32)
+        out = []
+        for chunk in batched(rows, batch_size):
+            pixels = torch.stack(chunk).to(self.device, dtype=self._dtype)
+            with self._model_lock, torch.inference_mode():
+                features = self.model.encode_image(pixels)
+            out.append(F.normalize(features.float(), dim=-1).cpu().numpy())
+        self.stats.add(images_encoded=len(rows))
+        return np.concatenate(out).astype(np.float32, copy=False)
+
+    # -- texts ------------------------------------------------------------------------------------------------
+    def check_prompt_lengths(self, prompts: Sequence[str]) -> None:
+        """Refuse prompts the tokenizer would silently cut: the user should know the model reads only the start."""
+        encode = getattr(self.tokenizer, "encode", None)
+        if encode is None:
+            return
+        limit = self.context_length - 2  # start- and end-of-text tokens
+        for prompt in prompts:
+            n_tokens = len(encode(prompt))
+            if n_tokens > limit:
+                raise ClipAppError(
+                    f"Text {prompt[:60]!r}{'...' if len(prompt) > 60 else ''} is {n_tokens} tokens; this model reads at "
+                    f"most {limit}. Use a shorter label or a shorter template."
+                )
+
+    def encode_texts(self, texts: Sequence[str], *, batch_size: int = 256) -> np.ndarray:
+        """L2-normalized float32 embeddings, one row per text; repeated texts come from the cache."""
+        texts = [str(t) for t in texts]
+        if not texts:
+            return np.zeros((0, self.embed_dim), dtype=np.float32)
+        with self._cache_lock:
+            missing = list(dict.fromkeys(t for t in texts if t not in self._text_cache))
+        self.stats.add(text_cache_hits=len(texts) - len(missing))
+        if missing:
+            self.check_prompt_lengths(missing)
+            for chunk in batched(missing, batch_size):
+                vectors = self._encode_prompts(chunk)
+                with self._cache_lock:
+                    for text, vector in zip(chunk, vectors):
+                        self._text_cache[text] = vector
+                        self._text_cache.move_to_end(text)
+                    while len(self._text_cache) > self._text_cache_size:
+                        self._text_cache.popitem(last=False)
+            self.stats.add(prompts_encoded=len(missing))
+        with self._cache_lock:
+            found = {t: self._text_cache.get(t) for t in set(texts)}
+        # A text evicted by another thread between the two lock holds is simply encoded again.
+        lost = [t for t, v in found.items() if v is None]
+        if lost:
+            found.update(zip(lost, self._encode_prompts(lost)))
+        return np.stack([found[t] for t in texts]).astype(np.float32, copy=False)
+
+    def _encode_prompts(self, prompts: list[str]) -> np.ndarray:
+        tokens = self.tokenizer(prompts).to(self.device)
+        with self._model_lock, torch.inference_mode():
+            if self._can_trim_text:
+                features = encode_text_trimmed(self.model, tokens)
+            else:
+                features = self.model.encode_text(tokens)
+        return F.normalize(features.float(), dim=-1).cpu().numpy()
+
+    def text_embeddings(self, labels: Sequence[str], templates: str | Sequence[str] | None = DEFAULT_TEMPLATES) -> np.ndarray:
+        """One row per label: the mean of its normalized per-template embeddings, re-normalized (open_clip's
+        `build_zero_shot_classifier`)."""
+        templates = resolve_templates(templates)
+        prompts = [fill_template(t, label) for label in labels for t in templates]
+        per_prompt = self.encode_texts(prompts).reshape(len(labels), len(templates), -1)
+        mean = per_prompt.mean(axis=1)
+        return (mean / np.linalg.norm(mean, axis=1, keepdims=True)).astype(np.float32)
+
+    # -- tasks ------------------------------------------------------------------------------------------------
+    def similarity(self, images: Sequence[ImageSource], texts: Sequence[str]) -> np.ndarray:
+        """Cosine similarity (n_images, n_texts) of the texts as written, as in the CLIP notebook."""
+        if not texts:
+            raise ClipAppError("No texts given.")
+        return self.encode_images(images) @ self.encode_texts(texts).T
+
+    def zero_shot(self, images: Sequence[ImageSource], labels: Sequence[str], *,
+                  templates: str | Sequence[str] | None = DEFAULT_TEMPLATES,
+                  image_features: Optional[np.ndarray] = None,
+                  classifier: Optional[np.ndarray] = None) -> ZeroShotResult:
+        """Probabilities over `labels` for each image. `image_features` skips image encoding;
+        `classifier` (n_labels, dim) replaces the text classifier, e.g. with a fine-tuned head."""
+        labels = list(labels)
+        if not labels:
+            raise ClipAppError("No labels given.")
+        features = self.encode_images(images) if image_features is None else image_features
+        weights = self.text_embeddings(labels, templates) if classifier is None else classifier
+        cosine = features @ weights.T
+        logits = torch.from_numpy(self.logit_scale * cosine)
+        probs = logits.softmax(dim=-1).numpy()
+        return ZeroShotResult(labels=labels, probs=probs, cosine=cosine)
+
+
+def _supports_trimmed_text(model: torch.nn.Module) -> bool:
+    """The causal text tower of open_clip's CLIP pools at the end-of-text token, whose features depend only on
+    earlier positions, so running it only up to the longest prompt gives the same embeddings."""
+    return (
+        isinstance(model, open_clip.CLIP)
+        and getattr(model, "attn_mask", None) is not None
+        and getattr(model, "text_pool_type", None) in ("argmax", "eos")
+    )
+
+
+def encode_text_trimmed(model: open_clip.CLIP, tokens: torch.Tensor) -> torch.Tensor:
+    """`model.encode_text(tokens)` computed over the first L positions only, L = longest prompt in the batch.
+
+    Mirrors open_clip's `CLIP.encode_text` step by step with the positional embedding and causal mask sliced.
+    """
+    positions = torch.arange(tokens.shape[1], device=tokens.device)
+    length = int(((tokens != PAD_TOKEN_ID) * (positions + 1)).max())
+    tokens = tokens[:, :length]
+    cast_dtype = model.transformer.get_cast_dtype()
+    x = model.token_embedding(tokens).to(cast_dtype)
+    x = x + model.positional_embedding[:length].to(cast_dtype)
+    x = model.transformer(x, attn_mask=model.attn_mask[:length, :length])
+    x = model.ln_final(x)
+    x = text_global_pool(x, tokens, model.text_pool_type, eos_token_id=getattr(model, "text_eos_id", None))
+    if model.text_projection is not None:
+        x = model.text_projection(x) if isinstance(model.text_projection, torch.nn.Linear) else x @ model.text_projection
+    return x
+
+
+def load_images(sources: Iterable[ImageSource]) -> list[Image.Image]:
+    return [load_image(source) for source in sources]

@@ -1,0 +1,55 @@
+"""Shared fixtures: tiny real open_clip models and real images. No network: the hub is switched off."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+from pathlib import Path
+
+import open_clip
+import pytest
+import torch
+
+from clipapp.models import register_model_configs
+
+TESTS_DIR = Path(__file__).resolve().parent
+REPO_DIR = TESTS_DIR.parent
+TINY_MODEL = "clipapp-tiny"  # tests/data/clipapp-tiny.json: a 2-layer open_clip CLIP, 32-d embeddings
+EXAMPLES_DIR = REPO_DIR / "assets" / "examples"
+
+register_model_configs(TESTS_DIR / "data")
+
+
+@pytest.fixture(scope="session")
+def tiny_weights(tmp_path_factory) -> Path:
+    """A random tiny open_clip model saved as safetensors, loadable through a `NAME:/file` spec."""
+    from clipapp.models import save_state_dict
+
+    torch.manual_seed(0)
+    model = open_clip.create_model(TINY_MODEL)
+    path = tmp_path_factory.mktemp("weights") / "tiny.safetensors"
+    save_state_dict(model.state_dict(), path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_spec(tiny_weights) -> str:
+    return f"{TINY_MODEL}:{tiny_weights}"
+
+
+@pytest.fixture(scope="session")
+def tiny_service(tiny_spec):
+    from clipapp.service import ClipService
+
+    return ClipService.load(tiny_spec, device="cpu")
+
+
+@pytest.fixture(scope="session")
+def photos() -> list[Path]:
+    """The CLIP notebook photos from scikit-image, committed under assets/examples/photos."""
+    found = sorted((EXAMPLES_DIR / "photos").glob("*.jpg"))
+    assert len(found) >= 4, "assets/examples/photos is missing its example images"
+    return found

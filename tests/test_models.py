@@ -1,0 +1,106 @@
+"""Model specs, safe checkpoint loading and the offline fallback."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+
+from clipapp.device import select_device, select_precision
+from clipapp.errors import ClipAppError, ModelLoadError
+from clipapp.models import DEFAULT_SPEC, load_model, parse_spec
+from tests.conftest import TINY_MODEL
+
+
+@pytest.mark.parametrize(
+    "spec, kind",
+    [
+        ("demo", "demo"),
+        ("ViT-B-32:laion2b_s34b_b79k", "pretrained"),
+        ("ViT-B-32:/tmp/weights.safetensors", "file"),
+        ("ViT-B-32:random", "random"),
+        ("hf-hub:laion/CLIP-ViT-B-32-laion2B-s34B-b79K", "hf-hub"),
+    ],
+)
+def test_parse_spec_kinds(spec, kind):
+    assert parse_spec(spec).kind == kind
+
+
+@pytest.mark.parametrize("spec", ["nonsense", "NoSuchNet:random", "ViT-B-32:no_such_tag", "hf-hub:"])
+def test_bad_specs_are_clear_errors(spec):
+    with pytest.raises(ModelLoadError):
+        parse_spec(spec)
+
+
+def test_env_variable_sets_default(monkeypatch):
+    monkeypatch.setenv("CLIPAPP_MODEL", "demo")
+    assert parse_spec(None).kind == "demo"
+    monkeypatch.delenv("CLIPAPP_MODEL")
+    assert parse_spec(None).text == DEFAULT_SPEC
+
+
+def test_offline_default_falls_back_to_demo_quickly(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    start = time.perf_counter()
+    loaded = load_model(DEFAULT_SPEC, device="cpu")
+    elapsed = time.perf_counter() - start
+    assert loaded.spec == "demo"
+    assert loaded.requested_spec == DEFAULT_SPEC
+    assert "demo model instead of" in loaded.notice and "offline" in loaded.notice
+    assert "demo model" in loaded.description
+    print(f"fallback took {elapsed:.2f} s")
+
+
+def test_fallback_can_be_refused(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelLoadError, match="not in the local cache"):
+        load_model(DEFAULT_SPEC, device="cpu", allow_fallback=False)
+
+
+def test_missing_weights_file_names_the_file(tmp_path):
+    missing = tmp_path / "nope.safetensors"
+    with pytest.raises(ModelLoadError, match="nope.safetensors"):
+        load_model(f"{TINY_MODEL}:{missing}", device="cpu")
+
+
+def test_corrupt_weights_file_is_a_clear_error(tmp_path):
+    corrupt = tmp_path / "corrupt.safetensors"
+    corrupt.write_bytes(b"\x00garbage" * 100)
+    with pytest.raises(ModelLoadError, match="corrupt.safetensors"):
+        load_model(f"{TINY_MODEL}:{corrupt}", device="cpu")
+
+
+def test_pickled_checkpoint_with_code_is_refused(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    path = tmp_path / "evil.pt"
+    torch.save({"state_dict": {"x": torch.zeros(1)}, "payload": Evil()}, path)
+    with pytest.raises(ModelLoadError, match="evil.pt"):
+        load_model(f"{TINY_MODEL}:{path}", device="cpu")
+
+
+def test_local_file_spec_loads_the_saved_weights(tiny_weights, tiny_spec):
+    from safetensors.torch import load_file
+
+    loaded = load_model(tiny_spec, device="cpu")
+    saved = load_file(str(tiny_weights))
+    state = loaded.model.state_dict()
+    assert all(torch.equal(state[k], v) for k, v in saved.items())
+    assert loaded.spec == tiny_spec and loaded.notice is None
+    assert not loaded.model.training
+
+
+def test_device_and_precision_choice():
+    assert select_device("cpu").type == "cpu"
+    assert select_precision("auto", torch.device("cpu")) == "fp32"
+    with pytest.raises(ClipAppError):
+        select_device("tpu")
+    with pytest.raises(ClipAppError):
+        select_precision("fp16", torch.device("cpu"))
+    if not torch.cuda.is_available():
+        with pytest.raises(ClipAppError, match="no CUDA"):
+            select_device("cuda")
+        assert select_device("auto").type == "cpu"
