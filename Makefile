@@ -1,0 +1,34 @@
+# The two commands: `make run` starts the app at http://127.0.0.1:7860, `make test` runs the whole suite.
+# Both create .venv/ and install everything on first use.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: run test test-fast system-deps bench clean
+
+$(STAMP): requirements.txt requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt -r requirements-dev.txt
+	touch $(STAMP)
+
+system-deps:
+	bash scripts/install-system-deps.sh
+
+run: $(STAMP)
+	$(PY) app.py $(ARGS)
+
+test: system-deps $(STAMP)
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q $(PYTEST_ARGS)
+
+# Everything but the browser tests.
+test-fast: $(STAMP)
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m "not e2e" $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(PY) bench/bench_encode.py
+	$(PY) bench/bench_search.py --sizes 10000 100000
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,5 @@
+import sys
+
+from clipapp.cli import main
+
+sys.exit(main())
