@@ -1,0 +1,69 @@
+"""The CLI: JSON contracts of design.md, PNG output, and clear errors with a non-zero exit."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from PIL import Image
+
+from clipapp.cli import main
+from tests.conftest import REPO_DIR
+
+
+def run_json(capsys, *argv) -> dict:
+    assert main(list(argv)) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_classify_json_contract(capsys, tiny_spec, photos, tmp_path):
+    out_png = tmp_path / "bars.png"
+    result = run_json(capsys, "classify", str(photos[0]), str(photos[1]), "--labels", "cat, rocket,dog",
+                      "--top-k", "2", "--model", tiny_spec, "--json", "--out", str(out_png))
+    assert result["model"] == tiny_spec
+    assert [r["image"] for r in result["results"]] == [str(photos[0]), str(photos[1])]
+    for item in result["results"]:
+        assert len(item["top"]) == 2
+        assert {t["label"] for t in item["top"]} <= {"cat", "rocket", "dog"}
+        assert item["top"][0]["prob"] >= item["top"][1]["prob"]
+    assert Image.open(out_png).size[0] > 100
+
+
+def test_similarity_json_contract(capsys, tiny_spec, photos, tmp_path):
+    out_png = tmp_path / "heatmap.png"
+    result = run_json(capsys, "similarity", *map(str, photos[:3]), "--texts", "a cat", "a rocket",
+                      "--model", tiny_spec, "--json", "--out", str(out_png))
+    assert result["texts"] == ["a cat", "a rocket"]
+    assert len(result["matrix"]) == 3 and all(len(row) == 2 for row in result["matrix"])
+    assert all(-1.0 <= v <= 1.0 for row in result["matrix"] for v in row)
+    assert Image.open(out_png).size[0] > 100
+
+
+@pytest.mark.parametrize(
+    "labels, message",
+    [(",, ,", "No labels"), ("cat,dog,cat", "Duplicate"), (",".join(f"l{i}" for i in range(2000)), "at most 1000")],
+)
+def test_bad_labels_exit_2_with_message(capsys, tiny_spec, photos, labels, message):
+    assert main(["classify", str(photos[0]), "--labels", labels, "--model", tiny_spec, "--json"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and message in captured.err
+
+
+def test_label_longer_than_context(capsys, tiny_spec, photos):
+    long_label = " ".join(["word"] * 60)
+    assert main(["classify", str(photos[0]), "--labels", f"cat,{long_label}", "--model", tiny_spec]) == 2
+    assert "tokens" in capsys.readouterr().err
+
+
+def test_real_entry_point_reports_bad_image_without_traceback(tmp_path, tiny_spec):
+    bad = tmp_path / "fake.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 20)
+    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(REPO_DIR))
+    proc = subprocess.run([sys.executable, "-m", "clipapp", "classify", str(bad), "--labels", "a,b",
+                           "--model", tiny_spec, "--json"], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 2
+    assert proc.stdout == ""
+    assert "fake.png" in proc.stderr and "Traceback" not in proc.stderr
