@@ -1,0 +1,26 @@
+# clipapp on a GPU host: docker build -t clipapp . &&
+#   docker run --gpus all -p 7860:7860 -v clipapp-cache:/cache -v clipapp-data:/data clipapp
+# The weight cache (/cache) and the indexes/adapters (/data) live on volumes, so a new container reuses them.
+FROM nvidia/cuda:13.0.1-cudnn-runtime-ubuntu24.04
+
+ENV DEBIAN_FRONTEND=noninteractive \
+    PIP_NO_CACHE_DIR=1 \
+    PYTHONUNBUFFERED=1 \
+    HF_HOME=/cache/huggingface \
+    CLIPAPP_STATE_DIR=/data
+
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends python3 python3-venv ca-certificates \
+    && rm -rf /var/lib/apt/lists/*
+
+WORKDIR /app
+COPY requirements.txt .
+RUN python3 -m venv /opt/venv && /opt/venv/bin/pip install -r requirements.txt
+COPY app.py ./
+COPY clipapp/ clipapp/
+COPY assets/ assets/
+
+VOLUME ["/cache", "/data"]
+EXPOSE 7860
+# Inside the container the app must listen on all interfaces; publish the port to choose who reaches it.
+CMD ["/opt/venv/bin/python", "app.py", "--host", "0.0.0.0", "--port", "7860"]
