@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+PRECISIONS = ("auto", "fp32", "fp16", "bf16", "int8")
 
 
 def select_device(name: str = "auto") -> torch.device:
@@ -29,7 +29,7 @@ def select_device(name: str = "auto") -> torch.device:
 
 
 def select_precision(precision: str, device: torch.device) -> str:
-    """`auto` -> fp16 on GPU, fp32 on CPU (bf16/fp16 bring no speed on these CPUs, see anchors)."""
+    """`auto` -> fp16 on GPU, fp32 on CPU (where the model loader may then pick int8, see models.py)."""
     from clipapp.errors import ClipAppError
 
     precision = (precision or "auto").lower()
@@ -37,6 +37,8 @@ def select_precision(precision: str, device: torch.device) -> str:
         raise ClipAppError(f"Unknown precision {precision!r}: use one of {', '.join(PRECISIONS)}.")
     if precision == "auto":
         return "fp16" if device.type == "cuda" else "fp32"
+    if precision == "int8" and device.type != "cpu":
+        raise ClipAppError("int8 (dynamic quantization) runs on the CPU only; use fp16 on a GPU.")
     if precision == "fp16" and device.type == "cpu":
         raise ClipAppError("fp16 is only supported on a GPU; use fp32 (or bf16) on the CPU.")
     return precision

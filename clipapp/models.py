@@ -33,6 +33,9 @@ DEMO_MODEL_DIR = Path(__file__).resolve().parent.parent / "assets" / "models" / 
 DEMO_WEIGHTS = DEMO_MODEL_DIR / f"{DEMO_MODEL_NAME}.safetensors"
 SPEC_ENV = "CLIPAPP_MODEL"
 HUB_PROBE_SECONDS = 4.0
+INT8_MIN_COSINE = 0.99
+PROBE_IMAGES_DIR = DEMO_MODEL_DIR.parent.parent / "examples" / "photos"
+PROBE_TEXTS = ("a photo of a cat.", "a photo of a rocket.", "a page of printed text.", "a red sneaker.")
 _WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt", ".npz")
 
 # Registering configs mutates open_clip's global registry: do it once, under a lock.
@@ -107,11 +110,12 @@ class LoadedModel:
     embed_dim: int
     context_length: int
     notice: Optional[str] = None  # why another model than the requested one is loaded
+    precision_note: Optional[str] = None  # why this precision, when it was chosen automatically
     load_seconds: float = 0.0
 
     @property
     def description(self) -> str:
-        text = f"{self.spec} on {self.device.type} ({self.precision})"
+        text = f"{self.spec} on {self.device.type} ({self.precision_note or self.precision})"
         if self.spec == DEMO_SPEC:
             text += " — demo model trained on Fashion-MNIST, knows clothing classes only"
         return text
@@ -192,7 +196,9 @@ def load_model(
     start = time.perf_counter()
     parsed = parse_spec(spec)
     torch_device = select_device(device)
+    auto_precision = (precision or "auto").lower() == "auto"
     precision = select_precision(precision, torch_device)
+    create_precision = "fp32" if precision == "int8" else precision
     register_model_configs()
     notice = None
     loaded_spec = parsed
@@ -216,7 +222,7 @@ def load_model(
             if not path.is_file():
                 raise ModelLoadError(f"Weights file not found: {path}")
             weights = str(path)
-        model, preprocess = _create(loaded_spec.name, weights, torch_device, precision)
+        model, preprocess = _create(loaded_spec.name, weights, torch_device, create_precision)
     except ModelLoadError:
         raise
     except Exception as exc:  # noqa: BLE001 - open_clip/torch/safetensors raise many types for bad files
@@ -225,6 +231,15 @@ def load_model(
 
     model.eval()
     tokenizer = open_clip.get_tokenizer(loaded_spec.name)
+    precision_note = None
+    if precision == "int8" or (auto_precision and torch_device.type == "cpu"):
+        quantized, cosine = quantize_int8(model, preprocess, tokenizer)
+        # auto takes int8 only where it keeps the embeddings (cosine >= 0.99 to fp32); an explicit int8 always.
+        if precision == "int8" or cosine >= INT8_MIN_COSINE:
+            model, precision = quantized, "int8"
+            precision_note = f"int8: min cosine {cosine:.4f} to fp32 on probe inputs"
+        else:
+            precision_note = f"fp32: int8 kept only cosine {cosine:.4f} to fp32 on probe inputs"
     embed_dim = _embed_dim(model)
     context_length = int(getattr(tokenizer, "context_length", None) or getattr(model, "context_length", 77))
     loaded = LoadedModel(
@@ -238,6 +253,7 @@ def load_model(
         embed_dim=embed_dim,
         context_length=context_length,
         notice=notice,
+        precision_note=precision_note,
         load_seconds=time.perf_counter() - start,
     )
     log.info("Loaded %s in %.1f s", loaded.description, loaded.load_seconds)
@@ -266,3 +282,37 @@ def save_state_dict(state_dict: dict[str, torch.Tensor], path: str | os.PathLike
     tensors = {k: v.detach().contiguous().cpu() for k, v in state_dict.items()}
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp))
+
+
+def quantize_int8(model: torch.nn.Module, preprocess, tokenizer) -> tuple[torch.nn.Module, float]:
+    """Dynamic int8 quantization of the Linear layers (CPU), and the lowest cosine between the fp32 and int8
+    embeddings of a few probe images and texts."""
+    import copy
+    import warnings
+
+    from PIL import Image
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch marks its quantized tensors deprecated in favour of torchao
+        from torch.ao.quantization import quantize_dynamic
+
+        quantized = quantize_dynamic(copy.deepcopy(model), {torch.nn.Linear}, dtype=torch.qint8)
+    for module in quantized.modules():
+        if hasattr(module, "_packed_params"):
+            # open_clip reads the compute dtype from the MLP weight, which quantized Linears no longer expose.
+            module.int8_original_dtype = torch.float32
+    images = [Image.open(p).convert("RGB") for p in sorted(PROBE_IMAGES_DIR.glob("*.jpg"))[:4]]
+    if not images:
+        generator = torch.Generator().manual_seed(0)
+        images = [Image.fromarray((torch.rand(64, 64, 3, generator=generator) * 255).byte().numpy()) for _ in range(4)]
+    pixels = torch.stack([preprocess(image) for image in images])
+    tokens = tokenizer(list(PROBE_TEXTS))
+    with torch.inference_mode():
+        cosines = [
+            torch.nn.functional.cosine_similarity(reference(inputs), candidate(inputs), dim=-1).min()
+            for reference, candidate, inputs in (
+                (model.encode_image, quantized.encode_image, pixels),
+                (model.encode_text, quantized.encode_text, tokens),
+            )
+        ]
+    return quantized, float(min(cosines))

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from open_clip.transformer import text_global_pool
 from PIL import Image
 
+from clipapp.batching import MicroBatcher
 from clipapp.data import ImageSource, load_image, to_rgb
 from clipapp.errors import ClipAppError
 from clipapp.models import LoadedModel, load_model
@@ -65,7 +66,8 @@ class EncodeStats:
 class ClipService:
     """A loaded CLIP model plus caches. Build with `ClipService.load(spec, device=..., precision=...)`."""
 
-    def __init__(self, loaded: LoadedModel, *, text_cache_size: int = 200_000, decode_workers: int = 2):
+    def __init__(self, loaded: LoadedModel, *, text_cache_size: int = 200_000, decode_workers: int = 2,
+                 micro_batch_window_s: float = 0.005, micro_batch_rows: int = 64):
         self.loaded = loaded
         self.model = loaded.model
         self.preprocess = loaded.preprocess
@@ -79,6 +81,13 @@ class ClipService:
         self._cache_lock = threading.Lock()
         self._decode_workers = decode_workers
         self._can_trim_text = _supports_trimmed_text(self.model)
+        self._float_model: Optional[torch.nn.Module] = None
+        # Small interactive requests from concurrent users share forward passes; bulk encoding bypasses this.
+        self._image_batcher = (
+            MicroBatcher(self._forward_images, window_s=micro_batch_window_s, max_rows=micro_batch_rows,
+                         name="image-micro-batcher")
+            if micro_batch_window_s > 0 else None
+        )
         with torch.no_grad():
             self.logit_scale = float(self.model.logit_scale.exp())
 
@@ -149,17 +158,31 @@ class ClipService:
                 for path, (pixels, error) in zip(chunk, prepared):
                     yield path, (next(vectors) if pixels is not None else None), error
 
+    def _forward_images(self, pixels: torch.Tensor) -> torch.Tensor:
+        with self._model_lock, torch.inference_mode():
+            features = self.model.encode_image(pixels.to(self.device, dtype=self._dtype))
+        return F.normalize(features.float(), dim=-1).cpu()
+
     def _encode_pixels(self, rows: list[torch.Tensor], *, batch_size: int) -> np.ndarray:
         if not rows:
             return np.zeros((0, self.embed_dim), dtype=np.float32)
-        out = []
-        for chunk in batched(rows, batch_size):
-            pixels = torch.stack(chunk).to(self.device, dtype=self._dtype)
-            with self._model_lock, torch.inference_mode():
-                features = self.model.encode_image(pixels)
-            out.append(F.normalize(features.float(), dim=-1).cpu().numpy())
+        if self._image_batcher is not None and len(rows) < self._image_batcher.max_rows:
+            out = self._image_batcher.submit(torch.stack(rows)).numpy()
+        else:
+            out = np.concatenate([self._forward_images(torch.stack(chunk)).numpy() for chunk in batched(rows, batch_size)])
         self.stats.add(images_encoded=len(rows))
-        return np.concatenate(out).astype(np.float32, copy=False)
+        return out.astype(np.float32, copy=False)
+
+    def trainable_model(self) -> torch.nn.Module:
+        """The model in floating point, for fine-tuning: the resident one, or, when that one is int8 (which cannot
+        be trained), an fp32 copy loaded once on first use. Callers must copy what they change."""
+        if self.loaded.precision != "int8":
+            return self.model
+        with self._cache_lock:
+            if self._float_model is None:
+                self._float_model = load_model(self.spec, device=str(self.device), precision="fp32",
+                                               allow_fallback=False).model
+            return self._float_model
 
     # -- texts ------------------------------------------------------------------------------------------------
     def check_prompt_lengths(self, prompts: Sequence[str]) -> None:

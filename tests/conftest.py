@@ -44,7 +44,7 @@ def tiny_spec(tiny_weights) -> str:
 def tiny_service(tiny_spec):
     from clipapp.service import ClipService
 
-    return ClipService.load(tiny_spec, device="cpu")
+    return ClipService.load(tiny_spec, device="cpu", precision="fp32")  # fp32: compared to open_clip at 1e-5
 
 
 @pytest.fixture(scope="session")

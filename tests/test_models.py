@@ -85,7 +85,7 @@ def test_pickled_checkpoint_with_code_is_refused(tmp_path):
 def test_local_file_spec_loads_the_saved_weights(tiny_weights, tiny_spec):
     from safetensors.torch import load_file
 
-    loaded = load_model(tiny_spec, device="cpu")
+    loaded = load_model(tiny_spec, device="cpu", precision="fp32")
     saved = load_file(str(tiny_weights))
     state = loaded.model.state_dict()
     assert all(torch.equal(state[k], v) for k, v in saved.items())
@@ -104,3 +104,24 @@ def test_device_and_precision_choice():
         with pytest.raises(ClipAppError, match="no CUDA"):
             select_device("cuda")
         assert select_device("auto").type == "cpu"
+
+
+def test_int8_quantizes_linears_and_keeps_embeddings(tiny_spec, photos):
+    from clipapp.service import ClipService
+
+    fp32 = ClipService.load(tiny_spec, device="cpu", precision="fp32", micro_batch_window_s=0)
+    int8 = ClipService.load(tiny_spec, device="cpu", precision="int8", micro_batch_window_s=0)
+    assert int8.loaded.precision == "int8"
+    assert any(hasattr(m, "_packed_params") for m in int8.model.modules())
+    cosine = (fp32.encode_images(photos) * int8.encode_images(photos)).sum(axis=1)
+    assert cosine.min() >= 0.99
+    text_cosine = (fp32.encode_texts(["a cat", "a rocket"]) * int8.encode_texts(["a cat", "a rocket"])).sum(axis=1)
+    assert text_cosine.min() >= 0.99
+    assert int8.trainable_model() is not int8.model  # an fp32 copy for fine-tuning
+    assert not any(hasattr(m, "_packed_params") for m in int8.trainable_model().modules())
+
+
+def test_auto_precision_on_cpu_checks_int8_against_fp32(tiny_spec):
+    loaded = load_model(tiny_spec, device="cpu", precision="auto")
+    assert loaded.precision in ("int8", "fp32")
+    assert "cosine" in loaded.precision_note and loaded.precision_note.startswith(loaded.precision)
