@@ -1,0 +1,32 @@
+"""A person's flow on the Zero-shot tab: upload images, type labels, click, read the bars, see the heatmap."""
+
+from __future__ import annotations
+
+import re
+
+from playwright.sync_api import expect
+
+
+def test_classify_flow(page, app_url, photos):
+    page.goto(app_url)
+    expect(page.get_by_text("Model:").first).to_be_visible()
+    page.locator("input[type=file]").first.set_input_files([str(p) for p in photos[:2]])
+    expect(page.get_by_text(photos[0].name).first).to_be_visible()
+    page.get_by_label("Labels (comma or newline separated)").fill("cat, rocket, cup of coffee")
+    page.get_by_role("button", name="Classify", exact=True).click()
+    # One gr.Label per image, titled with its file name, listing the labels with percentages.
+    outputs = page.locator("[data-testid=label-output-value]")
+    expect(outputs).to_have_count(2)
+    for i in range(2):
+        expect(outputs.nth(i)).to_contain_text(re.compile(r"(cat|rocket|cup of coffee)[\s\S]*\d+%"))
+    expect(page.locator("img[src^='data:image']").first).to_be_visible()  # the heatmap
+
+
+def test_bad_upload_shows_a_message(page, app_url, tmp_path):
+    fake = tmp_path / "broken.png"
+    fake.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 32)
+    page.goto(app_url)
+    page.locator("input[type=file]").first.set_input_files([str(fake)])
+    page.get_by_label("Labels (comma or newline separated)").fill("a, b")
+    page.get_by_role("button", name="Classify", exact=True).click()
+    expect(page.get_by_text(re.compile("broken.png: .*(truncated|not an image)"))).to_be_visible()
