@@ -43,8 +43,17 @@ _registry_lock = threading.Lock()
 _registered_dirs: set[Path] = set()
 
 
-def register_model_configs(folder: Path = DEMO_MODEL_DIR) -> None:
-    """Make the open_clip model configs (*.json) in `folder` known to open_clip by name."""
+CONFIG_DIRS_ENV = "CLIPAPP_MODEL_CONFIGS"  # extra folders of open_clip model configs, separated by os.pathsep
+
+
+def register_model_configs(folder: Optional[Path] = None) -> None:
+    """Make the open_clip model configs (*.json) in `folder` known to open_clip by name; without a folder, the
+    demo model's and those named by $CLIPAPP_MODEL_CONFIGS."""
+    if folder is None:
+        extra = [Path(p) for p in os.environ.get(CONFIG_DIRS_ENV, "").split(os.pathsep) if p]
+        for each in (DEMO_MODEL_DIR, *extra):
+            register_model_configs(each)
+        return
     folder = Path(folder).resolve()
     with _registry_lock:
         if folder not in _registered_dirs and folder.is_dir():

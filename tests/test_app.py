@@ -1,0 +1,37 @@
+"""app.py as a user starts it: flags, loopback by default, optional login."""
+
+from __future__ import annotations
+
+import pytest
+from gradio_client import Client, handle_file
+from gradio_client.exceptions import AuthenticationError
+
+from app import parse_args, parse_auth
+from clipapp.errors import ClipAppError
+from tests.apprunner import running_app
+
+
+def test_defaults_bind_loopback_port_7860():
+    args = parse_args([])
+    assert (args.host, args.port) == ("127.0.0.1", 7860)
+
+
+def test_auth_flag_parsing(monkeypatch):
+    assert parse_auth("ann:s3cret:x") == ("ann", "s3cret:x")
+    assert parse_auth(None) is None
+    for bad in ("nopassword", ":x", "x:"):
+        with pytest.raises(ClipAppError):
+            parse_auth(bad)
+    monkeypatch.setenv("CLIPAPP_AUTH", "bob:pw")
+    assert parse_args([]).auth == "bob:pw"
+
+
+def test_login_is_required_when_auth_is_set(tiny_spec, photos, tmp_path):
+    with running_app(["--model", tiny_spec, "--auth", "ann:s3cret", "--state-dir", str(tmp_path)]) as (_, url):
+        with pytest.raises(AuthenticationError):
+            Client(url, verbose=False)
+        with pytest.raises(AuthenticationError):
+            Client(url, auth=("ann", "wrong"), verbose=False)
+        client = Client(url, auth=("ann", "s3cret"), verbose=False)
+        result, _ = client.predict([handle_file(str(photos[0]))], "a, b", "simple", "", 2, api_name="/classify")
+        assert result["model"] == tiny_spec
