@@ -30,7 +30,7 @@ def test_login_is_required_when_auth_is_set(tiny_spec, photos, tmp_path):
     with running_app(["--model", tiny_spec, "--auth", "ann:s3cret", "--state-dir", str(tmp_path)]) as (_, url):
         with pytest.raises(AuthenticationError):
             Client(url, verbose=False)
-        with pytest.raises(AuthenticationError):
+        with pytest.raises(ValueError, match="Could not login"):
             Client(url, auth=("ann", "wrong"), verbose=False)
         client = Client(url, auth=("ann", "s3cret"), verbose=False)
         result, _ = client.predict([handle_file(str(photos[0]))], "a, b", "simple", "", 2, api_name="/classify")
