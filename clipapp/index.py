@@ -1130,18 +1130,19 @@ def image_term_path(term: str) -> Optional[str]:
 
 
 def compose_query(terms: str | Sequence[tuple[float, str]], encoder: Encoder,
-                  templates: Any = None) -> np.ndarray:
+                  templates: Any = None, *, allow_image_paths: bool = True) -> np.ndarray:
     """One normalized query vector: the weighted sum of the terms' embeddings, renormalized.
 
     Text terms use `encoder.text_embeddings(labels, templates)` (template ensemble) when `templates` is given,
     else `encoder.encode_texts`; image terms are encoded through `encoder.encode_image_files` (the app's one image
-    decoder). `terms` may also be a query string, parsed with `parse_query`.
+    decoder). `terms` may also be a query string, parsed with `parse_query`. `allow_image_paths=False` treats
+    every term as text: a query typed in a browser must not make the server read its own files.
     """
     if isinstance(terms, str):
         terms = parse_query(terms)
     terms = list(terms)
     _check_terms(terms, " ".join(t for _, t in terms))
-    kinds = [(weight, term, image_term_path(term)) for weight, term in terms]
+    kinds = [(weight, term, image_term_path(term) if allow_image_paths else None) for weight, term in terms]
     texts = [term for _, term, image in kinds if image is None]
     images = [image for _, _, image in kinds if image is not None]
     text_vectors = iter(())
@@ -1165,7 +1166,8 @@ def compose_query(terms: str | Sequence[tuple[float, str]], encoder: Encoder,
 
 
 def query_index(index: ImageIndex, query: str, encoder: Encoder, *, k: int = 10,
-                threshold: Optional[float] = None, templates: Any = None) -> list[dict]:
+                threshold: Optional[float] = None, templates: Any = None, allow_image_paths: bool = True) -> list[dict]:
     """Parse, compose and search in one call: the hits for a text/image query string."""
     _check_encoder(index, encoder)
-    return index.search(compose_query(query, encoder, templates), k=k, threshold=threshold)[0]
+    vector = compose_query(query, encoder, templates, allow_image_paths=allow_image_paths)
+    return index.search(vector, k=k, threshold=threshold)[0]

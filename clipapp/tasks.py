@@ -80,3 +80,41 @@ def similarity(service: ClipService, images: Sequence[NamedImage], texts: str | 
         "texts": texts,
         "matrix": np.round(matrix.astype(float), 6).tolist(),
     }
+
+
+# -- search ---------------------------------------------------------------------------------------------------------
+def index_folder(service: ClipService, folder, index_path, *, progress=None) -> dict:
+    """Create or update the index at `index_path` from the images under `folder` (incremental).
+
+    Returns {"added", "updated", "removed", "skipped": [paths], "total"} as in design.md.
+    """
+    from clipapp.index import ImageIndex, sync_folder
+
+    index = ImageIndex.open_or_create(index_path, service.spec, service.embed_dim)
+    report = sync_folder(index, folder, service, progress=progress)
+    return {**report, "skipped": [item["path"] for item in report["skipped"]],
+            "errors": {item["path"]: item["error"] for item in report["skipped"]}}
+
+
+def _hits(hits: list[dict]) -> dict:
+    return {"results": [{"path": hit["path"], "score": round(float(hit["score"]), 6)} for hit in hits]}
+
+
+def search_text(service: ClipService, index, query: str, *, k: int = 10, threshold: Optional[float] = None,
+                templates: str | Sequence[str] | None = None, allow_image_paths: bool = True) -> dict:
+    """Text (or rclip-style `a + b - c`) query -> {"results": [{"path", "score"}]}, best first."""
+    from clipapp.index import query_index
+
+    return _hits(query_index(index, query, service, k=k, threshold=threshold, templates=templates,
+                             allow_image_paths=allow_image_paths))
+
+
+def search_image(service: ClipService, index, image: ImageSource, *, k: int = 10,
+                 threshold: Optional[float] = None) -> dict:
+    """Images most like `image` (a path, bytes or PIL image) -> {"results": [{"path", "score"}]}."""
+    vector = service.encode_images([load_image(image)])
+    return _hits(index.search(vector, k=k, threshold=threshold)[0])
+
+
+def search_vector(index, vector: np.ndarray, *, k: int = 10, threshold: Optional[float] = None) -> dict:
+    return _hits(index.search(vector, k=k, threshold=threshold)[0])
