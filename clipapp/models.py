@@ -305,7 +305,17 @@ def quantize_int8(model: torch.nn.Module, preprocess, tokenizer) -> tuple[torch.
         warnings.simplefilter("ignore")  # torch marks its quantized tensors deprecated in favour of torchao
         from torch.ao.quantization import quantize_dynamic
 
-        quantized = quantize_dynamic(copy.deepcopy(model), {torch.nn.Linear}, dtype=torch.qint8)
+        from torch.ao.quantization import default_dynamic_qconfig
+
+        # Exact nn.Linear only (attention's out_proj subclass is read by weight), and not ModifiedResNet's
+        # attention pool, which reads its projections' `.weight` directly: quantized Linears have none.
+        skip_parents = {name for name, module in model.named_modules() if type(module).__name__ == "AttentionPool2d"}
+        targets = {
+            name: default_dynamic_qconfig
+            for name, module in model.named_modules()
+            if type(module) is torch.nn.Linear and name.rpartition(".")[0] not in skip_parents
+        }
+        quantized = quantize_dynamic(copy.deepcopy(model), targets, dtype=torch.qint8)
     for module in quantized.modules():
         if hasattr(module, "_packed_params"):
             # open_clip reads the compute dtype from the MLP weight, which quantized Linears no longer expose.

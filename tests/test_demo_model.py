@@ -9,7 +9,7 @@ import pytest
 import torch
 from open_clip.zero_shot_classifier import build_zero_shot_classifier
 
-from clipapp.fashion_mnist import CLASS_NAMES, FASHION_MNIST_DIR, load_fashion_mnist, to_pil_images
+from clipapp.fashion_mnist import CLASS_NAMES, load_fashion_mnist, to_pil_images
 
 DEMO_DIR = Path(__file__).resolve().parents[1] / "assets" / "models" / "demo"
 MODEL_NAME = "clipapp-demo"
@@ -41,10 +41,6 @@ def test_demo_model_loads_as_fp32_open_clip(demo_model):
     assert model.vocab_size == 49408
 
 
-@pytest.mark.skipif(
-    not (FASHION_MNIST_DIR / "t10k-images-idx3-ubyte.gz").is_file(),
-    reason="Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)",
-)
 def test_demo_model_zero_shot_fashion_mnist_subset(demo_model):
     model, preprocess, tokenizer = demo_model
     images, labels = load_fashion_mnist("test")
@@ -57,3 +53,14 @@ def test_demo_model_zero_shot_fashion_mnist_subset(demo_model):
         )
     top1 = (img_f @ classifier).argmax(1).eq(labels).float().mean().item()
     assert top1 >= MIN_TOP1, f"zero-shot top-1 on the first {SUBSET} test images is {top1:.3f}"
+
+
+def test_demo_model_through_the_service_as_the_app_runs_it():
+    """The app's path: spec `demo`, automatic precision (int8 where it holds), the 7 simple templates."""
+    from clipapp.service import ClipService
+
+    service = ClipService.load("demo", device="cpu")
+    images, labels = load_fashion_mnist("test")
+    result = service.zero_shot(to_pil_images(images[:SUBSET]), [c.lower() for c in CLASS_NAMES], templates="simple")
+    top1 = float((result.probs.argmax(axis=1) == labels[:SUBSET]).mean())
+    assert top1 >= MIN_TOP1, f"{service.description}: top-1 {top1:.3f}"
