@@ -48,7 +48,7 @@ def main(argv=None) -> None:
         os.environ["CLIPAPP_MAX_IMAGE_PIXELS"] = str(args.max_pixels)  # read by clipapp.data at import
 
     from clipapp.service import ClipService
-    from clipapp.ui import build_app
+    from clipapp.ui import build_app, launch_options
     from clipapp.ui.common import AppContext
 
     service = ClipService.load(args.model, device=args.device, precision=args.precision)
@@ -61,7 +61,7 @@ def main(argv=None) -> None:
     if args.host not in ("127.0.0.1", "localhost", "::1") and auth is None:
         logging.warning("Listening on %s without --auth: anyone who can reach this port can use the app.", args.host)
     demo.launch(server_name=args.host, server_port=args.port, auth=auth, max_file_size=args.max_upload,
-                show_error=False)
+                show_error=False, **launch_options(ctx))
 
 
 if __name__ == "__main__":

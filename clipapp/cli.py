@@ -68,6 +68,99 @@ def cmd_similarity(args) -> None:
     _emit(args, result, "\n".join([f"model: {result['model']}", "\t" + header, *rows]))
 
 
+def _finetune_config(args):
+    from clipapp.finetune import FinetuneConfig
+
+    names = ("mode", "epochs", "lr", "blocks", "mixup", "cutmix", "label_smoothing", "ema", "sam", "focal",
+             "class_balanced", "clip_grad", "wise_alpha", "patience", "seed", "templates")
+    values = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+    if args.shots_val is not None:
+        values["val_per_class"] = args.shots_val
+    return FinetuneConfig(**values).validate()
+
+
+def _metrics_line(name: str, metrics) -> str:
+    if not metrics:
+        return f"{name}: no held-out images"
+    return f"{name}: top-1 {metrics['top1']:.1%}  top-5 {metrics['top5']:.1%}  (n={metrics['n']})"
+
+
+def cmd_finetune(args) -> None:
+    from clipapp.adapter import adapter_paths
+    from clipapp.finetune import finetune_folder
+
+    config = _finetune_config(args)
+    service = _service(args)
+
+    def progress(fraction: float, message: str) -> None:
+        if not args.json and not args.quiet and sys.stderr.isatty():
+            print(f"\r[{fraction:5.1%}] {message:<60}", end="", file=sys.stderr, flush=True)
+
+    result = finetune_folder(service, args.data_dir, config, out=args.out, progress=progress)
+    if not args.json and not args.quiet and sys.stderr.isatty():
+        print(file=sys.stderr)
+    weights_path, _ = adapter_paths(args.out)
+    payload = {"model": service.spec, "adapter": str(weights_path), **result.to_dict()}
+    lines = [f"model: {service.spec}", f"classes: {', '.join(result.class_names)}",
+             f"validation: {result.validation['kind']} ({result.validation['n_held_out']} held-out of "
+             f"{result.validation['n_images']} images), best epoch {result.best_epoch}",
+             _metrics_line("before (zero-shot)", result.before), _metrics_line("after (adapted)  ", result.after),
+             *[f"note: {note}" for note in result.notes], *[f"skipped: {s}" for s in result.skipped],
+             f"adapter: {weights_path}"]
+    _emit(args, payload, "\n".join(lines))
+
+
+def cmd_eval(args) -> None:
+    from clipapp.finetune import evaluate
+
+    service = _service(args)
+    adapter = None
+    if args.adapter:
+        from clipapp.adapter import load_adapter
+
+        adapter = load_adapter(args.adapter, expected_spec=service.spec)
+    result = evaluate(service, args.data_dir, adapter, templates=args.templates)
+    text = f"model: {service.spec}{f' + adapter {adapter.name}' if adapter else ''}\n" + \
+        f"top-1 {result['top1']:.2%}  top-5 {result['top5']:.2%}  n={result['n']}"
+    _emit(args, result, text)
+
+
+def _add_finetune_commands(sub) -> None:
+    p = sub.add_parser("finetune", help="few-shot adaptation from DATA_DIR/<class>/<images> (or a .zip of it)")
+    p.add_argument("data_dir", help="folder of class folders (class names = folder names), or a .zip of one")
+    p.add_argument("--out", required=True, help="adapter path: writes OUT.safetensors and OUT.json")
+    p.add_argument("--mode", choices=("head", "cache", "partial"),
+                   help="head (default): linear head from the zero-shot weights; cache: training-free "
+                   "Tip-Adapter-style cache; partial: also the last visual blocks")
+    p.add_argument("--templates",
+                   help="prompt templates for the zero-shot start: simple (default), openai, none, or one")
+    p.add_argument("--epochs", type=int, help="at most this many epochs (default 40; early stopping picks the best)")
+    p.add_argument("--lr", type=float, help="learning rate of the head (default 0.01)")
+    p.add_argument("--shots-val", type=int, help="held-out images per class (default: k-fold while a class has "
+                   "fewer than 20 images, a quarter of each class above)")
+    p.add_argument("--blocks", type=int, help="partial mode: how many of the last visual blocks to tune")
+    p.add_argument("--mixup", type=float, help="mixup alpha (default 0.2; 0 = off)")
+    p.add_argument("--cutmix", type=float, help="CutMix alpha, partial mode (0 = off)")
+    p.add_argument("--label-smoothing", type=float, help="default 0.1 (0 = off)")
+    p.add_argument("--ema", type=float, help="weight EMA decay (default 0.99; 0 = off)")
+    p.add_argument("--sam", type=float, help="SAM rho, e.g. 0.05 (0 = off)")
+    p.add_argument("--focal", type=float, help="focal loss gamma, e.g. 2 (0 = cross-entropy)")
+    p.add_argument("--class-balanced", type=float, help="class-balanced loss beta, e.g. 0.999 (imbalanced classes)")
+    p.add_argument("--clip-grad", type=float, help="max gradient norm (0 = off)")
+    p.add_argument("--wise-alpha", type=float, help="WiSE-FT blend: 0 = zero-shot weights, 1 = fine-tuned "
+                   "(default: the best of 0, 0.25, ..., 1 on the held-out images)")
+    p.add_argument("--patience", type=int, help="early-stopping patience in epochs")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    p.set_defaults(func=cmd_finetune)
+
+    p = sub.add_parser("eval", help="top-1/top-5 accuracy on DATA_DIR/<class>/<images>, zero-shot or with --adapter")
+    p.add_argument("data_dir")
+    p.add_argument("--adapter", help="an adapter written by finetune")
+    p.add_argument("--templates", default="simple", help="zero-shot templates: simple, openai, none, or one")
+    p.set_defaults(func=cmd_eval)
+
+
 # -- parser -------------------------------------------------------------------------------------------------------
 def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=None, help="model spec (default: $CLIPAPP_MODEL or ViT-B-32:laion2b_s34b_b79k; "
@@ -99,6 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="save the heatmap as PNG")
     p.set_defaults(func=cmd_similarity)
 
+    _add_finetune_commands(sub)
     for extra in EXTRA_COMMANDS:
         extra(sub)
     for name, subparser in sub.choices.items():

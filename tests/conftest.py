@@ -58,13 +58,14 @@ def photos() -> list[Path]:
 @pytest.fixture(scope="session")
 def app_url(tiny_service, tmp_path_factory):
     """The real Gradio app, launched on a free loopback port with the tiny model, for gradio_client tests."""
-    from clipapp.ui import build_app
+    from clipapp.ui import build_app, launch_options
     from clipapp.ui.common import AppContext
 
     root = tmp_path_factory.mktemp("served")
     ctx = AppContext(service=tiny_service, state_dir=root / "state", allowed_roots=(EXAMPLES_DIR,))
     demo = build_app(ctx)
-    _, url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=None, quiet=True)
+    _, url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=None, quiet=True,
+                            **launch_options(ctx))
     yield url
     demo.close()
 

@@ -37,6 +37,14 @@ def classify_images(ctx: AppContext, files, labels: str, templates: str, custom_
     return result, figure
 
 
+def adapter_markdown(adapter) -> str:
+    if adapter is None:
+        return ""
+    classes = ", ".join(adapter.class_names[:12]) + (" …" if len(adapter.class_names) > 12 else "")
+    return (f"**Using the fine-tuned adapter `{adapter.name}`** ({adapter.mode}) for Classify: classes {classes}. "
+            "The labels box is ignored while it is active.")
+
+
 def similarity_matrix(ctx: AppContext, files, texts: str):
     """-> (similarity JSON as in the CLI, heatmap of images x texts as written)."""
     images = _load(files)
@@ -51,6 +59,10 @@ def build_tab(ctx: AppContext, adapter_state: Optional[gr.State] = None) -> None
     with gr.Row():
         with gr.Column(scale=1):
             files = gr.File(label="Images", file_count="multiple", file_types=["image"], type="filepath")
+            # shown while this session's fine-tuned adapter replaces the labels
+            with gr.Group(visible=False) as adapter_box:
+                adapter_note = gr.Markdown(elem_id="adapter-note")
+                back_button = gr.Button("Back to plain zero-shot", size="sm")
             labels = gr.Textbox(label="Labels (comma or newline separated)", lines=3,
                                 placeholder="cat, dog, a cup of coffee")
             with gr.Row():
@@ -61,7 +73,6 @@ def build_tab(ctx: AppContext, adapter_state: Optional[gr.State] = None) -> None
             with gr.Row():
                 classify_button = gr.Button("Classify", variant="primary")
                 similarity_button = gr.Button("Similarity of labels as written")
-            adapter_note = gr.Markdown(visible=adapter_state is not None)
         with gr.Column(scale=2):
             results = gr.JSON(label="Results", visible=False)
 
@@ -89,6 +100,11 @@ def build_tab(ctx: AppContext, adapter_state: Optional[gr.State] = None) -> None
     inputs = [files, labels, templates, custom_template, top_k]
     if adapter_state is not None:
         inputs.append(adapter_state)
+        # The session's fine-tuned adapter replaces the labels: say so next to the button, and offer the way back.
+        adapter_state.change(lambda adapter: (gr.Group(visible=adapter is not None), adapter_markdown(adapter)),
+                             adapter_state, [adapter_box, adapter_note], api_visibility="private", queue=False)
+        back_button.click(lambda: (None, gr.Group(visible=False), ""), None, [adapter_state, adapter_box, adapter_note],
+                          api_visibility="private", queue=False)
     classify_button.click(user_errors(run_classify), inputs, [results, heatmap], api_name="classify",
                           concurrency_id="model")
     similarity_button.click(user_errors(lambda f, t: similarity_matrix(ctx, f, t)), [files, labels],

@@ -1,0 +1,372 @@
+"""A few-shot adapter on top of a resident CLIP model: load, save and classify with it.
+
+An adapter is what `clipapp.finetune` produces, stored as two small files next to each other:
+  <name>.safetensors  tensors only: `head.weight` (n_classes, dim) always; `cache.keys` / `cache.values` for the
+                      training-free cache adapter; `visual.<parameter name>` for the visual blocks that were tuned
+  <name>.json         class names, the model spec it was made for, templates, settings, metrics, format version
+Never a pickle: loading an adapter cannot run code. The resident model is never modified: an adapter with tuned
+visual blocks classifies with its own copy of the visual tower.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from clipapp.data import ImageSource, load_image, to_rgb
+from clipapp.errors import ClipAppError
+from clipapp.service import ClipService, ZeroShotResult, batched
+
+ADAPTER_FORMAT = "clipapp-adapter"
+FORMAT_VERSION = 1
+MODES = ("head", "cache", "partial")
+VISUAL_PREFIX = "visual."
+
+
+def adapter_paths(path: str | Path) -> tuple[Path, Path]:
+    """(`<name>.safetensors`, `<name>.json`) for `path` given with either suffix or none."""
+    path = Path(path)
+    if path.suffix.lower() in (".safetensors", ".json"):
+        path = path.with_suffix("")
+    return path.with_name(path.name + ".safetensors"), path.with_name(path.name + ".json")
+
+
+# -- the visual tower split at a block: shared by training (finetune.py) and inference (here) -------------------
+# Two open_clip towers can be split: the ViT (`visual.transformer.resblocks.{i}`, then ln_post and proj) and the
+# ModifiedResNet (bottlenecks `visual.layer{s}.{j}` in order, then attnpool; the demo model is one).
+def visual_kind(visual: nn.Module) -> str:
+    if hasattr(getattr(visual, "transformer", None), "resblocks") and hasattr(visual, "_embeds"):
+        if getattr(visual, "attn_pool", None) is not None:
+            raise ClipAppError("Partial fine-tuning does not support ViT towers with attention pooling; "
+                               "use mode 'head' or 'cache'.")
+        return "vit"
+    if all(hasattr(visual, name) for name in ("stem", "layer1", "layer4", "attnpool")):
+        return "resnet"
+    raise ClipAppError(f"Partial fine-tuning needs an open_clip ViT or ModifiedResNet visual tower; this model has "
+                       f"{type(visual).__name__}. Use mode 'head' or 'cache'.")
+
+
+def visual_blocks(visual: nn.Module) -> list[tuple[str, nn.Module]]:
+    """The tower's blocks in forward order, with their parameter-name prefixes."""
+    if visual_kind(visual) == "vit":
+        return [(f"transformer.resblocks.{i}", b) for i, b in enumerate(visual.transformer.resblocks)]
+    return [(f"layer{s}.{j}", b) for s in range(1, 5) for j, b in enumerate(getattr(visual, f"layer{s}"))]
+
+
+def visual_top_names(visual: nn.Module) -> list[str]:
+    """What sits above the blocks and is tuned with them: final norm and projection, or the attention pool."""
+    if visual_kind(visual) == "vit":
+        return ["ln_post"] + (["proj"] if visual.proj is not None else [])
+    return ["attnpool"]
+
+
+def check_partial_visual(visual: nn.Module, blocks: int) -> int:
+    """Index of the first tuned block when the last `blocks` blocks of the visual tower are tuned."""
+    n = len(visual_blocks(visual))
+    if not 1 <= blocks <= n:
+        raise ClipAppError(f"Partial fine-tuning: --blocks must be between 1 and {n} for this model, got {blocks}.")
+    return n - blocks
+
+
+def _batch_first(visual: nn.Module) -> bool:
+    return visual_kind(visual) != "vit" or getattr(visual.transformer, "batch_first", True)
+
+
+def _run_blocks(visual: nn.Module, x: torch.Tensor, start: int, stop: Optional[int]) -> torch.Tensor:
+    batch_first = _batch_first(visual)
+    x = x if batch_first else x.transpose(0, 1)
+    for _, block in visual_blocks(visual)[start:stop]:
+        x = block(x)
+    return x if batch_first else x.transpose(0, 1)
+
+
+def visual_prefix(visual: nn.Module, pixels: torch.Tensor, first_tuned: int) -> torch.Tensor:
+    """Activations entering block `first_tuned`: the frozen part of the tower (tokens N, L, D or maps N, C, H, W)."""
+    x = visual._embeds(pixels) if visual_kind(visual) == "vit" else visual.stem(pixels)
+    return _run_blocks(visual, x, 0, first_tuned)
+
+
+def visual_suffix(visual: nn.Module, x: torch.Tensor, first_tuned: int) -> torch.Tensor:
+    """Image embeddings (not normalised) from the activations entering block `first_tuned`: the tuned part.
+
+    Mirrors open_clip's `VisionTransformer.forward` / `ModifiedResNet.forward`:
+    `visual_suffix(v, visual_prefix(v, x, i), i) == v(x)`.
+    """
+    x = _run_blocks(visual, x, first_tuned, None)
+    if visual_kind(visual) == "resnet":
+        return visual.attnpool(x)
+    pooled, _ = visual._pool(x)
+    if visual.proj is not None:
+        pooled = pooled @ visual.proj
+    return pooled
+
+
+def tuned_visual_copy(model: nn.Module, blocks: int) -> tuple[nn.Module, int, list[str]]:
+    """A float32 deep copy of `model.visual` with only its last `blocks` blocks and what sits above them trainable.
+
+    Returns (copy, index of the first tuned block, names of the trainable parameters). The resident model's own
+    parameters are untouched: every tensor of the copy is new memory.
+    """
+    from clipapp.tricks import freeze_by_pattern, unfreeze_by_pattern
+
+    first = check_partial_visual(model.visual, blocks)
+    visual = copy.deepcopy(model.visual).float().eval()
+    freeze_by_pattern(visual, ["*"])
+    patterns = [f"{prefix}.*" for prefix, _ in visual_blocks(visual)[first:]]
+    patterns += [name if isinstance(getattr(visual, name), nn.Parameter) else f"{name}.*"
+                 for name in visual_top_names(visual)]
+    unfreeze_by_pattern(visual, patterns)
+    names = [name for name, p in visual.named_parameters() if p.requires_grad]
+    return visual, first, names
+
+
+def float_model(service: ClipService) -> nn.Module:
+    """The resident model in floating point (an int8-quantized resident model has an fp32 twin for training)."""
+    getter = getattr(service, "trainable_model", None)
+    return getter() if getter is not None else service.model
+
+
+# -- the adapter ----------------------------------------------------------------------------------------------------
+@dataclass(eq=False)  # identity semantics: arrays do not compare as one bool, and Gradio state hashes by id
+class Adapter:
+    """Classifier weights (and optionally a cache and tuned visual blocks) for `class_names` on model `spec`.
+
+    logits = logit_scale * normalize(f) @ normalize(head).T
+             [+ cache_alpha * exp(-cache_beta (1 - f @ keys.T)) @ values]
+    where f is the image embedding, through the tuned visual blocks when there are any.
+    """
+
+    name: str
+    class_names: list[str]
+    spec: str
+    head: np.ndarray  # (n_classes, dim), rows L2-normalised
+    logit_scale: float
+    mode: str = "head"
+    templates: list[str] = field(default_factory=list)
+    cache_keys: Optional[np.ndarray] = None  # (n_support, dim)
+    cache_values: Optional[np.ndarray] = None  # (n_support, n_classes), one-hot
+    cache_alpha: float = 0.0
+    cache_beta: float = 0.0
+    visual_state: dict[str, torch.Tensor] = field(default_factory=dict)  # tuned parameters, names under model.visual
+    visual_blocks: int = 0
+    config: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    _visual: Any = field(default=None, repr=False, compare=False)  # (id(model), tuned copy) built on first use
+    _visual_lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self.head = _normalize_rows(np.asarray(self.head, dtype=np.float32))
+        if self.head.ndim != 2 or self.head.shape[0] != len(self.class_names):
+            raise ClipAppError(f"Adapter {self.name!r}: head has shape {self.head.shape} for "
+                               f"{len(self.class_names)} classes.")
+        if self.mode not in MODES:
+            raise ClipAppError(f"Adapter {self.name!r}: unknown mode {self.mode!r} (known: {', '.join(MODES)}).")
+
+    @property
+    def dim(self) -> int:
+        return int(self.head.shape[1])
+
+    def check_service(self, service: ClipService) -> None:
+        if service.spec != self.spec:
+            raise ClipAppError(f"Adapter {self.name!r} was made for model {self.spec!r}, but {service.spec!r} is "
+                               f"loaded. Load that model (--model {self.spec}) or fine-tune again on this one.")
+        if service.embed_dim != self.dim:
+            raise ClipAppError(f"Adapter {self.name!r} has {self.dim}-d weights; model {service.spec!r} makes "
+                               f"{service.embed_dim}-d embeddings.")
+        check_visual_state(self, service)
+
+    # -- features ---------------------------------------------------------------------------------------------
+    def image_features(self, service: ClipService, images: Sequence[ImageSource], *,
+                       batch_size: int = 32) -> np.ndarray:
+        """L2-normalised image embeddings as this adapter sees them (through its tuned blocks, if any)."""
+        self.check_service(service)
+        if not self.visual_state:
+            return service.encode_images(images, batch_size=batch_size)
+        visual = self._tuned_visual(service)
+        out = [np.zeros((0, self.dim), dtype=np.float32)]
+        for chunk in batched(images, batch_size):
+            pixels = torch.stack([service.preprocess(to_rgb(load_image(image))) for image in chunk])
+            with self._visual_lock, torch.inference_mode():
+                features = visual(pixels.to(service.device, dtype=torch.float32))
+            out.append(F.normalize(features.float(), dim=-1).cpu().numpy())
+        return np.concatenate(out).astype(np.float32, copy=False)
+
+    def _tuned_visual(self, service: ClipService) -> nn.Module:
+        with self._visual_lock:
+            if self._visual is None or self._visual[0] != id(service.model):
+                visual = copy.deepcopy(float_model(service).visual).float().eval()
+                params = dict(visual.named_parameters())
+                for name, tensor in self.visual_state.items():
+                    target = params[name[len(VISUAL_PREFIX):]]
+                    target.data.copy_(tensor.to(target.device, dtype=target.dtype))
+                visual.requires_grad_(False)
+                self._visual = (id(service.model), visual)
+            return self._visual[1]
+
+    # -- scores -----------------------------------------------------------------------------------------------
+    def logits_from_features(self, features: np.ndarray) -> np.ndarray:
+        features = _normalize_rows(np.asarray(features, dtype=np.float32))
+        logits = self.logit_scale * (features @ self.head.T)
+        if self.cache_keys is not None and self.cache_alpha:
+            affinity = np.exp(-self.cache_beta * (1.0 - features @ self.cache_keys.T))
+            logits = logits + self.cache_alpha * (affinity @ self.cache_values)
+        return logits.astype(np.float32)
+
+    def probs_from_features(self, features: np.ndarray) -> np.ndarray:
+        return torch.from_numpy(self.logits_from_features(features)).softmax(dim=-1).numpy()
+
+    def cosine(self, service: ClipService, images: Sequence[ImageSource]) -> np.ndarray:
+        """(n_images, n_classes) cosine of each image embedding to each class row of the head."""
+        return self.image_features(service, images) @ self.head.T
+
+    def classify(self, service: ClipService, images: Sequence[ImageSource]) -> ZeroShotResult:
+        """Probabilities over `class_names`, as `ClipService.zero_shot` returns them (`.top(k)`, `.probs`)."""
+        features = self.image_features(service, images)
+        return ZeroShotResult(labels=list(self.class_names), probs=self.probs_from_features(features),
+                              cosine=features @ self.head.T)
+
+    # -- files ------------------------------------------------------------------------------------------------
+    def metadata(self) -> dict[str, Any]:
+        return {
+            "format": ADAPTER_FORMAT,
+            "format_version": FORMAT_VERSION,
+            "name": self.name,
+            "mode": self.mode,
+            "class_names": list(self.class_names),
+            "model_spec": self.spec,
+            "embed_dim": self.dim,
+            "logit_scale": float(self.logit_scale),
+            "templates": list(self.templates),
+            "cache": {"alpha": float(self.cache_alpha), "beta": float(self.cache_beta),
+                      "size": 0 if self.cache_keys is None else int(self.cache_keys.shape[0])},
+            "visual_blocks": int(self.visual_blocks),
+            "visual_parameters": sorted(self.visual_state),
+            "config": self.config,
+            "metrics": self.metrics,
+        }
+
+    def save(self, path: str | Path) -> tuple[Path, Path]:
+        """Write `<path>.safetensors` and `<path>.json` atomically (tensors first: the JSON marks it complete)."""
+        from clipapp.models import save_state_dict
+        from clipapp.storage import write_json_atomic
+
+        weights_path, meta_path = adapter_paths(path)
+        tensors = {"head.weight": torch.from_numpy(self.head)}
+        if self.cache_keys is not None:
+            tensors["cache.keys"] = torch.from_numpy(np.asarray(self.cache_keys, dtype=np.float32))
+            tensors["cache.values"] = torch.from_numpy(np.asarray(self.cache_values, dtype=np.float32))
+        for name, tensor in self.visual_state.items():
+            tensors[name] = tensor.float()
+        save_state_dict(tensors, weights_path)
+        write_json_atomic(meta_path, _json_safe(self.metadata()))
+        return weights_path, meta_path
+
+
+def load_adapter(path: str | Path, *, expected_spec: Optional[str] = None) -> Adapter:
+    """Read an adapter saved by `Adapter.save`; `path` may name either file or their common stem.
+
+    A missing or corrupt file, or an adapter made for another model than `expected_spec`, is a ClipAppError.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    weights_path, meta_path = adapter_paths(path)
+    for needed in (meta_path, weights_path):
+        if not needed.is_file():
+            raise ClipAppError(f"Adapter file not found: {needed} (an adapter is a .safetensors file with its .json "
+                               "beside it, as written by `python -m clipapp finetune`).")
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ClipAppError(f"Adapter file {meta_path} is not valid JSON ({exc}).") from exc
+    if not isinstance(meta, dict) or meta.get("format") != ADAPTER_FORMAT:
+        raise ClipAppError(f"{meta_path} is not a clipapp adapter description (no \"format\": \"{ADAPTER_FORMAT}\").")
+    version = meta.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise ClipAppError(f"Adapter {meta_path} has format version {version!r}; this clipapp reads up to "
+                           f"{FORMAT_VERSION}. Update clipapp.")
+    spec = str(meta.get("model_spec", ""))
+    if expected_spec is not None and spec != expected_spec:
+        raise ClipAppError(f"Adapter {meta_path.name} was made for model {spec!r}, but {expected_spec!r} is loaded. "
+                           f"Run with --model {spec} or fine-tune again on this model.")
+    try:
+        tensors = load_file(str(weights_path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise ClipAppError(f"Adapter weights {weights_path} cannot be read (corrupt or not safetensors): "
+                           f"{exc}") from exc
+    try:
+        class_names = [str(c) for c in meta["class_names"]]
+        head = tensors["head.weight"].float().numpy()
+        cache = meta.get("cache") or {}
+        has_cache = "cache.keys" in tensors
+        visual_state = {k: v for k, v in tensors.items() if k.startswith(VISUAL_PREFIX)}
+        expected_visual = set(meta.get("visual_parameters") or [])
+        if set(visual_state) != expected_visual:
+            raise ClipAppError(f"Adapter {weights_path}: visual parameters in the file do not match {meta_path.name}.")
+        adapter = Adapter(
+            name=str(meta.get("name") or weights_path.stem),
+            class_names=class_names,
+            spec=spec,
+            head=head,
+            logit_scale=float(meta["logit_scale"]),
+            mode=str(meta.get("mode", "head")),
+            templates=list(meta.get("templates") or []),
+            cache_keys=tensors["cache.keys"].float().numpy() if has_cache else None,
+            cache_values=tensors["cache.values"].float().numpy() if has_cache else None,
+            cache_alpha=float(cache.get("alpha", 0.0)) if has_cache else 0.0,
+            cache_beta=float(cache.get("beta", 0.0)) if has_cache else 0.0,
+            visual_state=visual_state,
+            visual_blocks=int(meta.get("visual_blocks", 0)),
+            config=dict(meta.get("config") or {}),
+            metrics=dict(meta.get("metrics") or {}),
+        )
+    except ClipAppError:
+        raise
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ClipAppError(f"Adapter {meta_path} is incomplete or inconsistent ({type(exc).__name__}: {exc}).") from exc
+    if has_cache and adapter.cache_values.shape != (adapter.cache_keys.shape[0], len(class_names)):
+        raise ClipAppError(f"Adapter {weights_path}: cache values do not match the cache keys and classes.")
+    if has_cache and adapter.cache_keys.shape[1] != adapter.dim:
+        raise ClipAppError(f"Adapter {weights_path}: cache keys are {adapter.cache_keys.shape[1]}-d, "
+                           f"the head {adapter.dim}-d.")
+    return adapter
+
+
+def check_visual_state(adapter: Adapter, service: ClipService) -> None:
+    """Refuse tuned visual weights whose names or shapes do not fit the loaded model's visual tower."""
+    if not adapter.visual_state:
+        return
+    params = dict(float_model(service).visual.named_parameters())
+    for name, tensor in adapter.visual_state.items():
+        target = params.get(name[len(VISUAL_PREFIX):])
+        if target is None or tuple(target.shape) != tuple(tensor.shape):
+            raise ClipAppError(f"Adapter {adapter.name!r}: tuned weight {name} does not fit model {service.spec!r}.")
+
+
+# -- helpers --------------------------------------------------------------------------------------------------------
+def _normalize_rows(x: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(x, axis=-1, keepdims=True)
+    return (x / np.maximum(norms, 1e-12)).astype(np.float32)
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN and infinities become null: strict JSON readers (browsers, jq) reject them."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, np.generic):
+        return _json_safe(value.item())
+    return value

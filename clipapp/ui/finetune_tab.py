@@ -1,0 +1,270 @@
+"""The Fine-tune tab: labelled images (a zip of class folders, or per-class uploads) -> an adapter, with live curves,
+before/after accuracy and a confusion matrix. The adapter becomes this browser session's classifier in the Zero-shot
+tab and can be downloaded. The work itself is `clipapp.finetune.finetune`; this file only collects inputs and draws.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import queue
+import re
+import shutil
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Optional
+
+import gradio as gr
+import numpy as np
+
+from clipapp import viz
+from clipapp.errors import ClipAppError
+from clipapp.finetune import FinetuneConfig, extract_labelled_zip, finetune, labelled_folder, labelled_uploads
+from clipapp.ui.common import AppContext, display_name, uploaded_paths
+
+log = logging.getLogger(__name__)
+
+CLASS_ROWS = 4  # per-class upload rows; more classes come as a zip
+MAX_UI_IMAGES = 2000  # one fine-tune holds the CPU for everyone: keep a browser request to a few-shot size
+CURVE_REFRESH_S = 0.4  # redraw the live curves at most this often
+MODE_CHOICES = [("Linear head from the zero-shot weights (fast, default)", "head"),
+                ("Cache adapter, training-free (Tip-Adapter)", "cache"),
+                ("Last visual blocks + head (slow on a CPU)", "partial")]
+LOSS_CHOICES = [("cross-entropy", "cross-entropy"), ("focal (hard examples)", "focal"),
+                ("class-balanced (imbalanced classes)", "class-balanced")]
+WISE_CHOICES = ["auto", "0", "0.25", "0.5", "0.75", "1"]
+DEFAULTS = FinetuneConfig()
+
+# One stop flag per browser session: the Stop button sets the one of the fine-tune running in that session.
+_stop_flags: dict[str, threading.Event] = {}
+_stop_lock = threading.Lock()
+
+
+def _stop_flag(session: str) -> threading.Event:
+    with _stop_lock:
+        return _stop_flags.setdefault(session, threading.Event())
+
+
+def generator_user_errors(fn):
+    """`common.user_errors` for generator events: errors raised while iterating become messages in the page."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            yield from fn(*args, **kwargs)
+        except gr.Error:
+            raise
+        except ClipAppError as exc:
+            raise gr.Error(str(exc), print_exception=False) from None
+        except Exception:  # noqa: BLE001 - the page gets a message, the log gets the traceback
+            log.exception("Unexpected error in %s", fn.__name__)
+            raise gr.Error("Something went wrong on the server; the error was logged.", print_exception=False) from None
+
+    return wrapper
+
+
+def collect_labelled(zip_file, rows: list[tuple[str, object]], workdir: Path):
+    """(zip of class folders) + (class name, uploaded files) rows -> LabelledImages; a class may come from both."""
+    items, names = [], []
+    if zip_file:
+        root = extract_labelled_zip(uploaded_paths(zip_file)[0], workdir / "zip")
+        folder = labelled_folder(root)
+        for path, target in zip(folder.sources, folder.targets):
+            items.append((path, folder.class_names[target]))
+            names.append(display_name(path))
+    for class_name, files in rows:
+        paths = uploaded_paths(files)
+        class_name = " ".join((class_name or "").split())
+        if paths and not class_name:
+            raise ClipAppError("A class row has images but no class name: type the class name next to them.")
+        if class_name and not paths:
+            raise ClipAppError(f"Class {class_name!r} has no images: upload a few, or clear its name.")
+        items += [(p, class_name) for p in paths]
+        names += [display_name(p) for p in paths]
+    if not items:
+        raise ClipAppError("No labelled images: upload a zip of class folders (<class>/<images>) or fill the class "
+                           "rows (a name and a few images each).")
+    if len(items) > MAX_UI_IMAGES:
+        raise ClipAppError(f"{len(items)} images given; the web app fine-tunes on at most {MAX_UI_IMAGES}. "
+                           "Use `python -m clipapp finetune` for more.")
+    return labelled_uploads(items, names=names)
+
+
+def make_config(mode: str, epochs: float, blocks: float, mixup: float, label_smoothing: float, ema: float,
+                sam: float, loss: str, wise_alpha: float, seed: float) -> FinetuneConfig:
+    return FinetuneConfig(
+        mode=mode or DEFAULTS.mode, epochs=int(epochs), blocks=int(blocks), mixup=float(mixup),
+        label_smoothing=float(label_smoothing), ema=float(ema), sam=float(sam),
+        focal=2.0 if loss == "focal" else 0.0, class_balanced=0.999 if loss == "class-balanced" else 0.0,
+        wise_alpha=parse_wise_alpha(wise_alpha), seed=int(seed),
+    ).validate()
+
+
+def parse_wise_alpha(value) -> Optional[float]:
+    """"auto" (or empty) -> None, chosen on held-out data; otherwise a number in [0, 1]."""
+    if value is None or str(value).strip().lower() in ("", "auto"):
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        raise ClipAppError(f"WiSE-FT alpha must be 'auto' or a number between 0 and 1, got {value!r}.") from None
+
+
+def summary_markdown(result, adapter_name: str) -> str:
+    lines = []
+    if result.before and result.after:
+        kind = result.validation["kind"]
+        how = {"holdout": "a held-out part",
+               "kfold": f"{result.validation['folds']}-fold cross-validation"}.get(kind, kind)
+        lines.append(f"### Top-1 accuracy: zero-shot **{result.before['top1']:.1%}** → adapted "
+                     f"**{result.after['top1']:.1%}**")
+        lines.append(f"on {result.after['n']} held-out images ({how}, which also picked the epoch count); "
+                     f"top-5 {result.before['top5']:.1%} → {result.after['top5']:.1%}. "
+                     f"Best epoch: {result.best_epoch}.")
+    if result.stopped:
+        lines.append("Stopped early: the adapter is the best model so far.")
+    lines += [f"- {note}" for note in result.notes]
+    if result.skipped:
+        lines.append(f"- Skipped {len(result.skipped)} unreadable file(s): {'; '.join(result.skipped[:3])}")
+    lines.append(f"\nAdapter **{adapter_name}** ({', '.join(result.class_names)}) is now used by the Zero-shot tab "
+                 "in this browser session.")
+    return "\n\n".join(lines)
+
+
+def _curves(history: dict, title: str):
+    series = {k: v for k, v in history.items() if k in ("epoch", "train_loss", "train_acc", "val_loss", "val_acc")}
+    return viz.training_curves(series, title=title)
+
+
+def _downloadable(paths: list[Path]) -> list[str]:
+    """Gradio serves files under the working folder or the temp folder; copy the adapter there if it is elsewhere."""
+    roots = [Path(os.getcwd()).resolve(), Path(tempfile.gettempdir()).resolve()]
+    if all(any(root in p.resolve().parents for root in roots) and not p.name.startswith(".") for p in paths):
+        return [str(p) for p in paths]
+    folder = Path(tempfile.mkdtemp(prefix="clipapp-adapter-"))
+    return [shutil.copy2(p, folder / p.name) for p in paths]
+
+
+def session_adapter_name(request: Optional[gr.Request]) -> str:
+    session = re.sub(r"[^A-Za-z0-9]", "", getattr(request, "session_hash", None) or "")[:12] or "local"
+    return f"adapter-{session}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def build_tab(ctx: AppContext, adapter_state: gr.State) -> None:
+    with gr.Row():
+        with gr.Column(scale=1):
+            gr.Markdown("Give a few labelled images per class: a **zip of class folders** (`<class>/<images>`), "
+                        "or the class rows below, or both. Then press **Fine-tune**.")
+            zip_file = gr.File(label="Labelled images: zip of class folders", file_types=[".zip"], type="filepath")
+            rows = []
+            with gr.Accordion("…or upload images per class", open=False):
+                for i in range(CLASS_ROWS):
+                    with gr.Row(equal_height=True):
+                        name = gr.Textbox(label=f"Class {i + 1}", placeholder="class name", scale=1)
+                        files = gr.File(label=f"Class {i + 1} images", file_count="multiple", file_types=["image"],
+                                        type="filepath", scale=2)
+                    rows += [name, files]
+            with gr.Accordion("Settings (good defaults preset)", open=False):
+                mode = gr.Radio(MODE_CHOICES, value=DEFAULTS.mode, label="What to train")
+                with gr.Row():
+                    epochs = gr.Slider(0, 200, value=DEFAULTS.epochs, step=1, label="Epochs (max; early stopping)")
+                    blocks = gr.Slider(1, 12, value=DEFAULTS.blocks, step=1, label="Visual blocks (partial mode)")
+                with gr.Row():
+                    mixup = gr.Slider(0, 1, value=DEFAULTS.mixup, step=0.05, label="Mixup alpha (0 = off)")
+                    label_smoothing = gr.Slider(0, 0.3, value=DEFAULTS.label_smoothing, step=0.01,
+                                                label="Label smoothing")
+                with gr.Row():
+                    ema = gr.Slider(0, 0.999, value=DEFAULTS.ema, step=0.001, label="Weight EMA decay (0 = off)")
+                    sam = gr.Slider(0, 0.2, value=DEFAULTS.sam, step=0.01, label="SAM rho (0 = off)")
+                loss = gr.Radio(LOSS_CHOICES, value="cross-entropy", label="Loss")
+                with gr.Row():
+                    wise_alpha = gr.Dropdown(WISE_CHOICES, value="auto", allow_custom_value=True,
+                                             label="WiSE-FT alpha (0 = zero-shot weights, 1 = fine-tuned; "
+                                                   "auto = best on held-out images)")
+                    seed = gr.Number(value=DEFAULTS.seed, precision=0, label="Seed")
+            with gr.Row():
+                run_button = gr.Button("Fine-tune", variant="primary")
+                stop_button = gr.Button("Stop")
+        with gr.Column(scale=2):
+            summary = gr.Markdown("Results appear here: accuracy before and after, curves, confusion matrix.")
+            curves = gr.Plot(label="Training curves")
+            confusion = gr.Plot(label="Confusion matrix on the held-out images (adapted)")
+            report = gr.JSON(label="Report")
+            download = gr.File(label="Adapter (.safetensors + .json): python -m clipapp classify --adapter ...",
+                               file_count="multiple", interactive=False)
+
+    def run_finetune(zip_file=None, class_1=None, images_1=None, class_2=None, images_2=None, class_3=None,
+                     images_3=None, class_4=None, images_4=None, mode=DEFAULTS.mode, epochs=DEFAULTS.epochs,
+                     blocks=DEFAULTS.blocks, mixup=DEFAULTS.mixup, label_smoothing=DEFAULTS.label_smoothing,
+                     ema=DEFAULTS.ema,
+                     sam=DEFAULTS.sam, loss="cross-entropy", wise_alpha="auto", seed=DEFAULTS.seed,
+                     request: gr.Request = None, progress=gr.Progress()):
+        config = make_config(mode, epochs, blocks, mixup, label_smoothing, ema, sam, loss, wise_alpha, seed)
+        class_rows = [(class_1, images_1), (class_2, images_2), (class_3, images_3), (class_4, images_4)]
+        name = session_adapter_name(request)
+        stop = _stop_flag(getattr(request, "session_hash", None) or name)
+        stop.clear()
+        events: queue.Queue = queue.Queue()
+        workdir = Path(tempfile.mkdtemp(prefix="clipapp-finetune-"))
+
+        def work() -> None:
+            try:
+                data = collect_labelled(zip_file, class_rows, workdir)
+                result = finetune(ctx.service, data, config, name=name, stop=stop,
+                                  progress=lambda f, m: events.put(("progress", f, m)),
+                                  on_epoch=lambda h: events.put(("epoch", h)))
+                result.adapter.save(ctx.state_dir / "adapters" / name)
+                events.put(("done", result))
+            except BaseException as exc:  # noqa: BLE001 - handed to the event's thread, which reports it
+                events.put(("error", exc))
+            finally:
+                shutil.rmtree(workdir, ignore_errors=True)
+                with _stop_lock:
+                    _stop_flags.pop(getattr(request, "session_hash", None) or name, None)
+
+        threading.Thread(target=work, name=f"finetune-{name}", daemon=True).start()
+        skip = gr.skip()
+        last_draw, pending = 0.0, None
+        while True:
+            try:
+                event = events.get(timeout=CURVE_REFRESH_S)
+            except queue.Empty:
+                event = None
+            if event and event[0] == "progress":
+                progress(event[1], desc=event[2])
+            elif event and event[0] == "epoch":
+                pending = event[1]
+            elif event and event[0] == "error":
+                raise event[1]
+            elif event and event[0] == "done":
+                break
+            if pending is not None and time.monotonic() - last_draw >= CURVE_REFRESH_S:
+                figure = _curves(pending, f"{pending.get('stage') or ''}live".strip())
+                pending, last_draw = None, time.monotonic()
+                yield skip, figure, skip, skip, skip, skip
+        result = event[1]
+        adapter = result.adapter
+        weights = ctx.state_dir / "adapters" / f"{name}.safetensors"
+        title = {"cache": "cache adapter: no training"}.get(config.mode, "held-out curves (mean over folds)"
+                                                            if result.validation["kind"] == "kfold" else "curves")
+        confusion_figure = None
+        if result.confusion_after is not None:
+            confusion_figure = viz.confusion_matrix_figure(np.asarray(result.confusion_after), result.class_names)
+        payload = {"adapter": adapter.name, **result.to_dict()}
+        yield (summary_markdown(result, adapter.name), _curves(result.history, title), confusion_figure, payload,
+               _downloadable([weights, weights.with_suffix(".json")]), adapter)
+
+    def stop_finetune(request: gr.Request):
+        session = getattr(request, "session_hash", None)
+        if session:
+            _stop_flag(session).set()
+
+    inputs = [zip_file, *rows, mode, epochs, blocks, mixup, label_smoothing, ema, sam, loss, wise_alpha, seed]
+    run_button.click(generator_user_errors(run_finetune), inputs,
+                     [summary, curves, confusion, report, download, adapter_state],
+                     api_name="finetune", concurrency_id="finetune", concurrency_limit=1)
+    # Not queued behind the fine-tune it stops: its own group, no limit.
+    stop_button.click(stop_finetune, None, None, concurrency_limit=None, api_visibility="private")

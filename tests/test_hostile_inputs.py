@@ -1,0 +1,87 @@
+"""Every endpoint and CLI command against broken and hostile input: a clear message, never a crash or a stack
+trace, and the server answers the next good request."""
+
+from __future__ import annotations
+
+import pytest
+from gradio_client import handle_file
+from gradio_client.exceptions import AppError
+
+from clipapp.cli import main
+from tests.hostile import HOSTILE_LABELS, bad_image_files, odd_valid_image_files
+
+GENERIC_FAILURE = "Something went wrong"
+
+
+@pytest.fixture(scope="module")
+def bad_files(tmp_path_factory):
+    return bad_image_files(tmp_path_factory.mktemp("hostile"))
+
+
+@pytest.fixture(scope="module")
+def odd_files(tmp_path_factory):
+    return odd_valid_image_files(tmp_path_factory.mktemp("odd"))
+
+
+def _assert_clear_refusal(call, expected_fragment: str) -> None:
+    with pytest.raises(AppError) as caught:
+        call()
+    message = str(caught.value)
+    assert GENERIC_FAILURE not in message and "Traceback" not in message
+    assert expected_fragment in message
+
+
+def test_bad_files_on_every_image_endpoint(client, bad_files, photos):
+    for name, path in bad_files.items():
+        upload = handle_file(str(path))
+        _assert_clear_refusal(lambda: client.predict([upload], "a, b", "simple", "", 2, api_name="/classify"), name)
+        _assert_clear_refusal(lambda: client.predict([upload], "a\nb", api_name="/similarity"), name)
+        _assert_clear_refusal(lambda: client.predict("examples", upload, 3, -1, api_name="/search_image"), name)
+    # Refused uploads to the index are listed, the valid ones kept.
+    report = client.predict("my uploads", [handle_file(str(p)) for p in bad_files.values()] + [handle_file(str(photos[0]))],
+                            api_name="/index_images")
+    assert len(report["refused_uploads"]) == len(bad_files) and report["total"] == 1
+    result, _ = client.predict([handle_file(str(photos[0]))], "a, b", "simple", "", 2, api_name="/classify")
+    assert len(result["results"]) == 1
+
+
+def test_odd_but_valid_images_are_classified(client, odd_files):
+    result, _ = client.predict([handle_file(str(p)) for p in odd_files], "red, green", "simple", "", 2,
+                               api_name="/classify")
+    assert [r["image"] for r in result["results"]] == [p.name for p in odd_files]
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE_LABELS))
+def test_hostile_labels(client, photos, case):
+    upload = handle_file(str(photos[0]))
+    labels = HOSTILE_LABELS[case]
+    with pytest.raises(AppError) as caught:
+        client.predict([upload], labels, "simple", "", 2, api_name="/classify")
+    assert GENERIC_FAILURE not in str(caught.value)
+    try:  # as a search query: either results or a clear refusal
+        hits, _ = client.predict("examples", labels, "simple", 3, -1, api_name="/search_text")
+        assert len(hits["results"]) == 3
+    except AppError as exc:
+        assert GENERIC_FAILURE not in str(exc)
+    result, _ = client.predict([upload], "a, b", "simple", "", 2, api_name="/classify")
+    assert len(result["results"]) == 1
+
+
+def test_bad_custom_template(client, photos):
+    _assert_clear_refusal(lambda: client.predict([handle_file(str(photos[0]))], "a, b", "simple", "no placeholder", 2,
+                                                 api_name="/classify"), "{}")
+
+
+@pytest.mark.parametrize("command", ["classify", "similarity"])
+def test_cli_refuses_bad_files_with_exit_2(capsys, tiny_spec, bad_files, command):
+    for name, path in bad_files.items():
+        extra = ["--labels", "a,b"] if command == "classify" else ["--texts", "a", "b"]
+        assert main([command, str(path), *extra, "--model", tiny_spec, "--json"]) == 2
+        captured = capsys.readouterr()
+        assert captured.out == "" and name in captured.err and "Traceback" not in captured.err
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE_LABELS))
+def test_cli_refuses_hostile_labels(capsys, tiny_spec, photos, case):
+    assert main(["classify", str(photos[0]), "--labels", HOSTILE_LABELS[case] or " ", "--model", tiny_spec]) == 2
+    assert capsys.readouterr().err.startswith("error: ")
