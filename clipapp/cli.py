@@ -10,7 +10,7 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Optional, Sequence
 
 from clipapp.errors import ClipAppError
 
@@ -161,16 +161,66 @@ def _add_finetune_commands(sub) -> None:
     p.set_defaults(func=cmd_eval)
 
 
+def cmd_index(args) -> None:
+    if args.ray:
+        from clipapp.distributed import index_folder_ray
+        from clipapp.models import resolve_spec
+
+        report = index_folder_ray(args.folder, args.index, address=args.ray, spec=resolve_spec(args.model),
+                                  precision="fp32" if args.precision == "auto" else args.precision)
+        report = {**report, "skipped": [item["path"] for item in report["skipped"]]}
+    else:
+        from clipapp import tasks
+        from clipapp.index import tqdm_progress
+
+        service = _service(args)
+        with tqdm_progress(disable=args.json or not sys.stderr.isatty(), unit="img") as progress:
+            report = tasks.index_folder(service, args.folder, args.index, progress=progress)
+        report.pop("errors")
+    text = (f"added {report['added']}, updated {report['updated']}, removed {report['removed']}, "
+            f"skipped {len(report['skipped'])}; {report['total']} images in {args.index}")
+    _emit(args, report, "\n".join([text, *[f"skipped: {path}" for path in report["skipped"]]]))
+
+
+def cmd_search(args) -> None:
+    from clipapp import tasks
+    from clipapp.index import ImageIndex
+
+    service = _service(args)
+    index = ImageIndex.open(args.index, expected_spec=service.spec)
+    if args.text:
+        result = tasks.search_text(service, index, args.text, k=args.k, threshold=args.threshold,
+                                   templates=args.templates)
+    else:
+        result = tasks.search_image(service, index, args.image, k=args.k, threshold=args.threshold)
+    _emit(args, result, "\n".join(f"{hit['score']:.3f}  {hit['path']}" for hit in result["results"]) or "no results")
+
+
+def _add_search_commands(sub) -> None:
+    p = sub.add_parser("index", help="create or update (incrementally) an image index of a folder")
+    p.add_argument("folder", help="folder of images, searched recursively")
+    p.add_argument("--index", required=True, help="index folder (created if missing)")
+    p.add_argument("--ray", help="embed on a Ray cluster: auto (a running one, else local) or HOST:PORT / ray://HOST:PORT")
+    p.set_defaults(func=cmd_index)
+
+    p = sub.add_parser("search", help="search an index by text (with a + b - c arithmetic) or by an image")
+    p.add_argument("--index", required=True)
+    query = p.add_mutually_exclusive_group(required=True)
+    query.add_argument("--text", help='e.g. "a dog in the snow" or "dog + snow - grass" (img:PATH terms allowed)')
+    query.add_argument("--image", help="an image file to find similar images to")
+    p.add_argument("-k", type=int, default=10, help="number of results")
+    p.add_argument("--threshold", type=float, help="only results with at least this cosine score")
+    p.add_argument("--templates", default="simple", help="templates for text terms: simple, openai, none, or one")
+    p.set_defaults(func=cmd_search)
+
+
 # -- parser -------------------------------------------------------------------------------------------------------
 def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=None, help="model spec (default: $CLIPAPP_MODEL or ViT-B-32:laion2b_s34b_b79k; "
                         "offline without cached weights: the bundled demo model)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    parser.add_argument("--precision", default="auto", help="auto, fp32, fp16 (GPU) or bf16")
+    parser.add_argument("--precision", default="auto", help="auto, fp32, fp16 (GPU), bf16 or int8 (CPU)")
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
-
-
-COMMANDS: dict[str, Callable] = {}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -192,16 +242,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="save the heatmap as PNG")
     p.set_defaults(func=cmd_similarity)
 
+    _add_search_commands(sub)
     _add_finetune_commands(sub)
-    for extra in EXTRA_COMMANDS:
-        extra(sub)
     for name, subparser in sub.choices.items():
         _add_common(subparser)
     return parser
-
-
-# Commands that live with their own feature module register here (search, fine-tuning).
-EXTRA_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = []
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

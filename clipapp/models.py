@@ -183,6 +183,18 @@ def resolve_pretrained_weights(name: str, tag: str) -> tuple[Optional[str], Opti
     return tag, None
 
 
+def resolve_spec(spec: Optional[str] = None, *, allow_fallback: bool = True) -> str:
+    """The spec `load_model` would load, without loading it: `demo` when pretrained weights cannot be had.
+    For processes that hand the spec to others (Ray workers) and must agree with the app on the model."""
+    parsed = parse_spec(spec)
+    if parsed.kind == "pretrained" and allow_fallback:
+        weights, reason = resolve_pretrained_weights(parsed.name, parsed.weights)
+        if weights is None:
+            log.warning("Using the demo model instead of %s: %s.", parsed.text, reason)
+            return DEMO_SPEC
+    return parsed.text
+
+
 def _create(name: str, pretrained: Optional[str], device: torch.device, precision: str):
     model, _, preprocess = open_clip.create_model_and_transforms(
         name, pretrained=pretrained, device=device, precision=precision, weights_only=True

@@ -67,3 +67,35 @@ def test_real_entry_point_reports_bad_image_without_traceback(tmp_path, tiny_spe
     assert proc.returncode == 2
     assert proc.stdout == ""
     assert "fake.png" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_index_and_search_commands(capsys, tiny_spec, photos, tmp_path):
+    folder, index = tmp_path / "pics", tmp_path / "index"
+    folder.mkdir()
+    for photo in photos[:4]:
+        (folder / photo.name).write_bytes(photo.read_bytes())
+    (folder / "broken.jpg").write_bytes(b"nope")
+    first = run_json(capsys, "index", str(folder), "--index", str(index), "--model", tiny_spec, "--json")
+    assert (first["added"], first["removed"], first["total"]) == (4, 0, 4)
+    assert first["skipped"] == [str(folder / "broken.jpg")]
+    again = run_json(capsys, "index", str(folder), "--index", str(index), "--model", tiny_spec, "--json")
+    assert (again["added"], again["updated"], again["total"]) == (0, 0, 4)
+    (folder / photos[0].name).unlink()
+    assert run_json(capsys, "index", str(folder), "--index", str(index), "--model", tiny_spec, "--json")["removed"] == 1
+
+    by_image = run_json(capsys, "search", "--index", str(index), "--image", str(folder / photos[1].name), "-k", "2",
+                        "--model", tiny_spec, "--json")
+    assert by_image["results"][0]["path"] == str(folder / photos[1].name)
+    assert by_image["results"][0]["score"] == pytest.approx(1.0, abs=1e-4)
+    by_text = run_json(capsys, "search", "--index", str(index), "--text", "cat + snow - grass", "--model", tiny_spec,
+                       "--json")
+    assert len(by_text["results"]) == 3
+    assert {"path", "score"} == set(by_text["results"][0])
+
+
+def test_search_refuses_an_index_of_another_model(capsys, tiny_spec, photos, tmp_path):
+    index = tmp_path / "index"
+    assert main(["index", str(photos[0].parent), "--index", str(index), "--model", tiny_spec, "--json"]) == 0
+    capsys.readouterr()
+    assert main(["search", "--index", str(index), "--text", "cat", "--model", "clipapp-tiny:random"]) == 2
+    assert "rebuild it or start the app with --model" in capsys.readouterr().err
