@@ -1,0 +1,45 @@
+"""A person's flow on the Fine-tune tab: upload a zip of class folders, fine-tune, read before/after, then
+classify with the adapted model on the Zero-shot tab and go back to plain zero-shot."""
+
+from __future__ import annotations
+
+import re
+import zipfile
+
+import numpy as np
+from PIL import Image
+from playwright.sync_api import expect
+
+
+def _labelled_zip(path, per_class: int = 6):
+    rng = np.random.default_rng(0)
+    colours = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220)}
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, rgb in colours.items():
+            for i in range(per_class):
+                pixels = np.clip(np.array(rgb) + rng.normal(0, 25, (32, 32, 3)), 0, 255).astype(np.uint8)
+                image_path = path.parent / f"{name}_{i}.png"
+                Image.fromarray(pixels).save(image_path)
+                archive.write(image_path, f"{name}/{i}.png")
+    return path
+
+
+def test_finetune_then_classify_with_the_adapter(page, app_url, tmp_path):
+    archive = _labelled_zip(tmp_path / "colours.zip")
+    page.goto(app_url)
+    page.get_by_role("tab", name="Fine-tune").click()
+    page.get_by_role("tabpanel").locator("input[type=file]").first.set_input_files(str(archive))
+    page.get_by_role("button", name="Fine-tune", exact=True).click()
+    expect(page.get_by_text(re.compile(r"before", re.I)).first).to_be_visible(timeout=180_000)
+    expect(page.get_by_text(re.compile(r"after", re.I)).first).to_be_visible()
+    expect(page.locator("img[src^='data:image']").first).to_be_visible()  # curves / confusion matrix
+
+    page.get_by_role("tab", name="Zero-shot").click()
+    expect(page.get_by_text(re.compile("Using the fine-tuned adapter"))).to_be_visible()
+    page.get_by_role("tabpanel").locator("input[type=file]").first.set_input_files(str(tmp_path / "green_0.png"))
+    page.get_by_role("button", name="Classify", exact=True).click()
+    output = page.locator("[data-testid=label-output-value]")
+    expect(output).to_have_count(1)
+    expect(output.first).to_have_text(re.compile(r"^\s*(red|green|blue)\s*$"))
+    page.get_by_role("button", name=re.compile("Back to plain zero-shot")).click()
+    expect(page.get_by_text(re.compile("Using the fine-tuned adapter"))).to_have_count(0)
