@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,7 @@ import torch.nn.functional as F
 
 from clipapp.data import ImageSource, load_image, to_rgb
 from clipapp.errors import ClipAppError
+from clipapp.storage import file_sha256
 from clipapp.service import ClipService, ZeroShotResult, batched
 
 ADAPTER_FORMAT = "clipapp-adapter"
@@ -256,20 +258,40 @@ class Adapter:
         }
 
     def save(self, path: str | Path) -> tuple[Path, Path]:
-        """Write `<path>.safetensors` and `<path>.json` atomically (tensors first: the JSON marks it complete)."""
+        """Write `<path>.safetensors` and `<path>.json` so that a crash at any moment leaves a loadable adapter,
+        the previous one or the new one, never a mix: the new tensors go to `<path>.safetensors.next`, the JSON
+        (naming their sha256) is the commit point, then `.next` is renamed over the old tensors. `load_adapter`
+        finishes that rename if a crash came between the two."""
         from clipapp.models import save_state_dict
-        from clipapp.storage import write_json_atomic
+        from clipapp.storage import fsync_dir, write_json_atomic
 
         weights_path, meta_path = adapter_paths(path)
+        pending = _pending_weights_path(weights_path)
         tensors = {"head.weight": torch.from_numpy(self.head)}
         if self.cache_keys is not None:
             tensors["cache.keys"] = torch.from_numpy(np.asarray(self.cache_keys, dtype=np.float32))
             tensors["cache.values"] = torch.from_numpy(np.asarray(self.cache_values, dtype=np.float32))
         for name, tensor in self.visual_state.items():
             tensors[name] = tensor.float()
-        save_state_dict(tensors, weights_path)
-        write_json_atomic(meta_path, _json_safe(self.metadata()))
+        save_state_dict(tensors, pending)
+        write_json_atomic(meta_path, {**_json_safe(self.metadata()), "weights_sha256": file_sha256(pending)})
+        os.replace(pending, weights_path)
+        fsync_dir(weights_path.parent)
         return weights_path, meta_path
+
+
+def _pending_weights_path(weights_path: Path) -> Path:
+    return weights_path.with_name(weights_path.name + ".next")
+
+
+def _roll_forward(weights_path: Path, expected_sha256: Optional[str]) -> None:
+    """Finish a save that crashed after its JSON was committed but before its tensors were renamed into place."""
+    pending = _pending_weights_path(weights_path)
+    if not expected_sha256 or not pending.is_file():
+        return
+    if (not weights_path.is_file() or file_sha256(weights_path) != expected_sha256) and \
+            file_sha256(pending) == expected_sha256:
+        os.replace(pending, weights_path)
 
 
 def load_adapter(path: str | Path, *, expected_spec: Optional[str] = None) -> Adapter:
@@ -281,14 +303,19 @@ def load_adapter(path: str | Path, *, expected_spec: Optional[str] = None) -> Ad
     from safetensors.torch import load_file
 
     weights_path, meta_path = adapter_paths(path)
-    for needed in (meta_path, weights_path):
-        if not needed.is_file():
-            raise ClipAppError(f"Adapter file not found: {needed} (an adapter is a .safetensors file with its .json "
-                               "beside it, as written by `python -m clipapp finetune`).")
+    if not meta_path.is_file():
+        raise ClipAppError(f"Adapter file not found: {meta_path} (an adapter is a .safetensors file with its .json "
+                           "beside it, as written by `python -m clipapp finetune`).")
     try:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ClipAppError(f"Adapter file {meta_path} is not valid JSON ({exc}).") from exc
+    if isinstance(meta, dict):
+        _roll_forward(weights_path, meta.get("weights_sha256"))
+    for needed in (meta_path, weights_path):
+        if not needed.is_file():
+            raise ClipAppError(f"Adapter file not found: {needed} (an adapter is a .safetensors file with its .json "
+                               "beside it, as written by `python -m clipapp finetune`).")
     if not isinstance(meta, dict) or meta.get("format") != ADAPTER_FORMAT:
         raise ClipAppError(f"{meta_path} is not a clipapp adapter description (no \"format\": \"{ADAPTER_FORMAT}\").")
     version = meta.get("format_version")
@@ -299,6 +326,10 @@ def load_adapter(path: str | Path, *, expected_spec: Optional[str] = None) -> Ad
     if expected_spec is not None and spec != expected_spec:
         raise ClipAppError(f"Adapter {meta_path.name} was made for model {spec!r}, but {expected_spec!r} is loaded. "
                            f"Run with --model {spec} or fine-tune again on this model.")
+    expected_sha256 = meta.get("weights_sha256")
+    if expected_sha256 and file_sha256(weights_path) != expected_sha256:
+        raise ClipAppError(f"Adapter weights {weights_path} do not belong to {meta_path.name} (changed or damaged "
+                           "since it was saved); fine-tune again or restore both files together.")
     try:
         tensors = load_file(str(weights_path))
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:

@@ -70,7 +70,7 @@ import numpy as np
 
 from clipapp.data import IMAGE_EXTENSIONS, list_image_files
 from clipapp.errors import ClipAppError
-from clipapp.storage import atomic_path, write_json_atomic
+from clipapp.storage import atomic_path, file_sha256, write_json_atomic
 
 try:  # serialises concurrent savers of one index folder; absent on Windows, where saves are simply unlocked
     import fcntl
@@ -815,14 +815,6 @@ def _remove_unreferenced_files(folder: Path, keep: set[str]) -> None:
 # ---------------------------------------------------------------------------------------------------------------
 # Filling the index
 # ---------------------------------------------------------------------------------------------------------------
-def file_sha256(path: str, *, chunk_bytes: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(chunk_bytes):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def image_sha256(image) -> str:
     """Content hash of a decoded PIL image: mode, size and pixels (an upload has no file bytes to hash)."""
     digest = hashlib.sha256(f"clipapp-pixels:{image.mode}:{image.width}x{image.height}\n".encode())

@@ -47,3 +47,49 @@ def test_kill_during_indexing_leaves_a_loadable_index(tiny_spec, tmp_path):
         assert len(result["results"]) == 5
         report = client.predict(str(photos), [], api_name="/index_images")
         assert report["total"] == 1540  # the restarted app finishes the job incrementally
+
+
+SAVER = r"""
+import sys, numpy as np
+from clipapp.adapter import Adapter
+path, generation = sys.argv[1], 0
+while True:
+    generation += 1
+    rng = np.random.default_rng(generation)
+    n_classes = 2 + generation % 3  # generations differ in shape too: a mix could not load
+    adapter = Adapter(name=f"gen{generation}", class_names=[f"c{i}" for i in range(n_classes)], spec="tiny",
+                      head=rng.normal(size=(n_classes, 32)), logit_scale=10.0, mode="cache",
+                      cache_keys=rng.normal(size=(150_000, 32)).astype(np.float32),
+                      cache_values=np.eye(n_classes, dtype=np.float32)[rng.integers(0, n_classes, 150_000)],
+                      cache_alpha=1.0, cache_beta=5.0)
+    print("saving", generation, flush=True)
+    adapter.save(path)
+"""
+
+
+def test_kill_during_adapter_saves_leaves_a_whole_adapter(tmp_path):
+    import subprocess
+    import sys
+
+    from clipapp.adapter import load_adapter
+    from tests.conftest import REPO_DIR
+
+    path = tmp_path / "adapters" / "mine"
+    env = dict(os.environ, PYTHONPATH=str(REPO_DIR))
+    rng = np.random.default_rng(0)
+    for attempt in range(6):
+        proc = subprocess.Popen([sys.executable, "-c", SAVER, str(path)], env=env, stdout=subprocess.PIPE, text=True)
+        for _ in range(1 + attempt % 3):
+            proc.stdout.readline()  # a save has started
+        time.sleep(float(rng.uniform(0, 0.4)))
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+        if not path.with_suffix(".json").exists() and not (path.parent / "mine.json").exists():
+            continue  # killed before the very first save completed: nothing to check yet
+        adapter = load_adapter(path)
+        generation = int(adapter.name.removeprefix("gen"))
+        n_classes = 2 + generation % 3
+        expected = np.random.default_rng(generation).normal(size=(n_classes, 32))
+        expected /= np.linalg.norm(expected, axis=1, keepdims=True)
+        np.testing.assert_allclose(adapter.head, expected, atol=1e-6)  # tensors and JSON of one generation
+        assert adapter.cache_keys.shape == (150_000, 32)

@@ -14,7 +14,8 @@ import gradio as gr
 from clipapp import tasks
 from clipapp.data import IMAGE_EXTENSIONS, load_image
 from clipapp.errors import ClipAppError
-from clipapp.index import ImageIndex, file_sha256
+from clipapp.index import ImageIndex
+from clipapp.storage import file_sha256
 from clipapp.prompts import DEFAULT_TEMPLATES
 from clipapp.ui.common import AppContext, display_name, uploaded_paths, user_errors
 from clipapp.ui.zero_shot_tab import TEMPLATE_CHOICES
