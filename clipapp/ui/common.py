@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Callable, Iterator, Optional, Sequence
 
 import gradio as gr
 
@@ -27,21 +29,35 @@ class AppContext:
     extras: dict = field(default_factory=dict)
 
 
+@contextmanager
+def _page_errors(name: str) -> Iterator[None]:
+    try:
+        yield
+    except gr.Error:
+        raise
+    except ClipAppError as exc:
+        raise gr.Error(str(exc), print_exception=False) from None
+    except Exception:  # noqa: BLE001 - the page gets a message, the log gets the traceback
+        log.exception("Unexpected error in %s", name)
+        raise gr.Error("Something went wrong on the server; the error was logged.", print_exception=False) from None
+
+
 def user_errors(fn: Callable) -> Callable:
     """Show `ClipAppError`s as a message in the page; log anything else and show a generic message, never a
-    stack trace. The server keeps serving either way."""
+    stack trace. The server keeps serving either way. Works for plain and generator (streaming) events."""
+    if inspect.isgeneratorfunction(fn):
+
+        @functools.wraps(fn)
+        def streaming(*args, **kwargs):
+            with _page_errors(fn.__name__):
+                yield from fn(*args, **kwargs)
+
+        return streaming
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        try:
+        with _page_errors(fn.__name__):
             return fn(*args, **kwargs)
-        except gr.Error:
-            raise
-        except ClipAppError as exc:
-            raise gr.Error(str(exc), print_exception=False) from None
-        except Exception:  # noqa: BLE001 - the page gets a message, the log gets the traceback
-            log.exception("Unexpected error in %s", fn.__name__)
-            raise gr.Error("Something went wrong on the server; the error was logged.", print_exception=False) from None
 
     return wrapper
 

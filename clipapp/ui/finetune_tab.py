@@ -5,7 +5,6 @@ tab and can be downloaded. The work itself is `clipapp.finetune.finetune`; this 
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import queue
@@ -23,7 +22,7 @@ import numpy as np
 from clipapp import viz
 from clipapp.errors import ClipAppError
 from clipapp.finetune import FinetuneConfig, extract_labelled_zip, finetune, labelled_folder, labelled_uploads
-from clipapp.ui.common import AppContext, display_name, uploaded_paths
+from clipapp.ui.common import AppContext, display_name, uploaded_paths, user_errors
 
 log = logging.getLogger(__name__)
 
@@ -46,24 +45,6 @@ _stop_lock = threading.Lock()
 def _stop_flag(session: str) -> threading.Event:
     with _stop_lock:
         return _stop_flags.setdefault(session, threading.Event())
-
-
-def generator_user_errors(fn):
-    """`common.user_errors` for generator events: errors raised while iterating become messages in the page."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            yield from fn(*args, **kwargs)
-        except gr.Error:
-            raise
-        except ClipAppError as exc:
-            raise gr.Error(str(exc), print_exception=False) from None
-        except Exception:  # noqa: BLE001 - the page gets a message, the log gets the traceback
-            log.exception("Unexpected error in %s", fn.__name__)
-            raise gr.Error("Something went wrong on the server; the error was logged.", print_exception=False) from None
-
-    return wrapper
 
 
 def collect_labelled(zip_file, rows: list[tuple[str, object]], workdir: Path):
@@ -263,7 +244,7 @@ def build_tab(ctx: AppContext, adapter_state: gr.State) -> None:
             _stop_flag(session).set()
 
     inputs = [zip_file, *rows, mode, epochs, blocks, mixup, label_smoothing, ema, sam, loss, wise_alpha, seed]
-    run_button.click(generator_user_errors(run_finetune), inputs,
+    run_button.click(user_errors(run_finetune), inputs,
                      [summary, curves, confusion, report, download, adapter_state],
                      api_name="finetune", concurrency_id="finetune", concurrency_limit=1)
     # Not queued behind the fine-tune it stops: its own group, no limit.

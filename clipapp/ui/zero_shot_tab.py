@@ -7,7 +7,7 @@ from typing import Optional
 import gradio as gr
 
 from clipapp import tasks, viz
-from clipapp.prompts import DEFAULT_TEMPLATES, TEMPLATE_SETS
+from clipapp.prompts import DEFAULT_TEMPLATES
 from clipapp.ui.common import AppContext, display_name, uploaded_paths, user_errors
 
 TEMPLATE_CHOICES = [("simple (7 templates)", "simple"), ("openai (80 templates)", "openai"),
