@@ -114,7 +114,9 @@ def bench_int8(args) -> None:
     print("| model | raw open_clip fp32 | ours fp32 | ours int8 | int8 / raw | min cosine int8 vs fp32 | goal |")
     print("|---|---|---|---|---|---|---|")
     for spec in dict.fromkeys([args.model, "demo"]):
+        torch.manual_seed(0)  # `NAME:random` specs: the same random weights for both loads
         fp32 = ClipService.load(spec, device="cpu", precision="fp32", micro_batch_window_s=0)
+        torch.manual_seed(0)
         int8 = ClipService.load(spec, device="cpu", precision="int8", micro_batch_window_s=0)
         images = example_images(args.images)
 
