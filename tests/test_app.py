@@ -35,3 +35,14 @@ def test_login_is_required_when_auth_is_set(tiny_spec, photos, tmp_path):
         client = Client(url, auth=("ann", "s3cret"), verbose=False)
         result, _ = client.predict([handle_file(str(photos[0]))], "a, b", "simple", "", 2, api_name="/classify")
         assert result["model"] == tiny_spec
+
+
+def test_uploads_over_the_size_limit_are_refused(tiny_spec, photos, tmp_path):
+    big = tmp_path / "big.png"
+    big.write_bytes(photos[0].read_bytes() + b"\x00" * 300_000)  # a valid image padded past the limit
+    with running_app(["--model", tiny_spec, "--max-upload", "100kb", "--state-dir", str(tmp_path)]) as (_, url):
+        client = Client(url, verbose=False)
+        with pytest.raises(Exception, match="(?i)(too large|exceed|413|size)"):
+            client.predict([handle_file(str(big))], "a, b", "simple", "", 2, api_name="/classify")
+        result, _ = client.predict([handle_file(str(photos[2]))], "a, b", "simple", "", 2, api_name="/classify")
+        assert len(result["results"]) == 1

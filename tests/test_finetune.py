@@ -346,3 +346,21 @@ def test_gradio_finetune_endpoint(client, tmp_path):
     result, _ = client.predict([handle_file(str(image))], "", "simple", "", 2, api_name="/classify")
     assert result["model"].endswith(f"+ adapter {report['adapter']}")
     assert {t["label"] for t in result["results"][0]["top"]} <= set(CLASSES)
+
+
+def test_an_adapter_is_private_to_the_session_that_trained_it(app_url, tmp_path, photos):
+    """Alice's fine-tuned model answers Alice's classify calls only; Bob still gets plain zero-shot."""
+    import zipfile
+
+    from gradio_client import Client, handle_file
+
+    archive = tmp_path / "two_classes.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for i, photo in enumerate(photos[:6]):
+            zf.write(photo, f"{'odd' if i % 2 else 'even'}/{photo.name}")
+    alice, bob = Client(app_url, verbose=False), Client(app_url, verbose=False)
+    alice.predict(handle_file(str(archive)), api_name="/finetune")
+    mine, _ = alice.predict([handle_file(str(photos[0]))], "x, y", "simple", "", 2, api_name="/classify")
+    theirs, _ = bob.predict([handle_file(str(photos[0]))], "x, y", "simple", "", 2, api_name="/classify")
+    assert "adapter" in mine["model"] and {t["label"] for t in mine["results"][0]["top"]} == {"odd", "even"}
+    assert "adapter" not in theirs["model"] and {t["label"] for t in theirs["results"][0]["top"]} == {"x", "y"}
