@@ -125,3 +125,19 @@ def test_auto_precision_on_cpu_checks_int8_against_fp32(tiny_spec):
     loaded = load_model(tiny_spec, device="cpu", precision="auto")
     assert loaded.precision in ("int8", "fp32")
     assert "cosine" in loaded.precision_note and loaded.precision_note.startswith(loaded.precision)
+
+
+def test_linear_self_attention_is_an_exact_swap(tiny_spec):
+    """The int8 path rewrites attention so its projections can be quantized; in fp32 nothing may change."""
+    import copy
+
+    from clipapp.models import LinearSelfAttention, _with_linear_self_attention
+
+    model = load_model(tiny_spec, device="cpu", precision="fp32")
+    swapped = _with_linear_self_attention(copy.deepcopy(model.model))
+    assert sum(isinstance(m, LinearSelfAttention) for m in swapped.modules()) == 4  # 2 visual + 2 text blocks
+    pixels = torch.randn(3, 3, 32, 32)
+    tokens = model.tokenizer(["a photo of a cat", "x"])
+    with torch.no_grad():
+        torch.testing.assert_close(swapped.encode_image(pixels), model.model.encode_image(pixels), atol=1e-5, rtol=0)
+        torch.testing.assert_close(swapped.encode_text(tokens), model.model.encode_text(tokens), atol=1e-5, rtol=0)
