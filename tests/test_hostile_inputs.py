@@ -85,3 +85,24 @@ def test_cli_refuses_bad_files_with_exit_2(capsys, tiny_spec, bad_files, command
 def test_cli_refuses_hostile_labels(capsys, tiny_spec, photos, case):
     assert main(["classify", str(photos[0]), "--labels", HOSTILE_LABELS[case] or " ", "--model", tiny_spec]) == 2
     assert capsys.readouterr().err.startswith("error: ")
+
+
+def test_hostile_zips_on_the_finetune_endpoint(client, photos, tmp_path):
+    import zipfile
+
+    def make(name: str, writer) -> str:
+        path = tmp_path / name
+        with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+            writer(archive)
+        return str(path)
+
+    traversal = make("traversal.zip", lambda a: (a.write(photos[0], "red/a.jpg"), a.writestr("../evil.jpg", photos[1].read_bytes())))
+    absolute = make("absolute.zip", lambda a: (a.write(photos[0], "red/a.jpg"), a.writestr("/tmp/evil.jpg", photos[1].read_bytes())))
+    bomb = make("bomb.zip", lambda a: a.writestr("red/bomb.png", b"\0" * (20 * 2**20)))
+    not_zip = tmp_path / "not.zip"
+    not_zip.write_bytes(b"definitely not a zip")
+    for path, fragment in ((traversal, ".."), (absolute, "absolute"), (bomb, "zip bomb"), (str(not_zip), "zip")):
+        _assert_clear_refusal(lambda: client.predict(handle_file(path), api_name="/finetune"), fragment)
+    assert not (tmp_path.parent / "evil.jpg").exists() and not __import__("os").path.exists("/tmp/evil.jpg")
+    result, _ = client.predict([handle_file(str(photos[0]))], "a, b", "simple", "", 2, api_name="/classify")
+    assert len(result["results"]) == 1
