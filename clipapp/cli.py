@@ -188,7 +188,7 @@ def cmd_search(args) -> None:
 
     service = _service(args)
     index = ImageIndex.open(args.index, expected_spec=service.spec)
-    if args.text:
+    if args.text is not None:
         result = tasks.search_text(service, index, args.text, k=args.k, threshold=args.threshold,
                                    templates=args.templates)
     else:

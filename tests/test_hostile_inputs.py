@@ -106,3 +106,18 @@ def test_hostile_zips_on_the_finetune_endpoint(client, photos, tmp_path):
     assert not (tmp_path.parent / "evil.jpg").exists() and not __import__("os").path.exists("/tmp/evil.jpg")
     result, _ = client.predict([handle_file(str(photos[0]))], "a, b", "simple", "", 2, api_name="/classify")
     assert len(result["results"]) == 1
+
+
+def test_cli_search_and_index_refuse_bad_input(capsys, tiny_spec, bad_files, photos, tmp_path):
+    index = tmp_path / "index"
+    assert main(["index", str(photos[0].parent), "--index", str(index), "--model", tiny_spec, "--json"]) == 0
+    capsys.readouterr()
+    for name, path in bad_files.items():
+        assert main(["search", "--index", str(index), "--image", str(path), "--model", tiny_spec, "--json"]) == 2
+        captured = capsys.readouterr()
+        assert captured.out == "" and name in captured.err
+    for query in ("", "   ", "- grass", "+"):
+        assert main(["search", "--index", str(index), "--text", query, "--model", tiny_spec]) == 2
+        assert capsys.readouterr().err.startswith("error: ")
+    assert main(["index", str(tmp_path / "missing"), "--index", str(index), "--model", tiny_spec]) == 2
+    assert main(["search", "--index", str(tmp_path / "no-index"), "--text", "cat", "--model", tiny_spec]) == 2
