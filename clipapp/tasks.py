@@ -83,17 +83,24 @@ def similarity(service: ClipService, images: Sequence[NamedImage], texts: str | 
 
 
 # -- search ---------------------------------------------------------------------------------------------------------
-def index_folder(service: ClipService, folder, index_path, *, progress=None) -> dict:
-    """Create or update the index at `index_path` from the images under `folder` (incremental).
+def sync_index(service: ClipService, index, folder, *, progress=None) -> dict:
+    """Bring an open index up to date with the images under `folder` (incremental).
 
-    Returns {"added", "updated", "removed", "skipped": [paths], "total"} as in design.md.
+    Returns {"added", "updated", "removed", "skipped": [paths], "total"} as in design.md, plus "errors" by path.
     """
-    from clipapp.index import ImageIndex, sync_folder
+    from clipapp.index import sync_folder
 
-    index = ImageIndex.open_or_create(index_path, service.spec, service.embed_dim)
     report = sync_folder(index, folder, service, progress=progress)
     return {**report, "skipped": [item["path"] for item in report["skipped"]],
             "errors": {item["path"]: item["error"] for item in report["skipped"]}}
+
+
+def index_folder(service: ClipService, folder, index_path, *, progress=None) -> dict:
+    """Create or update the index at `index_path` from the images under `folder`; see `sync_index`."""
+    from clipapp.index import ImageIndex
+
+    index = ImageIndex.open_or_create(index_path, service.spec, service.embed_dim)
+    return sync_index(service, index, folder, progress=progress)
 
 
 def _hits(hits: list[dict]) -> dict:

@@ -70,12 +70,8 @@ class IndexRegistry:
         folder, index_path = self.folder_and_index_path(source, session)
         folder.mkdir(parents=True, exist_ok=True)
         index, lock = self.locked(index_path)
-        from clipapp.index import sync_folder
-
         with lock:
-            report = sync_folder(index, folder, self.ctx.service, progress=progress)
-        return {**report, "skipped": [item["path"] for item in report["skipped"]],
-                "errors": {item["path"]: item["error"] for item in report["skipped"]}}
+            return tasks.sync_index(self.ctx.service, index, folder, progress=progress)
 
     def searchable(self, source: str, session: str) -> tuple[ImageIndex, threading.Lock]:
         """The index for `source`, built on first use so every source works without a manual build."""
