@@ -17,10 +17,9 @@ import open_clip
 import torch
 import torch.nn.functional as F
 from open_clip.transformer import text_global_pool
-from PIL import Image
 
 from clipapp.batching import MicroBatcher
-from clipapp.data import ImageSource, load_image, to_rgb
+from clipapp.data import ImageSource, load_image
 from clipapp.errors import ClipAppError
 from clipapp.models import LoadedModel, load_model
 from clipapp.prompts import DEFAULT_TEMPLATES, fill_template, resolve_templates
@@ -120,7 +119,7 @@ class ClipService:
     # -- images -----------------------------------------------------------------------------------------------
     def encode_images(self, images: Sequence[ImageSource], *, batch_size: int = 32) -> np.ndarray:
         """L2-normalized float32 embeddings, one row per image (PIL images, paths or bytes)."""
-        rows = [self.preprocess(to_rgb(load_image(image))) for image in images]
+        rows = [self.preprocess(load_image(image)) for image in images]
         return self._encode_pixels(rows, batch_size=batch_size)
 
     def encode_image_files(
@@ -296,6 +295,3 @@ def encode_text_trimmed(model: open_clip.CLIP, tokens: torch.Tensor) -> torch.Te
         x = model.text_projection(x) if isinstance(model.text_projection, torch.nn.Linear) else x @ model.text_projection
     return x
 
-
-def load_images(sources: Iterable[ImageSource]) -> list[Image.Image]:
-    return [load_image(source) for source in sources]
