@@ -132,12 +132,6 @@ def tuned_visual_copy(model: nn.Module, blocks: int) -> tuple[nn.Module, int, li
     return visual, first, names
 
 
-def float_model(service: ClipService) -> nn.Module:
-    """The resident model in floating point (an int8-quantized resident model has an fp32 twin for training)."""
-    getter = getattr(service, "trainable_model", None)
-    return getter() if getter is not None else service.model
-
-
 # -- the adapter ----------------------------------------------------------------------------------------------------
 @dataclass(eq=False)  # identity semantics: arrays do not compare as one bool, and Gradio state hashes by id
 class Adapter:
@@ -206,7 +200,7 @@ class Adapter:
     def _tuned_visual(self, service: ClipService) -> nn.Module:
         with self._visual_lock:
             if self._visual is None or self._visual[0] != id(service.model):
-                visual = copy.deepcopy(float_model(service).visual).float().eval()
+                visual = copy.deepcopy(service.trainable_model().visual).float().eval()
                 params = dict(visual.named_parameters())
                 for name, tensor in self.visual_state.items():
                     target = params[name[len(VISUAL_PREFIX):]]
@@ -377,7 +371,7 @@ def check_visual_state(adapter: Adapter, service: ClipService) -> None:
     """Refuse tuned visual weights whose names or shapes do not fit the loaded model's visual tower."""
     if not adapter.visual_state:
         return
-    params = dict(float_model(service).visual.named_parameters())
+    params = dict(service.trainable_model().visual.named_parameters())
     for name, tensor in adapter.visual_state.items():
         target = params.get(name[len(VISUAL_PREFIX):])
         if target is None or tuple(target.shape) != tuple(tensor.shape):

@@ -42,7 +42,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from clipapp.adapter import (Adapter, float_model, tuned_visual_copy, visual_blocks, visual_prefix, visual_suffix,
+from clipapp.adapter import (Adapter, tuned_visual_copy, visual_blocks, visual_prefix, visual_suffix,
                              visual_top_names)
 from clipapp.data import IMAGE_EXTENSIONS, ImageFolder, ImageSource, load_image
 from clipapp.errors import ClipAppError, ImageLoadError
@@ -810,7 +810,7 @@ def finetune(service: ClipService, data: LabelledImages, config: Optional[Finetu
     # the inputs every run trains on
     visual = first_tuned = None
     if config.mode == "partial":
-        visual, first_tuned, _ = tuned_visual_copy(float_model(service), config.blocks)
+        visual, first_tuned, _ = tuned_visual_copy(service.trainable_model(), config.blocks)
         visual = visual.to(service.device)
         pixels = torch.stack([service.preprocess(image) for image in encoded.images]).to(service.device)
         with torch.no_grad():
