@@ -47,7 +47,7 @@ from clipapp.adapter import (Adapter, tuned_visual_copy, visual_blocks, visual_p
 from clipapp.data import IMAGE_EXTENSIONS, ImageFolder, ImageSource, load_image
 from clipapp.errors import ClipAppError, ImageLoadError
 from clipapp.prompts import DEFAULT_TEMPLATES, parse_labels, resolve_templates
-from clipapp.service import ClipService
+from clipapp.service import ClipService, batched
 
 log = logging.getLogger(__name__)
 
@@ -1040,7 +1040,7 @@ def evaluate(service: ClipService, data_dir: str | os.PathLike, adapter: Optiona
                                    f"{adapter.name!r} ({', '.join(adapter.class_names[:10])}).")
             remap = np.array([adapter.class_names.index(c) for c in data.class_names])
         if adapter is not None and adapter.visual_state:
-            stream = _adapter_features(service, adapter, data.sources)
+            stream = _adapter_features(service, adapter, data.sources, batch_size=batch_size)
         else:
             stream = service.encode_image_files(data.sources, batch_size=batch_size)
         paths, features = [], []
@@ -1064,11 +1064,16 @@ def evaluate(service: ClipService, data_dir: str | os.PathLike, adapter: Optiona
     return {"top1": m["top1"], "top5": m["top5"], "n": m["n"]}
 
 
-def _adapter_features(service: ClipService, adapter: Adapter, paths: Sequence[str]):
-    for path in paths:
-        try:
-            image = load_image(path)
-        except ImageLoadError as exc:
-            yield path, None, str(exc)
-            continue
-        yield path, adapter.image_features(service, [image])[0], None
+def _adapter_features(service: ClipService, adapter: Adapter, paths: Sequence[str], batch_size: int = 32):
+    """(path, vector or None, error or None) through the adapter's tuned tower, one forward pass per batch."""
+    for chunk in batched(paths, batch_size):
+        decoded = []
+        for path in chunk:
+            try:
+                decoded.append((path, load_image(path), None))
+            except ImageLoadError as exc:
+                decoded.append((path, None, str(exc)))
+        good = [image for _, image, _ in decoded if image is not None]
+        vectors = iter(adapter.image_features(service, good, batch_size=batch_size) if good else ())
+        for path, image, error in decoded:
+            yield path, (next(vectors) if image is not None else None), error

@@ -218,6 +218,17 @@ def test_partial_fine_tuning_leaves_the_resident_model_alone(tiny_service, colou
     loaded = load_adapter(tmp_path / "partial", expected_spec=tiny_spec)
     np.testing.assert_allclose(loaded.classify(tiny_service, images).probs,
                                adapter.classify(tiny_service, images).probs, atol=1e-5)
+    # evaluate() goes through the tuned tower in batches, skipping unreadable files.
+    folder = tmp_path / "eval"
+    labelled = colour_images(3, seed=4)
+    for i, (image, name) in enumerate(labelled):
+        (folder / name).mkdir(parents=True, exist_ok=True)
+        image.save(folder / name / f"{i}.png")
+    (folder / CLASSES[0] / "broken.png").write_bytes(b"not a png")
+    probs = loaded.classify(tiny_service, [image for image, _ in labelled]).probs
+    expected = np.mean([loaded.class_names[j] == name for j, (_, name) in zip(probs.argmax(1), labelled)])
+    metrics = evaluate(tiny_service, folder, loaded, batch_size=4)
+    assert metrics["n"] == len(labelled) and metrics["top1"] == pytest.approx(expected)
     with pytest.raises(ClipAppError, match="blocks"):
         finetune(tiny_service, colours12, FinetuneConfig(mode="partial", blocks=7))
 
