@@ -7,7 +7,10 @@ The bundled demo model (`--model demo`, trained on Fashion-MNIST) is adapted to
   - Fashion-MNIST: support images from the train split, evaluation on the test split: classes it knows.
 At 1, 4 and 16 shots per class, over 3 seeds, on the images not used for adaptation (capped at `--eval-cap`):
   zero-shot                   the text classifier of the class prompts
-  linear probe (random init)  the default recipe started from random weights (no anchor, WiSE or zero-shot fallback)
+  linear probe (random init)  a plain linear probe: the same head, optimiser, schedule and early stopping, started
+                              from random weights, without tricks, WiSE or the zero-shot fallback
+  logistic regression         scikit-learn's L-BFGS logistic regression (the CLIP paper's probe), C chosen by
+                              cross-validation on the shots (C = 10 at 1 shot); a reference
   ours, no tricks             the head initialised from the zero-shot weights, without mixup / smoothing / EMA
   ours: default               `FinetuneConfig()`: the same plus mixup 0.2, label smoothing 0.1, EMA 0.99
   cache (training-free)       the Tip-Adapter-style cache adapter
@@ -44,11 +47,14 @@ from clipapp.finetune import FinetuneConfig, finetune, labelled_uploads, metrics
 from clipapp.service import ClipService  # noqa: E402
 
 DIGIT_NAMES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+NO_TRICKS = dict(mixup=0.0, label_smoothing=0.0, ema=0.0)
+LOGREG_METHOD = "logistic regression (scikit-learn, C by cross-validation)"
 METHODS: dict[str, FinetuneConfig | None] = {
     "zero-shot": None,
     "linear probe (random init)": FinetuneConfig(head_init="random", anchor_weight=0.0, wise_alpha=1.0,
-                                                 require_gain=False),
-    "ours: zero-shot-init head, no tricks": FinetuneConfig(mixup=0.0, label_smoothing=0.0, ema=0.0),
+                                                 require_gain=False, **NO_TRICKS),
+    LOGREG_METHOD: None,
+    "ours: zero-shot-init head, no tricks": FinetuneConfig(**NO_TRICKS),
     "ours: default = + mixup 0.2, label smoothing 0.1, EMA 0.99": FinetuneConfig(),
     "cache adapter (Tip-Adapter, training-free)": FinetuneConfig(mode="cache"),
 }
@@ -125,7 +131,10 @@ def run(service: ClipService, data: Dataset, *, shots_list, seeds, eval_cap: int
             items = [(data.pool_images[i], data.class_names[data.pool_labels[i]]) for i in support]
             labelled = labelled_uploads(items, class_names=data.class_names)
             for method, config in methods.items():
-                if config is None:
+                if method == LOGREG_METHOD:
+                    logits = logistic_regression(pool_features[support], data.pool_labels[support], shots,
+                                                 features)
+                elif config is None:
                     logits = service.logit_scale * features @ zero_shot.T
                 else:
                     result = finetune(service, labelled, FinetuneConfig(**{**config.to_dict(), "seed": seed}))
@@ -139,6 +148,16 @@ def run(service: ClipService, data: Dataset, *, shots_list, seeds, eval_cap: int
                 scores.setdefault((method, shots), []).append(metrics_from_logits(logits, labels)["top1"])
             print(f"  {data.name}: {shots}-shot seed {seed} done", file=sys.stderr, flush=True)
     return scores, train_seconds, reference
+
+
+def logistic_regression(x: np.ndarray, y: np.ndarray, shots: int, evaluate_on: np.ndarray) -> np.ndarray:
+    from sklearn.linear_model import LogisticRegression, LogisticRegressionCV
+
+    if shots >= 2:
+        model = LogisticRegressionCV(Cs=[0.1, 1.0, 10.0, 100.0, 1000.0], cv=min(shots, 4), max_iter=5000)
+    else:
+        model = LogisticRegression(C=10.0, max_iter=5000)
+    return model.fit(x, y).decision_function(evaluate_on)
 
 
 def table(name: str, scores: dict, shots_list, methods, n_eval: str) -> str:

@@ -1,8 +1,8 @@
 """A few-shot adapter on top of a resident CLIP model: load, save and classify with it.
 
 An adapter is what `clipapp.finetune` produces, stored as two small files next to each other:
-  <name>.safetensors  tensors only: `head.weight` (n_classes, dim) always; `cache.keys` / `cache.values` for the
-                      training-free cache adapter; `visual.<parameter name>` for the visual blocks that were tuned
+  <name>.safetensors  tensors only: `head.weight` (n_classes, dim) always, `head.bias` (n_classes,) from format 2;
+                      `cache.keys` / `cache.values` for the training-free cache adapter; `visual.<parameter name>` for the visual blocks that were tuned
   <name>.json         class names, the model spec it was made for, templates, settings, metrics, format version
 Never a pickle: loading an adapter cannot run code. The resident model is never modified: an adapter with tuned
 visual blocks classifies with its own copy of the visual tower.
@@ -30,7 +30,7 @@ from clipapp.storage import file_sha256
 from clipapp.service import ClipService, ZeroShotResult, batched
 
 ADAPTER_FORMAT = "clipapp-adapter"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: a linear head (free row norms and a bias); version-1 files load unchanged
 MODES = ("head", "cache", "partial")
 VISUAL_PREFIX = "visual."
 
@@ -137,7 +137,7 @@ def tuned_visual_copy(model: nn.Module, blocks: int) -> tuple[nn.Module, int, li
 class Adapter:
     """Classifier weights (and optionally a cache and tuned visual blocks) for `class_names` on model `spec`.
 
-    logits = logit_scale * normalize(f) @ normalize(head).T
+    logits = logit_scale * normalize(f) @ head.T + head_bias
              [+ cache_alpha * exp(-cache_beta (1 - f @ keys.T)) @ values]
     where f is the image embedding, through the tuned visual blocks when there are any.
     """
@@ -145,8 +145,9 @@ class Adapter:
     name: str
     class_names: list[str]
     spec: str
-    head: np.ndarray  # (n_classes, dim), rows L2-normalised
+    head: np.ndarray  # (n_classes, dim); zero-shot: the unit text embeddings, after training: any norms
     logit_scale: float
+    head_bias: Optional[np.ndarray] = None  # (n_classes,); None = zeros
     mode: str = "head"
     templates: list[str] = field(default_factory=list)
     cache_keys: Optional[np.ndarray] = None  # (n_support, dim)
@@ -161,9 +162,14 @@ class Adapter:
     _visual_lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        self.head = _normalize_rows(np.asarray(self.head, dtype=np.float32))
+        self.head = np.asarray(self.head, dtype=np.float32)
         if self.head.ndim != 2 or self.head.shape[0] != len(self.class_names):
             raise ClipAppError(f"Adapter {self.name!r}: head has shape {self.head.shape} for "
+                               f"{len(self.class_names)} classes.")
+        bias = np.zeros(len(self.class_names)) if self.head_bias is None else self.head_bias
+        self.head_bias = np.asarray(bias, dtype=np.float32).reshape(-1)
+        if self.head_bias.shape != (len(self.class_names),):
+            raise ClipAppError(f"Adapter {self.name!r}: head bias has {self.head_bias.size} values for "
                                f"{len(self.class_names)} classes.")
         if self.mode not in MODES:
             raise ClipAppError(f"Adapter {self.name!r}: unknown mode {self.mode!r} (known: {', '.join(MODES)}).")
@@ -212,7 +218,7 @@ class Adapter:
     # -- scores -----------------------------------------------------------------------------------------------
     def logits_from_features(self, features: np.ndarray) -> np.ndarray:
         features = _normalize_rows(np.asarray(features, dtype=np.float32))
-        logits = self.logit_scale * (features @ self.head.T)
+        logits = self.logit_scale * (features @ self.head.T) + self.head_bias
         if self.cache_keys is not None and self.cache_alpha:
             affinity = np.exp(-self.cache_beta * (1.0 - features @ self.cache_keys.T))
             logits = logits + self.cache_alpha * (affinity @ self.cache_values)
@@ -223,13 +229,13 @@ class Adapter:
 
     def cosine(self, service: ClipService, images: Sequence[ImageSource]) -> np.ndarray:
         """(n_images, n_classes) cosine of each image embedding to each class row of the head."""
-        return self.image_features(service, images) @ self.head.T
+        return self.image_features(service, images) @ _normalize_rows(self.head).T
 
     def classify(self, service: ClipService, images: Sequence[ImageSource]) -> ZeroShotResult:
         """Probabilities over `class_names`, as `ClipService.zero_shot` returns them (`.top(k)`, `.probs`)."""
         features = self.image_features(service, images)
         return ZeroShotResult(labels=list(self.class_names), probs=self.probs_from_features(features),
-                              cosine=features @ self.head.T)
+                              cosine=features @ _normalize_rows(self.head).T)
 
     # -- files ------------------------------------------------------------------------------------------------
     def metadata(self) -> dict[str, Any]:
@@ -261,7 +267,7 @@ class Adapter:
 
         weights_path, meta_path = adapter_paths(path)
         pending = _pending_weights_path(weights_path)
-        tensors = {"head.weight": torch.from_numpy(self.head)}
+        tensors = {"head.weight": torch.from_numpy(self.head), "head.bias": torch.from_numpy(self.head_bias)}
         if self.cache_keys is not None:
             tensors["cache.keys"] = torch.from_numpy(np.asarray(self.cache_keys, dtype=np.float32))
             tensors["cache.values"] = torch.from_numpy(np.asarray(self.cache_values, dtype=np.float32))
@@ -343,6 +349,7 @@ def load_adapter(path: str | Path, *, expected_spec: Optional[str] = None) -> Ad
             class_names=class_names,
             spec=spec,
             head=head,
+            head_bias=tensors["head.bias"].float().numpy() if "head.bias" in tensors else None,
             logit_scale=float(meta["logit_scale"]),
             mode=str(meta.get("mode", "head")),
             templates=list(meta.get("templates") or []),

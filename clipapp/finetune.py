@@ -2,8 +2,11 @@
 
 Three modes, all starting from the zero-shot classifier so that zero training steps *is* zero-shot:
   head     (default) a linear head initialised from the zero-shot text embeddings of the class prompts, trained on
-           image features encoded once (seconds on a CPU); logits = logit_scale * normalize(f) @ normalize(W).T.
-           Initialising from zero-shot (not at random) is what keeps few shots from falling below zero-shot.
+           image features encoded once (seconds on a CPU); logits = logit_scale * normalize(f) @ W.T + b, with
+           W = the unit text embeddings and b = 0 at the start. Initialising from zero-shot (not at random) is what
+           keeps few shots from falling below zero-shot. The rows of W are free to grow: a cosine head is capped at
+           logit differences of 2 * logit_scale, too soft where the model's scale is small (the demo model's is 12)
+           or its embeddings of a new domain all lie close together.
   cache    training-free cache adapter in the Tip-Adapter spirit: keys = support features, values = one-hot labels,
            logits = zero-shot + alpha * exp(-beta (1 - f @ keys.T)) @ values; alpha and beta picked on held-out data.
   partial  the head plus the last N blocks of the visual tower (ViT or ModifiedResNet), trained on a deep copy (the
@@ -360,16 +363,18 @@ def plan_validation(targets: np.ndarray, config: FinetuneConfig) -> ValidationPl
 
 # ------------------------------------------------------------------------------------------------ models
 class HeadClassifier(nn.Module):
-    """logits = logit_scale * normalize(features) @ normalize(weight).T, weight initialised to the zero-shot one."""
+    """logits = logit_scale * normalize(features) @ weight.T + bias; at the start weight = the unit zero-shot
+    embeddings and bias = 0, so an untrained head is exactly the zero-shot classifier."""
 
     def __init__(self, zero_shot_weights: np.ndarray | torch.Tensor, logit_scale: float):
         super().__init__()
         weights = torch.as_tensor(np.asarray(zero_shot_weights), dtype=torch.float32)
         self.weight = nn.Parameter(F.normalize(weights, dim=-1).clone())
+        self.bias = nn.Parameter(torch.zeros(len(weights)))
         self.logit_scale = float(logit_scale)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return self.logit_scale * F.normalize(features, dim=-1) @ F.normalize(self.weight, dim=-1).T
+        return self.logit_scale * F.normalize(features, dim=-1) @ self.weight.T + self.bias
 
 
 class PartialClassifier(nn.Module):
@@ -612,9 +617,9 @@ def _train_run(*, build_model: Callable[[], nn.Module], anchor_head: torch.Tenso
     partial = isinstance(model, PartialClassifier)
     anchor_head = anchor_head.to(head.weight.device)
 
-    groups = [{"params": [head.weight], "lr": config.lr, "weight_decay": 0.0}]
+    groups = [{"params": [head.weight, head.bias], "lr": config.lr, "weight_decay": 0.0}]
     if partial:  # torch wants names in every group or none; the layer-wise groups carry them
-        groups[0]["param_names"] = ["head.weight"]
+        groups[0]["param_names"] = ["head.weight", "head.bias"]
     if partial:
         # the tuned blocks, final norm and projection; lr decays with depth below the top block
         # ResNet towers decay by stage (layer1..4); nothing below the tuned blocks trains, so no embedding group
@@ -919,14 +924,15 @@ def finetune(service: ClipService, data: LabelledImages, config: Optional[Finetu
         if config.wise_alpha is None and plan.kind != "none" and best_epoch > 0:
             notes.append(f"WiSE-FT alpha {best_alpha:g} chosen on the held-out images"
                          + (": the zero-shot weights were best, kept as they are." if best_alpha == 0 else "."))
-        head_weights = (model.head if isinstance(model, PartialClassifier) else model).weight.detach()
+        head = model.head if isinstance(model, PartialClassifier) else model
         visual_state = {}
         if isinstance(model, PartialClassifier):
             tuned_names = [n for n, p in visual.named_parameters() if p.requires_grad]
             params = dict(visual.named_parameters())
             visual_state = {f"visual.{n}": params[n].detach().cpu().clone() for n in tuned_names}
             visual.load_state_dict(zero_visual, strict=False)
-        adapter = Adapter(head=F.normalize(head_weights, dim=-1).cpu().numpy(), mode=config.mode,
+        adapter = Adapter(head=head.weight.detach().cpu().numpy(), head_bias=head.bias.detach().cpu().numpy(),
+                          mode=config.mode,
                           visual_state=visual_state, visual_blocks=config.blocks if visual_state else 0,
                           **adapter_kwargs)
     timings["train"] = time.perf_counter() - started - timings["encode"]  # every run, the refit included

@@ -90,6 +90,5 @@ def test_kill_during_adapter_saves_leaves_a_whole_adapter(tmp_path):
         generation = int(adapter.name.removeprefix("gen"))
         n_classes = 2 + generation % 3
         expected = np.random.default_rng(generation).normal(size=(n_classes, 32))
-        expected /= np.linalg.norm(expected, axis=1, keepdims=True)
         np.testing.assert_allclose(adapter.head, expected, atol=1e-6)  # tensors and JSON of one generation
         assert adapter.cache_keys.shape == (150_000, 32)

@@ -174,9 +174,10 @@ def test_adapter_round_trip_safetensors_and_json(tiny_service, head_result, tmp_
     assert (weights, meta) == adapter_paths(tmp_path / "colours.json")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["colours.json", "colours.safetensors"]
     header_length = int.from_bytes(weights.read_bytes()[:8], "little")  # safetensors: u64 length + JSON header
-    assert json.loads(weights.read_bytes()[8:8 + header_length])["head.weight"]["shape"] == [3, 32]
+    header = json.loads(weights.read_bytes()[8:8 + header_length])
+    assert header["head.weight"]["shape"] == [3, 32] and header["head.bias"]["shape"] == [3]
     description = json.loads(meta.read_text())
-    assert description["format_version"] == 1 and description["class_names"] == ["red", "green", "blue"]
+    assert description["format_version"] == 2 and description["class_names"] == ["red", "green", "blue"]
     assert description["model_spec"] == tiny_spec and description["config"]["mode"] == "head"
     assert description["metrics"]["after"]["top1"] == head_result.after["top1"]
 
@@ -186,6 +187,26 @@ def test_adapter_round_trip_safetensors_and_json(tiny_service, head_result, tmp_
                                head_result.adapter.classify(tiny_service, images).probs, atol=1e-6)
     assert loaded.classify(tiny_service, images).top(1)[0][0][0] in CLASSES
     assert loaded.cosine(tiny_service, images).shape == (3, 3)
+
+
+def test_version_1_adapter_without_bias_still_loads(tiny_service, head_result, tmp_path):
+    """Format 1 stored unit-norm rows and no bias; such files must keep classifying as they did."""
+    from safetensors.torch import save_file
+
+    from clipapp.storage import file_sha256
+
+    old = head_result.adapter
+    weights, meta = old.save(tmp_path / "old")
+    unit_rows = old.head / np.linalg.norm(old.head, axis=1, keepdims=True)
+    save_file({"head.weight": torch.from_numpy(unit_rows)}, str(weights))
+    description = json.loads(meta.read_text())
+    meta.write_text(json.dumps({**description, "format_version": 1, "weights_sha256": file_sha256(weights)}))
+
+    loaded = load_adapter(tmp_path / "old")
+    features = tiny_service.encode_images([image for image, _ in colour_images(1, seed=3)])
+    np.testing.assert_array_equal(loaded.head_bias, np.zeros(3, dtype=np.float32))
+    np.testing.assert_allclose(loaded.logits_from_features(features),
+                               old.logit_scale * features @ unit_rows.T, atol=1e-5)
 
 
 def test_adapter_refused_for_another_model_or_broken_files(head_result, tmp_path):
