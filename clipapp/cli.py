@@ -126,6 +126,9 @@ def cmd_eval(args) -> None:
 
 
 def _add_finetune_commands(sub) -> None:
+    from clipapp.finetune import FinetuneConfig  # the defaults shown in --help are the config's own
+
+    defaults = FinetuneConfig()
     p = sub.add_parser("finetune", help="few-shot adaptation from DATA_DIR/<class>/<images> (or a .zip of it)")
     p.add_argument("data_dir", help="folder of class folders (class names = folder names), or a .zip of one")
     p.add_argument("--out", required=True, help="adapter path: writes OUT.safetensors and OUT.json")
@@ -134,15 +137,16 @@ def _add_finetune_commands(sub) -> None:
                    "Tip-Adapter-style cache; partial: also the last visual blocks")
     p.add_argument("--templates",
                    help="prompt templates for the zero-shot start: simple (default), openai, none, or one")
-    p.add_argument("--epochs", type=int, help="at most this many epochs (default 40; early stopping picks the best)")
-    p.add_argument("--lr", type=float, help="learning rate of the head (default 0.01)")
+    p.add_argument("--epochs", type=int, help=f"at most this many epochs (default {defaults.epochs}; early stopping picks "
+                   "the best)")
+    p.add_argument("--lr", type=float, help=f"learning rate of the head in logit units (default {defaults.lr:g})")
     p.add_argument("--shots-val", type=int, help="held-out images per class (default: k-fold while a class has "
-                   "fewer than 20 images, a quarter of each class above)")
+                   f"fewer than {defaults.kfold_below} images, {defaults.val_fraction:g} of each class above)")
     p.add_argument("--blocks", type=int, help="partial mode: how many of the last visual blocks to tune")
-    p.add_argument("--mixup", type=float, help="mixup alpha (default 0.2; 0 = off)")
+    p.add_argument("--mixup", type=float, help=f"mixup alpha (default {defaults.mixup:g}; 0 = off)")
     p.add_argument("--cutmix", type=float, help="CutMix alpha, partial mode (0 = off)")
-    p.add_argument("--label-smoothing", type=float, help="default 0.1 (0 = off)")
-    p.add_argument("--ema", type=float, help="weight EMA decay (default 0.99; 0 = off)")
+    p.add_argument("--label-smoothing", type=float, help=f"default {defaults.label_smoothing:g} (0 = off)")
+    p.add_argument("--ema", type=float, help=f"weight EMA decay (default {defaults.ema:g}; 0 = off)")
     p.add_argument("--sam", type=float, help="SAM rho, e.g. 0.05 (0 = off)")
     p.add_argument("--focal", type=float, help="focal loss gamma, e.g. 2 (0 = cross-entropy)")
     p.add_argument("--class-balanced", type=float, help="class-balanced loss beta, e.g. 0.999 (imbalanced classes)")

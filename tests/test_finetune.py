@@ -16,8 +16,8 @@ from PIL import Image
 from clipapp.adapter import adapter_paths, load_adapter
 from clipapp.cli import main
 from clipapp.errors import ClipAppError
-from clipapp.finetune import (FinetuneConfig, FinetuneStopped, evaluate, extract_labelled_zip, finetune,
-                              finetune_folder, labelled_folder, labelled_uploads, plan_validation, stratified_folds,
+from clipapp.finetune import (FinetuneConfig, FinetuneStopped, beats_zero_shot, evaluate, extract_labelled_zip,
+                              finetune, finetune_folder, labelled_folder, labelled_uploads, plan_validation, stratified_folds,
                               stratified_split)
 
 CLASSES = ("red", "green", "blue")
@@ -87,6 +87,36 @@ def test_head_beats_zero_shot_on_held_out(head_result):
     confusion = np.asarray(head_result.confusion_after)
     assert confusion.shape == (3, 3) and confusion.sum() == 36
     assert json.loads(json.dumps(head_result.to_dict()))["after"]["n"] == 36
+
+
+def test_sign_test_lets_only_a_clear_gain_replace_zero_shot():
+    targets = np.zeros(40, dtype=np.int64)
+    held_out = np.arange(40)
+
+    def logits_right(n_right: int, offset: int = 0) -> np.ndarray:
+        """Two-class logits that get images offset .. offset + n_right - 1 right."""
+        logits = np.tile([0.0, 1.0], (40, 1))
+        logits[offset:offset + n_right] = [1.0, 0.0]
+        return logits
+
+    zero = logits_right(20)
+    assert not beats_zero_shot(logits_right(22), zero, targets, held_out)  # 2 more right: noise
+    assert not beats_zero_shot(logits_right(20, offset=10), zero, targets, held_out)  # as many wins as losses
+    assert beats_zero_shot(logits_right(30), zero, targets, held_out)  # 10 wins, 0 losses: p = 0.001
+    assert beats_zero_shot(logits_right(22), zero, targets, held_out, p_value=0.3)  # p = 0.25
+
+
+@pytest.mark.parametrize("kfold_below", [20, 4])  # k-fold and a held-out split
+def test_random_init_probe_never_returns_its_untrained_start(tiny_service, kfold_below):
+    # shuffled labels and a huge learning rate: every trained epoch has a far worse held-out loss than the start
+    items = colour_images(12)
+    shuffled = np.random.default_rng(0).permutation([name for _, name in items])
+    data = labelled_uploads([(image, name) for (image, _), name in zip(items, shuffled)])
+    config = FinetuneConfig(head_init="random", wise_alpha=1.0, require_gain=False, epochs=3, lr=1e4,
+                            kfold_below=kfold_below, mixup=0.0, label_smoothing=0.0, ema=0.0)
+    result = finetune(tiny_service, data, config)
+    assert min(result.history["val_loss"][1:]) > result.history["val_loss"][0]
+    assert result.best_epoch >= 1
 
 
 def test_held_out_split_early_stopping_and_refit(tiny_service, colours12):
