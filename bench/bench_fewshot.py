@@ -154,7 +154,8 @@ def logistic_regression(x: np.ndarray, y: np.ndarray, shots: int, evaluate_on: n
     from sklearn.linear_model import LogisticRegression, LogisticRegressionCV
 
     if shots >= 2:
-        model = LogisticRegressionCV(Cs=[0.1, 1.0, 10.0, 100.0, 1000.0], cv=min(shots, 4), max_iter=5000)
+        model = LogisticRegressionCV(Cs=[0.1, 1.0, 10.0, 100.0, 1000.0], cv=min(shots, 4), max_iter=5000,
+                                     l1_ratios=(0.0,), scoring="accuracy", use_legacy_attributes=False)
     else:
         model = LogisticRegression(C=10.0, max_iter=5000)
     return model.fit(x, y).decision_function(evaluate_on)
