@@ -24,7 +24,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from clipapp.data import ImageSource, load_image
+from clipapp.data import ImageSource
 from clipapp.errors import ClipAppError
 from clipapp.storage import file_sha256
 from clipapp.service import ClipService, ZeroShotResult, batched
@@ -197,7 +197,7 @@ class Adapter:
         visual = self._tuned_visual(service)
         out = [np.zeros((0, self.dim), dtype=np.float32)]
         for chunk in batched(images, batch_size):
-            pixels = torch.stack([service.preprocess(load_image(image)) for image in chunk])
+            pixels = torch.stack([service.preprocess(service.decode(image)) for image in chunk])
             with self._visual_lock, torch.inference_mode():
                 features = visual(pixels.to(service.device, dtype=torch.float32))
             out.append(F.normalize(features.float(), dim=-1).cpu().numpy())

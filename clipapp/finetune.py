@@ -48,7 +48,7 @@ import torch.nn.functional as F
 
 from clipapp.adapter import (Adapter, tuned_visual_copy, visual_blocks, visual_prefix, visual_suffix,
                              visual_top_names)
-from clipapp.data import IMAGE_EXTENSIONS, ImageFolder, ImageSource, load_image
+from clipapp.data import IMAGE_EXTENSIONS, ImageFolder, ImageSource
 from clipapp.errors import ClipAppError, ImageLoadError
 from clipapp.prompts import DEFAULT_TEMPLATES, parse_labels, resolve_templates
 from clipapp.service import ClipService, batched
@@ -540,7 +540,7 @@ def encode_labelled(service: ClipService, data: LabelledImages, *, progress: Opt
     images, targets, names, skipped = [], [], [], []
     for source, target, name in zip(data.sources, data.targets, data.names):
         try:
-            images.append(load_image(source))
+            images.append(service.decode(source))
         except ImageLoadError as exc:
             skipped.append(str(exc))
             continue
@@ -1107,7 +1107,7 @@ def _adapter_features(service: ClipService, adapter: Adapter, paths: Sequence[st
         decoded = []
         for path in chunk:
             try:
-                decoded.append((path, load_image(path), None))
+                decoded.append((path, service.decode(path), None))
             except ImageLoadError as exc:
                 decoded.append((path, None, str(exc)))
         good = [image for _, image, _ in decoded if image is not None]

@@ -16,6 +16,7 @@ import numpy as np
 import open_clip
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from open_clip.transformer import text_global_pool
 
 from clipapp.batching import MicroBatcher
@@ -66,6 +67,7 @@ class ClipService:
     """A loaded CLIP model plus caches. Build with `ClipService.load(spec, device=..., precision=...)`."""
 
     def __init__(self, loaded: LoadedModel, *, text_cache_size: int = 200_000, decode_workers: int = 2,
+                 reduced_decoding: bool = True,
                  micro_batch_window_s: float = 0.005, micro_batch_rows: int = 64):
         self.loaded = loaded
         self.model = loaded.model
@@ -79,6 +81,12 @@ class ClipService:
         self._text_cache_size = text_cache_size
         self._cache_lock = threading.Lock()
         self._decode_workers = decode_workers
+        size = getattr(getattr(self.model, "visual", None), "image_size", 224)
+        # Large JPEG files are decoded at reduced scale, never below 3x the model's input side: a 12 MP photo decodes
+        # ~5x faster, and the embeddings stay within cosine 0.9999 of a full decode (lowest over the example photos
+        # on the demo model: 0.99992; 2x the side gave 0.9995). None = always decode in full.
+        self.decode_side = 3 * int(max(size) if isinstance(size, (tuple, list)) else size) if reduced_decoding \
+            else None
         self._can_trim_text = _supports_trimmed_text(self.model)
         self._float_model: Optional[torch.nn.Module] = None
         # Small interactive requests from concurrent users share forward passes; bulk encoding bypasses this.
@@ -117,9 +125,13 @@ class ClipService:
         return self.loaded.notice
 
     # -- images -----------------------------------------------------------------------------------------------
+    def decode(self, source: ImageSource) -> Image.Image:
+        """`load_image` at the resolution this model needs (`decode_side`); PIL images pass through unchanged."""
+        return load_image(source, min_side=self.decode_side)
+
     def encode_images(self, images: Sequence[ImageSource], *, batch_size: int = 32) -> np.ndarray:
         """L2-normalized float32 embeddings, one row per image (PIL images, paths or bytes)."""
-        rows = [self.preprocess(load_image(image)) for image in images]
+        rows = [self.preprocess(self.decode(image)) for image in images]
         return self._encode_pixels(rows, batch_size=batch_size)
 
     def encode_image_files(
@@ -133,7 +145,7 @@ class ClipService:
 
         def prepare(path: str):
             try:
-                return self.preprocess(load_image(path)), None
+                return self.preprocess(self.decode(path)), None
             except ClipAppError as exc:
                 return None, str(exc)
 

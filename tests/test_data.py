@@ -88,6 +88,33 @@ def test_exif_rotation_is_applied():
     assert out.size == (10, 40)
 
 
+def _photo_jpeg(size: tuple[int, int], **kwargs) -> bytes:
+    from skimage import data
+
+    return _png_bytes(Image.fromarray(data.astronaut()).resize(size, Image.BICUBIC), format="JPEG", quality=90,
+                      **kwargs)
+
+
+def test_large_jpeg_is_decoded_at_reduced_scale_but_never_below_min_side():
+    photo = _photo_jpeg((2000, 1500))
+    full = load_image(photo)
+    reduced = load_image(photo, min_side=200)
+    assert full.size == (2000, 1500)
+    assert reduced.size == (500, 375)  # libjpeg's 1/4 scale: the smallest whose shorter side is >= 200
+    # the same picture: the full decode shrunk to that size is close to the reduced decode, pixel by pixel
+    shrunk = np.asarray(full.resize(reduced.size, Image.BOX), dtype=np.float64)
+    assert np.abs(shrunk - np.asarray(reduced, dtype=np.float64)).mean() < 3.0
+    assert load_image(photo, min_side=1000).size == (2000, 1500)  # under 2x the side asked for: no reduction
+
+
+def test_reduced_decoding_applies_exif_rotation_and_leaves_other_formats_alone():
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise when shown
+    assert load_image(_photo_jpeg((2000, 1500), exif=exif.tobytes()), min_side=200).size == (375, 500)
+    png = _png_bytes(Image.new("RGB", (2000, 1500), (10, 20, 30)))
+    assert load_image(png, min_side=200).size == (2000, 1500)
+
+
 def test_image_folder_layout(tmp_path):
     for cls, n in {"cats": 2, "dogs": 3, ".hidden": 1}.items():
         (tmp_path / cls).mkdir()

@@ -13,7 +13,7 @@ from open_clip.zero_shot_metadata import SIMPLE_IMAGENET_TEMPLATES
 from PIL import Image
 
 from clipapp.errors import ClipAppError
-from clipapp.service import encode_text_trimmed
+from clipapp.service import ClipService, encode_text_trimmed
 from tests.conftest import TINY_MODEL
 
 LABELS = ["astronaut", "cat", "cup of coffee", "rocket", "motorcycle", "a page of printed text"]
@@ -51,8 +51,9 @@ def test_similarity_matches_clip_notebook(tiny_service, reference, photos):
         image_features /= image_features.norm(dim=-1, keepdim=True)
         text_features /= text_features.norm(dim=-1, keepdim=True)
         notebook = (text_features @ image_features.T).numpy()
-    matrix = tiny_service.similarity(photos, texts)  # paths work as well as PIL images
-    np.testing.assert_allclose(matrix, notebook.T, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(tiny_service.similarity(images, texts), notebook.T, atol=1e-5, rtol=0)
+    # paths work as well as PIL images; JPEG files may be decoded at reduced scale (the next test)
+    np.testing.assert_allclose(tiny_service.similarity(photos, texts), notebook.T, atol=2e-3, rtol=0)
 
 
 def test_trimmed_text_encoder_equals_full_context(reference):
@@ -126,3 +127,19 @@ def test_encode_image_files_skips_bad_files_in_order(tiny_service, photos, tmp_p
     assert results[1][1] is None and "not an image" in results[1][2]
     direct = tiny_service.encode_images([photos[0], photos[1]])
     np.testing.assert_allclose(np.stack([results[0][1], results[2][1]]), direct, atol=1e-6)
+
+
+def test_large_jpegs_decode_at_the_models_scale_with_the_same_embeddings(tiny_service, photos, tmp_path):
+    """A camera-sized JPEG is decoded at reduced scale (never below twice the model's input side), and its
+    embedding stays that of the full decode: files and bytes take this path, PIL images are used as given."""
+    big = tmp_path / "big.jpg"
+    full = Image.open(photos[0]).convert("RGB").resize((2048, 1536), Image.BICUBIC)
+    full.save(big, quality=92)
+    decoded = tiny_service.decode(big)
+    assert tiny_service.decode_side <= min(decoded.size) < 1536
+    assert min(ClipService(tiny_service.loaded, reduced_decoding=False).decode(big).size) == 1536
+    from_file = tiny_service.encode_images([big])
+    from_full_decode = tiny_service.encode_images([Image.open(big).convert("RGB")])
+    assert float((from_file * from_full_decode).sum()) > 0.9999
+    streamed = next(tiny_service.encode_image_files([str(big)]))[1]
+    np.testing.assert_allclose(streamed, from_file[0], atol=1e-6)
