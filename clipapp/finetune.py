@@ -918,7 +918,11 @@ def finetune(service: ClipService, data: LabelledImages, config: Optional[Finetu
         refit = not stopped and (plan.kind == "kfold" or (plan.kind == "holdout" and config.refit))
         if best_epoch == 0:
             final_state = build_model().state_dict()  # the start: the zero-shot classifier
-            if plan.kind != "none":
+            if plan.kind != "none" and counts.min() < 2:
+                notes.append("A class has a single image, so every held-out image belongs to a class its fold never "
+                             "trained on and cannot show a gain: the adapter keeps the zero-shot classifier. Add a "
+                             "second image per class.")
+            elif plan.kind != "none":
                 notes.append("Training did not clearly beat zero-shot on the held-out images (sign test): the adapter "
                              "keeps the zero-shot classifier.")
         elif refit:

@@ -106,6 +106,13 @@ def test_sign_test_lets_only_a_clear_gain_replace_zero_shot():
     assert beats_zero_shot(logits_right(22), zero, targets, held_out, p_value=0.3)  # p = 0.25
 
 
+def test_one_image_per_class_keeps_zero_shot_and_says_why(tiny_service):
+    result = finetune(tiny_service, labelled_uploads(colour_images(1)), FinetuneConfig(epochs=5))
+    zero_shot = tiny_service.text_embeddings(list(CLASSES), "simple")
+    np.testing.assert_allclose(result.adapter.head, zero_shot, atol=1e-6)
+    assert any("single image" in note and "second image per class" in note for note in result.notes)
+
+
 @pytest.mark.parametrize("kfold_below", [20, 4])  # k-fold and a held-out split
 def test_random_init_probe_never_returns_its_untrained_start(tiny_service, kfold_below):
     # shuffled labels and a huge learning rate: every trained epoch has a far worse held-out loss than the start
