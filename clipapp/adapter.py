@@ -2,7 +2,8 @@
 
 An adapter is what `clipapp.finetune` produces, stored as two small files next to each other:
   <name>.safetensors  tensors only: `head.weight` (n_classes, dim) always, `head.bias` (n_classes,) from format 2;
-                      `cache.keys` / `cache.values` for the training-free cache adapter; `visual.<parameter name>` for the visual blocks that were tuned
+                      `cache.keys` / `cache.values` for the training-free cache adapter; `visual.<parameter name>`
+                      for the visual blocks that were tuned
   <name>.json         class names, the model spec it was made for, templates, settings, metrics, format version
 Never a pickle: loading an adapter cannot run code. The resident model is never modified: an adapter with tuned
 visual blocks classifies with its own copy of the visual tower.

@@ -137,8 +137,8 @@ def _add_finetune_commands(sub) -> None:
                    "Tip-Adapter-style cache; partial: also the last visual blocks")
     p.add_argument("--templates",
                    help="prompt templates for the zero-shot start: simple (default), openai, none, or one")
-    p.add_argument("--epochs", type=int, help=f"at most this many epochs (default {defaults.epochs}; early stopping picks "
-                   "the best)")
+    p.add_argument("--epochs", type=int,
+                   help=f"at most this many epochs (default {defaults.epochs}; early stopping picks the best)")
     p.add_argument("--lr", type=float, help=f"learning rate of the head in logit units (default {defaults.lr:g})")
     p.add_argument("--shots-val", type=int, help="held-out images per class (default: k-fold while a class has "
                    f"fewer than {defaults.kfold_below} images, {defaults.val_fraction:g} of each class above)")

@@ -16,8 +16,8 @@ import numpy as np
 import open_clip
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from open_clip.transformer import text_global_pool
+from PIL import Image
 
 from clipapp.batching import MicroBatcher
 from clipapp.data import ImageSource, load_image
