@@ -73,12 +73,12 @@ def load_image(source: ImageSource, *, max_pixels: int = MAX_IMAGE_PIXELS,
             f"{name}: {width}x{height} pixels ({width * height / 1e6:.0f} MP) is over the limit of "
             f"{max_pixels / 1e6:.0f} MP (a decompression bomb or an oversized image)."
         )
-    if min_side and getattr(image, "format", None) == "JPEG":
-        factor = next((f for f in (8, 4, 2) if width % f == 0 and height % f == 0
-                       and min(width, height) // f >= min_side), 1)
-        if factor > 1:
-            image.draft(image.mode, (width // factor, height // factor))
     try:
+        if min_side and getattr(image, "format", None) == "JPEG":
+            factor = next((f for f in (8, 4, 2) if width % f == 0 and height % f == 0
+                           and min(width, height) // f >= min_side), 1)
+            if factor > 1:
+                image.draft(image.mode, (width // factor, height // factor))
         image.load()
         image = ImageOps.exif_transpose(image)
         return to_rgb(image)

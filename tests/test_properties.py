@@ -62,15 +62,24 @@ def test_random_bytes_are_decoded_or_refused(data):
     assert image.mode == "RGB" and image.size[0] > 0
 
 
-@given(st.sampled_from([_valid_png(), _valid_jpeg()]), st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 255)),
-                                                               max_size=12), st.integers(0, 10_000))
+def _noisy_jpeg() -> bytes:
+    """Large enough for reduced-scale decoding at min_side=8 (64 = 8 x 8)."""
+    buffer = io.BytesIO()
+    Image.fromarray(np.random.default_rng(1).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(buffer, "JPEG")
+    return buffer.getvalue()
+
+
+@given(st.sampled_from([_valid_png(), _valid_jpeg(), _noisy_jpeg()]),
+       st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 255)), max_size=12), st.integers(0, 10_000),
+       st.sampled_from([None, 8]))
 @settings(max_examples=300, deadline=None)
-def test_corrupted_images_are_decoded_or_refused(original, flips, cut):
+def test_corrupted_images_are_decoded_or_refused(original, flips, cut, min_side):
+    """Full and reduced-scale decoding (min_side) alike: an RGB image or an ImageLoadError, nothing else."""
     data = bytearray(original)
     for position, value in flips:
         data[position % len(data)] = value
     try:
-        image = load_image(bytes(data[: max(1, cut % (len(data) + 1))]))
+        image = load_image(bytes(data[: max(1, cut % (len(data) + 1))]), min_side=min_side)
     except ImageLoadError:
         return
     assert image.mode == "RGB"
