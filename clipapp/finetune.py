@@ -689,13 +689,14 @@ def _train_run(*, build_model: Callable[[], nn.Module], anchor_head: torch.Tenso
                     acc = float((logits.argmax(1) == y_val).float().mean())
                     per_alpha.append((logits.numpy(), loss, acc))
                     scores.append(_score(config.monitor, loss, acc))
+                if epoch == 0 and config.head_init == "random":
+                    scores = [math.inf] * len(alphas)  # an untrained random head is no candidate: any epoch beats it
                 pick = int(np.argmin(scores))  # ties go to the smaller alpha: closer to zero-shot
                 val_logits.append(np.stack([logits for logits, _, _ in per_alpha]))
                 val_scores.append(scores)
                 _, val_loss, val_acc = per_alpha[pick]
                 alpha = alphas[pick]
-                untrained_random = epoch == 0 and config.head_init == "random"  # no candidate: any epoch beats it
-                should_stop = stopper.step(math.inf if untrained_random else scores[pick], model)
+                should_stop = stopper.step(scores[pick], model)
         for key, value in zip(history, (epoch, train_loss, train_acc, val_loss, val_acc, alpha)):
             history[key].append(value)
         if on_epoch:
@@ -892,8 +893,6 @@ def finetune(service: ClipService, data: LabelledImages, config: Optional[Finetu
             # the epoch count whose mean held-out score over the folds is best, then predictions out of fold
             length = min(len(r.val_logits) for r in runs)
             mean = np.mean([r.val_scores[:length] for r in runs], axis=0)  # (epochs, alphas), minimised
-            if config.head_init == "random" and length > 1:
-                mean[0] = np.inf  # an untrained random head is no candidate
             best_epoch, best_alpha_index = (int(i) for i in np.unravel_index(np.argmin(mean), mean.shape))
             best_alpha = runs[0].alphas[best_alpha_index]
             after_logits = np.zeros((len(encoded.targets), n_classes), dtype=np.float32)
