@@ -119,7 +119,7 @@ def search_text(service: ClipService, index, query: str, *, k: int = 10, thresho
 def search_image(service: ClipService, index, image: ImageSource, *, k: int = 10,
                  threshold: Optional[float] = None) -> dict:
     """Images most like `image` (a path, bytes or PIL image) -> {"results": [{"path", "score"}]}."""
-    vector = service.encode_images([service.decode(image)])
+    vector = service.encode_images([image])
     return _hits(index.search(vector, k=k, threshold=threshold)[0])
 
 
