@@ -201,8 +201,7 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
     service = ClipService.load(args.model, device="cpu", precision=args.precision, allow_fallback=False)
-    size = getattr(service.model.visual, "image_size", 224)
-    side = int(size[0] if isinstance(size, (tuple, list)) else size)
+    side = service.input_side
     print(f"model {service.spec} ({service.loaded.precision}), logit scale {service.logit_scale:.1f}; "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}")
     started = time.perf_counter()

@@ -81,12 +81,10 @@ class ClipService:
         self._text_cache_size = text_cache_size
         self._cache_lock = threading.Lock()
         self._decode_workers = decode_workers
-        size = getattr(getattr(self.model, "visual", None), "image_size", 224)
         # Large JPEG files are decoded at reduced scale, never below 3x the model's input side: a 12 MP photo decodes
         # ~5x faster, and the embeddings stay within cosine 0.9999 of a full decode (lowest over the example photos
         # on the demo model: 0.99992; 2x the side gave 0.9995). None = always decode in full.
-        self.decode_side = 3 * int(max(size) if isinstance(size, (tuple, list)) else size) if reduced_decoding \
-            else None
+        self.decode_side = 3 * self.input_side if reduced_decoding else None
         self._can_trim_text = _supports_trimmed_text(self.model)
         self._float_model: Optional[torch.nn.Module] = None
         # Small interactive requests from concurrent users share forward passes; bulk encoding bypasses this.
@@ -123,6 +121,12 @@ class ClipService:
     @property
     def notice(self) -> Optional[str]:
         return self.loaded.notice
+
+    @property
+    def input_side(self) -> int:
+        """The side, in pixels, of the images the image tower takes (the larger one if not square)."""
+        size = getattr(getattr(self.model, "visual", None), "image_size", 224)
+        return int(max(size) if isinstance(size, (tuple, list)) else size)
 
     # -- images -----------------------------------------------------------------------------------------------
     def decode(self, source: ImageSource) -> Image.Image:
