@@ -175,11 +175,12 @@ def cmd_index(args) -> None:
         report = {**report, "skipped": [item["path"] for item in report["skipped"]]}
     else:
         from clipapp import tasks
-        from clipapp.index import tqdm_progress
+        from clipapp.index import parse_memory_size, tqdm_progress
 
         service = _service(args)
         with tqdm_progress(disable=args.json or not sys.stderr.isatty(), unit="img") as progress:
-            report = tasks.index_folder(service, args.folder, args.index, progress=progress)
+            report = tasks.index_folder(service, args.folder, args.index, progress=progress,
+                                        max_memory=parse_memory_size(args.max_index_memory))
         report.pop("errors")
     text = (f"added {report['added']}, updated {report['updated']}, removed {report['removed']}, "
             f"skipped {len(report['skipped'])}; {report['total']} images in {args.index}")
@@ -194,9 +195,9 @@ def cmd_search(args) -> None:
     index = ImageIndex.open(args.index, expected_spec=service.spec)
     if args.text is not None:
         result = tasks.search_text(service, index, args.text, k=args.k, threshold=args.threshold,
-                                   templates=args.templates)
+                                   templates=args.templates, tag=args.tag)
     else:
-        result = tasks.search_image(service, index, args.image, k=args.k, threshold=args.threshold)
+        result = tasks.search_image(service, index, args.image, k=args.k, threshold=args.threshold, tag=args.tag)
     _emit(args, result, "\n".join(f"{hit['score']:.3f}  {hit['path']}" for hit in result["results"]) or "no results")
 
 
@@ -205,6 +206,8 @@ def _add_search_commands(sub) -> None:
     p.add_argument("folder", help="folder of images, searched recursively")
     p.add_argument("--index", required=True, help="index folder (created if missing)")
     p.add_argument("--ray", help="embed on a Ray cluster: auto (a running one, else local) or HOST:PORT / ray://HOST:PORT")
+    p.add_argument("--max-index-memory", help="RAM the search structure may use, e.g. 1GB (kept with the index); "
+                   "over it, compressed codes with exact re-rank")
     p.set_defaults(func=cmd_index)
 
     p = sub.add_parser("search", help="search an index by text (with a + b - c arithmetic) or by an image")
@@ -215,6 +218,7 @@ def _add_search_commands(sub) -> None:
     p.add_argument("-k", type=int, default=10, help="number of results")
     p.add_argument("--threshold", type=float, help="only results with at least this cosine score")
     p.add_argument("--templates", default="simple", help="templates for text terms: simple, openai, none, or one")
+    p.add_argument("--tag", help="only images tagged with this label (tags are written by classify --index)")
     p.set_defaults(func=cmd_search)
 
 

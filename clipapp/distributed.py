@@ -541,12 +541,12 @@ def index_folder_ray(folder: str | os.PathLike, index_path: str | os.PathLike, *
     spec: default the existing index's model, else $CLIPAPP_MODEL / the default spec. Other keyword options go to
     `sync_folder_ray`. Returns its report.
     """
-    from clipapp.index import MANIFEST_NAME, read_manifest
+    from clipapp.index import stored_model_spec
     from clipapp.models import default_spec
 
     folder_path = Path(index_path)
-    if spec is None and (folder_path / MANIFEST_NAME).exists():
-        spec = read_manifest(folder_path)["model_spec"]
+    if spec is None:
+        spec = stored_model_spec(folder_path)
     spec = (spec or default_spec()).strip()
     index = ImageIndex.open_or_create(folder_path, spec, model_embed_dim(spec))
     return sync_folder_ray(index, folder, address=address, spec=spec, **options)

@@ -95,12 +95,17 @@ def sync_index(service: ClipService, index, folder, *, progress=None) -> dict:
             "errors": {item["path"]: item["error"] for item in report["skipped"]}}
 
 
-def index_folder(service: ClipService, folder, index_path, *, progress=None) -> dict:
-    """Create or update the index at `index_path` from the images under `folder`; see `sync_index`."""
+def index_folder(service: ClipService, folder, index_path, *, progress=None, max_memory: Optional[int] = None) -> dict:
+    """Create or update the index at `index_path` from the images under `folder`; see `sync_index`.
+
+    `max_memory`: bytes the search structure may hold in RAM (kept with the index; None: leave it as it is)."""
     from clipapp.index import ImageIndex
 
-    index = ImageIndex.open_or_create(index_path, service.spec, service.embed_dim)
-    return sync_index(service, index, folder, progress=progress)
+    with ImageIndex.open_or_create(index_path, service.spec, service.embed_dim) as index:
+        if max_memory is not None:
+            index.set_max_memory(max_memory)
+            index.save()
+        return sync_index(service, index, folder, progress=progress)
 
 
 def _hits(hits: list[dict]) -> dict:
@@ -108,19 +113,21 @@ def _hits(hits: list[dict]) -> dict:
 
 
 def search_text(service: ClipService, index, query: str, *, k: int = 10, threshold: Optional[float] = None,
-                templates: str | Sequence[str] | None = None, allow_image_paths: bool = True) -> dict:
-    """Text (or rclip-style `a + b - c`) query -> {"results": [{"path", "score"}]}, best first."""
+                templates: str | Sequence[str] | None = None, allow_image_paths: bool = True,
+                tag: Optional[str] = None) -> dict:
+    """Text (or rclip-style `a + b - c`) query -> {"results": [{"path", "score"}]}, best first.
+    `tag`: only images tagged with this label."""
     from clipapp.index import query_index
 
     return _hits(query_index(index, query, service, k=k, threshold=threshold, templates=templates,
-                             allow_image_paths=allow_image_paths))
+                             allow_image_paths=allow_image_paths, tag=tag))
 
 
 def search_image(service: ClipService, index, image: ImageSource, *, k: int = 10,
-                 threshold: Optional[float] = None) -> dict:
+                 threshold: Optional[float] = None, tag: Optional[str] = None) -> dict:
     """Images most like `image` (a path, bytes or PIL image) -> {"results": [{"path", "score"}]}."""
     vector = service.encode_images([image])
-    return _hits(index.search(vector, k=k, threshold=threshold)[0])
+    return _hits(index.search(vector, k=k, threshold=threshold, tag=tag)[0])
 
 
 def search_vector(index, vector: np.ndarray, *, k: int = 10, threshold: Optional[float] = None) -> dict:

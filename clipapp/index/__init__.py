@@ -1,0 +1,30 @@
+"""Image collection index: SQLite store (system of record), faiss search structure (derived cache), folder sync,
+query parsing. Core package: no Gradio, no CLIP service (embeddings come from a duck-typed `Encoder`).
+
+Modules: store.py (SQLite + vector file, schema), structure.py (size policy, faiss build, nprobe calibration,
+exact re-rank, cache file), image_index.py (ImageIndex), migrate.py (the old manifest format), sync.py
+(sync_folder, add_images), query.py (query parsing and composition), progress.py (tqdm adapter).
+"""
+
+from clipapp.index.image_index import ImageIndex, index_exists, stored_model_spec
+from clipapp.index.progress import ProgressFn, TqdmProgress, tqdm_progress
+from clipapp.index.query import compose_query, image_term_path, parse_query, query_index
+from clipapp.index.store import DB_NAME, FORMAT_VERSION, VECTORS_NAME, FileInfo, ItemRecord
+from clipapp.index.structure import (
+    IndexSettings,
+    IndexStructure,
+    calibrate_nprobe,
+    exact_top_k,
+    ivf_nlist_for,
+    normalize_rows,
+    parse_memory_size,
+)
+from clipapp.index.sync import Encoder, SyncReport, add_images, capture_date, image_sha256, sync_folder
+
+__all__ = [
+    "DB_NAME", "FORMAT_VERSION", "VECTORS_NAME", "Encoder", "FileInfo", "ImageIndex", "IndexSettings",
+    "IndexStructure", "ItemRecord", "ProgressFn", "SyncReport", "TqdmProgress", "add_images", "calibrate_nprobe",
+    "capture_date", "compose_query", "exact_top_k", "image_sha256", "image_term_path", "index_exists",
+    "ivf_nlist_for", "normalize_rows", "parse_memory_size", "parse_query", "query_index", "stored_model_spec",
+    "sync_folder", "tqdm_progress",
+]

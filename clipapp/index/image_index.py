@@ -1,0 +1,557 @@
+"""ImageIndex: the store (system of record) plus its search structure (derived cache); thread-safe.
+
+A change (add_items, add_alias, remove_paths, update_file_stat, set_tags) opens the store's write transaction
+and is applied to the open search structure at once; `save()` commits it. Another process's commits are seen on
+the next search: `PRAGMA data_version` changes, and the rows added or removed since are applied to the structure
+(no rebuild, no re-encoding). See store.py (on disk, crash safety) and structure.py (size policy, cache).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import threading
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Iterable, Iterator, Mapping, Optional, Sequence
+
+import faiss
+import numpy as np
+
+from clipapp.errors import ClipAppError
+from clipapp.index import structure as st
+from clipapp.index.store import DB_NAME, FileInfo, ItemRecord, Store
+from clipapp.index.structure import IndexSettings, IndexStructure, SearchStructure, normalize_rows
+
+try:  # serialises writers of the faiss cache file; absent on Windows, where they are simply unlocked
+    import fcntl
+except ImportError:  # pragma: no cover
+    fcntl = None
+
+log = logging.getLogger(__name__)
+
+LOCK_NAME = ".lock"
+OLD_MANIFEST_NAME = "manifest.json"  # format 1
+# The cache is rewritten when this many vectors changed since it was saved: a commit of a few images costs only
+# their rows (the catch-up on open applies them), and a reopen never replays more than ~1% of the collection.
+CACHE_REWRITE_MIN_CHANGES = 1000
+CACHE_REWRITE_FRACTION = 0.01
+DEFAULT_ITER_BATCH = 65_536
+
+
+class folder_lock:
+    """Exclusive advisory lock on INDEX/.lock (faiss cache writes, migration)."""
+
+    def __init__(self, folder: Path):
+        self.folder, self.handle = Path(folder), None
+
+    def __enter__(self):
+        if fcntl is not None:
+            self.handle = open(self.folder / LOCK_NAME, "a+")
+            fcntl.flock(self.handle.fileno(), fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc_info):
+        if self.handle is not None:
+            fcntl.flock(self.handle.fileno(), fcntl.LOCK_UN)
+            self.handle.close()
+
+
+def index_exists(path: str | os.PathLike) -> bool:
+    """An index (this format or the old manifest format) is in folder `path`."""
+    folder = Path(path)
+    return (folder / DB_NAME).exists() or (folder / OLD_MANIFEST_NAME).exists()
+
+
+def stored_model_spec(path: str | os.PathLike) -> Optional[str]:
+    """The model spec of the index at `path`, None if there is none (for callers choosing a model)."""
+    if not index_exists(path):
+        return None
+    return ImageIndex.open(path).spec
+
+
+def _settings_meta(settings: IndexSettings) -> str:
+    return json.dumps(asdict(settings), sort_keys=True)
+
+
+def _check_model(spec: str, dim: int, folder: Path, expected_spec: Optional[str], expected_dim: Optional[int]) -> None:
+    if (expected_spec is not None and expected_spec != spec) or (expected_dim is not None and expected_dim != dim):
+        running = expected_spec if expected_spec is not None else f"a model with {expected_dim}-d embeddings"
+        raise ClipAppError(f"The index at {folder} was built with model {spec} ({dim}-d embeddings), the app runs "
+                           f"model {running}; rebuild it or start the app with --model {spec}.")
+
+
+class ImageIndex:
+    """Vectors of one model, their paths and a faiss structure. Build with `create`, `open`, `open_or_create` or
+    `in_memory`."""
+
+    def __init__(self, store: Store, *, path: Optional[Path], temp: Optional[tempfile.TemporaryDirectory] = None):
+        self._store, self._temp = store, temp
+        self.path = path
+        self.spec = store.meta["model_spec"]
+        self.dim = int(store.meta["embed_dim"])
+        if not isinstance(self.spec, str) or not self.spec.strip():
+            raise ClipAppError("An index needs the spec of the model that makes its vectors.")
+        self.settings = IndexSettings(**json.loads(store.meta.get("settings", "{}")))
+        self._lock = threading.RLock()
+        self._search: Optional[SearchStructure] = None
+        self._cache_tried = False
+        self._count = store.content_count()
+        self._data_version = store.data_version()
+        self._changed = False  # this transaction changed something
+        self.last_save_seconds = 0.0
+
+    # -- construction -----------------------------------------------------------------------------------------
+    @staticmethod
+    def _settings(**settings) -> IndexSettings:
+        unknown = set(settings) - set(IndexSettings.__dataclass_fields__)
+        if unknown:
+            raise TypeError(f"unknown index settings {sorted(unknown)}")
+        return IndexSettings(**settings)
+
+    @classmethod
+    def _new_store(cls, folder: Path, spec: str, dim: int, settings: IndexSettings) -> Store:
+        if not isinstance(spec, str) or not spec.strip():
+            raise ClipAppError("An index needs the spec of the model that makes its vectors.")
+        if int(dim) <= 0:
+            raise ClipAppError(f"Embedding dimension must be positive, not {dim}.")
+        return Store(folder, create={"model_spec": spec, "embed_dim": int(dim), "settings": _settings_meta(settings)})
+
+    @classmethod
+    def in_memory(cls, spec: str, dim: int, **settings) -> "ImageIndex":
+        """An index with no folder of its own (save() refuses): a temporary one, removed with the object."""
+        temp = tempfile.TemporaryDirectory(prefix="clipapp-index-")
+        store = cls._new_store(Path(temp.name), spec, dim, cls._settings(**settings))
+        return cls(store, path=None, temp=temp)
+
+    @classmethod
+    def create(cls, path: str | os.PathLike, spec: str, dim: int, **settings) -> "ImageIndex":
+        """A new empty index in folder `path` (created if needed). Settings: see IndexSettings."""
+        folder = Path(path)
+        if index_exists(folder):
+            raise ClipAppError(f"An index already exists at {folder}; open it instead (or choose another folder).")
+        if folder.exists() and not folder.is_dir():
+            raise ClipAppError(f"{folder} is a file; an index needs a folder.")
+        folder.mkdir(parents=True, exist_ok=True)
+        return cls(cls._new_store(folder, spec, dim, cls._settings(**settings)), path=folder)
+
+    @classmethod
+    def open(cls, path: str | os.PathLike, expected_spec: Optional[str] = None, *,
+             expected_dim: Optional[int] = None) -> "ImageIndex":
+        """Open the index at `path`, converting an index of the old manifest format once (migrate.py). With
+        `expected_spec`/`expected_dim`, refuse an index made by another model: their vectors never compare."""
+        from clipapp.index.migrate import migrate_if_needed
+
+        folder = Path(path)
+        migrate_if_needed(folder)
+        store = Store(folder)
+        try:
+            _check_model(store.meta["model_spec"], int(store.meta["embed_dim"]), folder, expected_spec, expected_dim)
+        except ClipAppError:
+            store.close()
+            raise
+        return cls(store, path=folder)
+
+    @classmethod
+    def open_or_create(cls, path: str | os.PathLike, spec: str, dim: int, **settings) -> "ImageIndex":
+        """Open the index at `path` (refusing another model's index) or create an empty one there."""
+        if index_exists(path):
+            return cls.open(path, expected_spec=spec, expected_dim=dim)
+        return cls.create(path, spec, dim, **settings)
+
+    def close(self) -> None:
+        """Roll back what was not saved and release the database."""
+        with self._lock:
+            self._store.close()
+
+    def __enter__(self) -> "ImageIndex":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    # -- settings ---------------------------------------------------------------------------------------------
+    def set_max_memory(self, max_memory: Optional[int]) -> None:
+        """Set the memory budget of the search structure (bytes; None: no budget); committed by save()."""
+        with self._lock:
+            if max_memory == self.settings.max_memory:
+                return
+            self._begin()
+            self.settings.max_memory = None if max_memory is None else int(max_memory)
+            self._store.set_meta("settings", _settings_meta(self.settings))
+            self._changed = True
+            if self._search is not None and self._search.needs_rebuild(self._count, self.dim, self.settings):
+                self._search = None
+
+    # -- read access ------------------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        """Number of distinct vectors (searchable images)."""
+        with self._lock:
+            self._refresh()
+            return self._count
+
+    @property
+    def path_count(self) -> int:
+        """Number of indexed paths (aliases of identical files included)."""
+        with self._lock:
+            return self._store.path_count()
+
+    @property
+    def generation(self) -> int:
+        """Number of commits that changed the index (save() returns it)."""
+        with self._lock:
+            return self._store.commits()
+
+    @property
+    def structure(self) -> IndexStructure:
+        """The search structure in use (loaded or built on first use)."""
+        with self._lock:
+            self.ensure_built()
+            return self._search.structure
+
+    @property
+    def index_type(self) -> str:
+        return self.structure.kind
+
+    def record(self, path: str) -> Optional[ItemRecord]:
+        with self._lock:
+            return self._store.record(path)
+
+    def records(self) -> list[ItemRecord]:
+        with self._lock:
+            return list(self._store.records())
+
+    def file_stats(self, prefix: str) -> dict[str, tuple[int, float]]:
+        """{path: (size, mtime)} of the indexed files under `prefix` (sync_folder's no-change check)."""
+        with self._lock:
+            return self._store.file_stats(prefix)
+
+    def id_for_hash(self, sha256: str) -> Optional[int]:
+        with self._lock:
+            return self._store.id_for_hash(sha256)
+
+    def paths_for_id(self, item_id: int) -> list[str]:
+        with self._lock:
+            return self._store.paths_for_ids([item_id]).get(int(item_id), [])
+
+    def ids(self) -> np.ndarray:
+        with self._lock:
+            return self._store.content_ids()
+
+    def vectors(self) -> np.ndarray:
+        """Copy of all stored vectors, row order = `ids()` (small indexes; see iter_vectors for big ones)."""
+        with self._lock:
+            return self._store.vectors_for(self._store.content_ids())
+
+    def vector(self, item_id: int) -> Optional[np.ndarray]:
+        with self._lock:
+            if self._store.db.execute("SELECT 1 FROM contents WHERE id = ?", (int(item_id),)).fetchone() is None:
+                return None
+            return self._store.vectors_for(np.asarray([item_id]))[0]
+
+    def vector_for_path(self, path: str) -> Optional[np.ndarray]:
+        """The stored vector of an indexed path (image -> image search without re-encoding)."""
+        record = self.record(path)
+        return None if record is None else self.vector(record.id)
+
+    def iter_vectors(self, batch_rows: int = DEFAULT_ITER_BATCH) -> Iterator[tuple[list[str], np.ndarray]]:
+        """(paths, float32 (len(paths), dim) vectors) per batch of at most `batch_rows` distinct images, by id;
+        each image's path is its first (display) path. Memory: one batch at a time."""
+        if int(batch_rows) < 1:
+            raise ClipAppError(f"batch_rows must be at least 1, not {batch_rows}.")
+        after = -1
+        while True:
+            with self._lock:
+                rows = self._store.first_paths(after, int(batch_rows))
+                if not rows:
+                    return
+                ids = np.asarray([r[0] for r in rows], dtype=np.int64)
+                vectors = self._store.vectors_for(ids)
+            after = int(ids[-1])
+            yield [r[1] for r in rows], vectors
+
+    def tags(self, path: str) -> list[tuple[str, float]]:
+        """The (label, prob) tags of an indexed image, highest prob first ([] if none)."""
+        with self._lock:
+            record = self._store.record(path)
+            return [] if record is None else self._store.tags_of(record.id)
+
+    def tag_counts(self) -> dict[str, int]:
+        """{label: images tagged with it}, most frequent first."""
+        with self._lock:
+            return self._store.tag_counts()
+
+    def memory_bytes(self) -> dict[str, int]:
+        """Approximate resident bytes of the search structure (stored vectors stay on disk)."""
+        with self._lock:
+            n, s = self._count, (self._search.structure if self._search else IndexStructure())
+            per_vector = {"flat": 4 * self.dim + 8, "ivf": 4 * self.dim + 8, "ivfpq": s.pq_m + 8}[s.kind]
+            faiss_bytes = n * per_vector + (s.nlist * 4 * self.dim if s.kind != "flat" else 0)
+            if s.kind == "ivfpq":
+                faiss_bytes += 256 * 4 * self.dim  # PQ centroids
+            return {"vectors": 0, "faiss": int(faiss_bytes)}
+
+    # -- keeping up with the store ----------------------------------------------------------------------------
+    def _refresh(self) -> None:
+        """Apply other processes' commits (cheap when there are none: one PRAGMA)."""
+        version = self._store.data_version()
+        if version != self._data_version:
+            self._data_version = version
+            self._count = self._store.content_count()
+            self.settings = IndexSettings(**json.loads(self._store.get_meta("settings", "{}")))
+            self._catch_up()
+
+    def _catch_up(self) -> None:
+        """Bring the search structure up to the store: add rows past what it covers, remove the removed ones."""
+        built = self._search
+        if built is None:
+            return
+        if built.needs_rebuild(self._count, self.dim, self.settings):
+            self._search = None  # rebuilt on the next search, from the store
+            return
+        store = self._store
+        new_ids = store.content_ids(after=built.next_id - 1)
+        built.remove(store.removed_since(built.removal_seq, below=built.next_id))
+        for start in range(0, len(new_ids), st.ADD_CHUNK):
+            chunk = new_ids[start:start + st.ADD_CHUNK]
+            built.add(store.vectors_for(chunk), chunk)
+        built.next_id, built.removal_seq = store.next_id(), store.removal_seq()
+        if built.ntotal != self._count:
+            log.warning("search index of %s holds %d vectors, the database %d; rebuilding it",
+                        self.path, built.ntotal, self._count)
+            self._search = None
+
+    def _begin(self) -> None:
+        if self._store.begin():
+            self._changed = False
+            self._refresh()  # commits made by others before we got the write lock
+
+    def _after_change(self) -> None:
+        self._changed = True
+        self._catch_up()
+
+    # -- mutation ---------------------------------------------------------------------------------------------
+    def add_items(self, vectors: np.ndarray, infos: Sequence[FileInfo]) -> list[int]:
+        """Index `infos[i]` with embedding `vectors[i]`; returns the id each path now points at.
+
+        A path already indexed is replaced. Content (sha256) already indexed, by another path or earlier in the
+        batch, becomes an alias of the existing vector and its row in `vectors` is ignored.
+        """
+        vectors = normalize_rows(vectors, what="image embedding") if len(infos) else np.zeros((0, self.dim))
+        if vectors.shape != (len(infos), self.dim):
+            raise ValueError(f"expected vectors of shape ({len(infos)}, {self.dim}), got {vectors.shape}")
+        if not len(infos):
+            return []
+        with self._lock:
+            self._begin()
+            known = self._ids_for_hashes([info.sha256 for info in infos])
+            new_rows, new_hashes = [], []
+            for row, info in enumerate(infos):
+                if info.sha256 not in known:
+                    known[info.sha256] = -1 - len(new_rows)  # placeholder: the k-th new content
+                    new_rows.append(row)
+                    new_hashes.append(info.sha256)
+            fresh = vectors if len(new_rows) == len(infos) else vectors[new_rows]
+            new_ids = self._store.add_contents(new_hashes, fresh, now=time.time())
+            self._count += len(new_ids)
+            ids = [new_ids[-1 - i] if i < 0 else i for i in (known[info.sha256] for info in infos)]
+            self._set_paths(infos, ids)
+            self._after_change()
+            return ids
+
+    def _ids_for_hashes(self, hashes: Sequence[str]) -> dict[str, int]:
+        found: dict[str, int] = {}
+        unique = list(dict.fromkeys(hashes))
+        for start in range(0, len(unique), 900):
+            chunk = unique[start:start + 900]
+            marks = ",".join("?" * len(chunk))
+            found.update(self._store.db.execute(f"SELECT sha256, id FROM contents WHERE sha256 IN ({marks})", chunk))
+        return found
+
+    def _set_paths(self, infos: Sequence[FileInfo], ids: Sequence[int]) -> None:
+        now = time.time()
+        _, previous = self._store.delete_paths([info.path for info in infos])
+        self._store.put_paths((info.path, int(item_id), int(info.size), float(info.mtime), now, info.source,
+                               info.captured_at) for info, item_id in zip(infos, ids))
+        # Checked after all inserts: a path re-added with its old content keeps its vector.
+        self._count -= len(self._store.delete_orphans(previous))
+
+    def add_alias(self, info: FileInfo) -> Optional[int]:
+        """Record `info.path` as another path of already-indexed content; None if that content is unknown."""
+        with self._lock:
+            item_id = self._store.id_for_hash(info.sha256)
+            if item_id is not None:
+                self._begin()
+                self._set_paths([info], [item_id])
+                self._after_change()
+            return item_id
+
+    def update_file_stat(self, path: str, *, size: int, mtime: float) -> None:
+        """A file touched but not changed: remember its new size/mtime so the next sync need not hash it."""
+        with self._lock:
+            self._begin()
+            self._store.update_stat(path, size, mtime)
+            self._changed = True
+
+    def remove_paths(self, paths: Iterable[str]) -> int:
+        """Forget these paths; a vector no path points at any more is removed too. Returns paths removed."""
+        paths = list(dict.fromkeys(paths))
+        if not paths:
+            return 0
+        with self._lock:
+            self._begin()
+            deleted, touched = self._store.delete_paths(paths)
+            self._count -= len(self._store.delete_orphans(touched))
+            if deleted:
+                self._after_change()
+            return deleted
+
+    def set_tags(self, tags: Mapping[str, Sequence[tuple[str, float]]]) -> int:
+        """Replace the tags of each given image: {path: [(label, prob), ...]} ([] clears them).
+
+        Tags belong to the content, so aliases of an image share them. Committed by save(). Returns the number of
+        images tagged; an unknown path is an error (nothing is changed then).
+        """
+        with self._lock:
+            rows, ids = [], []
+            for path, labels in tags.items():
+                record = self._store.record(path)
+                if record is None:
+                    raise ClipAppError(f"Cannot tag {path}: it is not in the index.")
+                ids.append(record.id)
+                for label, prob in labels:
+                    if not isinstance(label, str) or not label.strip():
+                        raise ClipAppError(f"A tag of {path} has no label.")
+                    rows.append((record.id, label, float(prob)))
+            self._begin()
+            self._store.set_tags(rows, replace_ids=ids)
+            self._changed = True
+            return len(ids)
+
+    # -- search structure -------------------------------------------------------------------------------------
+    def ensure_built(self, progress=None) -> None:
+        """Load the saved structure (catching up with the store) or build it if the policy says so."""
+        with self._lock:
+            self._refresh()
+            if self._search is None and not self._cache_tried and self.path is not None:
+                self._cache_tried = True
+                self._search = st.load_cache(self.path)
+                self._catch_up()
+            if self._search is None or self._search.needs_rebuild(self._count, self.dim, self.settings):
+                self._rebuild(progress)
+            self._maybe_save_cache()
+
+    def rebuild(self, progress=None) -> None:
+        """Force a rebuild from the stored vectors (retrains and recalibrates an IVF index)."""
+        with self._lock:
+            self._refresh()
+            self._rebuild(progress)
+            self._maybe_save_cache()
+
+    def _rebuild(self, progress=None) -> None:
+        started = time.perf_counter()
+        store = self._store
+        ids = store.content_ids()
+        self._search = st.build(len(ids), self.dim, self.settings, ids, store.vectors_for, next_id=store.next_id(),
+                                removal_seq=store.removal_seq(), progress=progress)
+        log.info("built %s index over %d vectors in %.1fs %s", self._search.structure.kind, len(ids),
+                 time.perf_counter() - started, self._search.structure)
+
+    def _maybe_save_cache(self) -> None:
+        built = self._search
+        if built is None or self.path is None or self._store.in_transaction:
+            return  # never a cache that covers uncommitted rows
+        if built.saved_ntotal >= 0 and built.changes < max(CACHE_REWRITE_MIN_CHANGES,
+                                                           CACHE_REWRITE_FRACTION * built.ntotal):
+            return
+        with folder_lock(self.path):
+            st.save_cache(self.path, built)
+
+    # -- search -----------------------------------------------------------------------------------------------
+    def search(self, query_vectors: np.ndarray, k: int = 10, threshold: Optional[float] = None, *,
+               tag: Optional[str] = None) -> list[list[dict]]:
+        """Nearest images by cosine similarity, one list per query row (a (d,) vector is one query).
+
+        A hit is {"id", "path", "score", "aliases"}, best first; at most `k` hits, fewer if the index is smaller
+        or if `threshold` (minimum score) cuts them. `tag`: only images tagged with this label. Query rows are
+        L2-normalized here.
+        """
+        if int(k) < 1:
+            raise ClipAppError(f"k must be at least 1, not {k}.")
+        queries = np.asarray(query_vectors, dtype=np.float32)
+        if queries.ndim == 1:
+            queries = queries[None, :]
+        if queries.ndim != 2 or queries.shape[1] != self.dim:
+            raise ClipAppError(f"Query vectors have shape {tuple(np.shape(query_vectors))}; this index holds "
+                               f"{self.dim}-d vectors of model {self.spec}.")
+        if len(queries) == 0:
+            return []
+        queries = normalize_rows(queries, what="query vector")
+        with self._lock:
+            self._refresh()
+            k = min(int(k), self._count)
+            if k == 0:
+                return [[] for _ in range(len(queries))]
+            scores, ids = self._search_ids(queries, k, tag)
+            hit_ids = ids[ids >= 0]
+            paths = self._store.paths_for_ids(hit_ids.tolist()) if len(hit_ids) else {}
+        return [self._hits(row_scores, row_ids, threshold, paths) for row_scores, row_ids in zip(scores, ids)]
+
+    def _search_ids(self, queries: np.ndarray, k: int, tag: Optional[str]) -> tuple[np.ndarray, np.ndarray]:
+        store = self._store
+        threads = 1 if len(queries) < st.SINGLE_THREAD_BELOW else None
+        if tag is not None:
+            tagged = store.ids_with_tag(tag)
+            if len(tagged) <= self.settings.exact_threshold:  # small subset: exact, no structure needed
+                return st.exact_over_ids(tagged, queries, k, store.vectors_for)
+            self.ensure_built()
+            batch = faiss.IDSelectorBatch(tagged)
+            with st.faiss_threads(threads):
+                return self._search.search(queries, k, store.vectors_for, selector=batch)
+        self.ensure_built()
+        with st.faiss_threads(threads):
+            scores, ids = self._search.search(queries, k, store.vectors_for)
+        short = np.flatnonzero((ids < 0).any(axis=1))
+        if len(short) and self._search.structure.kind != "flat":
+            # The probed lists held fewer than k vectors (large k): answer those queries exactly instead.
+            scores[short], ids[short] = st.exact_over_ids(store.content_ids(), queries[short], k, store.vectors_for)
+        return scores, ids
+
+    @staticmethod
+    def _hits(scores: np.ndarray, ids: np.ndarray, threshold: Optional[float], paths: dict) -> list[dict]:
+        hits = []
+        for score, item_id in zip(scores.tolist(), ids.tolist()):
+            if item_id < 0 or (threshold is not None and score < threshold):
+                continue
+            item_paths = paths.get(item_id)
+            if item_paths:
+                hits.append({"id": item_id, "path": item_paths[0], "score": score, "aliases": item_paths[1:]})
+        return hits
+
+    # -- commit -----------------------------------------------------------------------------------------------
+    def save(self) -> int:
+        """Commit the changes made since the last save (one SQLite transaction; the search cache is rewritten
+        only when enough changed, see CACHE_REWRITE_*). Returns the commit number; a no-op if nothing changed."""
+        if self.path is None:
+            raise ClipAppError("This index is in memory only; give it a folder to save it.")
+        started = time.perf_counter()
+        with self._lock:
+            if self._store.in_transaction:
+                if self._changed:
+                    self._store.commit()
+                else:
+                    self._store.rollback()
+                self._changed = False
+                self._data_version = self._store.data_version()
+            self._maybe_save_cache()
+            self.last_save_seconds = time.perf_counter() - started
+            return self._store.commits()
+
+    def describe(self) -> dict:
+        """Summary for the UI/CLI."""
+        structure = self.structure
+        return {"path": str(self.path) if self.path else None, "model": self.spec, "dim": self.dim,
+                "images": len(self), "paths": self.path_count, "generation": self.generation, **asdict(structure)}
