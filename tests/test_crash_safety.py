@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import time
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import numpy as np
 from gradio_client import Client
 from PIL import Image
 
-from clipapp.index import ImageIndex
+from clipapp.index import DB_NAME, ImageIndex
 from tests.apprunner import running_app
 
 
@@ -20,6 +21,15 @@ def _write_images(folder: Path, start: int, count: int) -> None:
     rng = np.random.default_rng(start)
     for i in range(start, start + count):
         Image.fromarray(rng.integers(0, 255, (48, 48, 3), dtype=np.uint8)).save(folder / f"img_{i:05d}.png")
+
+
+def _committed_paths(index_dir: Path) -> int:
+    """Paths committed to the index database, read by another connection (what survives a kill)."""
+    try:
+        with sqlite3.connect(f"file:{index_dir / DB_NAME}?mode=ro", uri=True, timeout=5) as db:
+            return db.execute("SELECT count(*) FROM paths").fetchone()[0]
+    except sqlite3.OperationalError:
+        return 0
 
 
 def test_kill_during_indexing_leaves_a_loadable_index(tiny_spec, tmp_path):
@@ -32,15 +42,17 @@ def test_kill_during_indexing_leaves_a_loadable_index(tiny_spec, tmp_path):
         index_dir = next((state / "indexes").glob("photos-*"))
         _write_images(photos, 40, 1500)
         Client(url, verbose=False).submit(str(photos), [], api_name="/index_images")
-        # Kill at the first sign of a save in progress (a temporary file), or mid-run at the latest.
+        # Kill mid-sync, as soon as a batch beyond the first build has been committed (or after 60 s at most).
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not list(index_dir.glob(".*.tmp")):
-            time.sleep(0.001)
+        while time.monotonic() < deadline and _committed_paths(index_dir) <= 40:
+            time.sleep(0.01)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
+        committed = _committed_paths(index_dir)
 
     survived = ImageIndex.open(index_dir, expected_spec=tiny_spec)
-    assert len(survived) >= 40  # the first build, or a later checkpoint: never less, never damaged
+    assert len(survived) == committed and committed > 40  # every committed batch is there, nothing damaged
+    survived.close()
     with running_app(args) as (_, url):
         client = Client(url, verbose=False)
         result, _ = client.predict(str(photos), "a photo", "simple", 5, -1, api_name="/search_text")
