@@ -1,6 +1,15 @@
 """Search benchmark: numpy brute force (normalized matrix @ query) vs clipapp's ImageIndex, side by side, one run.
 
     python bench/bench_search.py [--sizes 10k,100k,1M] [--dim 512] [--threads 2] [--json results.json]
+    flock /tmp/bench.lock python bench/bench_search.py --archive 1M [--old] [--resync 100k] [--runs 3]
+
+`--archive N`: the archive-scale figures of issue 10 on N clustered vectors written straight into an index
+folder in bulk: open time (open + first search), RSS of a fresh process holding the opened index, add 10 images +
+commit, single-query p50/p99 and recall@10 against exact search on held-out queries, bytes on disk, each measured
+`--runs` times in fresh subprocesses; beside numpy brute force (np.load of the vectors + matrix @ query) and,
+with `--old`, beside the index of commit 5332f97 (the generation/manifest format, imported from git).
+`--resync N`: a full re-sync of an unchanged folder of N tiny image files (hashing skipped by size+mtime), ours
+and the old code's, each in fresh processes.
 
 Data: synthetic clustered unit vectors with a fixed seed, in three levels like a photo collection: 50 themes,
 2000 topics, bursts of ~4 shots (nearest neighbour cosine ~0.63, 10th neighbour ~0.30, random pairs ~0).
@@ -161,7 +170,23 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="faiss OpenMP threads")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, help="also write the rows here")
+    parser.add_argument("--archive", choices=list(ARCHIVE_SIZES), help="archive-scale figures at this size")
+    parser.add_argument("--resync", choices=list(ARCHIVE_SIZES), help="unchanged re-sync of this many files")
+    parser.add_argument("--old", action="store_true", help=f"also measure the index of commit {OLD_COMMIT}")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--probe", nargs=5, help=argparse.SUPPRESS)  # internal: KIND FOLDER QUERIES TRUTH WORK
+    parser.add_argument("--probe-resync", nargs=4, help=argparse.SUPPRESS)  # internal: KIND INDEX IMAGES WORK
     args = parser.parse_args()
+    if args.probe:
+        faiss.omp_set_num_threads(args.threads)
+        print(json.dumps(probe_archive(args.probe[0], *map(Path, args.probe[1:]))))
+        return
+    if args.probe_resync:
+        print(json.dumps(probe_resync(args.probe_resync[0], *map(Path, args.probe_resync[1:]))))
+        return
+    if args.archive or args.resync:
+        archive_main(args)
+        return
     sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
     unknown = [s for s in sizes if s not in SIZES]
     if unknown:
@@ -178,6 +203,252 @@ def main() -> None:
     print_table(rows)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))
+
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Archive scale (issue 10): a persisted index in a folder, measured in fresh processes
+# ---------------------------------------------------------------------------------------------------------------
+OLD_COMMIT = "5332f97"
+ARCHIVE_SIZES = {"100k": 100_000, "200k": 200_000, "500k": 500_000, "1M": 1_000_000, "2M": 2_000_000,
+                 "5M": 5_000_000, "10M": 10_000_000}
+
+
+def rss_status() -> dict:
+    with open("/proc/self/status") as handle:
+        rows = {line.split(":")[0]: int(line.split()[1]) / 1024 for line in handle
+                if line.startswith(("VmRSS", "RssAnon", "RssFile", "VmHWM"))}
+    return {"rss_mb": rows["VmRSS"], "rss_anon_mb": rows["RssAnon"], "rss_file_mb": rows["RssFile"],
+            "peak_rss_mb": rows["VmHWM"]}
+
+
+def old_index_module(work: Path):
+    """clipapp/index.py as of OLD_COMMIT, imported from git under another name."""
+    import importlib.util
+    import subprocess
+
+    path = work / "old_clipapp_index.py"
+    if not path.exists():
+        source = subprocess.run(["git", "show", f"{OLD_COMMIT}:clipapp/index.py"], cwd=Path(__file__).parents[1],
+                                capture_output=True, text=True, check=True).stdout
+        path.write_text(source)
+    spec = importlib.util.spec_from_file_location("old_clipapp_index", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["old_clipapp_index"] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def folder_bytes(folder: Path) -> int:
+    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+
+
+def build_archive(kind: str, folder: Path, database: np.ndarray, work: Path) -> dict:
+    """Write the vectors into an index folder in bulk (chunks of 100k rows) and build its search structure."""
+    n, d = database.shape
+    started = time.perf_counter()
+    if kind == "ours":
+        from clipapp.index import FileInfo as Info, ImageIndex as Index
+    else:
+        module = old_index_module(work)
+        Info, Index = module.FileInfo, module.ImageIndex
+    index = Index.create(folder, "bench", d)
+    chunk = 100_000 if kind == "ours" else n  # the old index holds everything in RAM anyway
+    for start in range(0, n, chunk):
+        stop = min(n, start + chunk)
+        index.add_items(database[start:stop], [Info(path=f"/photos/{i:08d}.jpg", size=1000, mtime=0.0,
+                                                    sha256=f"{i:064x}") for i in range(start, stop)])
+        if kind == "ours":
+            index.save()  # bounded transactions, as a sync does
+    added = time.perf_counter()
+    index.ensure_built()
+    built = time.perf_counter()
+    index.save()
+    saved = time.perf_counter()
+    return {"add_s": added - started, "build_s": built - added, "save_s": saved - built,
+            "structure": str(index.structure), "disk_mb": folder_bytes(folder) / 2**20}
+
+
+def probe_archive(kind: str, folder: Path, queries_file: Path, truth_file: Path, work: Path) -> dict:
+    """Run in a fresh process: open, first search, RSS, single-query latency and recall, add 10 + commit."""
+    queries, truth = np.load(queries_file), np.load(truth_file)
+    d = queries.shape[1]
+    before = rss_status()
+    started = time.perf_counter()
+    if kind == "numpy":
+        database = np.load(folder / "database.npy")
+        search = lambda q: numpy_single(database, q)  # noqa: E731
+    else:
+        if kind == "ours":
+            from clipapp.index import FileInfo as Info, ImageIndex as Index
+        else:
+            module = old_index_module(work)
+            Info, Index = module.FileInfo, module.ImageIndex
+        index = Index.open(folder)
+        search = lambda q: [h["id"] for h in index.search(q, k=K)[0]]  # noqa: E731
+    search(queries[0])
+    open_s = time.perf_counter() - started
+    timed = queries[:60] if kind == "numpy" else queries
+    ms = latencies(search, timed)
+    found = [search(q) for q in timed]
+    out = {"open_s": open_s, **summarize(ms), "recall@10": recall_at_k(found, truth[:len(timed)]), **rss_status(),
+           "rss_before_open_mb": before["rss_mb"]}
+    if kind != "numpy":
+        commits = []
+        rng = np.random.default_rng(int(time.time()))
+        for repeat in range(3):
+            vectors = unit(rng.standard_normal((10, d), dtype=np.float32))
+            infos = [Info(path=f"/new/{repeat}-{i}-{rng.integers(1 << 60)}.jpg", size=1, mtime=0.0,
+                          sha256=f"{rng.integers(1 << 62):064x}") for i in range(10)]
+            t = time.perf_counter()
+            index.add_items(vectors, infos)
+            index.save()
+            commits.append(time.perf_counter() - t)
+        out["add10_commit_s"] = float(np.median(commits))
+        out["add10_commit_all_s"] = commits
+        out["structure"] = str(index.structure) if kind == "ours" else str(index.structure)
+    return out
+
+
+def archive(n: int, d: int, *, runs: int, old: bool, seed: int, work: Path) -> list[dict]:
+    import subprocess
+
+    n_queries = 500
+    t = time.perf_counter()
+    database, queries = clustered_dataset(n, d, n_queries, seed=seed)
+    print(f"generated {n} x {d} in {time.perf_counter() - t:.1f}s", flush=True)
+    truth = np.concatenate([numpy_batch(database, queries[i:i + BATCH]) for i in range(0, n_queries, BATCH)])
+    np.save(work / "queries.npy", queries)
+    np.save(work / "truth.npy", truth)
+    rows = []
+    kinds = ["ours", *(["old"] if old else []), "numpy"]
+    for kind in kinds:
+        folder = work / kind
+        folder.mkdir()
+        if kind == "numpy":
+            t = time.perf_counter()
+            np.save(folder / "database.npy", database)
+            build = {"add_s": time.perf_counter() - t, "build_s": 0.0, "disk_mb": folder_bytes(folder) / 2**20}
+        else:
+            build = build_archive(kind, folder, database, work)
+        print(kind, "built:", json.dumps(build), flush=True)
+        for run in range(runs):
+            out = subprocess.run([sys.executable, __file__, "--probe", kind, str(folder), str(work / "queries.npy"),
+                                  str(work / "truth.npy"), str(work)], capture_output=True, text=True)
+            if out.returncode:
+                raise RuntimeError(out.stderr)
+            row = {"method": kind, "n": n, "run": run, **build, **json.loads(out.stdout.strip().splitlines()[-1])}
+            row["disk_mb"] = folder_bytes(folder) / 2**20
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+        if kind != "numpy":
+            import shutil
+
+            shutil.rmtree(folder)  # disk for the next one
+    del database
+    return rows
+
+
+class StubEncoder:
+    """Vectors from the file name, no decoding: the re-sync benchmark measures the no-change path only."""
+
+    def __init__(self, spec: str, dim: int):
+        self.spec, self.embed_dim = spec, dim
+
+    def encode_image_files(self, paths, *, batch_size=32):
+        for path in paths:
+            seed = int.from_bytes(path.encode()[-8:].rjust(8, b"\0"), "little")
+            yield path, unit(np.random.default_rng(seed).standard_normal((1, self.embed_dim), dtype=np.float32))[0], None
+
+
+def probe_resync(kind: str, index_folder: Path, images: Path, work: Path) -> dict:
+    started = time.perf_counter()
+    if kind == "ours":
+        from clipapp.index import ImageIndex as Index, sync_folder as sync
+    else:
+        module = old_index_module(work)
+        Index, sync = module.ImageIndex, module.sync_folder
+    index = Index.open(index_folder)
+    opened = time.perf_counter()
+    report = sync(index, images, StubEncoder("bench", 32))
+    done = time.perf_counter()
+    assert report["added"] == report["updated"] == report["removed"] == 0, report
+    return {"total_s": done - started, "open_s": opened - started, "sync_s": done - opened, **rss_status()}
+
+
+def resync(n: int, *, runs: int, old: bool, work: Path) -> list[dict]:
+    import subprocess
+
+    images = work / "images"
+    t = time.perf_counter()
+    for start in range(0, n, 1000):  # 1000 files per folder; tiny files: the no-change path does not read them
+        folder = images / f"{start // 1000:04d}"
+        folder.mkdir(parents=True)
+        for i in range(start, min(n, start + 1000)):
+            (folder / f"{i:07d}.jpg").write_bytes(i.to_bytes(8, "little"))
+    print(f"wrote {n} files in {time.perf_counter() - t:.1f}s", flush=True)
+    rows = []
+    for kind in ["ours", *(["old"] if old else [])]:
+        if kind == "ours":
+            from clipapp.index import ImageIndex as Index, sync_folder as sync
+        else:
+            module = old_index_module(work)
+            Index, sync = module.ImageIndex, module.sync_folder
+        index_folder = work / f"resync-{kind}"
+        t = time.perf_counter()
+        sync(Index.create(index_folder, "bench", 32), images, StubEncoder("bench", 32))
+        print(kind, f"first sync {time.perf_counter() - t:.1f}s", flush=True)
+        for run in range(runs):
+            out = subprocess.run([sys.executable, __file__, "--probe-resync", kind, str(index_folder), str(images),
+                                  str(work)], capture_output=True, text=True)
+            if out.returncode:
+                raise RuntimeError(out.stderr)
+            row = {"method": kind, "files": n, "run": run, **json.loads(out.stdout.strip().splitlines()[-1])}
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    return rows
+
+
+def spread(rows: list[dict], method: str, key: str) -> str:
+    values = sorted(r[key] for r in rows if r["method"] == method and key in r)
+    if not values:
+        return "-"
+    fmt = (lambda v: f"{v:.3f}") if max(values) < 10 else (lambda v: f"{v:.0f}")
+    return f"{fmt(values[len(values) // 2])} ({fmt(values[0])}-{fmt(values[-1])})"
+
+
+def print_archive(rows: list[dict], resync_rows: list[dict]) -> None:
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    print("\n| figure (median (min-max) of runs) | " + " | ".join(methods) + " |")
+    print("|---|" + "---|" * len(methods))
+    for key, label in [("open_s", "open + first search, s"), ("rss_mb", "RSS with the index open, MB"),
+                       ("rss_anon_mb", "  of which anonymous, MB"), ("add10_commit_s", "add 10 + commit, s"),
+                       ("p50_ms", "single query p50, ms"), ("p99_ms", "single query p99, ms"),
+                       ("recall@10", "recall@10 vs exact"), ("disk_mb", "on disk, MB"), ("build_s", "build, s"),
+                       ("add_s", "bulk add (+ commits), s")]:
+        print(f"| {label} | " + " | ".join(spread(rows, m, key) for m in methods) + " |")
+    if resync_rows:
+        methods = list(dict.fromkeys(r["method"] for r in resync_rows))
+        print(f"\n| unchanged re-sync of {resync_rows[0]['files']} files | " + " | ".join(methods) + " |")
+        print("|---|" + "---|" * len(methods))
+        for key, label in [("total_s", "open + sync, s"), ("open_s", "open, s"), ("sync_s", "sync, s"),
+                           ("rss_mb", "RSS, MB")]:
+            print(f"| {label} | " + " | ".join(spread(resync_rows, m, key) for m in methods) + " |")
+
+
+def archive_main(args) -> None:
+    import tempfile
+
+    faiss.omp_set_num_threads(args.threads)
+    work_root = Path(os.environ.get("BENCH_TMP", "/tmp"))
+    with tempfile.TemporaryDirectory(dir=work_root, prefix="bench-archive-") as tmp:
+        work = Path(tmp)
+        rows = archive(ARCHIVE_SIZES[args.archive], args.dim, runs=args.runs, old=args.old, seed=args.seed,
+                       work=work) if args.archive else []
+        resync_rows = resync(ARCHIVE_SIZES[args.resync], runs=args.runs, old=args.old, work=work) if args.resync else []
+    print_archive(rows, resync_rows)
+    if args.json:
+        args.json.write_text(json.dumps({"archive": rows, "resync": resync_rows}, indent=2))
 
 
 if __name__ == "__main__":
