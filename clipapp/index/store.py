@@ -7,16 +7,19 @@ Layout of an index folder (schema documented for users in README.md, "The index 
                    content_id, size, mtime, added_at, source, captured_at), removed_contents (log of deleted
                    content ids, so a saved faiss cache can catch up), tags (content_id, label, prob), and a view
                    `images` joining paths and contents.
-    vectors.f32    row i = the float32 embedding of content id i (dim * 4 bytes per row, no header), written
+    vectors.f32    row i = the float32 embedding of content id i (dim * 4 bytes per row, no header, native
+                   little-endian: numpy.fromfile(path, "<f4").reshape(-1, dim) reads it), written
                    before the transaction that inserts row i into `contents` commits. Rows of uncommitted or
                    deleted contents are dead space and are never read.
 
-Why a separate memory-mapped vector file rather than float32 BLOBs in SQLite (bench/bench_vector_storage.py,
-1M x 512 on this 2-core machine, see README): the faiss rebuild, the exact re-rank of compressed search and
-`iter_vectors` read vectors by id; a memory map serves 100 random rows (one query's re-rank) in a fraction of a
-millisecond and a full scan at disk/page-cache speed with no copy, while BLOBs cost a SQL round trip and a bytes
-copy per row, and writing 2 GB of BLOBs also doubles through the WAL. SQLite keeps what it is good at: the rows,
-transactions, locking and ad-hoc queries.
+Why a separate vector file rather than float32 BLOBs in SQLite (bench/bench_vector_storage.py, 1M x 512 on this
+2-core machine, figures in README "The image index on disk"): the faiss rebuild, the exact re-rank of compressed
+search and `iter_vectors` read vectors by id. From the file, 100 random rows (one query's re-rank) take ~0.2 ms and
+a full scan 2-3 s; as BLOBs 0.7 ms and 15-19 s, the database is 4.0 GB instead of 2.1 GB (one 2 KB row per 4 KB
+page) and the bulk write takes 1.7x longer. Rows are read with pread, not a memory map: a map's page faults also map
+neighbouring page-cache pages into the process (fault-around), so 200 re-rank queries grew the RSS to 2 GB; pread
+leaves them in the kernel's cache (RSS 43 MB). SQLite keeps what it is good at: rows, transactions, locking and
+ad-hoc queries.
 
 Crash safety and concurrency: every change runs in one `BEGIN IMMEDIATE` transaction (SQLite's write lock serialises
 writers across processes; readers never block in WAL mode). New vectors are pwritten at the ids allocated inside
@@ -113,7 +116,7 @@ def _chunks(items: Sequence, size: int = _SQL_VARS) -> Iterator[Sequence]:
 
 
 class Store:
-    """SQLite rows + memory-mapped vectors of one index folder. Not thread-safe by itself: ImageIndex locks."""
+    """SQLite rows + the vector file of one index folder. Not thread-safe by itself: ImageIndex locks."""
 
     def __init__(self, folder: Path, *, create: Optional[dict] = None):
         self.folder = Path(folder)

@@ -8,7 +8,7 @@ beyond), inner product on L2-normalized float32 = cosine:
   memory budget (`max_memory`, None = no budget);
 * beyond: IVF-PQ, m = d/4 bytes per vector (the largest of d/4, d/8, d/16, d/32 that fits the budget), 8-bit codes,
   in RAM; every query's top `RERANK` candidates are re-scored exactly against the stored float vectors (the
-  store's memory map, so they cost page cache, not process memory).
+  store's vector file, read with pread, so they cost page cache, not process memory).
   IVF-PQ rather than IVF-SQ8: SQ8 keeps d bytes per vector (512 MB at 1M x 512, half the 1 GB goal) where PQ
   keeps d/4 and the exact re-rank restores the recall (figures in README, bench/bench_search.py).
 * IVF: nlist = 4*sqrt(n), at most `max_nlist` (default 1024: k-means time grows as nlist^2; measured at 1M x 512
@@ -63,7 +63,7 @@ PQ_TRAIN_POINTS = 65_536  # faiss trains each 256-centroid sub-quantizer on at m
 RERANK = 100  # candidates per query re-scored exactly with IVF-PQ (at least 4k for larger k)...
 MAX_RERANK = 800  # ...doubled up to this while the calibration misses the recall target
 SINGLE_THREAD_BELOW = 8
-ADD_CHUNK = 65_536  # rows read from the memory map per faiss add: bounds the build's temporaries
+ADD_CHUNK = 65_536  # rows read from the vector file per faiss add: bounds the build's temporaries
 CACHE_META = "faiss.json"
 
 
@@ -280,7 +280,7 @@ def rerank(queries: np.ndarray, candidates: np.ndarray, k: int, vectors_for) -> 
         ids = ids[ids >= 0]
         if not len(ids):
             continue
-        ids = np.sort(ids)  # sequential reads of the memory map
+        ids = np.sort(ids)  # reads in file order
         scores = vectors_for(ids) @ query
         top = np.argsort(-scores, kind="stable")[:k]
         out_scores[row, :len(top)], out_ids[row, :len(top)] = scores[top], ids[top]
@@ -291,7 +291,7 @@ def build(count: int, dim: int, settings: IndexSettings, ids: np.ndarray, read_r
           removal_seq: int, progress=None) -> SearchStructure:
     """Build the structure the policy picks over the vectors of `ids` (increasing content ids).
 
-    `read_rows(ids)` returns their float32 vectors (the store's memory map); vectors are streamed in chunks.
+    `read_rows(ids)` returns their float32 vectors (the store's vector file); vectors are streamed in chunks.
     """
     kind = choose_kind(count, dim, settings)
     notify = progress or (lambda done, total, message: None)
