@@ -19,9 +19,8 @@ import pytest
 from PIL import Image
 
 from clipapp.errors import ClipAppError
-from clipapp.index import DB_NAME, FileInfo, ImageIndex, sync_folder
-from clipapp.index import migrate, structure
-from tests.test_index import SPEC, DIM, FakeEncoder, clustered_unit, infos_for, random_unit, write_image
+from clipapp.index import DB_NAME, FileInfo, ImageIndex, migrate, structure, sync_folder
+from tests.test_index import DIM, SPEC, FakeEncoder, clustered_unit, infos_for, random_unit, write_image
 
 REPO_DIR = Path(__file__).resolve().parent.parent
 FIXTURE = REPO_DIR / "tests" / "data" / "old_index_v1"

@@ -14,9 +14,9 @@ import os
 import tempfile
 import threading
 import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Iterable, Iterator, Mapping, Optional, Sequence
 
 import faiss
 import numpy as np
@@ -66,7 +66,7 @@ def index_exists(path: str | os.PathLike) -> bool:
     return (folder / DB_NAME).exists() or (folder / OLD_MANIFEST_NAME).exists()
 
 
-def stored_model_spec(path: str | os.PathLike) -> Optional[str]:
+def stored_model_spec(path: str | os.PathLike) -> str | None:
     """The model spec of the index at `path`, None if there is none (for callers choosing a model)."""
     if not index_exists(path):
         return None
@@ -77,7 +77,7 @@ def _settings_meta(settings: IndexSettings) -> str:
     return json.dumps(asdict(settings), sort_keys=True)
 
 
-def _check_model(spec: str, dim: int, folder: Path, expected_spec: Optional[str], expected_dim: Optional[int]) -> None:
+def _check_model(spec: str, dim: int, folder: Path, expected_spec: str | None, expected_dim: int | None) -> None:
     if (expected_spec is not None and expected_spec != spec) or (expected_dim is not None and expected_dim != dim):
         running = expected_spec if expected_spec is not None else f"a model with {expected_dim}-d embeddings"
         raise ClipAppError(f"The index at {folder} was built with model {spec} ({dim}-d embeddings), the app runs "
@@ -88,7 +88,7 @@ class ImageIndex:
     """Vectors of one model, their paths and a faiss structure. Build with `create`, `open`, `open_or_create` or
     `in_memory`."""
 
-    def __init__(self, store: Store, *, path: Optional[Path], temp: Optional[tempfile.TemporaryDirectory] = None):
+    def __init__(self, store: Store, *, path: Path | None, temp: tempfile.TemporaryDirectory | None = None):
         self._store, self._temp = store, temp
         self.path = path
         self.spec = store.meta["model_spec"]
@@ -97,7 +97,7 @@ class ImageIndex:
             raise ClipAppError("An index needs the spec of the model that makes its vectors.")
         self.settings = IndexSettings(**json.loads(store.meta.get("settings", "{}")))
         self._lock = threading.RLock()
-        self._search: Optional[SearchStructure] = None
+        self._search: SearchStructure | None = None
         self._cache_tried = False
         self._count = store.content_count()
         self._data_version = store.data_version()
@@ -121,14 +121,14 @@ class ImageIndex:
         return Store(folder, create={"model_spec": spec, "embed_dim": int(dim), "settings": _settings_meta(settings)})
 
     @classmethod
-    def in_memory(cls, spec: str, dim: int, **settings) -> "ImageIndex":
+    def in_memory(cls, spec: str, dim: int, **settings) -> ImageIndex:
         """An index with no folder of its own (save() refuses): a temporary one, removed with the object."""
         temp = tempfile.TemporaryDirectory(prefix="clipapp-index-")
         store = cls._new_store(Path(temp.name), spec, dim, cls._settings(**settings))
         return cls(store, path=None, temp=temp)
 
     @classmethod
-    def create(cls, path: str | os.PathLike, spec: str, dim: int, **settings) -> "ImageIndex":
+    def create(cls, path: str | os.PathLike, spec: str, dim: int, **settings) -> ImageIndex:
         """A new empty index in folder `path` (created if needed). Settings: see IndexSettings."""
         folder = Path(path)
         if index_exists(folder):
@@ -139,8 +139,8 @@ class ImageIndex:
         return cls(cls._new_store(folder, spec, dim, cls._settings(**settings)), path=folder)
 
     @classmethod
-    def open(cls, path: str | os.PathLike, expected_spec: Optional[str] = None, *,
-             expected_dim: Optional[int] = None) -> "ImageIndex":
+    def open(cls, path: str | os.PathLike, expected_spec: str | None = None, *,
+             expected_dim: int | None = None) -> ImageIndex:
         """Open the index at `path`, converting an index of the old manifest format once (migrate.py). With
         `expected_spec`/`expected_dim`, refuse an index made by another model: their vectors never compare."""
         from clipapp.index.migrate import migrate_if_needed
@@ -156,7 +156,7 @@ class ImageIndex:
         return cls(store, path=folder)
 
     @classmethod
-    def open_or_create(cls, path: str | os.PathLike, spec: str, dim: int, **settings) -> "ImageIndex":
+    def open_or_create(cls, path: str | os.PathLike, spec: str, dim: int, **settings) -> ImageIndex:
         """Open the index at `path` (refusing another model's index) or create an empty one there."""
         if index_exists(path):
             return cls.open(path, expected_spec=spec, expected_dim=dim)
@@ -167,14 +167,14 @@ class ImageIndex:
         with self._lock:
             self._store.close()
 
-    def __enter__(self) -> "ImageIndex":
+    def __enter__(self) -> ImageIndex:
         return self
 
     def __exit__(self, *exc_info) -> None:
         self.close()
 
     # -- settings ---------------------------------------------------------------------------------------------
-    def set_max_memory(self, max_memory: Optional[int]) -> None:
+    def set_max_memory(self, max_memory: int | None) -> None:
         """Set the memory budget of the search structure (bytes; None: no budget); committed by save()."""
         with self._lock:
             if max_memory == self.settings.max_memory:
@@ -216,7 +216,7 @@ class ImageIndex:
     def index_type(self) -> str:
         return self.structure.kind
 
-    def record(self, path: str) -> Optional[ItemRecord]:
+    def record(self, path: str) -> ItemRecord | None:
         with self._lock:
             return self._store.record(path)
 
@@ -229,7 +229,7 @@ class ImageIndex:
         with self._lock:
             return self._store.file_stats(prefix)
 
-    def id_for_hash(self, sha256: str) -> Optional[int]:
+    def id_for_hash(self, sha256: str) -> int | None:
         with self._lock:
             return self._store.id_for_hash(sha256)
 
@@ -246,13 +246,13 @@ class ImageIndex:
         with self._lock:
             return self._store.vectors_for(self._store.content_ids())
 
-    def vector(self, item_id: int) -> Optional[np.ndarray]:
+    def vector(self, item_id: int) -> np.ndarray | None:
         with self._lock:
             if self._store.db.execute("SELECT 1 FROM contents WHERE id = ?", (int(item_id),)).fetchone() is None:
                 return None
             return self._store.vectors_for(np.asarray([item_id]))[0]
 
-    def vector_for_path(self, path: str) -> Optional[np.ndarray]:
+    def vector_for_path(self, path: str) -> np.ndarray | None:
         """The stored vector of an indexed path (image -> image search without re-encoding)."""
         record = self.record(path)
         return None if record is None else self.vector(record.id)
@@ -379,7 +379,7 @@ class ImageIndex:
         # Checked after all inserts: a path re-added with its old content keeps its vector.
         self._count -= len(self._store.delete_orphans(previous))
 
-    def add_alias(self, info: FileInfo) -> Optional[int]:
+    def add_alias(self, info: FileInfo) -> int | None:
         """Record `info.path` as another path of already-indexed content; None if that content is unknown."""
         with self._lock:
             item_id = self._store.id_for_hash(info.sha256)
@@ -471,8 +471,8 @@ class ImageIndex:
             st.save_cache(self.path, built)
 
     # -- search -----------------------------------------------------------------------------------------------
-    def search(self, query_vectors: np.ndarray, k: int = 10, threshold: Optional[float] = None, *,
-               tag: Optional[str] = None) -> list[list[dict]]:
+    def search(self, query_vectors: np.ndarray, k: int = 10, threshold: float | None = None, *,
+               tag: str | None = None) -> list[list[dict]]:
         """Nearest images by cosine similarity, one list per query row (a (d,) vector is one query).
 
         A hit is {"id", "path", "score", "aliases"}, best first; at most `k` hits, fewer if the index is smaller
@@ -500,7 +500,7 @@ class ImageIndex:
             paths = self._store.paths_for_ids(hit_ids.tolist()) if len(hit_ids) else {}
         return [self._hits(row_scores, row_ids, threshold, paths) for row_scores, row_ids in zip(scores, ids)]
 
-    def _search_ids(self, queries: np.ndarray, k: int, tag: Optional[str]) -> tuple[np.ndarray, np.ndarray]:
+    def _search_ids(self, queries: np.ndarray, k: int, tag: str | None) -> tuple[np.ndarray, np.ndarray]:
         store = self._store
         threads = 1 if len(queries) < st.SINGLE_THREAD_BELOW else None
         if tag is not None:
@@ -521,7 +521,7 @@ class ImageIndex:
         return scores, ids
 
     @staticmethod
-    def _hits(scores: np.ndarray, ids: np.ndarray, threshold: Optional[float], paths: dict) -> list[dict]:
+    def _hits(scores: np.ndarray, ids: np.ndarray, threshold: float | None, paths: dict) -> list[dict]:
         hits = []
         for score, item_id in zip(scores.tolist(), ids.tolist()):
             if item_id < 0 or (threshold is not None and score < threshold):

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
 ProgressFn = Callable[[int, int, str], None]
 
@@ -13,7 +14,7 @@ class TqdmProgress:
     def __init__(self, **tqdm_kwargs: Any):
         self._kwargs = tqdm_kwargs
         self._bar = None
-        self._message: Optional[str] = None
+        self._message: str | None = None
 
     def __call__(self, done: int, total: int, message: str) -> None:
         from tqdm.auto import tqdm  # imported on use: the core index does not need tqdm
@@ -32,7 +33,7 @@ class TqdmProgress:
             self._bar.close()
             self._bar = None
 
-    def __enter__(self) -> "TqdmProgress":
+    def __enter__(self) -> TqdmProgress:
         return self
 
     def __exit__(self, *exc_info) -> None:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -52,7 +53,7 @@ def _check_terms(terms: Sequence[tuple[float, str]], query: Any) -> None:
         raise ClipAppError(f"The query {query!r} only subtracts; add something to look for, e.g. \"dog - grass\".")
 
 
-def image_term_path(term: str) -> Optional[str]:
+def image_term_path(term: str) -> str | None:
     """The image file a query term names (`img:PATH` or an existing image path), else None (a text term)."""
     if term.startswith(IMAGE_TERM_PREFIX):
         path = os.path.expanduser(term[len(IMAGE_TERM_PREFIX):].strip())
@@ -102,8 +103,8 @@ def compose_query(terms: str | Sequence[tuple[float, str]], encoder: Encoder,
 
 
 def query_index(index: ImageIndex, query: str, encoder: Encoder, *, k: int = 10,
-                threshold: Optional[float] = None, templates: Any = None, allow_image_paths: bool = True,
-                tag: Optional[str] = None) -> list[dict]:
+                threshold: float | None = None, templates: Any = None, allow_image_paths: bool = True,
+                tag: str | None = None) -> list[dict]:
     """Parse, compose and search in one call: the hits for a text/image query string (`tag`: only images
     tagged with this label)."""
     check_encoder(index, encoder)

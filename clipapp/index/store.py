@@ -33,9 +33,9 @@ import os
 import sqlite3
 import threading
 import time
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Optional, Sequence
 
 import numpy as np
 
@@ -89,7 +89,7 @@ class FileInfo:
     mtime: float
     sha256: str
     source: str = "file"  # "file": found by sync_folder, removed when it disappears; "upload": add_images
-    captured_at: Optional[str] = None  # EXIF capture date, where the file has one
+    captured_at: str | None = None  # EXIF capture date, where the file has one
 
 
 @dataclass(frozen=True)
@@ -103,7 +103,7 @@ class ItemRecord:
     sha256: str
     added_at: float
     source: str = "file"
-    captured_at: Optional[str] = None
+    captured_at: str | None = None
 
 
 _RECORD_SQL = ("SELECT p.content_id, p.path, p.size, p.mtime, c.sha256, p.added_at, p.source, p.captured_at "
@@ -118,7 +118,7 @@ def _chunks(items: Sequence, size: int = _SQL_VARS) -> Iterator[Sequence]:
 class Store:
     """SQLite rows + the vector file of one index folder. Not thread-safe by itself: ImageIndex locks."""
 
-    def __init__(self, folder: Path, *, create: Optional[dict] = None):
+    def __init__(self, folder: Path, *, create: dict | None = None):
         self.folder = Path(folder)
         db_path = self.folder / DB_NAME
         if create is None and not db_path.exists():
@@ -200,7 +200,7 @@ class Store:
         return int(self.db.execute("PRAGMA data_version").fetchone()[0])
 
     # -- meta -------------------------------------------------------------------------------------------------
-    def get_meta(self, key: str, default: Optional[str] = None) -> Optional[str]:
+    def get_meta(self, key: str, default: str | None = None) -> str | None:
         row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return default if row is None else row[0]
 
@@ -213,7 +213,7 @@ class Store:
     def commits(self) -> int:
         return int(self.get_meta("commits", "0"))
 
-    def max_content_id(self) -> Optional[int]:
+    def max_content_id(self) -> int | None:
         return self.db.execute("SELECT max(id) FROM contents").fetchone()[0]
 
     def removal_seq(self) -> int:
@@ -226,11 +226,11 @@ class Store:
     def path_count(self) -> int:
         return int(self.db.execute("SELECT count(*) FROM paths").fetchone()[0])
 
-    def record(self, path: str) -> Optional[ItemRecord]:
+    def record(self, path: str) -> ItemRecord | None:
         row = self.db.execute(_RECORD_SQL + " WHERE p.path = ?", (path,)).fetchone()
         return None if row is None else ItemRecord(*row)
 
-    def records(self, *, prefix: Optional[str] = None, source: Optional[str] = None) -> Iterator[ItemRecord]:
+    def records(self, *, prefix: str | None = None, source: str | None = None) -> Iterator[ItemRecord]:
         """Records in insertion order; `prefix`: only paths starting with it (uses the path index)."""
         where, args = [], []
         if prefix is not None:
@@ -250,14 +250,14 @@ class Store:
                                (prefix, prefix + "\U0010ffff"))
         return {path: (size, mtime) for path, size, mtime in rows}
 
-    def id_for_hash(self, sha256: str) -> Optional[int]:
+    def id_for_hash(self, sha256: str) -> int | None:
         row = self.db.execute("SELECT id FROM contents WHERE sha256 = ?", (sha256,)).fetchone()
         return None if row is None else int(row[0])
 
     def paths_for_ids(self, ids: Sequence[int]) -> dict[int, list[str]]:
         """{id: [paths in insertion order]} for the ids that have paths."""
         found: dict[int, list[str]] = {}
-        unique = sorted(set(int(i) for i in ids))
+        unique = sorted({int(i) for i in ids})
         for chunk in _chunks(unique):
             marks = ",".join("?" * len(chunk))
             for content_id, path in self.db.execute(
@@ -373,7 +373,7 @@ class Store:
     def delete_orphans(self, ids: Iterable[int]) -> list[int]:
         """Delete the contents among `ids` that no path points at any more (and their tags); log them."""
         orphans = []
-        for chunk in _chunks(sorted(set(int(i) for i in ids))):
+        for chunk in _chunks(sorted({int(i) for i in ids})):
             marks = ",".join("?" * len(chunk))
             orphans += [r[0] for r in self.db.execute(
                 f"SELECT id FROM contents WHERE id IN ({marks}) AND NOT EXISTS "

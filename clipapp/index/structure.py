@@ -34,10 +34,10 @@ import logging
 import math
 import os
 import re
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterator, Optional
 
 import faiss
 import numpy as np
@@ -75,7 +75,7 @@ class IndexStructure:
     nlist: int = 0
     nprobe: int = 0
     trained_on: int = 0  # vectors in the index when the IVF was trained
-    measured_recall: Optional[float] = None  # recall@10 vs exact at nprobe, measured at build time
+    measured_recall: float | None = None  # recall@10 vs exact at nprobe, measured at build time
     pq_m: int = 0  # bytes per vector of the PQ codes
     rerank: int = 0  # candidates re-scored exactly per query
 
@@ -88,14 +88,14 @@ class IndexSettings:
     target_recall: float = DEFAULT_TARGET_RECALL
     max_nlist: int = DEFAULT_MAX_NLIST
     compress_threshold: int = DEFAULT_COMPRESS_THRESHOLD
-    max_memory: Optional[int] = None  # bytes the search structure may hold in RAM (None: no budget)
+    max_memory: int | None = None  # bytes the search structure may hold in RAM (None: no budget)
 
 
 _UNITS = {"": 1, "b": 1, "k": 1 << 10, "kb": 1 << 10, "m": 1 << 20, "mb": 1 << 20, "g": 1 << 30, "gb": 1 << 30,
           "t": 1 << 40, "tb": 1 << 40}
 
 
-def parse_memory_size(text: str | int | None) -> Optional[int]:
+def parse_memory_size(text: str | int | None) -> int | None:
     """'1GB', '512M', '2.5g', '1073741824' -> bytes (powers of 1024); None/'' -> None (no budget)."""
     if text is None or (isinstance(text, str) and not text.strip()):
         return None
@@ -128,7 +128,7 @@ def normalize_rows(vectors: np.ndarray, *, what: str = "vector") -> np.ndarray:
 
 
 def exact_top_k(database: np.ndarray, queries: np.ndarray, k: int, *, block_bytes: int = 64 << 20,
-                exclude: Optional[np.ndarray] = None) -> tuple[np.ndarray, np.ndarray]:
+                exclude: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Brute-force inner-product top-k: (scores, row numbers), each (q, min(k, n)), best first.
 
     Processed in blocks of database rows so the (q, block) score matrix stays under `block_bytes` (and a memory
@@ -158,7 +158,7 @@ def exact_top_k(database: np.ndarray, queries: np.ndarray, k: int, *, block_byte
     return best_scores, best_rows
 
 
-def exact_over_ids(ids: np.ndarray, queries: np.ndarray, k: int, read_rows, *, exclude: Optional[np.ndarray] = None,
+def exact_over_ids(ids: np.ndarray, queries: np.ndarray, k: int, read_rows, *, exclude: np.ndarray | None = None,
                    chunk_rows: int = 262_144) -> tuple[np.ndarray, np.ndarray]:
     """Exact top-k among the stored vectors of `ids` (read `chunk_rows` at a time): (scores, ids), -1 = none."""
     scores_out = np.full((len(queries), k), -np.inf, dtype=np.float32)
@@ -177,10 +177,10 @@ def exact_over_ids(ids: np.ndarray, queries: np.ndarray, k: int, read_rows, *, e
 
 def ivf_nlist_for(count: int, *, max_nlist: int = DEFAULT_MAX_NLIST) -> int:
     """4*sqrt(n) lists, at most `max_nlist`, and never fewer than MIN_POINTS_PER_CENTROID vectors per list."""
-    return max(1, min(int(round(4 * math.sqrt(count))), max_nlist, count // MIN_POINTS_PER_CENTROID))
+    return max(1, min(round(4 * math.sqrt(count)), max_nlist, count // MIN_POINTS_PER_CENTROID))
 
 
-def pq_m_for(count: int, dim: int, budget: Optional[int]) -> int:
+def pq_m_for(count: int, dim: int, budget: int | None) -> int:
     """Bytes per vector of the PQ codes: d/4, or less when the budget is tight (d/8, d/16, at least d/32).
 
     d/4 because with 100 candidates re-ranked, d/8 reached recall@10 0.914 where d/4 reached the nprobe's
@@ -203,7 +203,7 @@ def choose_kind(count: int, dim: int, settings: IndexSettings) -> str:
 
 
 @contextmanager
-def faiss_threads(count: Optional[int]) -> Iterator[None]:
+def faiss_threads(count: int | None) -> Iterator[None]:
     """Run faiss calls in this block on `count` OpenMP threads (None: unchanged).
 
     A single query is too little work to share: on a busy 2-core machine, waking a second OpenMP thread for an
@@ -228,7 +228,7 @@ class SearchStructure:
     """A faiss index over (a subset of) the store's vectors plus what it covers. `vectors_for(ids)` reads stored
     float vectors (for the exact re-rank)."""
 
-    def __init__(self, index: "faiss.Index", structure: IndexStructure, *, next_id: int, removal_seq: int):
+    def __init__(self, index: faiss.Index, structure: IndexStructure, *, next_id: int, removal_seq: int):
         self.index, self.structure = index, structure
         self.next_id, self.removal_seq = next_id, removal_seq  # the change it covers
         self.saved_ntotal = -1  # ntotal when last written to disk (-1: never)
@@ -247,12 +247,12 @@ class SearchStructure:
         if len(ids):
             self.changes += int(self.index.remove_ids(np.asarray(ids, dtype=np.int64)))
 
-    def search_params(self, selector=None, nprobe: Optional[int] = None):
+    def search_params(self, selector=None, nprobe: int | None = None):
         if self.structure.kind == "flat":
             return None if selector is None else faiss.SearchParameters(sel=selector)
         return faiss.SearchParametersIVF(sel=selector, nprobe=nprobe or self.structure.nprobe)
 
-    def search(self, queries: np.ndarray, k: int, vectors_for, *, selector=None, nprobe: Optional[int] = None
+    def search(self, queries: np.ndarray, k: int, vectors_for, *, selector=None, nprobe: int | None = None
                ) -> tuple[np.ndarray, np.ndarray]:
         """(scores, ids), (q, k), best first; -1 ids where fewer were found. IVF-PQ: exact re-rank."""
         params = self.search_params(selector, nprobe)
@@ -394,7 +394,7 @@ def save_cache(folder: Path, built: SearchStructure) -> None:
                 pass
 
 
-def load_cache(folder: Path) -> Optional[SearchStructure]:
+def load_cache(folder: Path) -> SearchStructure | None:
     """The saved structure, or None if there is none or it cannot be read (the caller rebuilds)."""
     try:
         meta = json.loads((folder / CACHE_META).read_text(encoding="utf-8"))

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Optional, Protocol, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -34,7 +35,7 @@ class Encoder(Protocol):
 
     def encode_image_files(
         self, paths: list[str], *, batch_size: int = 32
-    ) -> Iterator[tuple[str, Optional[np.ndarray], Optional[str]]]: ...
+    ) -> Iterator[tuple[str, np.ndarray | None, str | None]]: ...
 
     def encode_images(self, images: list) -> np.ndarray: ...
 
@@ -43,7 +44,7 @@ class Encoder(Protocol):
     def text_embeddings(self, labels: Sequence[str], templates: Any) -> np.ndarray: ...
 
 
-def capture_date(path: str) -> Optional[str]:
+def capture_date(path: str) -> str | None:
     """EXIF DateTimeOriginal (else DateTime) as 'YYYY-MM-DD HH:MM:SS', None where the file has none.
 
     Pillow reads only the header here (no pixel decoding); anything unreadable simply has no date.
@@ -90,7 +91,7 @@ class SyncReport:
 
 
 def sync_folder(index: ImageIndex, folder: str | os.PathLike, encoder: Encoder, *,
-                progress: Optional[ProgressFn] = None, batch_size: int = 32,
+                progress: ProgressFn | None = None, batch_size: int = 32,
                 save_every_batches: int = 1) -> dict:
     """Bring the index up to date with the image files under `folder` (recursive; hidden files skipped).
 
@@ -167,15 +168,15 @@ def _count_change(report: SyncReport, *, existed: bool) -> None:
         report.added += 1
 
 
-def _hash_files(paths: list[str], notify: ProgressFn, report: SyncReport) -> dict[str, tuple[str, Optional[str]]]:
+def _hash_files(paths: list[str], notify: ProgressFn, report: SyncReport) -> dict[str, tuple[str, str | None]]:
     """(sha256, EXIF capture date) of each readable file, in a few threads (I/O bound; hashlib releases the GIL)."""
-    def attempt(path: str) -> tuple[str, Optional[str], Optional[str], Optional[str]]:
+    def attempt(path: str) -> tuple[str, str | None, str | None, str | None]:
         try:
             return path, file_sha256(path), capture_date(path), None
         except OSError as exc:
             return path, None, None, f"cannot read: {exc.strerror or exc}"
 
-    hashes: dict[str, tuple[str, Optional[str]]] = {}
+    hashes: dict[str, tuple[str, str | None]] = {}
     if not paths:
         return hashes
     with ThreadPoolExecutor(max_workers=4, thread_name_prefix="hash") as pool:
