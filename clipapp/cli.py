@@ -166,21 +166,30 @@ def _add_finetune_commands(sub) -> None:
 
 
 def cmd_index(args) -> None:
+    from clipapp.index import parse_memory_size
+
+    max_memory = parse_memory_size(args.max_index_memory)  # a bad size fails before any work
     if args.ray:
         from clipapp.distributed import index_folder_ray
+        from clipapp.index import ImageIndex
         from clipapp.models import resolve_spec
 
         report = index_folder_ray(args.folder, args.index, address=args.ray, spec=resolve_spec(args.model),
                                   precision="fp32" if args.precision == "auto" else args.precision)
         report = {**report, "skipped": [item["path"] for item in report["skipped"]]}
+        if max_memory is not None:
+            with ImageIndex.open(args.index) as index:
+                index.set_max_memory(max_memory)
+                index.save()
+                index.ensure_built()
     else:
         from clipapp import tasks
-        from clipapp.index import parse_memory_size, tqdm_progress
+        from clipapp.index import tqdm_progress
 
         service = _service(args)
         with tqdm_progress(disable=args.json or not sys.stderr.isatty(), unit="img") as progress:
             report = tasks.index_folder(service, args.folder, args.index, progress=progress,
-                                        max_memory=parse_memory_size(args.max_index_memory))
+                                        max_memory=max_memory)
         report.pop("errors")
     text = (f"added {report['added']}, updated {report['updated']}, removed {report['removed']}, "
             f"skipped {len(report['skipped'])}; {report['total']} images in {args.index}")
