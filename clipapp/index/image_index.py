@@ -545,7 +545,8 @@ class ImageIndex:
                 else:
                     self._store.rollback()
                 self._changed = False
-                self._data_version = self._store.data_version()
+                # Not re-reading PRAGMA data_version here: our own commit does not change it, and a commit by
+                # another process right after ours must still be seen by the next _refresh.
             self._maybe_save_cache()
             self.last_save_seconds = time.perf_counter() - started
             return self._store.commits()
