@@ -29,7 +29,7 @@ def select_device(name: str = "auto") -> torch.device:
 
 
 def select_precision(precision: str, device: torch.device) -> str:
-    """`auto` -> fp16 on GPU, fp32 on CPU (where the model loader may then pick int8, see models.py)."""
+    """`auto` -> fp16 on GPU, fp32 on CPU (exact: int8 is only ever an explicit choice)."""
     from clipapp.errors import ClipAppError
 
     precision = (precision or "auto").lower()

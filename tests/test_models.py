@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
 import pytest
 import torch
 
@@ -121,10 +122,17 @@ def test_int8_quantizes_linears_and_keeps_embeddings(tiny_spec, photos):
     assert not any(hasattr(m, "_packed_params") for m in int8.trainable_model().modules())
 
 
-def test_auto_precision_on_cpu_checks_int8_against_fp32(tiny_spec):
-    loaded = load_model(tiny_spec, device="cpu", precision="auto")
-    assert loaded.precision in ("int8", "fp32")
-    assert "cosine" in loaded.precision_note and loaded.precision_note.startswith(loaded.precision)
+def test_auto_precision_on_cpu_is_exact_fp32(tiny_spec, photos):
+    """auto gives open_clip's own numbers on a CPU: fp32, no quantized layer, the same embeddings as fp32."""
+    from clipapp.service import ClipService
+
+    auto = ClipService.load(tiny_spec, device="cpu", micro_batch_window_s=0)
+    fp32 = ClipService.load(tiny_spec, device="cpu", precision="fp32", micro_batch_window_s=0)
+    assert auto.loaded.precision == "fp32" and "auto" in auto.description
+    assert not any(hasattr(m, "_packed_params") for m in auto.model.modules())
+    np.testing.assert_array_equal(auto.encode_images(photos), fp32.encode_images(photos))
+    int8 = load_model(tiny_spec, device="cpu", precision="int8")  # only when asked, with its measured cost
+    assert int8.precision == "int8" and "cosine" in int8.precision_note
 
 
 def test_linear_self_attention_is_an_exact_swap(tiny_spec):
