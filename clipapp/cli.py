@@ -193,7 +193,7 @@ def cmd_finetune(args) -> None:
 
 
 def cmd_eval(args) -> None:
-    from clipapp.finetune import evaluate
+    from clipapp.evaluation import evaluate_folder
 
     service = _service(args)
     adapter = None
@@ -201,10 +201,23 @@ def cmd_eval(args) -> None:
         from clipapp.adapter import load_adapter
 
         adapter = load_adapter(args.adapter, expected_spec=service.spec)
-    result = evaluate(service, args.data_dir, adapter, templates=args.templates)
-    text = f"model: {service.spec}{f' + adapter {adapter.name}' if adapter else ''}\n" + \
-        f"top-1 {result['top1']:.2%}  top-5 {result['top5']:.2%}  n={result['n']}"
-    _emit(args, result, text)
+    progress, close_bar = _progress_bar(args)
+    try:
+        result = evaluate_folder(service, args.data_dir, adapter, templates=args.templates, progress=progress)
+    finally:
+        close_bar()
+    for item in result.skipped:
+        print(f"skipped: {item.path} ({item.error})", file=sys.stderr)
+    if args.out:
+        from clipapp import viz
+
+        viz.save_figure(viz.confusion_matrix_figure(result.confusion, result.class_names), args.out)
+    width = max(len(name) for name in result.class_names)
+    lines = [f"model: {result.model}",
+             f"top-1 {result.top1:.2%}  top-5 {result.top5:.2%}  n={result.n}", "per class (top-1, n):"]
+    lines += [f"  {row['class']:<{width}}  " + (f"{row['top1']:6.1%}" if row["top1"] is not None else "     -")
+              + f"  {row['n']}" for row in result.per_class()]
+    _emit(args, result.to_dict(), "\n".join(lines))
 
 
 def _add_finetune_commands(sub) -> None:
@@ -244,6 +257,7 @@ def _add_finetune_commands(sub) -> None:
     p.add_argument("data_dir")
     p.add_argument("--adapter", help="an adapter written by finetune")
     p.add_argument("--templates", default="simple", help="zero-shot templates: simple, openai, none, or one")
+    p.add_argument("--out", help="save the confusion matrix (row-normalised) as PNG")
     p.set_defaults(func=cmd_eval)
 
 
