@@ -91,25 +91,41 @@ def expand_sources(sources: Sequence[str | os.PathLike]) -> list[str]:
 # -- scoring ----------------------------------------------------------------------------------------------------
 @dataclass
 class Classifier:
-    """Image features -> probabilities over `labels`. Build with `zero_shot_classifier` or `adapter_classifier`."""
+    """Image features -> logits over `labels`, normalised the model's way: a softmax over the labels, or
+    independent sigmoids (`multi_label`, SigLIP family). Build with `zero_shot_classifier` or `adapter_classifier`."""
 
     labels: list[str]
     model: str
     multi_label: bool
-    probabilities: Callable[[np.ndarray], np.ndarray]  # (n, dim) features -> (n, n_labels)
+    logits: Callable[[np.ndarray], np.ndarray]  # (n, dim) features -> (n, n_labels) float32
     # An adapter with tuned visual blocks embeds decoded images itself; None: the model's stored/normal features.
     image_encoder: Optional[Callable[[list], np.ndarray]] = None
+
+    def probabilities(self, features: np.ndarray) -> np.ndarray:
+        logits = torch.from_numpy(self.logits(features))
+        return (torch.sigmoid(logits) if self.multi_label else logits.softmax(dim=-1)).numpy()
+
+    def top(self, features: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(label indices, probabilities), both (n, k), best first. The top k are found on the logits (the order is
+        the probabilities' order), so only k probabilities per image are formed: for the softmax, exp(logit - the
+        row's logsumexp)."""
+        logits = torch.from_numpy(self.logits(features))
+        k = max(1, min(int(k), logits.shape[1]))
+        values, indices = torch.topk(logits, k, dim=1)
+        probs = torch.sigmoid(values) if self.multi_label else torch.exp(values - torch.logsumexp(logits, 1, True))
+        return indices.numpy(), probs.numpy()
 
 
 def zero_shot_classifier(service, labels: str | Sequence[str], *,
                          templates: str | Sequence[str] | None = DEFAULT_TEMPLATES) -> Classifier:
     labels = parse_labels(labels)
-    weights = torch.from_numpy(service.text_embeddings(labels, templates))  # once for the whole run
+    weights_t = np.ascontiguousarray(service.text_embeddings(labels, templates).T)  # once for the whole run
 
-    def probabilities(features: np.ndarray) -> np.ndarray:
-        return service.label_probabilities(torch.from_numpy(np.ascontiguousarray(features, np.float32)) @ weights.T)
+    def logits(features: np.ndarray) -> np.ndarray:
+        # numpy's product: 1.3x torch.mm's speed here for (8192 x 512) @ (512 x 1000) on 2 cores
+        return service.label_logits(np.asarray(features, dtype=np.float32) @ weights_t)
 
-    return Classifier(labels=labels, model=service.spec, multi_label=service.multi_label, probabilities=probabilities)
+    return Classifier(labels=labels, model=service.spec, multi_label=service.multi_label, logits=logits)
 
 
 def adapter_classifier(service, adapter) -> Classifier:
@@ -119,22 +135,38 @@ def adapter_classifier(service, adapter) -> Classifier:
         def encoder(images: list) -> np.ndarray:
             return adapter.image_features(service, images)
     return Classifier(labels=list(adapter.class_names), model=f"{service.spec} + adapter {adapter.name}",
-                      multi_label=False, probabilities=adapter.probs_from_features, image_encoder=encoder)
+                      multi_label=False, logits=adapter.logits_from_features, image_encoder=encoder)
 
 
-def top_k(probs: np.ndarray, labels: Sequence[str], k: int) -> list[tuple[tuple[str, float], ...]]:
-    k = max(1, min(int(k), len(labels)))
-    values, order = torch.topk(torch.as_tensor(probs), k, dim=1)
-    return [tuple((labels[j], float(p)) for j, p in zip(idx, vals))
-            for idx, vals in zip(order.tolist(), values.tolist())]
+@dataclass
+class PredictionBatch:
+    """The top-k of a batch of images as arrays (rows in `images` order), so writers format them in bulk."""
+
+    images: list[str]
+    labels: np.ndarray  # object array of the classifier's label strings, (n_labels,)
+    indices: np.ndarray  # (n, k) into labels, best first
+    probs: np.ndarray  # (n, k)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def select(self, rows: Sequence[int]) -> "PredictionBatch":
+        rows = np.asarray(rows, dtype=np.int64)
+        return PredictionBatch([self.images[i] for i in rows], self.labels, self.indices[rows], self.probs[rows])
+
+    def predictions(self) -> list[Prediction]:
+        names = self.labels[self.indices].tolist()
+        return [Prediction(image, tuple(zip(row_names, row_probs)))
+                for image, row_names, row_probs in zip(self.images, names, self.probs.tolist())]
 
 
-def predict(classifier: Classifier, batches: VectorBatches, *, k: int = 5) -> Iterator[list[Prediction]]:
-    """One list of predictions per (paths, vectors) batch, in order."""
+def predict(classifier: Classifier, batches: VectorBatches, *, k: int = 5) -> Iterator[PredictionBatch]:
+    """One `PredictionBatch` per (paths, vectors) batch, in order."""
+    labels = np.asarray(classifier.labels, dtype=object)
     for paths, vectors in batches:
         if len(paths):
-            tops = top_k(classifier.probabilities(vectors), classifier.labels, k)
-            yield [Prediction(path, top) for path, top in zip(paths, tops)]
+            indices, probs = classifier.top(vectors, k)
+            yield PredictionBatch(list(paths), labels, indices, probs)
 
 
 # -- features ---------------------------------------------------------------------------------------------------
@@ -206,12 +238,12 @@ def _consume(classifier: Classifier, batches: VectorBatches, report: ClassifyRep
              keep_results: bool, progress: Optional[ProgressFn], total: int) -> ClassifyReport:
     if keep_results:
         report.results = []
-    for predictions in predict(classifier, batches, k=k):
+    for batch in predict(classifier, batches, k=k):
         for output in outputs:
-            output.write(predictions)
+            output.write(batch)
         if keep_results:
-            report.results.extend(predictions)
-        report.classified += len(predictions)
+            report.results.extend(batch.predictions())
+        report.classified += len(batch)
         if progress is not None:
             progress(report.classified + len(report.skipped), total)
     return report

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Iterator, Optional, Sequence
 
 import numpy as np
-import torch
 
 from clipapp.classify import (DEFAULT_BATCH, Classifier, ProgressFn, Skipped, adapter_classifier, encode_files,
                               file_features, zero_shot_classifier)
@@ -123,7 +122,7 @@ def evaluate_folder(service, data_dir: str | os.PathLike, adapter=None, *,
         encoded = encode_files(service, paths, classifier, batch_size=batch_size, encoder=encoder)
         for batch_paths, vectors in file_features(encoded, on_skip=skip, batch_size=batch_size):
             targets = np.array([target_of[p] for p in batch_paths])
-            top = torch.topk(torch.as_tensor(classifier.probabilities(vectors)), k, dim=1).indices.numpy()
+            top, _ = classifier.top(vectors, k)
             predicted = column_to_class[top[:, 0]]
             inside = predicted >= 0
             np.add.at(confusion, (targets[inside], predicted[inside]), 1)

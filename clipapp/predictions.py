@@ -14,20 +14,28 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Optional
 
-from clipapp.classify import Prediction
+import numpy as np
+
+from clipapp.classify import PredictionBatch
 from clipapp.errors import ClipAppError
 
 FSYNC_EVERY_S = 5.0
 
 
+def significant(values: np.ndarray, digits: int = 6) -> np.ndarray:
+    """Rounded to `digits` significant digits (tiny sigmoid probabilities keep theirs), as float64 whose shortest
+    repr is that many digits at most. Vectorised: with csv writing the floats, 8192 x 5 values take ~65 ms, ~95 ms through np.char.mod("%.6g")."""
+    x = np.asarray(values, dtype=np.float64)
+    with np.errstate(divide="ignore"):
+        exponent = np.floor(np.log10(np.abs(x), where=x != 0, out=np.zeros_like(x)))
+    scale = 10.0 ** (digits - 1 - exponent)
+    return np.round(x * scale) / scale
+
+
 def csv_header(k: int) -> list[str]:
     return ["image", "label", "prob"] + [name for i in range(2, k + 1) for name in (f"label_{i}", f"prob_{i}")]
-
-
-def _format_prob(prob: float) -> str:
-    return f"{prob:.6g}"  # 6 significant digits: sigmoid probabilities can be tiny
 
 
 def _cut_torn_tail(path: Path) -> None:
@@ -83,16 +91,17 @@ class PredictionFile:
     def _read_done(self) -> set[str]:
         raise NotImplementedError
 
-    def _rows(self, predictions: Sequence[Prediction]) -> str:
+    def _rows(self, batch: PredictionBatch) -> str:
         raise NotImplementedError
 
-    def write(self, predictions: Sequence[Prediction]) -> None:
-        new = [p for p in predictions if p.image not in self.done]
-        if not new:
+    def write(self, batch: PredictionBatch) -> None:
+        if self.done:
+            batch = batch.select([i for i, image in enumerate(batch.images) if image not in self.done])
+        if not len(batch):
             return
-        self._file.write(self._rows(new))
+        self._file.write(self._rows(batch))
         self._file.flush()  # a killed process loses nothing that was flushed
-        self.written += len(new)
+        self.written += len(batch)
         if time.monotonic() - self._last_sync > FSYNC_EVERY_S:  # and a power cut at most a few seconds
             os.fsync(self._file.fileno())
             self._last_sync = time.monotonic()
@@ -123,17 +132,15 @@ class CsvPredictions(PredictionFile):
                                    f"not of --top-k {self.k}: resume with --top-k {found}, or write another file.")
             return {row[0] for row in reader if row}
 
-    def _rows(self, predictions: Sequence[Prediction]) -> str:
+    def _rows(self, batch: PredictionBatch) -> str:
+        # Formatted a column at a time, not a Python loop per cell: 1M rows of top-5 in seconds (bench_classify).
+        n, k = batch.indices.shape
+        cells = np.full((n, 1 + 2 * self.k), "", dtype=object)
+        cells[:, 0] = batch.images
+        cells[:, 1:1 + 2 * k:2] = batch.labels[batch.indices]
+        cells[:, 2:2 + 2 * k:2] = significant(batch.probs).astype(object)  # csv writes a float's shortest repr
         buffer = io.StringIO()
-        writer = csv.writer(buffer)
-        width = 2 * self.k
-        rows = []
-        for p in predictions:
-            cells = [p.image]
-            for label, prob in p.top:
-                cells += (label, _format_prob(prob))
-            rows.append(cells + [""] * (width + 1 - len(cells)))  # fewer labels than k: empty cells
-        writer.writerows(rows)
+        csv.writer(buffer).writerows(cells.tolist())
         return buffer.getvalue()
 
 
@@ -153,8 +160,8 @@ class JsonlPredictions(PredictionFile):
                                        "resume only continues files this command wrote.") from exc
         return done
 
-    def _rows(self, predictions: Sequence[Prediction]) -> str:
-        return "".join(json.dumps(p.to_dict(), ensure_ascii=False) + "\n" for p in predictions)
+    def _rows(self, batch: PredictionBatch) -> str:
+        return "".join(json.dumps(p.to_dict(), ensure_ascii=False) + "\n" for p in batch.predictions())
 
 
 def open_outputs(*, csv_path: Optional[str], jsonl_path: Optional[str], k: int, resume: bool) -> list[PredictionFile]:

@@ -298,14 +298,19 @@ class ClipService:
         return ZeroShotResult(labels=labels, probs=self.label_probabilities(cosine), cosine=cosine,
                               multi_label=self.multi_label)
 
-    def label_probabilities(self, cosine: np.ndarray | torch.Tensor) -> np.ndarray:
+    def label_probabilities(self, cosine: np.ndarray) -> np.ndarray:
         """(n_images, n_labels) cosines to label classifiers -> probabilities, the model's own way: a softmax of
         logit_scale x cosine over the labels (CLIP), or sigmoid(logit_scale x cosine + logit_bias) per label
         (SigLIP family, `multi_label`)."""
-        logits = torch.as_tensor(cosine, dtype=torch.float32) * self.logit_scale
+        logits = torch.from_numpy(self.label_logits(cosine))
+        return (torch.sigmoid(logits) if self.multi_label else logits.softmax(dim=-1)).numpy()
+
+    def label_logits(self, cosine: np.ndarray) -> np.ndarray:
+        """logit_scale x cosine (+ logit_bias for SigLIP-family models): what `label_probabilities` normalises."""
+        logits = np.multiply(cosine, np.float32(self.logit_scale), dtype=np.float32)
         if self.logit_bias is not None:
-            return torch.sigmoid(logits + self.logit_bias).numpy()
-        return logits.softmax(dim=-1).numpy()
+            logits += np.float32(self.logit_bias)
+        return logits
 
 
 def _supports_trimmed_text(model: torch.nn.Module) -> bool:

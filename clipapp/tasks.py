@@ -62,7 +62,7 @@ def classify(service: ClipService, images: Sequence[NamedImage], labels: str | S
     pil = [item.image for item in images]
     features = scorer.image_encoder(pil) if scorer.image_encoder is not None else service.encode_images(pil)
     predictions = [p for batch in predict(scorer, [([item.name for item in images], features)], k=top_k)
-                   for p in batch]
+                   for p in batch.predictions()]
     return ClassifyReport(model=scorer.model, labels=scorer.labels, multi_label=scorer.multi_label,
                           classified=len(predictions), results=predictions).to_dict()
 
