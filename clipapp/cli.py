@@ -326,7 +326,8 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=None, help="model spec (default: $CLIPAPP_MODEL or ViT-B-32:laion2b_s34b_b79k; "
                         "offline without cached weights: the bundled demo model)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    parser.add_argument("--precision", default="auto", help="auto, fp32, fp16 (GPU), bf16 or int8 (CPU)")
+    parser.add_argument("--precision", default="auto", help="auto (GPU: amp, CPU: fp32), fp32, fp16 or amp (GPU; amp = fp16 "
+                        "autocast over fp32 weights), bf16, int8 (CPU)")
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
 
 

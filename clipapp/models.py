@@ -218,7 +218,7 @@ def load_model(
     torch_device = select_device(device)
     auto_precision = (precision or "auto").lower() == "auto"
     precision = select_precision(precision, torch_device)
-    create_precision = "fp32" if precision == "int8" else precision
+    create_precision = "fp32" if precision in ("int8", "amp") else precision  # amp: fp32 weights, autocast
     register_model_configs()
     notice = None
     loaded_spec = parsed

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict, deque
+from contextlib import nullcontext
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import islice
@@ -78,6 +79,10 @@ class ClipService:
         self.device = loaded.device
         self.stats = EncodeStats()
         self._dtype = next(self.model.parameters()).dtype
+        # amp: fp32 weights, forward passes under autocast (fp16 on a GPU), as open_clip's zero-shot evaluation
+        self._autocast = ((lambda: torch.autocast(self.device.type, dtype=torch.float16 if self.device.type == "cuda"
+                                                  else torch.bfloat16))
+                          if loaded.precision == "amp" else nullcontext)
         self._model_lock = threading.Lock()  # one forward pass at a time: the CPU has no spare cores to share
         self._text_cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._text_cache_size = text_cache_size
@@ -191,7 +196,7 @@ class ClipService:
                     yield path, (next(vectors) if pixels is not None else None), error
 
     def _forward_images(self, pixels: torch.Tensor) -> torch.Tensor:
-        with self._model_lock, torch.inference_mode():
+        with self._model_lock, torch.inference_mode(), self._autocast():
             features = self.model.encode_image(pixels.to(self.device, dtype=self._dtype))
         return F.normalize(features.float(), dim=-1).cpu()
 
@@ -260,7 +265,7 @@ class ClipService:
 
     def _encode_prompts(self, prompts: list[str]) -> np.ndarray:
         tokens = self.tokenizer(prompts).to(self.device)
-        with self._model_lock, torch.inference_mode():
+        with self._model_lock, torch.inference_mode(), self._autocast():
             if self._can_trim_text:
                 features = encode_text_trimmed(self.model, tokens)
             else:
