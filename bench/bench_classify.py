@@ -3,7 +3,8 @@
     flock /tmp/bench.lock python bench/bench_classify.py [--files 10000] [--vit-files 1000] [--runs 3]
         [--sections files,int8,index]
 
-files: N Fashion-MNIST test images written as PNG files (real pictures, not noise) are classified to a CSV by
+files: N Fashion-MNIST test images written as PNG files (real pictures, not noise), and the example photos as
+    800x600 JPEG files (where reduced-scale decoding and holding every image matter), are classified to a CSV by
     `python -m clipapp classify FOLDER --csv` (decoding included) and by the CLIP notebook's loop (open every file,
     then open_clip preprocess + encode_image per batch, softmax, top-5, CSV), each in its own subprocess so that its
     peak RSS is its own; on the demo model and on ViT-B-32 with random weights (fewer files: 2 CPU cores). Both
@@ -51,6 +52,17 @@ def labels() -> list[str]:
     from clipapp.fashion_mnist import CLASS_NAMES
 
     return [c.lower() for c in CLASS_NAMES]
+
+
+def write_photo_jpegs(folder: Path, n: int) -> None:
+    """The example photos (scikit-image's, in assets/examples/photos) as 800x600 JPEG files, as a camera folder."""
+    from PIL import Image
+
+    photos = [Image.open(p).convert("RGB").resize((800, 600)) for p in sorted((ROOT / "assets" / "examples" /
+                                                                               "photos").glob("*.jpg"))]
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        photos[i % len(photos)].save(folder / f"{i:06d}.jpg", quality=90)
 
 
 def write_fashion_pngs(folder: Path, n: int) -> None:
@@ -131,10 +143,12 @@ def top1_column(path: Path) -> dict[str, str]:
 
 def bench_files(args, tmp: Path) -> None:
     print("## files -> CSV: `classify FOLDER --csv` vs the notebook loop (decoding and model load included)\n")
-    for model, n in (("demo", args.files), ("ViT-B-32:random", args.vit_files)):
-        folder = tmp / f"fashion-{n}"
+    configs = [("demo", "fashion", args.files), ("demo", "photos", args.photo_files),
+               ("ViT-B-32:random", "fashion", args.vit_files)]
+    for model, kind, n in configs:
+        folder = tmp / f"{kind}-{n}"
         if not folder.is_dir():
-            write_fashion_pngs(folder, n)
+            (write_fashion_pngs if kind == "fashion" else write_photo_jpegs)(folder, n)
         results: dict[str, list[dict]] = {"ours": [], "notebook": []}
         for _ in range(args.runs):
             for name in results:  # interleaved: drift of the machine hits both alike
@@ -143,8 +157,8 @@ def bench_files(args, tmp: Path) -> None:
         agree = sum(ours[p] == notebook.get(p) for p in ours) / len(ours)
         rate = {k: [n / r["seconds"] for r in v] for k, v in results.items()}
         rss = {k: [r["rss_mb"] for r in v] for k, v in results.items()}
-        print(f"{model}, {n} Fashion-MNIST PNG files, batch {BATCH}, top-{TOP_K}, torch threads "
-              f"{os.cpu_count()} CPUs:")
+        what = "Fashion-MNIST 28x28 PNG" if kind == "fashion" else "800x600 JPEG photo"
+        print(f"{model}, {n} {what} files, batch {BATCH}, top-{TOP_K}, {os.cpu_count()} CPUs:")
         print(f"  ours      images/s {spread(rate['ours'])}; peak RSS MB {spread(rss['ours'], '{:.0f}')}")
         print(f"  notebook  images/s {spread(rate['notebook'])}; peak RSS MB {spread(rss['notebook'], '{:.0f}')}")
         ratios = [a / b for a, b in zip(rate["ours"], rate["notebook"])]
@@ -230,6 +244,7 @@ def bench_index(args) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--files", type=int, default=10_000, help="image files for the demo model")
+    parser.add_argument("--photo-files", type=int, default=1_000, help="800x600 JPEG files for the demo model")
     parser.add_argument("--vit-files", type=int, default=1_000, help="image files for ViT-B-32 (slow on 2 cores)")
     parser.add_argument("--int8-images", type=int, default=2_000)
     parser.add_argument("--index-vectors", type=int, default=1_000_000)
