@@ -94,8 +94,7 @@ def cmd_classify(args) -> None:
     if args.resume and not (args.csv or args.jsonl):
         raise ClipAppError("--resume continues an output file: give --csv PATH or --jsonl PATH.")
     if args.ray and args.index:
-        raise ClipAppError("--index classifies stored vectors in one process (seconds for a million); --ray is "
-                       "for encoding image files.")
+        raise ClipAppError("--index reads stored vectors and encodes nothing; --ray is for encoding image files.")
     service = _service(args)
     classifier = _classifier(args, service)
     keep = not (args.csv or args.jsonl)  # with an output file, results go there, not into memory
@@ -106,9 +105,13 @@ def cmd_classify(args) -> None:
     if report.classified == 0 and report.skipped:
         raise ClipAppError(f"No image could be classified ({len(report.skipped)} unreadable, listed above): "
                            f"{report.skipped[0].error}")
+    if report.classified == 0 and not report.resumed and args.index:
+        raise ClipAppError(f"The index {args.index} has no images yet: add some with `index FOLDER --index PATH`.")
     if report.classified == 0 and not report.resumed:
+        from clipapp.data import IMAGE_EXTENSIONS
+
         raise ClipAppError("No images found: give image files, or folders that contain images "
-                           f"({', '.join(sorted(e.lstrip('.') for e in _image_extensions()))}).")
+                           f"({', '.join(sorted(e.lstrip('.') for e in IMAGE_EXTENSIONS))}).")
     if args.out:
         if report.results is None or len(report.results) > MAX_BARS_IMAGES:
             print(f"note: --out draws at most {MAX_BARS_IMAGES} images printed on stdout; not drawn",
@@ -128,12 +131,6 @@ def cmd_classify(args) -> None:
         lines.append(f"classified {report.classified}" + (f", {report.resumed} already done" if report.resumed else "")
                      + f", skipped {len(report.skipped)} -> {', '.join(str(o.path) for o in outputs)}")
     _emit(args, report.to_dict(), "\n".join(lines))
-
-
-def _image_extensions():
-    from clipapp.data import IMAGE_EXTENSIONS
-
-    return IMAGE_EXTENSIONS
 
 
 def cmd_similarity(args) -> None:
