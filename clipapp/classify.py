@@ -7,7 +7,7 @@ The pieces (README "Classify a whole folder or index"):
   file_features    paths -> (paths, vectors) batches through `ClipService.encode_image_files` (threaded decoding
                    overlapped with encoding, memory bounded by a few batches); unreadable files reported
   index_batches    an index -> (paths, vectors) batches of its stored vectors, no file opened
-  predict          (paths, vectors) batches -> lists of `Prediction`, top-k
+  predict          (paths, vectors) batches -> `PredictionBatch`es (top-k label indices and probabilities)
 Outputs (CSV, JSONL, resume) are in clipapp/predictions.py. Core: no Gradio.
 """
 
@@ -49,7 +49,8 @@ class Skipped:
 
 @dataclass
 class ClassifyReport:
-    """What a run did; `to_dict` is the JSON of `classify` (design.md), with `results` when they were kept."""
+    """What a run did; `to_dict` is the JSON of `classify` (README "Classify a whole folder or index"), with
+    `results` when they were kept."""
 
     model: str
     labels: list[str]

@@ -53,7 +53,7 @@ def classify(service: ClipService, images: Sequence[NamedImage], labels: str | S
     streaming `classify` (clipapp/classify.py) computes them.
 
     Returns {"model", "multi_label", "probabilities", ..., "results": [{"image", "top": [{"label", "prob"}]}]}
-    as in design.md; `multi_label` (SigLIP-family models): each probability is an independent sigmoid.
+    (README "Classify a whole folder or index"); `multi_label` (SigLIP family): independent sigmoid probabilities.
     """
     from clipapp.classify import ClassifyReport, adapter_classifier, predict, zero_shot_classifier
 
