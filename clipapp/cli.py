@@ -32,26 +32,105 @@ def _emit(args, payload: dict, text: str) -> None:
 
 
 # -- commands --------------------------------------------------------------------------------------------------
-def cmd_classify(args) -> None:
-    from clipapp import tasks, viz
+MAX_BARS_IMAGES = 64  # --out draws one row per image: beyond this the figure is unreadable
 
-    images = tasks.load_named_images(args.images, names=args.images)
-    service = _service(args)
-    adapter = None
+
+def _progress_bar(args, unit: str = "img"):
+    """(done, total) callback drawing a tqdm bar on stderr (when it is a terminal), and its closer."""
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=0, unit=unit, file=sys.stderr, disable=not sys.stderr.isatty(), dynamic_ncols=True)
+
+    def progress(done: int, total: int) -> None:
+        if bar.total != total:
+            bar.total = total
+        bar.n = done
+        bar.refresh()
+
+    return progress, bar.close
+
+
+def _classifier(args, service):
+    from clipapp.classify import adapter_classifier, zero_shot_classifier
+
     if args.adapter:
         from clipapp.adapter import load_adapter
 
-        adapter = load_adapter(args.adapter, expected_spec=service.spec)
-    result = tasks.classify(service, images, args.labels or "", templates=args.templates, top_k=args.top_k,
-                            classifier=adapter)
+        return adapter_classifier(service, load_adapter(args.adapter, expected_spec=service.spec))
+    return zero_shot_classifier(service, args.labels or "", templates=args.templates)
+
+
+def _run_classify(args, service, classifier, outputs, keep: bool):
+    from clipapp import classify as core
+
+    progress, close_bar = _progress_bar(args)
+    try:
+        if args.index:
+            from clipapp.index import ImageIndex
+
+            index = ImageIndex.open(args.index, expected_spec=service.spec)
+            return core.classify_vectors(core.index_batches(index), classifier, k=args.top_k, outputs=outputs,
+                                         keep_results=keep, progress=progress, total=index.path_count)
+        if args.ray:
+            from clipapp.classify import ray_encoder
+
+            with ray_encoder(args.ray, service, precision=args.precision) as encoder:
+                return core.classify_files(service, args.images, classifier, k=args.top_k, outputs=outputs,
+                                           keep_results=keep, progress=progress, encoder=encoder)
+        return core.classify_files(service, args.images, classifier, k=args.top_k, outputs=outputs,
+                                   keep_results=keep, progress=progress)
+    finally:
+        close_bar()
+        for output in outputs:
+            output.close()
+
+
+def cmd_classify(args) -> None:
+    from clipapp import viz
+    from clipapp.predictions import open_outputs
+
+    if bool(args.images) == bool(args.index):
+        raise ClipAppError("Give image files or folders, or --index PATH (not both).")
+    if args.resume and not (args.csv or args.jsonl):
+        raise ClipAppError("--resume continues an output file: give --csv PATH or --jsonl PATH.")
+    if args.ray and args.index:
+        raise ClipAppError("--index reads stored vectors and encodes nothing; --ray is for encoding image files.")
+    service = _service(args)
+    classifier = _classifier(args, service)
+    keep = not (args.csv or args.jsonl)  # with an output file, results go there, not into memory
+    outputs = open_outputs(csv_path=args.csv, jsonl_path=args.jsonl, k=args.top_k, resume=args.resume)
+    report = _run_classify(args, service, classifier, outputs, keep)
+    for item in report.skipped:
+        print(f"skipped: {item.path} ({item.error})", file=sys.stderr)
+    if report.classified == 0 and report.skipped:
+        raise ClipAppError(f"No image could be classified ({len(report.skipped)} unreadable, listed above): "
+                           f"{report.skipped[0].error}")
+    if report.classified == 0 and not report.resumed and args.index:
+        raise ClipAppError(f"The index {args.index} has no images yet: add some with `index FOLDER --index PATH`.")
+    if report.classified == 0 and not report.resumed:
+        from clipapp.data import IMAGE_EXTENSIONS
+
+        raise ClipAppError("No images found: give image files, or folders that contain images "
+                           f"({', '.join(sorted(e.lstrip('.') for e in IMAGE_EXTENSIONS))}).")
     if args.out:
-        bars = [(r["image"], [(t["label"], t["prob"]) for t in r["top"]]) for r in result["results"]]
-        viz.save_figure(viz.topk_bars(bars, images=[i.image for i in images]), args.out)
-    lines = [f"model: {result['model']}"]
-    for item in result["results"]:
-        lines.append(item["image"])
-        lines += [f"  {t['prob']:6.1%}  {t['label']}" for t in item["top"]]
-    _emit(args, result, "\n".join(lines))
+        if report.results is None or len(report.results) > MAX_BARS_IMAGES:
+            print(f"note: --out draws at most {MAX_BARS_IMAGES} images printed on stdout; not drawn",
+                  file=sys.stderr)
+        else:
+            from clipapp.data import load_image
+
+            bars = [(p.image, list(p.top)) for p in report.results]
+            images = None if args.index else [load_image(p.image) for p in report.results]
+            viz.save_figure(viz.topk_bars(bars, images=images), args.out)
+    lines = [f"model: {report.model}" + (" (multi-label: independent sigmoid probabilities)"
+                                         if report.multi_label else "")]
+    for item in report.results or []:
+        lines.append(item.image)
+        lines += [f"  {prob:6.1%}  {label}" for label, prob in item.top]
+    if outputs:
+        lines.append(f"classified {report.classified}" + (f", {report.resumed} already done" if report.resumed else "")
+                     + f", skipped {len(report.skipped)} -> {', '.join(str(o.path) for o in outputs)}")
+    _emit(args, report.to_dict(), "\n".join(lines))
 
 
 def cmd_similarity(args) -> None:
@@ -111,7 +190,7 @@ def cmd_finetune(args) -> None:
 
 
 def cmd_eval(args) -> None:
-    from clipapp.finetune import evaluate
+    from clipapp.evaluation import evaluate_folder
 
     service = _service(args)
     adapter = None
@@ -119,10 +198,23 @@ def cmd_eval(args) -> None:
         from clipapp.adapter import load_adapter
 
         adapter = load_adapter(args.adapter, expected_spec=service.spec)
-    result = evaluate(service, args.data_dir, adapter, templates=args.templates)
-    text = f"model: {service.spec}{f' + adapter {adapter.name}' if adapter else ''}\n" + \
-        f"top-1 {result['top1']:.2%}  top-5 {result['top5']:.2%}  n={result['n']}"
-    _emit(args, result, text)
+    progress, close_bar = _progress_bar(args)
+    try:
+        result = evaluate_folder(service, args.data_dir, adapter, templates=args.templates, progress=progress)
+    finally:
+        close_bar()
+    for item in result.skipped:
+        print(f"skipped: {item.path} ({item.error})", file=sys.stderr)
+    if args.out:
+        from clipapp import viz
+
+        viz.save_figure(viz.confusion_matrix_figure(result.confusion, result.class_names), args.out)
+    width = max(len(name) for name in result.class_names)
+    lines = [f"model: {result.model}",
+             f"top-1 {result.top1:.2%}  top-5 {result.top5:.2%}  n={result.n}", "per class (top-1, n):"]
+    lines += [f"  {row['class']:<{width}}  " + (f"{row['top1']:6.1%}" if row["top1"] is not None else "     -")
+              + f"  {row['n']}" for row in result.per_class()]
+    _emit(args, result.to_dict(), "\n".join(lines))
 
 
 def _add_finetune_commands(sub) -> None:
@@ -162,6 +254,7 @@ def _add_finetune_commands(sub) -> None:
     p.add_argument("data_dir")
     p.add_argument("--adapter", help="an adapter written by finetune")
     p.add_argument("--templates", default="simple", help="zero-shot templates: simple, openai, none, or one")
+    p.add_argument("--out", help="save the confusion matrix (row-normalised) as PNG")
     p.set_defaults(func=cmd_eval)
 
 
@@ -232,11 +325,19 @@ def _add_search_commands(sub) -> None:
 
 
 # -- parser -------------------------------------------------------------------------------------------------------
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
 def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=None, help="model spec (default: $CLIPAPP_MODEL or ViT-B-32:laion2b_s34b_b79k; "
                         "offline without cached weights: the bundled demo model)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    parser.add_argument("--precision", default="auto", help="auto, fp32, fp16 (GPU), bf16 or int8 (CPU)")
+    parser.add_argument("--precision", default="auto", help="auto (GPU: amp, CPU: fp32), fp32, fp16 or amp (GPU; amp = fp16 "
+                        "autocast over fp32 weights), bf16, int8 (CPU)")
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
 
 
@@ -244,13 +345,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m clipapp", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("classify", help="zero-shot top-k labels for images")
-    p.add_argument("images", nargs="+", help="image files")
+    p = sub.add_parser("classify", help="zero-shot top-k labels for images, folders or a whole index")
+    p.add_argument("images", nargs="*", help="image files and folders (searched recursively, as index does)")
+    p.add_argument("--index", help="classify every image of this index from its stored vectors (no file is read)")
     p.add_argument("--labels", help='candidate labels, comma separated: "cat,dog,car" (not needed with --adapter)')
     p.add_argument("--templates", default="simple", help='simple (7), openai (80), none, or one template like "a photo of a {}."')
-    p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--top-k", type=_positive_int, default=5)
     p.add_argument("--adapter", help="a fine-tuned adapter (.safetensors with its .json) to classify with")
-    p.add_argument("--out", help="save the top-k bars as PNG")
+    p.add_argument("--csv", help="write image,label,prob,label_2,prob_2,... rows to this file as results arrive")
+    p.add_argument("--jsonl", help="write one JSON object per image to this file as results arrive")
+    p.add_argument("--resume", action="store_true", help="skip images already in the --csv/--jsonl file, append the rest")
+    p.add_argument("--ray", help="encode on a Ray cluster: auto (a running one, else local) or HOST:PORT")
+    p.add_argument("--out", help=f"save the top-k bars as PNG (up to {MAX_BARS_IMAGES} images)")
     p.set_defaults(func=cmd_classify)
 
     p = sub.add_parser("similarity", help="cosine similarity matrix of images x texts, heatmap with --out")

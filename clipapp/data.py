@@ -11,15 +11,24 @@ from typing import BinaryIO, Optional, Union
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+from pillow_heif import register_heif_opener
 
 from clipapp.errors import ClipAppError, ImageLoadError
 
 # 40 megapixels covers any camera; beyond it a file is a decompression bomb or a mistake.
 MAX_IMAGE_PIXELS = int(os.environ.get("CLIPAPP_MAX_IMAGE_PIXELS", 40_000_000))
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
+# Camera RAW files, decoded by LibRaw (rawpy); some are TIFF inside, so they are told apart by extension.
+RAW_EXTENSIONS = frozenset({".dng", ".cr2", ".cr3", ".crw", ".nef", ".nrw", ".arw", ".srf", ".sr2", ".raf", ".orf",
+                            ".rw2", ".rwl", ".pef", ".srw", ".3fr", ".erf", ".kdc", ".dcr", ".mrw", ".x3f", ".iiq"})
+HEIF_EXTENSIONS = frozenset({".heic", ".heif", ".hif"})
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+                             | HEIF_EXTENSIONS | RAW_EXTENSIONS)
 BACKGROUND = (255, 255, 255)
 
 ImageSource = Union[str, os.PathLike, bytes, BinaryIO, Image.Image]
+
+# HEIC/HEIF (phone photos) through Pillow's own Image.open, registered once for every reader in the app.
+register_heif_opener()
 
 
 def _describe(source: ImageSource) -> str:
@@ -31,6 +40,8 @@ def _describe(source: ImageSource) -> str:
 def load_image(source: ImageSource, *, max_pixels: int = MAX_IMAGE_PIXELS,
                min_side: Optional[int] = None) -> Image.Image:
     """Decode a path, bytes, file object or PIL image into an upright 8-bit RGB image.
+
+    Formats: whatever Pillow reads, HEIC/HEIF (pillow-heif) and camera RAW files by extension (`open_raw`).
 
     Every failure is an `ImageLoadError` naming the file: not an image, empty, truncated, or too many pixels
     (checked from the header, before any pixel is decoded). Odd but valid images are normalised: EXIF rotation
@@ -54,7 +65,10 @@ def load_image(source: ImageSource, *, max_pixels: int = MAX_IMAGE_PIXELS,
             with warnings.catch_warnings():
                 # We enforce our own pixel limit below; Pillow's warning would only be noise.
                 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-                image = Image.open(source)
+                if _is_raw(source):
+                    image = open_raw(source, name, max_pixels=max_pixels, min_side=min_side)
+                else:
+                    image = Image.open(source)
         except ImageLoadError:
             raise
         except FileNotFoundError as exc:
@@ -84,6 +98,57 @@ def load_image(source: ImageSource, *, max_pixels: int = MAX_IMAGE_PIXELS,
         return to_rgb(image)
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise ImageLoadError(f"{name}: the file is truncated or corrupt ({exc}).") from exc
+
+
+def _is_raw(source) -> bool:
+    name = os.fspath(source) if isinstance(source, (str, os.PathLike)) else getattr(source, "name", None)
+    return isinstance(name, str) and Path(name).suffix.lower() in RAW_EXTENSIONS
+
+
+# LibRaw's `flip` -> the rotation that makes its embedded preview upright (postprocess applies it by itself).
+_RAW_FLIP = {3: Image.Transpose.ROTATE_180, 5: Image.Transpose.ROTATE_90, 6: Image.Transpose.ROTATE_270}
+
+
+def open_raw(source, name: str, *, max_pixels: int, min_side: Optional[int]) -> Image.Image:
+    """A camera RAW file as a PIL image: its embedded preview when that is large enough (`min_side`, or half the
+    sensor's shorter side for a full decode), which is what the camera showed and needs no demosaic, else LibRaw's
+    demosaic (camera white balance, sRGB, 8 bits; at half size when that still covers `min_side`)."""
+    import rawpy
+
+    try:
+        with rawpy.imread(os.fspath(source) if isinstance(source, os.PathLike) else source) as raw:
+            sizes = raw.sizes
+            if sizes.width * sizes.height > max_pixels:
+                raise ImageLoadError(f"{name}: {sizes.width}x{sizes.height} pixels is over the limit of "
+                                     f"{max_pixels / 1e6:.0f} MP.")
+            need = min_side or min(sizes.width, sizes.height) // 2
+            preview = _raw_preview(raw)
+            if preview is not None and min(preview.size) >= need:
+                orientation = preview.getexif().get(0x0112, 1) if preview.format == "JPEG" else 1
+                if orientation == 1 and sizes.flip in _RAW_FLIP:  # a preview with no orientation of its own
+                    preview.load()
+                    preview = preview.transpose(_RAW_FLIP[sizes.flip])
+                return preview
+            half = bool(min_side) and min(sizes.width, sizes.height) // 2 >= min_side
+            rgb = raw.postprocess(use_camera_wb=True, half_size=half, output_bps=8)
+            return Image.fromarray(rgb)
+    except rawpy.LibRawError as exc:
+        raise ImageLoadError(f"{name}: could not be read as a camera RAW file ({type(exc).__name__}: {exc}).") from exc
+
+
+def _raw_preview(raw) -> Optional[Image.Image]:
+    import rawpy
+
+    try:
+        thumb = raw.extract_thumb()
+    except (rawpy.LibRawNoThumbnailError, rawpy.LibRawUnsupportedThumbnailError):
+        return None
+    if thumb.format == rawpy.ThumbFormat.JPEG:
+        try:
+            return Image.open(io.BytesIO(thumb.data))
+        except (UnidentifiedImageError, OSError):
+            return None
+    return Image.fromarray(thumb.data)
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

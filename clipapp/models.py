@@ -33,7 +33,6 @@ DEMO_MODEL_DIR = Path(__file__).resolve().parent.parent / "assets" / "models" / 
 DEMO_WEIGHTS = DEMO_MODEL_DIR / f"{DEMO_MODEL_NAME}.safetensors"
 SPEC_ENV = "CLIPAPP_MODEL"
 HUB_PROBE_SECONDS = 4.0
-INT8_MIN_COSINE = 0.99
 PROBE_IMAGES_DIR = DEMO_MODEL_DIR.parent.parent / "examples" / "photos"
 PROBE_TEXTS = ("a photo of a cat.", "a photo of a rocket.", "a page of printed text.", "a red sneaker.")
 _WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt", ".npz")
@@ -219,7 +218,7 @@ def load_model(
     torch_device = select_device(device)
     auto_precision = (precision or "auto").lower() == "auto"
     precision = select_precision(precision, torch_device)
-    create_precision = "fp32" if precision == "int8" else precision
+    create_precision = "fp32" if precision in ("int8", "amp") else precision  # amp: fp32 weights, autocast
     register_model_configs()
     notice = None
     loaded_spec = parsed
@@ -252,16 +251,13 @@ def load_model(
 
     model.eval()
     tokenizer = open_clip.get_tokenizer(loaded_spec.name)
-    precision_note = None
-    if precision == "int8" or (auto_precision and torch_device.type == "cpu"):
-        quantized, cosine, speedup = quantize_int8(model, preprocess, tokenizer)
-        measured = f"min cosine {cosine:.4f} to fp32, {speedup:.2f}x its speed on probe inputs"
-        # auto takes int8 only where it is faster and keeps the embeddings (cosine >= 0.99); an explicit int8 always.
-        if precision == "int8" or (cosine >= INT8_MIN_COSINE and speedup > 1.0):
-            model, precision = quantized, "int8"
-            precision_note = f"int8: {measured}"
-        else:
-            precision_note = f"fp32: int8 gave {measured}"
+    precision_note = f"{precision} (auto)" if auto_precision else None
+    # int8 only when asked: `auto` must give open_clip's own numbers (fp32 on a CPU: probabilities within ~1e-6
+    # of plain open_clip; int8 moved them by up to 2e-3 on the demo model). bench/bench_classify.py prints its
+    # speed and top-1 agreement with fp32.
+    if precision == "int8":
+        model, cosine, speedup = quantize_int8(model, preprocess, tokenizer)
+        precision_note = f"int8: min cosine {cosine:.4f} to fp32, {speedup:.2f}x its speed on probe inputs"
     embed_dim = _embed_dim(model)
     context_length = int(getattr(tokenizer, "context_length", None) or getattr(model, "context_length", 77))
     loaded = LoadedModel(

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict, deque
+from contextlib import nullcontext
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import islice
-from typing import Iterable, Iterator, Optional, Sequence
+from typing import Callable, Iterable, Iterator, Optional, Sequence
 
 import numpy as np
 import open_clip
@@ -36,11 +37,13 @@ def batched(items: Iterable, size: int) -> Iterator[list]:
 
 @dataclass
 class ZeroShotResult:
-    """Per-image probabilities over `labels` (softmax of logit_scale x cosine to the template-ensemble classifier)."""
+    """Per-image probabilities over `labels`, the model's own way (`ClipService.label_probabilities`): softmax of
+    logit_scale x cosine for CLIP, independent sigmoids for SigLIP-family models (`multi_label`)."""
 
     labels: list[str]
     probs: np.ndarray  # (n_images, n_labels)
     cosine: np.ndarray  # (n_images, n_labels)
+    multi_label: bool = False  # True: each probability stands alone (sigmoid); they need not sum to 1
 
     def top(self, k: int = 5) -> list[list[tuple[str, float]]]:
         k = max(1, min(int(k), len(self.labels)))
@@ -76,6 +79,10 @@ class ClipService:
         self.device = loaded.device
         self.stats = EncodeStats()
         self._dtype = next(self.model.parameters()).dtype
+        # amp: fp32 weights, forward passes under autocast (fp16 on a GPU), as open_clip's zero-shot evaluation
+        self._autocast = ((lambda: torch.autocast(self.device.type, dtype=torch.float16 if self.device.type == "cuda"
+                                                  else torch.bfloat16))
+                          if loaded.precision == "amp" else nullcontext)
         self._model_lock = threading.Lock()  # one forward pass at a time: the CPU has no spare cores to share
         self._text_cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._text_cache_size = text_cache_size
@@ -95,6 +102,10 @@ class ClipService:
         )
         with torch.no_grad():
             self.logit_scale = float(self.model.logit_scale.exp())
+            bias = getattr(self.model, "logit_bias", None)
+            # SigLIP-family models are trained with a sigmoid loss and carry a learnt bias: their probabilities are
+            # sigmoid(logit_scale * cos + logit_bias), independent per label (as their authors and the HF pipeline).
+            self.logit_bias: Optional[float] = None if bias is None else float(bias.reshape(-1)[0])
 
     @classmethod
     def load(cls, spec: Optional[str] = None, *, device: str = "auto", precision: str = "auto",
@@ -123,6 +134,11 @@ class ClipService:
         return self.loaded.notice
 
     @property
+    def multi_label(self) -> bool:
+        """Whether label probabilities are independent sigmoids (SigLIP family) rather than a softmax over labels."""
+        return self.logit_bias is not None
+
+    @property
     def input_side(self) -> int:
         """The side, in pixels, of the images the image tower takes (the larger one if not square)."""
         size = getattr(getattr(self.model, "visual", None), "image_size", 224)
@@ -139,17 +155,22 @@ class ClipService:
         return self._encode_pixels(rows, batch_size=batch_size)
 
     def encode_image_files(
-        self, paths: Sequence[str], *, batch_size: int = 32, prefetch_batches: int = 2
+        self, paths: Sequence[str], *, batch_size: int = 32, prefetch_batches: int = 2,
+        encoder: Optional[Callable[[list[Image.Image]], np.ndarray]] = None,
     ) -> Iterator[tuple[str, Optional[np.ndarray], Optional[str]]]:
         """Yield (path, vector or None, error or None) in order; decoding runs in threads, overlapped with
-        encoding, holding at most `prefetch_batches + 1` batches of pixels in memory."""
+        encoding, holding at most `prefetch_batches + 1` batches of pixels in memory.
+
+        `encoder`: embeds a batch of decoded images instead of this model's image tower (an adapter with its own
+        tuned visual blocks); the threads then only decode."""
         paths = [str(p) for p in paths]
         if not paths:
             return
 
         def prepare(path: str):
             try:
-                return self.preprocess(self.decode(path)), None
+                image = self.decode(path)
+                return (image if encoder is not None else self.preprocess(image)), None
             except ClipAppError as exc:
                 return None, str(exc)
 
@@ -169,12 +190,13 @@ class ClipService:
                 submit_next()
                 prepared = [f.result() for f in futures]
                 good = [pixels for pixels, _ in prepared if pixels is not None]
-                vectors = iter(self._encode_pixels(good, batch_size=batch_size)) if good else iter(())
+                encode = encoder or (lambda rows: self._encode_pixels(rows, batch_size=batch_size))
+                vectors = iter(encode(good)) if good else iter(())
                 for path, (pixels, error) in zip(chunk, prepared):
                     yield path, (next(vectors) if pixels is not None else None), error
 
     def _forward_images(self, pixels: torch.Tensor) -> torch.Tensor:
-        with self._model_lock, torch.inference_mode():
+        with self._model_lock, torch.inference_mode(), self._autocast():
             features = self.model.encode_image(pixels.to(self.device, dtype=self._dtype))
         return F.normalize(features.float(), dim=-1).cpu()
 
@@ -243,7 +265,7 @@ class ClipService:
 
     def _encode_prompts(self, prompts: list[str]) -> np.ndarray:
         tokens = self.tokenizer(prompts).to(self.device)
-        with self._model_lock, torch.inference_mode():
+        with self._model_lock, torch.inference_mode(), self._autocast():
             if self._can_trim_text:
                 features = encode_text_trimmed(self.model, tokens)
             else:
@@ -278,9 +300,22 @@ class ClipService:
         features = self.encode_images(images) if image_features is None else image_features
         weights = self.text_embeddings(labels, templates) if classifier is None else classifier
         cosine = features @ weights.T
-        logits = torch.from_numpy(self.logit_scale * cosine)
-        probs = logits.softmax(dim=-1).numpy()
-        return ZeroShotResult(labels=labels, probs=probs, cosine=cosine)
+        return ZeroShotResult(labels=labels, probs=self.label_probabilities(cosine), cosine=cosine,
+                              multi_label=self.multi_label)
+
+    def label_probabilities(self, cosine: np.ndarray) -> np.ndarray:
+        """(n_images, n_labels) cosines to label classifiers -> probabilities, the model's own way: a softmax of
+        logit_scale x cosine over the labels (CLIP), or sigmoid(logit_scale x cosine + logit_bias) per label
+        (SigLIP family, `multi_label`)."""
+        logits = torch.from_numpy(self.label_logits(cosine))
+        return (torch.sigmoid(logits) if self.multi_label else logits.softmax(dim=-1)).numpy()
+
+    def label_logits(self, cosine: np.ndarray) -> np.ndarray:
+        """logit_scale x cosine (+ logit_bias for SigLIP-family models): what `label_probabilities` normalises."""
+        logits = np.multiply(cosine, np.float32(self.logit_scale), dtype=np.float32)
+        if self.logit_bias is not None:
+            logits += np.float32(self.logit_bias)
+        return logits
 
 
 def _supports_trimmed_text(model: torch.nn.Module) -> bool:

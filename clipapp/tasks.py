@@ -21,6 +21,13 @@ MAX_TEXTS_PER_REQUEST = 200
 DEFAULT_TOP_K = 5
 
 
+def too_many_images_message(count: int, limit: int = MAX_IMAGES_PER_REQUEST) -> str:
+    """Why a request stops at `limit` images, and how to classify any number (the command line streams them)."""
+    return (f"{count} images given; one request takes at most {limit}. To classify any number of images, put them "
+            "in a folder and run: python -m clipapp classify FOLDER --labels \"cat,dog,...\" --csv predictions.csv "
+            "(it streams the folder, writes a row per image as it goes, and --resume continues after a stop).")
+
+
 @dataclass
 class NamedImage:
     name: str
@@ -33,7 +40,7 @@ def load_named_images(sources: Sequence[ImageSource], *, names: Optional[Sequenc
     if not sources:
         raise ClipAppError("No images given: upload or name at least one image.")
     if len(sources) > limit:
-        raise ClipAppError(f"{len(sources)} images given; at most {limit} per request.")
+        raise ClipAppError(too_many_images_message(len(sources), limit))
     names = list(names) if names is not None else [str(getattr(s, "name", s)) if not isinstance(s, Image.Image)
                                                    else f"image {i + 1}" for i, s in enumerate(sources)]
     return [NamedImage(name, load_image(source)) for name, source in zip(names, sources)]
@@ -42,25 +49,22 @@ def load_named_images(sources: Sequence[ImageSource], *, names: Optional[Sequenc
 def classify(service: ClipService, images: Sequence[NamedImage], labels: str | Sequence[str], *,
              templates: str | Sequence[str] | None = DEFAULT_TEMPLATES, top_k: int = DEFAULT_TOP_K,
              classifier=None) -> dict:
-    """Zero-shot (or adapted, when `classifier` is an adapter) top-k labels per image.
+    """Zero-shot (or adapted, when `classifier` is an adapter) top-k labels per image, the same way as the CLI's
+    streaming `classify` (clipapp/classify.py) computes them.
 
-    Returns {"model", "results": [{"image", "top": [{"label", "prob"}]}]} as in design.md.
+    Returns {"model", "multi_label", "probabilities", ..., "results": [{"image", "top": [{"label", "prob"}]}]}
+    (README "Classify a whole folder or index"); `multi_label` (SigLIP family): independent sigmoid probabilities.
     """
+    from clipapp.classify import ClassifyReport, adapter_classifier, predict, zero_shot_classifier
+
+    scorer = (adapter_classifier(service, classifier) if classifier is not None
+              else zero_shot_classifier(service, labels, templates=templates))
     pil = [item.image for item in images]
-    if classifier is not None:
-        result = classifier.classify(service, pil)
-        model = f"{service.spec} + adapter {classifier.name}"
-    else:
-        result = service.zero_shot(pil, parse_labels(labels), templates=templates)
-        model = service.spec
-    top_k = max(1, int(top_k))
-    return {
-        "model": model,
-        "results": [
-            {"image": item.name, "top": [{"label": label, "prob": prob} for label, prob in top]}
-            for item, top in zip(images, result.top(top_k))
-        ],
-    }
+    features = scorer.image_encoder(pil) if scorer.image_encoder is not None else service.encode_images(pil)
+    predictions = [p for batch in predict(scorer, [([item.name for item in images], features)], k=top_k)
+                   for p in batch.predictions()]
+    return ClassifyReport(model=scorer.model, labels=scorer.labels, multi_label=scorer.multi_label,
+                          classified=len(predictions), results=predictions).to_dict()
 
 
 def parse_texts(texts: str | Sequence[str], *, limit: int = MAX_TEXTS_PER_REQUEST) -> list[str]:

@@ -56,7 +56,7 @@ def test_demo_model_zero_shot_fashion_mnist_subset(demo_model):
 
 
 def test_demo_model_through_the_service_as_the_app_runs_it():
-    """The app's path: spec `demo`, automatic precision (int8 where it holds), the 7 simple templates."""
+    """The app's path: spec `demo`, automatic precision (fp32 on a CPU), the 7 simple templates."""
     from clipapp.service import ClipService
 
     service = ClipService.load("demo", device="cpu")

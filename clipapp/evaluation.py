@@ -1,0 +1,137 @@
+"""`eval`: accuracy on a labelled folder (DATA_DIR/<class>/<images>, or a .zip of one), streamed the way
+`classify` streams (clipapp/classify.py), so memory stays bounded whatever the size: per batch only counts are kept
+(top-1/top-5 hits, a confusion matrix), never the features or logits of the whole set.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Optional, Sequence
+
+import numpy as np
+
+from clipapp.classify import (DEFAULT_BATCH, Classifier, ProgressFn, Skipped, adapter_classifier, encode_files,
+                              file_features, zero_shot_classifier)
+from clipapp.data import ImageFolder
+from clipapp.errors import ClipAppError
+from clipapp.prompts import DEFAULT_TEMPLATES
+
+
+@dataclass
+class EvalResult:
+    """Accuracy of one model (or adapter) on a labelled folder; `to_dict` is the JSON of `eval`."""
+
+    model: str
+    class_names: list[str]
+    confusion: np.ndarray  # (n_classes, n_classes) counts: row = true class, column = predicted
+    top5_hits: int
+    top5_k: int  # top-5 means top-min(5, n_classes)
+    # per true class: the adapter's best class was none of the folder classes (a miss with no column in the matrix)
+    outside_by_class: Optional[np.ndarray] = None
+    skipped: list[Skipped] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.outside_by_class is None:
+            self.outside_by_class = np.zeros(len(self.class_names), dtype=np.int64)
+
+    @property
+    def n(self) -> int:
+        return int(self.confusion.sum() + self.outside_by_class.sum())
+
+    @property
+    def top1(self) -> float:
+        return float(np.trace(self.confusion) / self.n) if self.n else float("nan")
+
+    @property
+    def top5(self) -> float:
+        return float(self.top5_hits / self.n) if self.n else float("nan")
+
+    def per_class(self) -> list[dict]:
+        totals = self.confusion.sum(axis=1) + self.outside_by_class
+        return [{"class": name, "n": int(total), "top1": float(self.confusion[i, i] / total) if total else None}
+                for i, (name, total) in enumerate(zip(self.class_names, totals))]
+
+    def to_dict(self) -> dict:
+        return {"model": self.model, "top1": self.top1, "top5": self.top5, "n": self.n,
+                "per_class": self.per_class(), "class_names": list(self.class_names),
+                "confusion": self.confusion.tolist(),
+                "skipped": [{"path": s.path, "error": s.error} for s in self.skipped]}
+
+
+@contextmanager
+def labelled_root(data_dir: str | os.PathLike) -> Iterator[Path]:
+    """The folder itself, or a .zip of class folders extracted to a temporary folder for the duration."""
+    path = Path(data_dir)
+    if not (path.is_file() and path.suffix.lower() == ".zip"):
+        yield path
+        return
+    from clipapp.finetune import extract_labelled_zip  # its safe-extraction rules (zip bombs, paths) are the ones
+
+    folder = Path(tempfile.mkdtemp(prefix="clipapp-eval-"))
+    try:
+        yield extract_labelled_zip(path, folder)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _classifier_for(service, class_names: Sequence[str], adapter, templates) -> tuple[Classifier, np.ndarray]:
+    """The classifier and, per folder class, its column in the classifier's labels."""
+    if adapter is None:
+        return zero_shot_classifier(service, list(class_names), templates=templates), np.arange(len(class_names))
+    classifier = adapter_classifier(service, adapter)
+    missing = [c for c in class_names if c not in adapter.class_names]
+    if missing:
+        raise ClipAppError(f"Folder class(es) {', '.join(map(repr, missing[:5]))} are not classes of adapter "
+                           f"{adapter.name!r} ({', '.join(adapter.class_names[:10])}).")
+    return classifier, np.array([adapter.class_names.index(c) for c in class_names])
+
+
+def evaluate_folder(service, data_dir: str | os.PathLike, adapter=None, *,
+                    templates: str | Sequence[str] | None = DEFAULT_TEMPLATES, batch_size: int = DEFAULT_BATCH,
+                    progress: Optional[ProgressFn] = None, encoder=None) -> EvalResult:
+    """Top-1, top-5, per-class accuracy and the confusion matrix on DATA_DIR/<class>/<images> (or a .zip).
+
+    Zero-shot on the folder names, or with `adapter`, whose classes must include every folder name (an image counts
+    as right when the adapter's best class is its folder's; the confusion matrix has the folder classes, with
+    predictions of other adapter classes counted in no column but as misses). Unreadable images are skipped
+    (listed, not counted in n). `encoder`: another encoder with `encode_image_files` (a Ray one).
+    """
+    with labelled_root(data_dir) as root:
+        data = ImageFolder.scan(root)
+        classifier, columns = _classifier_for(service, data.class_names, adapter, templates)
+        target_of = {str(p): t for p, t in zip(data.paths, data.targets)}
+        n_classes, k = len(data.class_names), min(5, len(classifier.labels))
+        column_to_class = np.full(len(classifier.labels), -1)
+        column_to_class[columns] = np.arange(n_classes)
+        confusion = np.zeros((n_classes, n_classes), dtype=np.int64)
+        result = EvalResult(model=classifier.model, class_names=list(data.class_names), confusion=confusion,
+                            top5_hits=0, top5_k=k)
+        done = 0
+
+        def skip(item: Skipped) -> None:
+            nonlocal done
+            result.skipped.append(item)
+            done += 1
+
+        paths = [str(p) for p in data.paths]
+        encoded = encode_files(service, paths, classifier, batch_size=batch_size, encoder=encoder)
+        for batch_paths, vectors in file_features(encoded, on_skip=skip, batch_size=batch_size):
+            targets = np.array([target_of[p] for p in batch_paths])
+            top, _ = classifier.top(vectors, k)
+            predicted = column_to_class[top[:, 0]]
+            inside = predicted >= 0
+            np.add.at(confusion, (targets[inside], predicted[inside]), 1)
+            np.add.at(result.outside_by_class, targets[~inside], 1)
+            result.top5_hits += int((top == columns[targets][:, None]).any(axis=1).sum())
+            done += len(batch_paths)
+            if progress is not None:
+                progress(done, len(paths))
+    if result.n == 0:
+        raise ClipAppError(f"{data_dir}: no readable images"
+                           + (f" ({len(result.skipped)} unreadable: {result.skipped[0].error})" if result.skipped else "."))
+    return result
