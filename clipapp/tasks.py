@@ -14,7 +14,7 @@ from PIL import Image
 from clipapp.data import ImageSource, load_image
 from clipapp.errors import ClipAppError
 from clipapp.prompts import DEFAULT_TEMPLATES, parse_labels
-from clipapp.service import ClipService
+from clipapp.service import ClipService, ZeroShotResult
 
 MAX_IMAGES_PER_REQUEST = 64
 MAX_TEXTS_PER_REQUEST = 200
@@ -39,28 +39,49 @@ def load_named_images(sources: Sequence[ImageSource], *, names: Optional[Sequenc
     return [NamedImage(name, load_image(source)) for name, source in zip(names, sources)]
 
 
+@dataclass
+class Classification:
+    """One classification: the scores for every image and label (probabilities and the cosines behind them, which
+    the heatmap shows), and the names of the images. `to_dict` is the JSON the CLI, the web app and /v1 return."""
+
+    model: str
+    names: list[str]
+    scores: ZeroShotResult
+
+    @property
+    def labels(self) -> list[str]:
+        return self.scores.labels
+
+    def to_dict(self, top_k: int = DEFAULT_TOP_K) -> dict:
+        """{"model", "results": [{"image", "top": [{"label", "prob"}]}]} as in design.md."""
+        return {
+            "model": self.model,
+            "results": [
+                {"image": name, "top": [{"label": label, "prob": prob} for label, prob in top]}
+                for name, top in zip(self.names, self.scores.top(max(1, int(top_k))))
+            ],
+        }
+
+
+def classification(service: ClipService, images: Sequence[NamedImage], labels: str | Sequence[str], *,
+                   templates: str | Sequence[str] | None = DEFAULT_TEMPLATES, classifier=None) -> Classification:
+    """Zero-shot (or adapted, when `classifier` is an adapter) scores of every image for every label; each image is
+    encoded once."""
+    pil = [item.image for item in images]
+    if classifier is not None:
+        scores = classifier.classify(service, pil)
+        model = f"{service.spec} + adapter {classifier.name}"
+    else:
+        scores = service.zero_shot(pil, parse_labels(labels), templates=templates)
+        model = service.spec
+    return Classification(model=model, names=[item.name for item in images], scores=scores)
+
+
 def classify(service: ClipService, images: Sequence[NamedImage], labels: str | Sequence[str], *,
              templates: str | Sequence[str] | None = DEFAULT_TEMPLATES, top_k: int = DEFAULT_TOP_K,
              classifier=None) -> dict:
-    """Zero-shot (or adapted, when `classifier` is an adapter) top-k labels per image.
-
-    Returns {"model", "results": [{"image", "top": [{"label", "prob"}]}]} as in design.md.
-    """
-    pil = [item.image for item in images]
-    if classifier is not None:
-        result = classifier.classify(service, pil)
-        model = f"{service.spec} + adapter {classifier.name}"
-    else:
-        result = service.zero_shot(pil, parse_labels(labels), templates=templates)
-        model = service.spec
-    top_k = max(1, int(top_k))
-    return {
-        "model": model,
-        "results": [
-            {"image": item.name, "top": [{"label": label, "prob": prob} for label, prob in top]}
-            for item, top in zip(images, result.top(top_k))
-        ],
-    }
+    """Zero-shot (or adapted) top-k labels per image: `classification(...).to_dict(top_k)`."""
+    return classification(service, images, labels, templates=templates, classifier=classifier).to_dict(top_k)
 
 
 def parse_texts(texts: str | Sequence[str], *, limit: int = MAX_TEXTS_PER_REQUEST) -> list[str]:

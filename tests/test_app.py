@@ -33,7 +33,7 @@ def test_login_is_required_when_auth_is_set(tiny_spec, photos, tmp_path):
         with pytest.raises(ValueError, match="Could not login"):
             Client(url, auth=("ann", "wrong"), verbose=False)
         client = Client(url, auth=("ann", "s3cret"), verbose=False)
-        result, _ = client.predict([handle_file(str(photos[0]))], "a, b", "simple", "", 2, api_name="/classify")
+        result = client.predict([handle_file(str(photos[0]))], "a, b", "simple", "", 2, api_name="/classify")
         assert result["model"] == tiny_spec
 
 
@@ -44,5 +44,5 @@ def test_uploads_over_the_size_limit_are_refused(tiny_spec, photos, tmp_path):
         client = Client(url, verbose=False)
         with pytest.raises(Exception, match="(?i)(too large|exceed|413|size)"):
             client.predict([handle_file(str(big))], "a, b", "simple", "", 2, api_name="/classify")
-        result, _ = client.predict([handle_file(str(photos[2]))], "a, b", "simple", "", 2, api_name="/classify")
+        result = client.predict([handle_file(str(photos[2]))], "a, b", "simple", "", 2, api_name="/classify")
         assert len(result["results"]) == 1

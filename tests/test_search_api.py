@@ -61,10 +61,9 @@ def test_typed_query_never_reads_server_files(client):
 
 def test_registry_refuses_unlisted_sources_and_bad_sessions(tiny_service, tmp_path):
     from clipapp.errors import ClipAppError
-    from clipapp.ui.common import AppContext
-    from clipapp.ui.search_tab import IndexRegistry
+    from clipapp.sessions import SessionStore
 
-    registry = IndexRegistry(AppContext(service=tiny_service, state_dir=tmp_path, allowed_roots=(tmp_path / "ok",)))
+    registry = SessionStore(tiny_service, tmp_path, EXAMPLES_DIR, allowed_roots=(tmp_path / "ok",))
     assert registry.sources() == ["examples", str(tmp_path / "ok"), "my uploads"]
     for source in ("/etc", str(tmp_path / "ok" / ".."), str(tmp_path)):
         with pytest.raises(ClipAppError, match="--allowed-root"):
