@@ -93,12 +93,12 @@ class _OneOrMoreFiles(ListFiles):
         return [value] if isinstance(value, dict) else value
 
 
-class Files(gr.File):
-    """`gr.File(file_count="multiple")` that takes a single file where a list is expected."""
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, file_count="multiple", **kwargs)
-        self.data_model = _OneOrMoreFiles
+def Files(**kwargs) -> gr.File:  # noqa: N802 - used like a component class
+    """`gr.File(file_count="multiple")` that takes a single file where a list is expected. (A function, not a
+    subclass: Gradio writes a .pyi stub next to every module that subclasses a component.)"""
+    component = gr.File(file_count="multiple", **kwargs)
+    component.data_model = _OneOrMoreFiles
+    return component
 
 
 def session_of(request: Optional[gr.Request]) -> str:
