@@ -4,7 +4,7 @@ adapters fine-tuned in each session. No Gradio here: the web UI and the HTTP API
 Memory: open indexes and loaded adapters sit in two LRU caches with a cap each; the least recently used one that
 nobody is using is dropped when a new one is opened, and opened again from disk on its next use.
 Disk: each session's uploads, index and adapters live under `<state>/sessions/<session>/`, and a session folder
-untouched for `ttl_s` (`--session-ttl`, a day by default) is deleted, checked at most every `sweep_every_s`.
+unused for `ttl_s` (`--session-ttl`, a day by default) is deleted, checked at most every `sweep_every_s`.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ MY_UPLOADS = "my uploads"
 MAX_UPLOADS_PER_CALL = 500
 DEFAULT_TTL_S = 24 * 3600
 MAX_OPEN_INDEXES = 32  # an index of a few uploads holds ~1 MB; the shared ones are reopened in milliseconds
+LAST_USED = ".last-used"  # in each session folder: its modification time is the session's last use
 MAX_LOADED_ADAPTERS = 16  # a head adapter is kilobytes, a partial one a copy of visual blocks (tens of MB)
 
 
@@ -108,8 +109,10 @@ class SessionStore:
         """Mark the session as in use now (its expiry counts from here); returns its folder."""
         folder = self.session_dir(session)
         folder.mkdir(parents=True, exist_ok=True)
+        marker = folder / LAST_USED
+        marker.touch()
         now = self.clock()
-        os.utime(folder, (now, now))
+        os.utime(marker, (now, now))
         self.maybe_expire()
         return folder
 
@@ -252,14 +255,15 @@ class SessionStore:
         return self.expire(now)
 
     def expire(self, now: Optional[float] = None) -> list[str]:
-        """Delete session folders untouched for `ttl_s` (and forget what was open from them); returns their names."""
+        """Delete session folders unused for `ttl_s` (and forget what was open from them); returns their names."""
         now = self.clock() if now is None else now
         if not self.sessions_dir.is_dir():
             return []
         removed = []
         for folder in self.sessions_dir.iterdir():
-            try:
-                idle = now - folder.stat().st_mtime
+            try:  # the marker's time, set on each use (the folder's own changes whenever a file is added)
+                marker = folder / LAST_USED
+                idle = now - (marker.stat() if marker.exists() else folder.stat()).st_mtime
             except FileNotFoundError:
                 continue
             if not folder.is_dir() or idle < self.ttl_s:
