@@ -17,6 +17,7 @@ from fastapi import Depends, FastAPI, File, Form, HTTPException, Request, Upload
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPBasic, HTTPBasicCredentials
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from clipapp import tasks
 from clipapp.errors import ClipAppError
@@ -100,6 +101,10 @@ def create_app(sessions: SessionStore, *, auth: Optional[tuple[str, str]] = None
     @app.exception_handler(ClipAppError)
     async def user_error(_request: Request, exc: ClipAppError) -> JSONResponse:
         return JSONResponse({"error": str(exc)}, status_code=413 if isinstance(exc, TooLarge) else 400)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def refused(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def malformed(_request: Request, exc: RequestValidationError) -> JSONResponse:
