@@ -24,7 +24,10 @@ from clipapp.ui.common import AppContext, Files, display_name, session_of, uploa
 TEMPLATE_CHOICES = [("simple (7 templates)", "simple"), ("openai (80 templates)", "openai"),
                     ("none (label as written)", "none")]
 DEFAULT_TOP_K = 5
-SMALL_IMAGE_PX = 64  # images this small (28 x 28 Fashion-MNIST) are shown enlarged, pixels kept sharp
+RESULT_IMAGE_PX = 140  # height of the image beside each image's bars
+# Images no larger than that slot (28 x 28 Fashion-MNIST, the 112 x 112 examples) are enlarged into it: keep their
+# pixels sharp (CSS image-rendering: pixelated) rather than a blur.
+SMALL_IMAGE_PX = RESULT_IMAGE_PX
 THUMB_SIDE = 160
 PHOTO_LABELS = "astronaut, cat, cup of coffee, rocket, motorcycle, horse, camera, page of text"
 FASHION_LABELS = "t-shirt, trouser, pullover, dress, coat, sandal, shirt, sneaker, bag, ankle boot"
@@ -141,7 +144,7 @@ def build_tab(ctx: AppContext, adapter_state: Optional[gr.State] = None) -> None
                     with gr.Row(equal_height=True):
                         if item["image"] in paths:
                             path = paths[item["image"]]
-                            gr.Image(path, show_label=False, height=140, scale=1, interactive=False, buttons=[],
+                            gr.Image(path, show_label=False, height=RESULT_IMAGE_PX, scale=1, interactive=False, buttons=[],
                                      elem_classes=["pixelated"] if _is_small(path) else None)
                         gr.Label({t["label"]: t["prob"] for t in item["top"]}, label=item["image"],
                                  num_top_classes=len(item["top"]), scale=3)
