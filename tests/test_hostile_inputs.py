@@ -92,7 +92,7 @@ def test_hostile_labels(client, photos, case):
         client.predict([upload], labels, "simple", "", 2, api_name="/classify")
     assert GENERIC_FAILURE not in str(caught.value)
     try:  # as a search query: either results or a clear refusal
-        hits, _ = client.predict("examples", labels, "simple", 3, -1, api_name="/search_text")
+        hits = client.predict("examples", labels, "simple", 3, -1, api_name="/search_text")
         assert len(hits["results"]) == 3
     except AppError as exc:
         assert GENERIC_FAILURE not in str(exc)

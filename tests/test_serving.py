@@ -71,7 +71,7 @@ def test_a_heavy_job_never_holds_the_interactive_slots(ctx, photos):
         try:
             result = user.predict(handle_file(str(photos[0])), "cat, dog", api_name="/classify")
             hits = user.predict("examples", "a cat", api_name="/search_text")
-            assert len(result["results"]) == 1 and len(hits[0]["results"]) > 0
+            assert len(result["results"]) == 1 and len(hits["results"]) > 0
             assert not job.done()
         finally:
             release.set()

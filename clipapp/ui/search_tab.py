@@ -17,12 +17,16 @@ from clipapp.ui.zero_shot_tab import TEMPLATE_CHOICES
 DEFAULT_K = 12
 
 
-def _page_result(result: dict) -> tuple[dict, list[tuple[str, str]]]:
-    """(JSON, gallery) for the page and the API. The JSON names each hit's file "image", not "path":
-    gradio_client takes any {"path": ...} dict for a file to download and would drop the score."""
-    hits = [{"image": hit["path"], "score": hit["score"]} for hit in result["results"]]
-    gallery = [(hit["image"], f"{hit['score']:.3f}  {display_name(hit['image'])}") for hit in hits]
-    return {"results": hits}, gallery
+def _page_result(result: dict) -> dict:
+    """The JSON for the page and the API. It names each hit's file "image", not "path": gradio_client takes any
+    {"path": ...} dict for a file to download and would drop the score."""
+    return {"results": [{"image": hit["path"], "score": hit["score"]} for hit in result["results"]]}
+
+
+def gallery_of(result: Optional[dict]) -> list[tuple[str, str]]:
+    """The page's gallery for a result: drawn by a chained event, so API callers get the JSON without 12 image
+    files copied into Gradio's cache and downloaded by their client on every search."""
+    return [(hit["image"], f"{hit['score']:.3f}  {display_name(hit['image'])}") for hit in (result or {}).get("results", [])]
 
 
 def _threshold(value) -> Optional[float]:
@@ -105,9 +109,11 @@ def build_tab(ctx: AppContext) -> None:
                        concurrency_id="index", concurrency_limit=1)
     model = {"concurrency_id": "model", "concurrency_limit": ctx.model_concurrency}
     text_inputs = [source, query, templates, k, threshold]
-    search_button.click(user_errors(by_text), text_inputs, [results, gallery], api_name="search_text", **model)
-    query.submit(user_errors(by_text), text_inputs, [results, gallery], api_visibility="private", **model)
-    image_button.click(user_errors(by_image), [source, query_image, k, threshold], [results, gallery],
-                       api_name="search_image", **model)
-    gallery.select(user_errors(by_click), [source, results, k, threshold], [results, gallery],
-                   api_visibility="private", **model)
+    show = {"fn": gallery_of, "inputs": results, "outputs": gallery, "concurrency_id": "figures",
+            "concurrency_limit": 2, "api_visibility": "private"}
+    search_button.click(user_errors(by_text), text_inputs, results, api_name="search_text", **model).success(**show)
+    query.submit(user_errors(by_text), text_inputs, results, api_visibility="private", **model).success(**show)
+    image_button.click(user_errors(by_image), [source, query_image, k, threshold], results,
+                       api_name="search_image", **model).success(**show)
+    gallery.select(user_errors(by_click), [source, results, k, threshold], results,
+                   api_visibility="private", **model).success(**show)
