@@ -3,6 +3,7 @@
     python bench/load.py [--users 16] [--seconds 15] [--model demo] [--runs 3]     # the load figures
     python bench/load.py --sessions 300                                          # RSS after many sessions
     python bench/load.py --hostile                                               # RSS per hostile image
+    python bench/load.py --figures --runs 3                                      # heatmap renderers
 
 Load: N concurrent gradio_client users for a bounded time against (a) bench/noop_app.py, a Gradio app with the
 same inputs whose handlers do nothing (the ceiling Gradio allows on this machine), and (b) clipapp, for /classify
@@ -237,6 +238,44 @@ def run_hostile(args) -> None:
     print(f"\nlargest peak RSS: {worst:.0f} MB (goal < 2500 MB)")
 
 
+def run_figures(args) -> None:
+    """The heatmap at 20 images x 30 labels: matplotlib (the figure the page used to send) beside the Pillow
+    renderer the page uses now, interleaved, each drawn and PNG-encoded."""
+    import io
+
+    from PIL import Image
+
+    from clipapp import viz
+    from clipapp.heatmap_image import png_bytes, similarity_heatmap_image
+    from clipapp.data import load_image
+
+    photos = sorted((REPO / "assets" / "examples" / "photos").glob("*.jpg"))
+    images = [load_image(photos[i % len(photos)], min_side=160) for i in range(20)]
+    matrix = np.random.default_rng(0).uniform(0.1, 0.35, (20, 30))
+    texts = [f"a photo of label number {i}" for i in range(30)]
+    times = defaultdict(list)
+    for _ in range(args.runs * 2):
+        t0 = time.perf_counter()
+        fig = viz.similarity_heatmap(matrix, images, texts)
+        t1 = time.perf_counter()
+        fig.savefig(io.BytesIO(), format="png")
+        t2 = time.perf_counter()
+        picture = similarity_heatmap_image(matrix, images, texts)
+        t3 = time.perf_counter()
+        png_bytes(picture)
+        t4 = time.perf_counter()
+        for name, value in (("matplotlib build", t1 - t0), ("matplotlib savefig PNG", t2 - t1),
+                            ("Pillow draw", t3 - t2), ("Pillow PNG", t4 - t3)):
+            times[name].append(value * 1000)
+    print("## heatmap, 20 images x 30 labels (ms: min / median / max)\n\n| step | ms |\n|---|---|")
+    for name, values in times.items():
+        print(f"| {name} | {min(values):.0f} / {np.median(values):.0f} / {max(values):.0f} |")
+    total = [a + b for a, b in zip(times["matplotlib build"], times["matplotlib savefig PNG"])]
+    ours = [a + b for a, b in zip(times["Pillow draw"], times["Pillow PNG"])]
+    print(f"\nmatplotlib {np.median(total):.0f} ms, Pillow {np.median(ours):.0f} ms: "
+          f"{np.median(total) / np.median(ours):.1f}x faster (median)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--users", type=int, default=16)
@@ -246,9 +285,12 @@ def main() -> None:
     parser.add_argument("--sessions", type=int, default=0, help="measure RSS after this many sessions instead")
     parser.add_argument("--hostile", action="store_true", help="measure RSS per hostile image instead")
     parser.add_argument("--hostile-model", default="ViT-B-32:random")
+    parser.add_argument("--figures", action="store_true", help="time the heatmap renderers instead")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    if args.hostile:
+    if args.figures:
+        run_figures(args)
+    elif args.hostile:
         run_hostile(args)
     elif args.sessions:
         run_sessions(args)
