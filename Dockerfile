@@ -22,5 +22,8 @@ COPY assets/ assets/
 
 VOLUME ["/cache", "/data"]
 EXPOSE 7860
+# /health answers once the model is loaded (a first start may download weights: hence the start period).
+HEALTHCHECK --interval=30s --timeout=5s --start-period=180s --retries=3 \
+    CMD ["/opt/venv/bin/python", "-c", "import sys, urllib.request; r = urllib.request.urlopen('http://127.0.0.1:7860/health', timeout=4); sys.exit(0 if r.status == 200 else 1)"]
 # Inside the container the app must listen on all interfaces; publish the port to choose who reaches it.
 CMD ["/opt/venv/bin/python", "app.py", "--host", "0.0.0.0", "--port", "7860"]

@@ -1,4 +1,7 @@
-"""Run the clipapp web app: `python app.py [--model SPEC] [--device auto|cpu|cuda] [--host H] [--port P]`."""
+"""Run the clipapp web app: `python app.py [--model SPEC] [--device auto|cpu|cuda] [--host H] [--port P]`.
+
+One port serves the page (/), Gradio's API, the plain JSON API (/v1/..., docs at /docs) and /health.
+"""
 
 from __future__ import annotations
 
@@ -28,6 +31,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--max-upload", default="50mb", help="largest accepted upload, e.g. 50mb")
     parser.add_argument("--max-pixels", type=int, default=None,
                         help="largest accepted image in pixels (default 40 million)")
+    parser.add_argument("--session-ttl", default="1d",
+                        help="how long a browser session's uploads and adapters are kept after its last use "
+                             "(e.g. 1d, 12h, 30m)")
     return parser.parse_args(argv)
 
 
@@ -47,8 +53,14 @@ def main(argv=None) -> None:
     if args.max_pixels:
         os.environ["CLIPAPP_MAX_IMAGE_PIXELS"] = str(args.max_pixels)  # read by clipapp.data at import
 
+    from clipapp.sessions import parse_duration
+
+    session_ttl_s = parse_duration(args.session_ttl)
+
+    import uvicorn
+
     from clipapp.service import ClipService
-    from clipapp.ui import build_app, launch_options
+    from clipapp.ui import build_server
     from clipapp.ui.common import AppContext
 
     service = ClipService.load(args.model, device=args.device, precision=args.precision)
@@ -56,12 +68,13 @@ def main(argv=None) -> None:
         service=service,
         state_dir=Path(args.state_dir).resolve(),
         allowed_roots=tuple(Path(p).resolve() for p in args.allowed_root),
+        session_ttl_s=session_ttl_s,
     )
-    demo = build_app(ctx)
+    app = build_server(ctx, auth=auth, max_upload=args.max_upload)
     if args.host not in ("127.0.0.1", "localhost", "::1") and auth is None:
         logging.warning("Listening on %s without --auth: anyone who can reach this port can use the app.", args.host)
-    demo.launch(server_name=args.host, server_port=args.port, auth=auth, max_file_size=args.max_upload,
-                show_error=False, **launch_options(ctx))
+    logging.info("Serving on http://%s:%d/ (JSON API docs at /docs)", args.host, args.port)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
 
 
 if __name__ == "__main__":

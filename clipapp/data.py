@@ -23,6 +23,11 @@ RAW_EXTENSIONS = frozenset({".dng", ".cr2", ".cr3", ".crw", ".nef", ".nrw", ".ar
 HEIF_EXTENSIONS = frozenset({".heic", ".heif", ".hif"})
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
                              | HEIF_EXTENSIONS | RAW_EXTENSIONS)
+# A model's preprocessing scales the shorter side to its input size first, so a 1 x 20000 image became 224 x 4.5
+# million pixels (6.1 GB of RSS on ViT-B-32). These two bound what any image can make it allocate: the longer side
+# at most 20x the shorter (panoramas are up to ~10:1), and at most 8 M pixels after that resize (~100 MB as floats).
+MAX_ASPECT_RATIO = 20.0
+MAX_RESIZED_PIXELS = 8_000_000
 BACKGROUND = (255, 255, 255)
 
 ImageSource = Union[str, os.PathLike, bytes, BinaryIO, Image.Image]
@@ -37,8 +42,34 @@ def _describe(source: ImageSource) -> str:
     return getattr(source, "name", None) or "uploaded image"
 
 
+def check_image_shape(name: str, width: int, height: int, *, max_pixels: int = MAX_IMAGE_PIXELS,
+                      resize_side: Optional[int] = None) -> None:
+    """Refuse, from the header alone, an image whose shape would make decoding or a model's preprocessing allocate
+    without bound: too many pixels, too long and thin, or too many pixels once its shorter side is scaled to
+    `resize_side` (the model's input size). The one place these limits are applied."""
+    if width <= 0 or height <= 0:
+        raise ImageLoadError(f"{name}: the image has no pixels.")
+    if width * height > max_pixels:
+        raise ImageLoadError(
+            f"{name}: {width}x{height} pixels ({width * height / 1e6:.0f} MP) is over the limit of "
+            f"{max_pixels / 1e6:.0f} MP (a decompression bomb or an oversized image)."
+        )
+    ratio = max(width, height) / min(width, height)
+    if ratio > MAX_ASPECT_RATIO:
+        raise ImageLoadError(
+            f"{name}: {width}x{height} pixels is {ratio:.0f}:1; images more than {MAX_ASPECT_RATIO:.0f} times longer "
+            f"than wide are refused (aspect-ratio limit {MAX_ASPECT_RATIO:.0f}:1). Crop it first."
+        )
+    if resize_side and resize_side * resize_side * ratio > MAX_RESIZED_PIXELS:
+        raise ImageLoadError(
+            f"{name}: {width}x{height} pixels would be {resize_side * resize_side * ratio / 1e6:.1f} MP once scaled "
+            f"to this model's input side of {resize_side}; the limit is {MAX_RESIZED_PIXELS / 1e6:.0f} MP after "
+            "that resize. Crop it to a less elongated shape."
+        )
+
+
 def load_image(source: ImageSource, *, max_pixels: int = MAX_IMAGE_PIXELS,
-               min_side: Optional[int] = None) -> Image.Image:
+               min_side: Optional[int] = None, resize_side: Optional[int] = None) -> Image.Image:
     """Decode a path, bytes, file object or PIL image into an upright 8-bit RGB image.
 
     Formats: whatever Pillow reads, HEIC/HEIF (pillow-heif) and camera RAW files by extension (`open_raw`).
@@ -52,6 +83,8 @@ def load_image(source: ImageSource, *, max_pixels: int = MAX_IMAGE_PIXELS,
     the shorter side >= `min_side`: a 12-megapixel photo decodes about 5x faster, and the later antialiased resize
     has far fewer pixels to read. Only scales that divide both sides exactly: otherwise libjpeg rounds the size up
     and the picture shifts by part of a pixel (camera sizes are multiples of 8 or 16).
+
+    `resize_side`: the side the caller's model scales the shorter side to; see `check_image_shape`.
     """
     name = _describe(source)
     if isinstance(source, Image.Image):
@@ -80,13 +113,7 @@ def load_image(source: ImageSource, *, max_pixels: int = MAX_IMAGE_PIXELS,
         except (OSError, ValueError, SyntaxError) as exc:
             raise ImageLoadError(f"{name}: could not be read as an image ({exc}).") from exc
     width, height = image.size
-    if width <= 0 or height <= 0:
-        raise ImageLoadError(f"{name}: the image has no pixels.")
-    if width * height > max_pixels:
-        raise ImageLoadError(
-            f"{name}: {width}x{height} pixels ({width * height / 1e6:.0f} MP) is over the limit of "
-            f"{max_pixels / 1e6:.0f} MP (a decompression bomb or an oversized image)."
-        )
+    check_image_shape(name, width, height, max_pixels=max_pixels, resize_side=resize_side)
     try:
         if min_side and getattr(image, "format", None) == "JPEG":
             factor = next((f for f in (8, 4, 2) if width % f == 0 and height % f == 0
@@ -118,9 +145,7 @@ def open_raw(source, name: str, *, max_pixels: int, min_side: Optional[int]) -> 
     try:
         with rawpy.imread(os.fspath(source) if isinstance(source, os.PathLike) else source) as raw:
             sizes = raw.sizes
-            if sizes.width * sizes.height > max_pixels:
-                raise ImageLoadError(f"{name}: {sizes.width}x{sizes.height} pixels is over the limit of "
-                                     f"{max_pixels / 1e6:.0f} MP.")
+            check_image_shape(name, sizes.width, sizes.height, max_pixels=max_pixels)  # before any demosaic
             need = min_side or min(sizes.width, sizes.height) // 2
             preview = _raw_preview(raw)
             if preview is not None and min(preview.size) >= need:

@@ -146,8 +146,9 @@ class ClipService:
 
     # -- images -----------------------------------------------------------------------------------------------
     def decode(self, source: ImageSource) -> Image.Image:
-        """`load_image` at the resolution this model needs (`decode_side`); PIL images pass through unchanged."""
-        return load_image(source, min_side=self.decode_side)
+        """`load_image` at the resolution this model needs (`decode_side`), refusing shapes whose resize to the input
+        side would be unbounded; PIL images pass through unchanged."""
+        return load_image(source, min_side=self.decode_side, resize_side=self.input_side)
 
     def encode_images(self, images: Sequence[ImageSource], *, batch_size: int = 32) -> np.ndarray:
         """L2-normalized float32 embeddings, one row per image (PIL images, paths or bytes)."""

@@ -11,10 +11,11 @@ from typing import Optional, Sequence
 import numpy as np
 from PIL import Image
 
+from clipapp.classify import ClassifyReport, Prediction
 from clipapp.data import ImageSource, load_image
 from clipapp.errors import ClipAppError
 from clipapp.prompts import DEFAULT_TEMPLATES, parse_labels
-from clipapp.service import ClipService
+from clipapp.service import ClipService, ZeroShotResult
 
 MAX_IMAGES_PER_REQUEST = 64
 MAX_TEXTS_PER_REQUEST = 200
@@ -46,25 +47,46 @@ def load_named_images(sources: Sequence[ImageSource], *, names: Optional[Sequenc
     return [NamedImage(name, load_image(source)) for name, source in zip(names, sources)]
 
 
+@dataclass
+class Classification:
+    """One classification: the scores for every image and label (probabilities and the cosines behind them, which
+    the heatmap shows), and the names of the images. `to_dict` is the JSON the CLI, the web app and /v1 return."""
+
+    model: str
+    names: list[str]
+    scores: ZeroShotResult
+
+    @property
+    def labels(self) -> list[str]:
+        return self.scores.labels
+
+    def to_dict(self, top_k: int = DEFAULT_TOP_K) -> dict:
+        """The JSON of the CLI's `classify` (README "Classify a whole folder or index"), made by the one
+        `ClassifyReport.to_dict` that the CLI's streaming path uses too."""
+        results = [Prediction(name, tuple(top)) for name, top in zip(self.names, self.scores.top(max(1, int(top_k))))]
+        return ClassifyReport(model=self.model, labels=self.labels, multi_label=self.scores.multi_label,
+                              classified=len(results), results=results).to_dict()
+
+
+def classification(service: ClipService, images: Sequence[NamedImage], labels: str | Sequence[str], *,
+                   templates: str | Sequence[str] | None = DEFAULT_TEMPLATES, classifier=None) -> Classification:
+    """Zero-shot (or adapted, when `classifier` is an adapter) scores of every image for every label; each image is
+    encoded once."""
+    pil = [item.image for item in images]
+    if classifier is not None:
+        scores = classifier.classify(service, pil)
+        model = f"{service.spec} + adapter {classifier.name}"
+    else:
+        scores = service.zero_shot(pil, parse_labels(labels), templates=templates)
+        model = service.spec
+    return Classification(model=model, names=[item.name for item in images], scores=scores)
+
+
 def classify(service: ClipService, images: Sequence[NamedImage], labels: str | Sequence[str], *,
              templates: str | Sequence[str] | None = DEFAULT_TEMPLATES, top_k: int = DEFAULT_TOP_K,
              classifier=None) -> dict:
-    """Zero-shot (or adapted, when `classifier` is an adapter) top-k labels per image, the same way as the CLI's
-    streaming `classify` (clipapp/classify.py) computes them.
-
-    Returns {"model", "multi_label", "probabilities", ..., "results": [{"image", "top": [{"label", "prob"}]}]}
-    (README "Classify a whole folder or index"); `multi_label` (SigLIP family): independent sigmoid probabilities.
-    """
-    from clipapp.classify import ClassifyReport, adapter_classifier, predict, zero_shot_classifier
-
-    scorer = (adapter_classifier(service, classifier) if classifier is not None
-              else zero_shot_classifier(service, labels, templates=templates))
-    pil = [item.image for item in images]
-    features = scorer.image_encoder(pil) if scorer.image_encoder is not None else service.encode_images(pil)
-    predictions = [p for batch in predict(scorer, [([item.name for item in images], features)], k=top_k)
-                   for p in batch.predictions()]
-    return ClassifyReport(model=scorer.model, labels=scorer.labels, multi_label=scorer.multi_label,
-                          classified=len(predictions), results=predictions).to_dict()
+    """Zero-shot (or adapted) top-k labels per image: `classification(...).to_dict(top_k)`."""
+    return classification(service, images, labels, templates=templates, classifier=classifier).to_dict(top_k)
 
 
 def parse_texts(texts: str | Sequence[str], *, limit: int = MAX_TEXTS_PER_REQUEST) -> list[str]:

@@ -113,12 +113,24 @@ def _to_rgba_array(img: object) -> np.ndarray:
     return np.asarray(img.convert("RGBA"))
 
 
+def thumbnail_rgba(img: object, size: int = THUMB_PX) -> np.ndarray:
+    """The whole image fitted (aspect kept) in `size` x `size`, as RGBA: every side at least 1 pixel, however long
+    and thin the image; small images (28 x 28 Fashion-MNIST) are enlarged without smoothing, so pixels stay sharp."""
+    if isinstance(img, Image.Image) and img.mode not in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F") and max(img.size) > 4 * size:
+        img = img.copy()
+        img.thumbnail((4 * size, 4 * size), Image.Resampling.BOX)  # cheap shrink before the RGBA copy of a photo
+    rgba = Image.fromarray(_to_rgba_array(img), mode="RGBA")
+    scale = size / max(rgba.size)
+    target = (max(1, min(size, round(rgba.width * scale))), max(1, min(size, round(rgba.height * scale))))
+    method = Image.Resampling.NEAREST if scale > 1 else Image.Resampling.LANCZOS
+    return np.asarray(rgba.resize(target, method, reducing_gap=None if scale > 1 else 2.0))
+
+
 def square_thumbnail(img: object, size: int = THUMB_PX, background=(255, 255, 255, 0)) -> np.ndarray:
     """The whole image fitted (aspect kept) and centred in a `size` x `size` RGBA square; transparent padding."""
-    rgba = Image.fromarray(_to_rgba_array(img), mode="RGBA")
-    rgba = ImageOps.contain(rgba, (size, size), method=Image.Resampling.LANCZOS)
+    fitted = Image.fromarray(thumbnail_rgba(img, size), mode="RGBA")
     canvas = Image.new("RGBA", (size, size), background)
-    canvas.paste(rgba, ((size - rgba.width) // 2, (size - rgba.height) // 2))
+    canvas.paste(fitted, ((size - fitted.width) // 2, (size - fitted.height) // 2))
     return np.asarray(canvas)
 
 

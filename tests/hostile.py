@@ -38,6 +38,12 @@ def bad_image_files(folder: Path) -> dict[str, Path]:
         "huge_header.png": _png_header_only(200_000, 200_000),
         "html_as_png.png": b"<html><script>alert(1)</script></html>",
         "zip_as_jpg.jpg": b"PK\x03\x04" + b"\x00" * 100,
+        # Extreme aspect ratios: each side small enough for the pixel limit, but a model's resize of the shorter
+        # side to its input size would make billions of pixels of them.
+        "thin_1x20000.png": _png(Image.new("L", (1, 20_000), 128)),
+        "wide_20000x1.png": _png(Image.new("RGB", (20_000, 1), (200, 10, 10))),
+        "needle_1x40M.png": _png_header_only(1, 40_000_000),
+        "strip_3x500.png": _png(Image.new("RGB", (3, 500), (0, 0, 200))),  # 167:1
     }
     paths = {}
     for name, data in corpus.items():
@@ -53,6 +59,11 @@ def odd_valid_image_files(folder: Path) -> list[Path]:
     png_named_gif = folder / "really_a_png.gif"
     png_named_gif.write_bytes(_png(Image.new("RGB", (20, 20), (0, 200, 0))))
     paths = [png_named_gif]
+    # The most elongated shapes allowed (20:1, both ways) and the smallest image: the heatmap and gallery show them.
+    for size, name in (((400, 20), "wide_20to1.png"), ((12, 240), "tall_1to20.png"), ((1, 1), "one_pixel.png")):
+        path = folder / name
+        Image.new("RGB", size, (250, 120, 0)).save(path)
+        paths.append(path)
     for mode, name in (("RGBA", "rgba.png"), ("LA", "la.png"), ("I;16", "sixteen.png"), ("P", "palette.png"),
                        ("CMYK", "cmyk.jpg"), ("1", "bilevel.png")):
         path = folder / name

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import requests
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AuthenticationError
 
@@ -14,6 +15,7 @@ from tests.apprunner import running_app
 def test_defaults_bind_loopback_port_7860():
     args = parse_args([])
     assert (args.host, args.port) == ("127.0.0.1", 7860)
+    assert args.session_ttl == "1d"
 
 
 def test_auth_flag_parsing(monkeypatch):
@@ -33,8 +35,16 @@ def test_login_is_required_when_auth_is_set(tiny_spec, photos, tmp_path):
         with pytest.raises(ValueError, match="Could not login"):
             Client(url, auth=("ann", "wrong"), verbose=False)
         client = Client(url, auth=("ann", "s3cret"), verbose=False)
-        result, _ = client.predict([handle_file(str(photos[0]))], "a, b", "simple", "", 2, api_name="/classify")
+        result = client.predict([handle_file(str(photos[0]))], "a, b", "simple", "", 2, api_name="/classify")
         assert result["model"] == tiny_spec
+        # The /v1 routes are not Gradio's: the same login protects them (HTTP basic).
+        upload = {"images": (photos[0].name, photos[0].read_bytes(), "image/jpeg")}
+        assert requests.post(url + "v1/classify", files=upload, data={"labels": "a, b"}).status_code == 401
+        assert requests.post(url + "v1/classify", files=upload, data={"labels": "a, b"},
+                             auth=("ann", "wrong")).status_code == 401
+        answer = requests.post(url + "v1/classify", files=upload, data={"labels": "a, b"}, auth=("ann", "s3cret"))
+        assert answer.status_code == 200 and answer.json()["results"][0]["image"] == photos[0].name
+        assert requests.get(url + "health").json()["model_loaded"] is True
 
 
 def test_uploads_over_the_size_limit_are_refused(tiny_spec, photos, tmp_path):
@@ -44,5 +54,5 @@ def test_uploads_over_the_size_limit_are_refused(tiny_spec, photos, tmp_path):
         client = Client(url, verbose=False)
         with pytest.raises(Exception, match="(?i)(too large|exceed|413|size)"):
             client.predict([handle_file(str(big))], "a, b", "simple", "", 2, api_name="/classify")
-        result, _ = client.predict([handle_file(str(photos[2]))], "a, b", "simple", "", 2, api_name="/classify")
+        result = client.predict([handle_file(str(photos[2]))], "a, b", "simple", "", 2, api_name="/classify")
         assert len(result["results"]) == 1

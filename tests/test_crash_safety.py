@@ -55,7 +55,7 @@ def test_kill_during_indexing_leaves_a_loadable_index(tiny_spec, tmp_path):
     survived.close()
     with running_app(args) as (_, url):
         client = Client(url, verbose=False)
-        result, _ = client.predict(str(photos), "a photo", "simple", 5, -1, api_name="/search_text")
+        result = client.predict(str(photos), "a photo", "simple", 5, -1, api_name="/search_text")
         assert len(result["results"]) == 5
         report = client.predict(str(photos), [], api_name="/index_images")
         assert report["total"] == 1540  # the restarted app finishes the job incrementally

@@ -412,7 +412,7 @@ def test_gradio_finetune_endpoint(client, tmp_path):
     assert sorted(Path(f).suffix for f in files) == [".json", ".safetensors"]
     # the session's adapter now classifies in the Zero-shot tab (labels are not needed)
     image = write_folder(tmp_path / "one", colour_images(1, seed=8)[:1]) / "red" / "000.png"
-    result, _ = client.predict([handle_file(str(image))], "", "simple", "", 2, api_name="/classify")
+    result = client.predict([handle_file(str(image))], "", "simple", "", 2, api_name="/classify")
     assert result["model"].endswith(f"+ adapter {report['adapter']}")
     assert {t["label"] for t in result["results"][0]["top"]} <= set(CLASSES)
 
@@ -429,7 +429,7 @@ def test_an_adapter_is_private_to_the_session_that_trained_it(app_url, tmp_path,
             zf.write(photo, f"{'odd' if i % 2 else 'even'}/{photo.name}")
     alice, bob = Client(app_url, verbose=False), Client(app_url, verbose=False)
     alice.predict(handle_file(str(archive)), api_name="/finetune")
-    mine, _ = alice.predict([handle_file(str(photos[0]))], "x, y", "simple", "", 2, api_name="/classify")
-    theirs, _ = bob.predict([handle_file(str(photos[0]))], "x, y", "simple", "", 2, api_name="/classify")
+    mine = alice.predict([handle_file(str(photos[0]))], "x, y", "simple", "", 2, api_name="/classify")
+    theirs = bob.predict([handle_file(str(photos[0]))], "x, y", "simple", "", 2, api_name="/classify")
     assert "adapter" in mine["model"] and {t["label"] for t in mine["results"][0]["top"]} == {"odd", "even"}
     assert "adapter" not in theirs["model"] and {t["label"] for t in theirs["results"][0]["top"]} == {"x", "y"}

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 from gradio_client import handle_file
 from gradio_client.exceptions import AppError
+from PIL import Image
 
 from clipapp.cli import main
 from tests.hostile import HOSTILE_LABELS, bad_image_files, odd_valid_image_files
@@ -41,14 +42,46 @@ def test_bad_files_on_every_image_endpoint(client, bad_files, photos):
     report = client.predict("my uploads", [handle_file(str(p)) for p in bad_files.values()] + [handle_file(str(photos[0]))],
                             api_name="/index_images")
     assert len(report["refused_uploads"]) == len(bad_files) and report["total"] == 1
-    result, _ = client.predict([handle_file(str(photos[0]))], "a, b", "simple", "", 2, api_name="/classify")
+    result = client.predict([handle_file(str(photos[0]))], "a, b", "simple", "", 2, api_name="/classify")
     assert len(result["results"]) == 1
 
 
 def test_odd_but_valid_images_are_classified(client, odd_files):
-    result, _ = client.predict([handle_file(str(p)) for p in odd_files], "red, green", "simple", "", 2,
-                               api_name="/classify")
+    result = client.predict([handle_file(str(p)) for p in odd_files], "red, green", "simple", "", 2,
+                            api_name="/classify")
     assert [r["image"] for r in result["results"]] == [p.name for p in odd_files]
+
+
+def test_every_image_that_passes_gets_a_heatmap_and_a_gallery_entry(tiny_service, odd_files, tmp_path):
+    """The page's heatmap draws every accepted image, 20:1 strips and a single pixel included, and the gallery
+    of 'my uploads' lists them all."""
+    from clipapp.ui.common import AppContext
+    from clipapp.ui.zero_shot_tab import HeatmapFiles, classify_images
+
+    ctx = AppContext(service=tiny_service, state_dir=tmp_path)
+    _, figure = classify_images(ctx, [str(p) for p in odd_files], "red, green")
+    drawn = Image.open(HeatmapFiles().draw(figure))
+    assert drawn.width > 40 * len(odd_files) and drawn.height > 100
+    assert ctx.sessions.store_uploads("s1", [str(p) for p in odd_files]) == []
+    assert ctx.sessions.update("my uploads", "s1")["total"] == len(odd_files)
+
+
+def test_shape_limits_name_the_limit(tiny_service, bad_files):
+    from clipapp.errors import ImageLoadError
+
+    for name in ("thin_1x20000.png", "wide_20000x1.png", "needle_1x40M.png", "strip_3x500.png"):
+        with pytest.raises(ImageLoadError, match=f"{name}: .*aspect-ratio limit 20:1"):
+            tiny_service.encode_images([bad_files[name]])
+
+
+def test_pixels_after_the_models_resize_are_bounded(tiny_service):
+    from clipapp.data import MAX_RESIZED_PIXELS, check_image_shape
+    from clipapp.errors import ImageLoadError
+
+    check_image_shape("ok.png", 224 * 20, 224, resize_side=224)  # 20:1 on a 224 model: 1 MP after the resize
+    with pytest.raises(ImageLoadError, match="after that resize"):
+        check_image_shape("big.png", 1000 * 20, 1000, resize_side=1000)  # 20 MP once the short side is 1000
+    assert 1000 * 1000 * 20 > MAX_RESIZED_PIXELS
 
 
 @pytest.mark.parametrize("case", sorted(HOSTILE_LABELS))
@@ -59,11 +92,11 @@ def test_hostile_labels(client, photos, case):
         client.predict([upload], labels, "simple", "", 2, api_name="/classify")
     assert GENERIC_FAILURE not in str(caught.value)
     try:  # as a search query: either results or a clear refusal
-        hits, _ = client.predict("examples", labels, "simple", 3, -1, api_name="/search_text")
+        hits = client.predict("examples", labels, "simple", 3, -1, api_name="/search_text")
         assert len(hits["results"]) == 3
     except AppError as exc:
         assert GENERIC_FAILURE not in str(exc)
-    result, _ = client.predict([upload], "a, b", "simple", "", 2, api_name="/classify")
+    result = client.predict([upload], "a, b", "simple", "", 2, api_name="/classify")
     assert len(result["results"]) == 1
 
 
@@ -104,7 +137,7 @@ def test_hostile_zips_on_the_finetune_endpoint(client, photos, tmp_path):
     for path, fragment in ((traversal, ".."), (absolute, "absolute"), (bomb, "zip bomb"), (str(not_zip), "zip")):
         _assert_clear_refusal(lambda: client.predict(handle_file(path), api_name="/finetune"), fragment)
     assert not (tmp_path.parent / "evil.jpg").exists() and not __import__("os").path.exists("/tmp/evil.jpg")
-    result, _ = client.predict([handle_file(str(photos[0]))], "a, b", "simple", "", 2, api_name="/classify")
+    result = client.predict([handle_file(str(photos[0]))], "a, b", "simple", "", 2, api_name="/classify")
     assert len(result["results"]) == 1
 
 

@@ -265,3 +265,27 @@ def test_square_thumbnail_keeps_aspect():
     assert thumb.shape == (64, 64, 4)
     assert thumb[0, 32, 3] == 0 and thumb[32, 32, 3] == 255 and tuple(thumb[32, 32, :3]) == (255, 0, 0)
     assert viz.square_thumbnail(np.zeros((10, 10), dtype=bool)).shape[2] == 4
+
+
+def test_thumbnails_of_extreme_shapes_keep_every_side_and_small_images_stay_sharp():
+    for size in ((1, 20), (20, 1), (1, 1), (400, 20)):
+        thumb = viz.thumbnail_rgba(Image.new("RGB", size, "red"), 160)
+        assert min(thumb.shape[:2]) >= 1 and max(thumb.shape[:2]) == 160
+    checker = Image.fromarray(np.array([[0, 255], [255, 0]], dtype=np.uint8))
+    enlarged = viz.thumbnail_rgba(checker, 160)
+    assert set(np.unique(enlarged[..., 0])) == {0, 255}  # nearest-neighbour: no grey blur between the pixels
+    assert viz.square_thumbnail(Image.new("RGB", (1, 20000)), 64).shape == (64, 64, 4)
+
+
+def test_pillow_heatmap_has_the_notebook_layout():
+    from clipapp.heatmap_image import similarity_heatmap_image
+
+    small = similarity_heatmap_image(np.array([[0.1, 0.3]]), sample_images(1), ["a cat", "a dog"])
+    big = similarity_heatmap_image(np.random.default_rng(0).uniform(0, 0.4, (20, 30)), sample_images(20),
+                                   [f"label {i}" for i in range(30)])
+    assert small.mode == "RGB" and big.width > small.width and big.height > 2 * small.height
+    assert big.width <= 1600 and big.height <= 2100  # 20 x 30 stays about 12 x 18 inches at 100 dpi
+    colours = np.asarray(big).reshape(-1, 3)
+    assert len(np.unique(colours, axis=0)) > 100  # cells in many colours, thumbnails, text
+    with pytest.raises(ValueError):
+        similarity_heatmap_image(np.zeros((2, 3)), sample_images(1), ["a", "b", "c"])

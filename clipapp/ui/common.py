@@ -12,8 +12,13 @@ from typing import Callable, Iterator, Optional, Sequence
 
 import gradio as gr
 
+from gradio.data_classes import ListFiles
+from pydantic import model_validator
+
 from clipapp.errors import ClipAppError
+from clipapp.jobs import JobBoard
 from clipapp.service import ClipService
+from clipapp.sessions import DEFAULT_TTL_S, SessionStore
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +31,24 @@ class AppContext:
     state_dir: Path  # server-side indexes and adapters live under here
     allowed_roots: tuple[Path, ...] = ()  # server folders the browser may index
     examples_dir: Path = Path(__file__).resolve().parents[2] / "assets" / "examples"
+    session_ttl_s: float = DEFAULT_TTL_S  # --session-ttl: how long a session's uploads and adapters are kept
+    # Model events that may run at once: enough for the service's micro-batcher to merge concurrent users' images
+    # into shared forward passes (the forward passes themselves still run one at a time).
+    model_concurrency: int = 16
     extras: dict = field(default_factory=dict)
+    sessions: SessionStore = field(init=False, repr=False)
+    jobs: JobBoard = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.sessions = SessionStore(self.service, self.state_dir, self.examples_dir, self.allowed_roots,
+                                     ttl_s=self.session_ttl_s)
+        self.jobs = JobBoard()
+
+    @property
+    def is_demo_model(self) -> bool:
+        from clipapp.models import DEMO_SPEC
+
+        return self.service.spec == DEMO_SPEC
 
 
 @contextmanager
@@ -60,6 +82,27 @@ def user_errors(fn: Callable) -> Callable:
             return fn(*args, **kwargs)
 
     return wrapper
+
+
+class _OneOrMoreFiles(ListFiles):
+    """A list of files that also accepts one file given alone, as API callers naturally send it."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_file_is_a_list(cls, value):
+        return [value] if isinstance(value, dict) else value
+
+
+def Files(**kwargs) -> gr.File:  # noqa: N802 - used like a component class
+    """`gr.File(file_count="multiple")` that takes a single file where a list is expected. (A function, not a
+    subclass: Gradio writes a .pyi stub next to every module that subclasses a component.)"""
+    component = gr.File(file_count="multiple", **kwargs)
+    component.data_model = _OneOrMoreFiles
+    return component
+
+
+def session_of(request: Optional[gr.Request]) -> str:
+    return getattr(request, "session_hash", None) or ""
 
 
 def uploaded_paths(files: Optional[Sequence]) -> list[str]:

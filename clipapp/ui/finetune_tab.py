@@ -7,11 +7,9 @@ from __future__ import annotations
 
 import logging
 import os
-import queue
 import re
 import shutil
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Optional
@@ -22,7 +20,8 @@ import numpy as np
 from clipapp import viz
 from clipapp.errors import ClipAppError
 from clipapp.finetune import FinetuneConfig, extract_labelled_zip, finetune, labelled_folder, labelled_uploads
-from clipapp.ui.common import AppContext, display_name, uploaded_paths, user_errors
+from clipapp.jobs import Job
+from clipapp.ui.common import AppContext, Files, display_name, session_of, uploaded_paths, user_errors
 
 log = logging.getLogger(__name__)
 
@@ -36,16 +35,6 @@ LOSS_CHOICES = [("cross-entropy", "cross-entropy"), ("focal (hard examples)", "f
                 ("class-balanced (imbalanced classes)", "class-balanced")]
 WISE_CHOICES = ["auto", "0", "0.25", "0.5", "0.75", "1"]
 DEFAULTS = FinetuneConfig()
-
-# One stop flag per browser session: the Stop button sets the one of the fine-tune running in that session.
-_stop_flags: dict[str, threading.Event] = {}
-_stop_lock = threading.Lock()
-
-
-def _stop_flag(session: str) -> threading.Event:
-    with _stop_lock:
-        return _stop_flags.setdefault(session, threading.Event())
-
 
 def collect_labelled(zip_file, rows: list[tuple[str, object]], workdir: Path):
     """(zip of class folders) + (class name, uploaded files) rows -> LabelledImages; a class may come from both."""
@@ -145,8 +134,8 @@ def build_tab(ctx: AppContext, adapter_state: gr.State) -> None:
                 for i in range(CLASS_ROWS):
                     with gr.Row(equal_height=True):
                         name = gr.Textbox(label=f"Class {i + 1}", placeholder="class name", scale=1)
-                        files = gr.File(label=f"Class {i + 1} images", file_count="multiple", file_types=["image"],
-                                        type="filepath", scale=2)
+                        files = Files(label=f"Class {i + 1} images", file_types=["image"], type="filepath",
+                                      scale=2)
                     rows += [name, files]
             with gr.Accordion("Settings (good defaults preset)", open=False):
                 mode = gr.Radio(MODE_CHOICES, value=DEFAULTS.mode, label="What to train")
@@ -186,49 +175,36 @@ def build_tab(ctx: AppContext, adapter_state: gr.State) -> None:
         config = make_config(mode, epochs, blocks, mixup, label_smoothing, ema, sam, loss, wise_alpha, seed)
         class_rows = [(class_1, images_1), (class_2, images_2), (class_3, images_3), (class_4, images_4)]
         name = session_adapter_name(request)
-        stop = _stop_flag(getattr(request, "session_hash", None) or name)
-        stop.clear()
-        events: queue.Queue = queue.Queue()
+        session = session_of(request)
         workdir = Path(tempfile.mkdtemp(prefix="clipapp-finetune-"))
 
-        def work() -> None:
+        def work(should_stop, emit):
             try:
                 data = collect_labelled(zip_file, class_rows, workdir)
-                result = finetune(ctx.service, data, config, name=name, stop=stop,
-                                  progress=lambda f, m: events.put(("progress", f, m)),
-                                  on_epoch=lambda h: events.put(("epoch", h)))
-                result.adapter.save(ctx.state_dir / "adapters" / name)
-                events.put(("done", result))
-            except BaseException as exc:  # noqa: BLE001 - handed to the event's thread, which reports it
-                events.put(("error", exc))
+                return finetune(ctx.service, data, config, name=name, stop=should_stop,
+                                progress=lambda f, m: emit("progress", f, m), on_epoch=lambda h: emit("epoch", h))
             finally:
                 shutil.rmtree(workdir, ignore_errors=True)
-                with _stop_lock:
-                    _stop_flags.pop(getattr(request, "session_hash", None) or name, None)
 
-        threading.Thread(target=work, name=f"finetune-{name}", daemon=True).start()
+        # The work runs in its own thread; closing this generator (a cancelled or disconnected event) stops it.
+        job = ctx.jobs.start(session or name, Job(name, work))
         skip = gr.skip()
         last_draw, pending = 0.0, None
-        while True:
-            try:
-                event = events.get(timeout=CURVE_REFRESH_S)
-            except queue.Empty:
-                event = None
-            if event and event[0] == "progress":
-                progress(event[1], desc=event[2])
-            elif event and event[0] == "epoch":
-                pending = event[1]
-            elif event and event[0] == "error":
-                raise event[1]
-            elif event and event[0] == "done":
-                break
+        for event in job.events(CURVE_REFRESH_S):
+            if event is not None and event.kind == "progress":
+                progress(*event.payload)
+            elif event is not None and event.kind == "epoch":
+                pending = event.payload[0]
             if pending is not None and time.monotonic() - last_draw >= CURVE_REFRESH_S:
                 figure = _curves(pending, f"{pending.get('stage') or ''}live".strip())
                 pending, last_draw = None, time.monotonic()
                 yield skip, figure, skip, skip, skip, skip
-        result = event[1]
+            else:
+                yield skip, skip, skip, skip, skip, skip  # a turn for Gradio to cancel us between events
+        result = job.result
         adapter = result.adapter
-        weights = ctx.state_dir / "adapters" / f"{name}.safetensors"
+        weights, meta = ctx.sessions.save_adapter(session, adapter) if session else \
+            adapter.save(ctx.state_dir / "adapters" / name)
         title = {"cache": "cache adapter: no training"}.get(config.mode, "held-out curves (mean over folds)"
                                                             if result.validation["kind"] == "kfold" else "curves")
         confusion_figure = None
@@ -236,12 +212,12 @@ def build_tab(ctx: AppContext, adapter_state: gr.State) -> None:
             confusion_figure = viz.confusion_matrix_figure(np.asarray(result.confusion_after), result.class_names)
         payload = {"adapter": adapter.name, **result.to_dict()}
         yield (summary_markdown(result, adapter.name), _curves(result.history, title), confusion_figure, payload,
-               _downloadable([weights, weights.with_suffix(".json")]), adapter)
+               _downloadable([weights, meta]), adapter.name if session else None)
 
     def stop_finetune(request: gr.Request):
-        session = getattr(request, "session_hash", None)
+        session = session_of(request)
         if session:
-            _stop_flag(session).set()
+            ctx.jobs.stop(session)
 
     inputs = [zip_file, *rows, mode, epochs, blocks, mixup, label_smoothing, ema, sam, loss, wise_alpha, seed]
     run_button.click(user_errors(run_finetune), inputs,

@@ -1,17 +1,36 @@
-"""The Zero-shot tab: images + labels -> top-k bars per image and a similarity heatmap."""
+"""The Zero-shot tab: images + labels -> top-k bars per image and a similarity heatmap.
+
+Classify and Similarity answer with JSON only (what API callers get); the page then draws the heatmap in a chained
+event of its own, outside the model's concurrency group, from the cosines the classification already computed.
+"""
 
 from __future__ import annotations
 
+import itertools
+import tempfile
+import threading
+from pathlib import Path
 from typing import Optional
 
 import gradio as gr
+from PIL import Image
 
-from clipapp import tasks, viz
+from clipapp import tasks
+from clipapp.data import load_image
+from clipapp.heatmap_image import png_bytes, similarity_heatmap_image
 from clipapp.prompts import DEFAULT_TEMPLATES
-from clipapp.ui.common import AppContext, display_name, uploaded_paths, user_errors
+from clipapp.ui.common import AppContext, Files, display_name, session_of, uploaded_paths, user_errors
 
 TEMPLATE_CHOICES = [("simple (7 templates)", "simple"), ("openai (80 templates)", "openai"),
                     ("none (label as written)", "none")]
+DEFAULT_TOP_K = 5
+RESULT_IMAGE_PX = 140  # height of the image beside each image's bars
+# Images no larger than that slot (28 x 28 Fashion-MNIST, the 112 x 112 examples) are enlarged into it: keep their
+# pixels sharp (CSS image-rendering: pixelated) rather than a blur.
+SMALL_IMAGE_PX = RESULT_IMAGE_PX
+THUMB_SIDE = 160
+PHOTO_LABELS = "astronaut, cat, cup of coffee, rocket, motorcycle, horse, camera, page of text"
+FASHION_LABELS = "t-shirt, trouser, pullover, dress, coat, sandal, shirt, sneaker, bag, ankle boot"
 
 
 def _load(files) -> list[tasks.NamedImage]:
@@ -19,22 +38,43 @@ def _load(files) -> list[tasks.NamedImage]:
     return tasks.load_named_images(paths, names=[display_name(p) for p in paths])
 
 
-def classify_images(ctx: AppContext, files, labels: str, templates: str, custom_template: str, top_k: float,
-                    adapter=None):
-    """-> (results JSON as in the CLI, heatmap of images x labels)."""
+def classify_images(ctx: AppContext, files, labels: str, templates: str = DEFAULT_TEMPLATES,
+                    custom_template: str = "", top_k: float = DEFAULT_TOP_K, adapter=None):
+    """-> (results JSON as in the CLI, what the heatmap needs: the cosines this classification computed)."""
     images = _load(files)
-    chosen = custom_template.strip() if custom_template and custom_template.strip() else templates
-    result = tasks.classify(ctx.service, images, labels, templates=chosen, top_k=int(top_k), classifier=adapter)
-    if adapter is not None:
-        labels_used, cosine = adapter.class_names, adapter.cosine(ctx.service, [i.image for i in images])
-    else:
-        from clipapp.prompts import parse_labels
+    chosen = custom_template.strip() if custom_template and custom_template.strip() else (templates or DEFAULT_TEMPLATES)
+    found = tasks.classification(ctx.service, images, labels, templates=chosen, classifier=adapter)
+    figure = {"matrix": found.scores.cosine.tolist(), "texts": found.labels, "images": uploaded_paths(files),
+              "title": "Cosine similarity of images and label classifiers"}
+    return found.to_dict(int(top_k if top_k is not None else DEFAULT_TOP_K)), figure
 
-        labels_used = parse_labels(labels)
-        cosine = ctx.service.encode_images([i.image for i in images]) @ ctx.service.text_embeddings(labels_used, chosen).T
-    figure = viz.similarity_heatmap(cosine, [i.image for i in images], labels_used,
-                                    title="Cosine similarity of images and label classifiers")
-    return result, figure
+
+def similarity_matrix(ctx: AppContext, files, texts: str):
+    """-> (similarity JSON as in the CLI, what the heatmap of images x texts as written needs)."""
+    images = _load(files)
+    result = tasks.similarity(ctx.service, images, texts)
+    return result, {"matrix": result["matrix"], "texts": result["texts"], "images": uploaded_paths(files),
+                    "title": None}
+
+
+class HeatmapFiles:
+    """PNG files for the page's heatmap: written here with fast compression, then copied by Gradio into its cache,
+    so a fixed ring of names bounds the disk they take."""
+
+    def __init__(self, slots: int = 64):
+        self.folder = Path(tempfile.mkdtemp(prefix="clipapp-heatmaps-"))
+        self._names = itertools.cycle(range(slots))
+        self._lock = threading.Lock()
+
+    def draw(self, figure: Optional[dict]) -> Optional[str]:
+        if not figure:
+            return None
+        thumbs = [load_image(p, min_side=THUMB_SIDE) for p in figure["images"]]
+        image = similarity_heatmap_image(figure["matrix"], thumbs, figure["texts"], title=figure["title"])
+        with self._lock:
+            path = self.folder / f"heatmap-{next(self._names)}.png"
+        path.write_bytes(png_bytes(image))
+        return str(path)
 
 
 def adapter_markdown(adapter) -> str:
@@ -45,20 +85,36 @@ def adapter_markdown(adapter) -> str:
             "The labels box is ignored while it is active.")
 
 
-def similarity_matrix(ctx: AppContext, files, texts: str):
-    """-> (similarity JSON as in the CLI, heatmap of images x texts as written)."""
-    images = _load(files)
-    result = tasks.similarity(ctx.service, images, texts)
-    figure = viz.similarity_heatmap(result["matrix"], [i.image for i in images], result["texts"])
-    return result, figure
+def _is_small(path: str) -> bool:
+    try:
+        with Image.open(path) as image:
+            return max(image.size) <= SMALL_IMAGE_PX
+    except OSError:
+        return False
+
+
+def _examples(ctx: AppContext, files, labels) -> None:
+    """The demo model knows only clothing: with it loaded, lead with Fashion-MNIST and say what the photos need."""
+    photos = [str(p) for p in sorted((ctx.examples_dir / "photos").glob("*.jpg"))]
+    fashion = [str(p) for p in sorted((ctx.examples_dir / "fashion").glob("*.png"))]
+    photo_set = ([[photos, PHOTO_LABELS]], "Photos (CLIP notebook)")
+    fashion_set = ([[fashion, FASHION_LABELS]], "Clothing (Fashion-MNIST)")
+    if ctx.is_demo_model:
+        sets = [(fashion_set[0], "Examples the demo model knows: clothing (Fashion-MNIST)"),
+                (photo_set[0], "Photos: these need a general CLIP model (the demo model knows clothing only; "
+                               "start the app with --model ViT-B-32:laion2b_s34b_b79k)")]
+    else:
+        sets = [photo_set, fashion_set]
+    for examples, label in sets:
+        if examples[0][0]:
+            gr.Examples(examples=examples, inputs=[files, labels], label=label)
 
 
 def build_tab(ctx: AppContext, adapter_state: Optional[gr.State] = None) -> None:
-    photos = sorted((ctx.examples_dir / "photos").glob("*.jpg"))
-    fashion = sorted((ctx.examples_dir / "fashion").glob("*.png"))
+    heatmaps = HeatmapFiles()
     with gr.Row():
         with gr.Column(scale=1):
-            files = gr.File(label="Images", file_count="multiple", file_types=["image"], type="filepath")
+            files = Files(label="Images", file_types=["image"], type="filepath")
             # shown while this session's fine-tuned adapter replaces the labels
             with gr.Group(visible=False) as adapter_box:
                 adapter_note = gr.Markdown(elem_id="adapter-note")
@@ -67,12 +123,13 @@ def build_tab(ctx: AppContext, adapter_state: Optional[gr.State] = None) -> None
                                 placeholder="cat, dog, a cup of coffee")
             with gr.Row():
                 templates = gr.Dropdown(TEMPLATE_CHOICES, value=DEFAULT_TEMPLATES, label="Prompt templates")
-                top_k = gr.Slider(1, 10, value=5, step=1, label="Top-k")
-            custom_template = gr.Textbox(label="Custom template (overrides the choice above)",
+                top_k = gr.Slider(1, 10, value=DEFAULT_TOP_K, step=1, label="Top-k")
+            custom_template = gr.Textbox(value="", label="Custom template (overrides the choice above)",
                                          placeholder="a photo of a {}.")
             with gr.Row():
                 classify_button = gr.Button("Classify", variant="primary")
                 similarity_button = gr.Button("Similarity of labels as written")
+            _examples(ctx, files, labels)
         with gr.Column(scale=2):
             results = gr.JSON(label="Results", visible=False)
 
@@ -86,35 +143,40 @@ def build_tab(ctx: AppContext, adapter_state: Optional[gr.State] = None) -> None
                 for item in result["results"]:
                     with gr.Row(equal_height=True):
                         if item["image"] in paths:
-                            gr.Image(paths[item["image"]], show_label=False, height=140, scale=1,
-                                     interactive=False, buttons=[])
+                            path = paths[item["image"]]
+                            gr.Image(path, show_label=False, height=RESULT_IMAGE_PX, scale=1, interactive=False, buttons=[],
+                                     elem_classes=["pixelated"] if _is_small(path) else None)
                         gr.Label({t["label"]: t["prob"] for t in item["top"]}, label=item["image"],
                                  num_top_classes=len(item["top"]), scale=3)
 
-            heatmap = gr.Plot(label="Similarity heatmap")
+            heatmap = gr.Image(label="Similarity heatmap", type="filepath", interactive=False, elem_id="heatmap")
             similarity_json = gr.JSON(label="Similarity matrix", visible=False)
+    figure_state = gr.State(None)
 
-    def run_classify(files_, labels_, templates_, custom_, k_, adapter_=None):
-        return classify_images(ctx, files_, labels_, templates_, custom_, k_, adapter=adapter_)
+    def run_classify(files_, labels_, templates_=DEFAULT_TEMPLATES, custom_="", k_=DEFAULT_TOP_K, adapter_name=None,
+                     request: gr.Request = None):
+        adapter = ctx.sessions.adapter(session_of(request), adapter_name) if adapter_name else None
+        return classify_images(ctx, files_, labels_, templates_, custom_, k_, adapter=adapter)
+
+    def run_similarity(files_, texts_):
+        return similarity_matrix(ctx, files_, texts_)
+
+    def show_adapter(adapter_name, request: gr.Request):
+        adapter = ctx.sessions.adapter(session_of(request), adapter_name) if adapter_name else None
+        return gr.Group(visible=adapter is not None), adapter_markdown(adapter)
 
     inputs = [files, labels, templates, custom_template, top_k]
     if adapter_state is not None:
         inputs.append(adapter_state)
         # The session's fine-tuned adapter replaces the labels: say so next to the button, and offer the way back.
-        adapter_state.change(lambda adapter: (gr.Group(visible=adapter is not None), adapter_markdown(adapter)),
-                             adapter_state, [adapter_box, adapter_note], api_visibility="private", queue=False)
+        adapter_state.change(user_errors(show_adapter), adapter_state, [adapter_box, adapter_note],
+                             api_visibility="private", queue=False)
         back_button.click(lambda: (None, gr.Group(visible=False), ""), None, [adapter_state, adapter_box, adapter_note],
                           api_visibility="private", queue=False)
-    classify_button.click(user_errors(run_classify), inputs, [results, heatmap], api_name="classify",
-                          concurrency_id="model")
-    similarity_button.click(user_errors(lambda f, t: similarity_matrix(ctx, f, t)), [files, labels],
-                            [similarity_json, heatmap], api_name="similarity", concurrency_id="model")
-    if photos:
-        gr.Examples(
-            examples=[
-                [[str(p) for p in photos], "astronaut, cat, cup of coffee, rocket, motorcycle, horse, camera, page of text"],
-                [[str(p) for p in fashion], "t-shirt, trouser, pullover, dress, coat, sandal, shirt, sneaker, bag, ankle boot"],
-            ],
-            inputs=[files, labels],
-            label="Examples",
-        )
+    model = {"concurrency_id": "model", "concurrency_limit": ctx.model_concurrency}
+    figures = {"concurrency_id": "figures", "concurrency_limit": 2, "api_visibility": "private"}
+    classify_button.click(user_errors(run_classify), inputs, [results, figure_state], api_name="classify",
+                          **model).success(user_errors(heatmaps.draw), figure_state, heatmap, **figures)
+    similarity_button.click(user_errors(run_similarity), [files, labels],
+                            [similarity_json, figure_state], api_name="similarity",
+                            **model).success(user_errors(heatmaps.draw), figure_state, heatmap, **figures)

@@ -20,7 +20,7 @@ def test_classify_flow(page, app_url, photos):
     for i in range(2):
         expect(outputs.nth(i)).to_have_text(re.compile(r"^\s*(cat|rocket|cup of coffee)\s*$"))
     expect(page.get_by_text(re.compile(r"^\s*\d+%\s*$"))).to_have_count(6)  # 3 labels x 2 images
-    expect(page.locator("img[src^='data:image']").first).to_be_visible()  # the heatmap
+    expect(page.locator("#heatmap img").first).to_be_visible()  # drawn by the chained event after Classify
 
 
 def test_bad_upload_shows_a_message(page, app_url, tmp_path):
@@ -31,3 +31,29 @@ def test_bad_upload_shows_a_message(page, app_url, tmp_path):
     page.get_by_label("Labels (comma or newline separated)").fill("a, b")
     page.get_by_role("button", name="Classify", exact=True).click()
     expect(page.get_by_text(re.compile("broken.png: .*(truncated|not an image)"))).to_be_visible()
+
+
+def test_demo_model_leads_with_what_it_knows(page, tmp_path):
+    """With the bundled demo model, the first examples are clothing it knows, the photos are marked as needing a
+    general CLIP model, and 28x28 images are shown enlarged with sharp pixels next to their bars."""
+    from clipapp.service import ClipService
+    from clipapp.ui.common import AppContext
+    from tests.serving import serving
+
+    ctx = AppContext(service=ClipService.load("demo", device="cpu"), state_dir=tmp_path)
+    with serving(ctx) as url:
+        page.goto(url)
+        knows = page.get_by_text("Examples the demo model knows")
+        needs = page.get_by_text("Photos: these need a general CLIP model")
+        expect(knows).to_be_visible()
+        expect(needs).to_be_visible()
+        assert knows.bounding_box()["y"] < needs.bounding_box()["y"]  # the examples it knows come first
+        page.locator("input[type=file]").first.set_input_files(
+            [str(ctx.examples_dir / "fashion" / name) for name in ("sneaker.png", "bag.png")])
+        page.get_by_label("Labels (comma or newline separated)").fill("sneaker, bag, dress")
+        page.get_by_role("button", name="Classify", exact=True).click()
+        expect(page.locator("[data-testid=label-output-value]")).to_have_count(2)
+        small = page.locator(".pixelated img")
+        expect(small).to_have_count(2)
+        assert small.first.evaluate("e => getComputedStyle(e).imageRendering") == "pixelated"
+        assert small.first.bounding_box()["height"] > 112  # enlarged beyond the file's own size

@@ -1,0 +1,172 @@
+"""Plain HTTP API beside the Gradio one: versioned JSON routes under /v1 and a /health probe; no Gradio here.
+
+Gradio's protocol (upload each file, join a queue, read an event stream) costs several round trips per call; these
+routes take one multipart POST and answer with the same JSON as the CLI (`clipapp.tasks`), so programs get the
+same results at a fraction of the overhead. OpenAPI docs are at /docs. The same `--auth` login protects them
+(HTTP basic: Gradio's login only covers the routes Gradio owns), and the same limits apply, refused with a
+message: 400 for bad input, 413 for too much of it, 422 for a malformed request, 401 without the login.
+"""
+
+from __future__ import annotations
+
+import io
+import secrets
+from typing import Callable, Optional
+
+from fastapi import Depends, FastAPI, File, Form, HTTPException, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPBasic, HTTPBasicCredentials
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from clipapp import tasks
+from clipapp.errors import ClipAppError
+from clipapp.prompts import DEFAULT_TEMPLATES
+from clipapp.sessions import MY_UPLOADS, SessionStore
+
+API_VERSION = "v1"
+
+
+class TooLarge(ClipAppError):
+    """More input than the server accepts in one request (HTTP 413)."""
+
+
+def parse_size(text: str | int | None) -> Optional[int]:
+    """"50mb", "100kb", "2gb" or bytes -> bytes (as Gradio's max_file_size reads it); None = no limit."""
+    if text is None or text == "":
+        return None
+    if isinstance(text, int):
+        return text
+    value = str(text).strip().lower()
+    for suffix, factor in (("gb", 1 << 30), ("mb", 1 << 20), ("kb", 1 << 10), ("b", 1)):
+        if value.endswith(suffix):
+            try:
+                return int(float(value[: -len(suffix)]) * factor)
+            except ValueError:
+                break
+    try:
+        return int(value)
+    except ValueError:
+        raise ClipAppError(f"Size {text!r} not understood: use e.g. 50mb, 100kb or a number of bytes.") from None
+
+
+def _named_uploads(files: list[UploadFile]) -> list[tasks.NamedImage]:
+    if len(files) > tasks.MAX_IMAGES_PER_REQUEST:
+        raise TooLarge(f"{len(files)} images given; at most {tasks.MAX_IMAGES_PER_REQUEST} per request.")
+    sources, names = [], []
+    for i, upload in enumerate(files):
+        buffer = io.BytesIO(upload.file.read())
+        buffer.name = upload.filename or f"image {i + 1}"  # errors name the file as the caller sent it
+        sources.append(buffer)
+        names.append(buffer.name)
+    return tasks.load_named_images(sources, names=names)
+
+
+def _texts(values: list[str]) -> list[str]:
+    """Repeated form fields, or one field with one text per line."""
+    return [line for value in values for line in value.splitlines()] if values else []
+
+
+def create_app(sessions: SessionStore, *, auth: Optional[tuple[str, str]] = None, max_upload: Optional[str] = None,
+               queue_length: Callable[[], int] = lambda: 0) -> FastAPI:
+    """The FastAPI app with /health and the /v1 routes; app.py mounts the Gradio page on it at /."""
+    service = sessions.service
+    limit = parse_size(max_upload)
+    app = FastAPI(title="clipapp API", version=API_VERSION,
+                  description="CLIP zero-shot classification, similarity, embeddings and image search. "
+                              "The JSON matches `python -m clipapp ... --json`.")
+    basic = HTTPBasic(auto_error=False)
+
+    def login(credentials: Optional[HTTPBasicCredentials] = Depends(basic)) -> None:
+        if auth is None:
+            return
+        if credentials is not None and secrets.compare_digest(credentials.username.encode(), auth[0].encode()) \
+                and secrets.compare_digest(credentials.password.encode(), auth[1].encode()):
+            return
+        raise HTTPException(401, "Log in with the user and password the server was started with (--auth), "
+                                 "as HTTP basic auth: curl -u USER:PASSWORD ...",
+                            headers={"WWW-Authenticate": "Basic"})
+
+    def body_limit(request: Request) -> None:
+        """Refuse an oversized body before it is read (uploads are spooled to disk as they arrive)."""
+        if limit is None:
+            return
+        length = request.headers.get("content-length")
+        if length is None:
+            raise HTTPException(411, "Send a Content-Length header (the server limits request sizes).")
+        if int(length) > limit:
+            raise HTTPException(413, f"The request is {int(length) / 1e6:.1f} MB; this server accepts at most "
+                                     f"{limit / 1e6:.1f} MB (--max-upload).")
+
+    @app.exception_handler(ClipAppError)
+    async def user_error(_request: Request, exc: ClipAppError) -> JSONResponse:
+        return JSONResponse({"error": str(exc)}, status_code=413 if isinstance(exc, TooLarge) else 400)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def refused(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def malformed(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'][1:]) or 'body'}: {e['msg']}" for e in exc.errors())
+        return JSONResponse({"error": f"Malformed request: {problems}.", "detail": exc.errors()}, status_code=422)
+
+    @app.get("/health", tags=["server"])
+    def health() -> dict:
+        """For container orchestrators: the model is loaded and answering; how many events wait in the queue."""
+        return {"status": "ok", "model": service.spec, "model_loaded": service.model is not None,
+                "queue_length": int(queue_length())}
+
+    guarded = [Depends(login), Depends(body_limit)]
+
+    @app.post(f"/{API_VERSION}/classify", tags=["v1"], dependencies=guarded)
+    def classify(images: list[UploadFile] = File(..., description="one or more image files"),
+                 labels: str = Form(..., description="comma- or newline-separated labels"),
+                 templates: str = Form(DEFAULT_TEMPLATES, description="simple, openai, none, or one template with {}"),
+                 top_k: int = Form(tasks.DEFAULT_TOP_K, ge=1)) -> dict:
+        """Zero-shot top-k labels per image, as `python -m clipapp classify --json`."""
+        return tasks.classify(service, _named_uploads(images), labels, templates=templates, top_k=top_k)
+
+    @app.post(f"/{API_VERSION}/similarity", tags=["v1"], dependencies=guarded)
+    def similarity(images: list[UploadFile] = File(...),
+                   texts: list[str] = Form(..., description="texts as written: repeat the field or one per line")
+                   ) -> dict:
+        """Cosine similarity of every image with every text, as `python -m clipapp similarity --json`."""
+        return tasks.similarity(service, _named_uploads(images), _texts(texts))
+
+    @app.post(f"/{API_VERSION}/embed", tags=["v1"], dependencies=guarded)
+    def embed(images: list[UploadFile] = File(default=[]),
+              texts: list[str] = Form(default=[], description="texts to embed: repeat the field or one per line")
+              ) -> dict:
+        """L2-normalised embeddings of images or texts (not both in one call)."""
+        texts = _texts(texts)
+        if bool(images) == bool(texts):
+            raise ClipAppError("Send either images or texts to embed (one kind per request).")
+        if images:
+            named = _named_uploads(images)
+            items, vectors = [i.name for i in named], service.encode_images([i.image for i in named])
+        else:
+            items = tasks.parse_texts(texts)
+            vectors = service.encode_texts(items)
+        return {"model": service.spec, "dim": int(vectors.shape[1]), "items": items,
+                "vectors": [[round(float(x), 6) for x in row] for row in vectors]}
+
+    @app.post(f"/{API_VERSION}/search", tags=["v1"], dependencies=guarded)
+    def search(source: str = Form("examples", description="examples, or a folder the server allows"),
+               query: Optional[str] = Form(None, description="text query (a + b - c arithmetic allowed)"),
+               image: Optional[UploadFile] = File(None, description="or an image to search by"),
+               k: int = Form(10, ge=1, le=1000), threshold: Optional[float] = Form(None),
+               templates: str = Form(DEFAULT_TEMPLATES)) -> dict:
+        """Images most like a text or an image in one of the server's indexes, as `python -m clipapp search --json`."""
+        if source == MY_UPLOADS:
+            raise ClipAppError("'my uploads' belongs to a browser session; the API searches the shared indexes: "
+                               f"{', '.join(s for s in sessions.sources() if s != MY_UPLOADS)}.")
+        if bool(query) == (image is not None):
+            raise ClipAppError("Send either a text query or an image to search by.")
+        with sessions.searchable(source, "") as index:
+            if query:
+                return tasks.search_text(service, index, query, k=k, threshold=threshold, templates=templates,
+                                         allow_image_paths=False)
+            return tasks.search_image(service, index, _named_uploads([image])[0].image, k=k, threshold=threshold)
+
+    return app
