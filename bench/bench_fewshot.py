@@ -74,9 +74,11 @@ ROWS: dict[str, Row] = {
                                                                                              **PREVIOUS)),
     "partial-pixels": Row("partial, previous (last 2 blocks, pixel mixup, 80 epochs)",
                           FinetuneConfig(mode="partial", mix_space="pixels", **PREVIOUS)),
-    "default": Row("ours: new default, FinetuneConfig()", FinetuneConfig()),
+    "default": Row("ours: new default, FinetuneConfig() (partial, cached, 4 views)", FinetuneConfig()),
+    "default-1view": Row("ours: new default with 1 view (no augmented views)", FinetuneConfig(views=1)),
+    "default-cutmix": Row("ours: new default + CutMix 1.0 on the cached maps", FinetuneConfig(cutmix=1.0)),
 }
-FAST_ROWS = [k for k in ROWS if k != "partial-pixels"]  # the previous partial mode takes minutes per run
+FAST_ROWS = [k for k in ROWS if k not in ("partial-pixels", "default-cutmix")]  # the previous partial: minutes
 DEFAULT_ROW, PROBE_ROW, HEAD_ROW = "default", "probe", "head"
 
 

@@ -150,7 +150,7 @@ def cmd_eval(args) -> None:
 
 
 def _add_finetune_commands(sub) -> None:
-    from clipapp.finetune import MIX_SPACES, MODES, FinetuneConfig  # --help shows the config's own defaults
+    from clipapp.finetune import MIX_SPACES, MODE_DEFAULTS, MODES, FinetuneConfig  # --help shows the defaults
 
     defaults = FinetuneConfig()
     p = sub.add_parser("finetune", help="few-shot adaptation from DATA_DIR/<class>/<images> (or a .zip of it), "
@@ -168,13 +168,15 @@ def _add_finetune_commands(sub) -> None:
     p.add_argument("--templates",
                    help="prompt templates for the zero-shot start: simple (default), openai, none, or one")
     p.add_argument("--epochs", type=int,
-                   help=f"at most this many epochs (default {defaults.epochs}; early stopping picks the best)")
+                   help="at most this many epochs (default: " + ", ".join(
+                       f"{m} {d['epochs']}" for m, d in MODE_DEFAULTS.items()) + "; early stopping picks the best)")
     p.add_argument("--lr", type=float, help=f"learning rate of the head in logit units (default {defaults.lr:g})")
     p.add_argument("--shots-val", type=int, help="held-out images per class (default: k-fold while a class has "
                    f"fewer than {defaults.kfold_below} images, {defaults.val_fraction:g} of each class above)")
     p.add_argument("--blocks", type=int, help=f"partial mode: how many of the last visual blocks to tune "
                    f"(default {defaults.blocks})")
-    p.add_argument("--views", type=int, help=f"augmented views per image, encoded once (default {defaults.views})")
+    p.add_argument("--views", type=int, help="augmented views per image, encoded once (default: " + ", ".join(
+        f"{m} {d['views']}" for m, d in MODE_DEFAULTS.items()) + ")")
     p.add_argument("--mix-space", choices=MIX_SPACES, help=f"partial mode: mix cached activations or pixels "
                    f"(default {defaults.mix_space}; pixels runs the frozen blocks at every step)")
     p.add_argument("--mixup", type=float, help=f"mixup alpha (default {defaults.mixup:g}; 0 = off)")

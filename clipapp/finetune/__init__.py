@@ -27,7 +27,7 @@ Gradio here.
 """
 
 from clipapp.finetune.assemble import cache_adapter, trained_adapter
-from clipapp.finetune.config import (CACHE_ALPHAS, CACHE_BETAS, HEAD_INITS, MIX_SPACES, MODES, MONITORS,
+from clipapp.finetune.config import (CACHE_ALPHAS, CACHE_BETAS, HEAD_INITS, MIX_SPACES, MODE_DEFAULTS, MODES, MONITORS,
                                      WISE_ALPHA_UNVALIDATED, WISE_ALPHAS, FinetuneConfig, ProgressFn, StopFlag)
 from clipapp.finetune.features import EncodedImages, Inputs, TokenGrid, encode_labelled, prepare_training
 from clipapp.finetune.folder_eval import _adapter_features, evaluate  # noqa: F401 (moved as it was)
@@ -43,7 +43,7 @@ from clipapp.finetune.selection import (ValidationPlan, beats_zero_shot, fit_cac
 
 __all__ = [
     "CACHE_ALPHAS", "CACHE_BETAS", "HEAD_INITS", "MAX_ZIP_BYTES", "MAX_ZIP_FILES", "MAX_ZIP_RATIO", "MIX_SPACES",
-    "MODES", "MONITORS", "WISE_ALPHAS", "WISE_ALPHA_UNVALIDATED", "EncodedImages", "FinetuneConfig",
+    "MODE_DEFAULTS", "MODES", "MONITORS", "WISE_ALPHAS", "WISE_ALPHA_UNVALIDATED", "EncodedImages", "FinetuneConfig",
     "FinetuneResult", "FinetuneStopped", "HeadClassifier", "Inputs", "LabelledImages", "PartialClassifier",
     "ProgressFn", "Run", "StopFlag", "TokenGrid", "ValidationPlan", "beats_zero_shot", "cache_adapter",
     "check_index", "confusion_counts", "encode_labelled", "epoch_steps", "evaluate", "extract_labelled_zip",

@@ -26,6 +26,15 @@ WISE_ALPHAS = (0.0, 0.25, 0.5, 0.75, 1.0)  # the blends tried when wise_alpha is
 WISE_ALPHA_UNVALIDATED = 0.5  # nothing held out to choose on: the middle, robust in the WiSE-FT paper
 CACHE_ALPHAS = (0.25, 0.5, 1.0, 2.0, 4.0)
 CACHE_BETAS = (1.0, 3.0, 5.5, 8.0, 12.0)
+# The schedule a mode gets when `epochs`, `max_folds` or `views` is left at None, measured on bench_fewshot
+# (digits, seed 0): the head needs its 80 epochs (4 shots: 57.8% at 80 epochs x 5 folds, 50.0% at 20 x 3), while
+# partial fine-tuning, each step running two tower blocks, gets 20 epochs x 3 folds at a higher visual lr (16 shots:
+# 87.6% in 21 s, against 86.0% in 180 s at 80 x 5).
+MODE_DEFAULTS: dict[str, dict[str, int]] = {
+    "head": {"epochs": 80, "max_folds": 5, "views": 1},
+    "cache": {"epochs": 80, "max_folds": 5, "views": 1},
+    "partial": {"epochs": 20, "max_folds": 3, "views": 4},
+}
 
 
 @dataclass
@@ -35,10 +44,10 @@ class FinetuneConfig:
     A trick is off at 0 (mixup, cutmix, label_smoothing, ema, sam, focal, class_balanced, clip_grad).
     """
 
-    mode: str = "head"  # head | cache | partial
+    mode: str = "partial"  # head | cache | partial
     head_init: str = "zero-shot"  # zero-shot | random (a plain linear probe, for comparison only)
     templates: str | list[str] = DEFAULT_TEMPLATES
-    epochs: int = 80
+    epochs: Optional[int] = None  # None: the mode's default (MODE_DEFAULTS)
     # head learning rate (AdamW, cosine schedule over `epochs`) in logit units: the weights move by lr / logit_scale,
     # so a model with a sharp temperature (CLIP's 100) and one with a soft one (the demo model's 12) see the same
     # change in logits per step. EMA, WiSE, early stopping and the sign test keep it in check
@@ -55,13 +64,13 @@ class FinetuneConfig:
     wise_alpha: Optional[float] = None
     # partial fine-tuning of the visual tower
     blocks: int = 2
-    visual_lr: float = 1e-4  # the top tuned block; lower ones decay by layer_decay per block
+    visual_lr: float = 5e-4  # the top tuned block; lower ones decay by layer_decay per block
     layer_decay: float = 0.75
     weight_decay: float = 0.05  # AdamW decay of the tuned visual matrices (never of the head)
     mix_space: str = "activations"  # partial mode: activations (the frozen part runs once per view) | pixels
     # augmented views per image whose frozen-part outputs are cached (view 0 is the image itself); training draws
-    # one view per image and step. 1 = no augmentation
-    views: int = 1
+    # one view per image and step. 1 = no augmentation; None: the mode's default (MODE_DEFAULTS)
+    views: Optional[int] = None
     # tricks (the first three are on by default: measured better than without in bench/bench_fewshot.py)
     mixup: float = 0.2  # Beta(alpha, alpha); on features in head mode, on cached activations (or pixels) in partial
     cutmix: float = 0.0  # partial mode only: boxes of the cached spatial maps / token grid (or of the pixels)
@@ -79,7 +88,7 @@ class FinetuneConfig:
     # k-fold while a class has fewer images than this: every image is held out once, so the epoch count and the WiSE
     # blend are chosen on all of them instead of on a noisy handful (cheap for the head; each fold is a run)
     kfold_below: int = 20
-    max_folds: int = 5
+    max_folds: Optional[int] = None  # None: the mode's default (MODE_DEFAULTS)
     refit: bool = True  # after a held-out split, train again on every image for the chosen epoch count
     # keep the zero-shot classifier unless the adapted one is better on the held-out images by a one-sided sign test
     # at `gain_p_value` (over the images exactly one of the two gets right). The same images chose the epoch and the
@@ -91,6 +100,11 @@ class FinetuneConfig:
     cache_beta: Optional[float] = None
     seed: int = 0
     max_images: int = 5000
+
+    def __post_init__(self) -> None:
+        for name, value in MODE_DEFAULTS.get(self.mode, MODE_DEFAULTS["head"]).items():
+            if getattr(self, name) is None:
+                setattr(self, name, value)
 
     def validate(self) -> "FinetuneConfig":
         def need(ok: bool, message: str) -> None:
