@@ -59,6 +59,13 @@ def test_csv_with_header_and_relative_paths(tmp_path, photos_by_class):
         labelled_csv(tmp_path / "absent.csv")
 
 
+def test_home_is_expanded_in_quoted_lists(tmp_path, photos_by_class, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    specs = [f"{name}=" + ",".join("~/" + str(Path(p).relative_to(tmp_path)) for p in paths)
+             for name, paths in photos_by_class.items()]
+    assert labelled_class_lists(specs).names == [p for paths in photos_by_class.values() for p in paths]
+
+
 def test_labelled_paths_is_the_selection_entry_point(photos_by_class):
     pairs = [(path, name) for name, paths in photos_by_class.items() for path in paths[:2]]
     data = labelled_paths(pairs, class_names=["blue", "green", "red"])
