@@ -118,7 +118,8 @@ def test_token_grid_cutmix_pastes_patch_tokens_and_blends_the_class_token():
         for t in range(1, 5):
             source = partner[i] if t in pasted else i
             torch.testing.assert_close(mixed.inputs[i, t], tokens[source, t])
-        torch.testing.assert_close(mixed.inputs[i, 0], mixed.lam * tokens[i, 0] + (1 - mixed.lam) * tokens[partner[i], 0])
+        blended = mixed.lam * tokens[i, 0] + (1 - mixed.lam) * tokens[partner[i], 0]
+        torch.testing.assert_close(mixed.inputs[i, 0], blended)
     assert mixed.lam == pytest.approx(1 - len(pasted) / 4)
 
 

@@ -179,8 +179,9 @@ def labelled_paths(pairs: Sequence[tuple[str | os.PathLike, str]], *,
                    class_names: Optional[Sequence[str]] = None) -> LabelledImages:
     """(image path, class name) pairs, e.g. search results a user assigned to classes, as `LabelledImages`.
 
-    `~` is expanded (a quoted `--class` list reaches us unexpanded). A path listed twice under one class counts once; under two classes it is refused (which one is right?). Missing
-    files are refused up front, all named in one message, rather than skipped halfway through a fine-tune.
+    `~` is expanded (a quoted `--class` list reaches us unexpanded). A path listed twice under one class counts
+    once; under two classes it is refused (which one is right?). Missing files are refused up front, all named in
+    one message, rather than skipped halfway through a fine-tune.
     """
     seen: dict[str, str] = {}
     for path, label in pairs:
