@@ -32,7 +32,6 @@ from clipapp.service import ClipService, ZeroShotResult, batched
 
 ADAPTER_FORMAT = "clipapp-adapter"
 FORMAT_VERSION = 2  # 2: a linear head (free row norms and a bias); version-1 files load unchanged
-MODES = ("head", "cache", "partial")
 VISUAL_PREFIX = "visual."
 
 
@@ -172,6 +171,8 @@ class Adapter:
         if self.head_bias.shape != (len(self.class_names),):
             raise ClipAppError(f"Adapter {self.name!r}: head bias has {self.head_bias.size} values for "
                                f"{len(self.class_names)} classes.")
+        from clipapp.finetune.config import MODES  # here, not at the top: clipapp.finetune imports this module
+
         if self.mode not in MODES:
             raise ClipAppError(f"Adapter {self.name!r}: unknown mode {self.mode!r} (known: {', '.join(MODES)}).")
 

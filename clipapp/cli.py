@@ -150,8 +150,8 @@ def cmd_similarity(args) -> None:
 def _finetune_config(args):
     from clipapp.finetune import FinetuneConfig
 
-    names = ("mode", "epochs", "lr", "blocks", "mixup", "cutmix", "label_smoothing", "ema", "sam", "focal",
-             "class_balanced", "clip_grad", "wise_alpha", "patience", "seed", "templates")
+    names = ("mode", "epochs", "lr", "blocks", "views", "mix_space", "mixup", "cutmix", "label_smoothing", "ema",
+             "sam", "focal", "class_balanced", "clip_grad", "wise_alpha", "patience", "seed", "templates")
     values = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
     if args.shots_val is not None:
         values["val_per_class"] = args.shots_val
@@ -164,18 +164,42 @@ def _metrics_line(name: str, metrics) -> str:
     return f"{name}: top-1 {metrics['top1']:.1%}  top-5 {metrics['top5']:.1%}  (n={metrics['n']})"
 
 
+def _finetune_data(args):
+    """The labelled images: a folder or zip, `--class NAME=IMAGES` lists, or a `path,label` CSV."""
+    from clipapp import finetune
+
+    given = [name for name, value in (("DATA_DIR", args.data_dir), ("--class", args.classes),
+                                      ("--from-csv", args.from_csv)) if value]
+    if len(given) != 1:
+        raise ClipAppError("Give the labelled images one way: DATA_DIR, --class NAME=IMAGE[,IMAGE...] (once per "
+                           "class) or --from-csv FILE" + (f"; got {' and '.join(given)}." if given else "."))
+    if args.from_index:
+        if args.data_dir:
+            raise ClipAppError("--from-index takes its images from --class or --from-csv, not from DATA_DIR.")
+        finetune.check_index(args.from_index)
+    if args.classes:
+        return finetune.labelled_class_lists(args.classes)
+    if args.from_csv:
+        return finetune.labelled_csv(args.from_csv)
+    return None
+
+
 def cmd_finetune(args) -> None:
     from clipapp.adapter import adapter_paths
-    from clipapp.finetune import finetune_folder
+    from clipapp.finetune import finetune_folder, finetune_labelled
 
     config = _finetune_config(args)
+    data = _finetune_data(args)
     service = _service(args)
 
     def progress(fraction: float, message: str) -> None:
         if not args.json and not args.quiet and sys.stderr.isatty():
             print(f"\r[{fraction:5.1%}] {message:<60}", end="", file=sys.stderr, flush=True)
 
-    result = finetune_folder(service, args.data_dir, config, out=args.out, progress=progress)
+    if data is None:
+        result = finetune_folder(service, args.data_dir, config, out=args.out, progress=progress)
+    else:
+        result = finetune_labelled(service, data, config, out=args.out, progress=progress)
     if not args.json and not args.quiet and sys.stderr.isatty():
         print(file=sys.stderr)
     weights_path, _ = adapter_paths(args.out)
@@ -218,25 +242,37 @@ def cmd_eval(args) -> None:
 
 
 def _add_finetune_commands(sub) -> None:
-    from clipapp.finetune import FinetuneConfig  # the defaults shown in --help are the config's own
+    from clipapp.finetune import MIX_SPACES, MODE_DEFAULTS, MODES, FinetuneConfig  # --help shows the defaults
 
     defaults = FinetuneConfig()
-    p = sub.add_parser("finetune", help="few-shot adaptation from DATA_DIR/<class>/<images> (or a .zip of it)")
-    p.add_argument("data_dir", help="folder of class folders (class names = folder names), or a .zip of one")
+    p = sub.add_parser("finetune", help="few-shot adaptation from DATA_DIR/<class>/<images> (or a .zip of it), "
+                       "from --class NAME=IMAGES lists or from a path,label CSV")
+    p.add_argument("data_dir", nargs="?", help="folder of class folders (class names = folder names), or a .zip")
+    p.add_argument("--class", dest="classes", action="append", metavar="NAME=IMAGE[,IMAGE...]",
+                   help='one class and its images, e.g. --class "sneaker=a.png,b.png"; repeat for every class')
+    p.add_argument("--from-csv", metavar="FILE", help="a CSV of path,label rows (paths relative to the CSV)")
+    p.add_argument("--from-index", metavar="PATH", help="the image index the --class / --from-csv paths were "
+                   "found in (search results); checked to exist and hold images")
     p.add_argument("--out", required=True, help="adapter path: writes OUT.safetensors and OUT.json")
-    p.add_argument("--mode", choices=("head", "cache", "partial"),
-                   help="head (default): linear head from the zero-shot weights; cache: training-free "
-                   "Tip-Adapter-style cache; partial: also the last visual blocks")
+    p.add_argument("--mode", choices=MODES,
+                   help=f"{defaults.mode} (default). head: linear head from the zero-shot weights; cache: "
+                   "training-free Tip-Adapter-style cache; partial: also the last visual blocks")
     p.add_argument("--templates",
                    help="prompt templates for the zero-shot start: simple (default), openai, none, or one")
     p.add_argument("--epochs", type=int,
-                   help=f"at most this many epochs (default {defaults.epochs}; early stopping picks the best)")
+                   help="at most this many epochs (default: " + ", ".join(
+                       f"{m} {d['epochs']}" for m, d in MODE_DEFAULTS.items()) + "; early stopping picks the best)")
     p.add_argument("--lr", type=float, help=f"learning rate of the head in logit units (default {defaults.lr:g})")
     p.add_argument("--shots-val", type=int, help="held-out images per class (default: k-fold while a class has "
                    f"fewer than {defaults.kfold_below} images, {defaults.val_fraction:g} of each class above)")
-    p.add_argument("--blocks", type=int, help="partial mode: how many of the last visual blocks to tune")
+    p.add_argument("--blocks", type=int, help=f"partial mode: how many of the last visual blocks to tune "
+                   f"(default {defaults.blocks})")
+    p.add_argument("--views", type=int, help="augmented views per image, encoded once (default: " + ", ".join(
+        f"{m} {d['views']}" for m, d in MODE_DEFAULTS.items()) + ")")
+    p.add_argument("--mix-space", choices=MIX_SPACES, help=f"partial mode: mix cached activations or pixels "
+                   f"(default {defaults.mix_space}; pixels runs the frozen blocks at every step)")
     p.add_argument("--mixup", type=float, help=f"mixup alpha (default {defaults.mixup:g}; 0 = off)")
-    p.add_argument("--cutmix", type=float, help="CutMix alpha, partial mode (0 = off)")
+    p.add_argument("--cutmix", type=float, help=f"CutMix alpha, partial mode (default {defaults.cutmix:g}; 0 = off)")
     p.add_argument("--label-smoothing", type=float, help=f"default {defaults.label_smoothing:g} (0 = off)")
     p.add_argument("--ema", type=float, help=f"weight EMA decay (default {defaults.ema:g}; 0 = off)")
     p.add_argument("--sam", type=float, help="SAM rho, e.g. 0.05 (0 = off)")

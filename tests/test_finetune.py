@@ -63,7 +63,7 @@ def colours12():
 
 @pytest.fixture(scope="module")
 def head_result(tiny_service, colours12):
-    return finetune(tiny_service, colours12, FinetuneConfig(seed=0), name="colours")
+    return finetune(tiny_service, colours12, FinetuneConfig(mode="head", seed=0), name="colours")
 
 
 # --------------------------------------------------------------------------------------------- the head
@@ -119,7 +119,7 @@ def test_random_init_probe_never_returns_its_untrained_start(tiny_service, kfold
     items = colour_images(12)
     shuffled = np.random.default_rng(0).permutation([name for _, name in items])
     data = labelled_uploads([(image, name) for (image, _), name in zip(items, shuffled)])
-    config = FinetuneConfig(head_init="random", wise_alpha=1.0, require_gain=False, epochs=3, lr=1e4,
+    config = FinetuneConfig(mode="head", head_init="random", wise_alpha=1.0, require_gain=False, epochs=3, lr=1e4,
                             kfold_below=kfold_below, mixup=0.0, label_smoothing=0.0, ema=0.0)
     result = finetune(tiny_service, data, config)
     assert min(result.history["val_loss"][1:]) > result.history["val_loss"][0]
@@ -127,7 +127,8 @@ def test_random_init_probe_never_returns_its_untrained_start(tiny_service, kfold
 
 
 def test_held_out_split_early_stopping_and_refit(tiny_service, colours12):
-    result = finetune(tiny_service, colours12, FinetuneConfig(kfold_below=4, epochs=60, patience=3, wise_alpha=1.0))
+    result = finetune(tiny_service, colours12, FinetuneConfig(mode="head", kfold_below=4, epochs=60, patience=3,
+                                                            wise_alpha=1.0))
     assert result.validation["kind"] == "holdout" and result.after["n"] == 9
     assert result.after["top1"] > result.before["top1"]
     history = result.history
@@ -143,7 +144,7 @@ def test_wise_alpha_zero_keeps_the_zero_shot_head(tiny_service, colours12):
 
 
 def test_tricks_on_cached_features_run(tiny_service, colours12):
-    config = FinetuneConfig(epochs=4, mixup=0.2, label_smoothing=0.1, ema=0.9, sam=0.05, focal=2.0,
+    config = FinetuneConfig(mode="head", epochs=4, mixup=0.2, label_smoothing=0.1, ema=0.9, sam=0.05, focal=2.0,
                             class_balanced=0.99, clip_grad=1.0, cutmix=1.0)
     result = finetune(tiny_service, colours12, config)
     assert np.isfinite(result.history["train_loss"][1:]).all()
@@ -173,6 +174,11 @@ def test_config_is_data():
         FinetuneConfig(wise_alpha=2).validate()
     with pytest.raises(ClipAppError, match="mode"):
         FinetuneConfig(mode="full").validate()
+    # a schedule left unset is the mode's own; one given is kept; a previous session's settings still load
+    assert (FinetuneConfig(mode="head").epochs, FinetuneConfig(mode="partial").epochs) == (80, 20)
+    assert FinetuneConfig(mode="partial", epochs=7, views=1).to_dict()["epochs"] == 7
+    old = {k: v for k, v in FinetuneConfig(mode="head").to_dict().items() if k not in ("views", "mix_space")}
+    assert FinetuneConfig.from_dict(old).views == 1
 
 
 # --------------------------------------------------------------------------------------------- splits

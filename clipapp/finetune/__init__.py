@@ -1,0 +1,54 @@
+"""Few-shot adaptation ("Fine-tune"): a handful of labelled images per class -> an `Adapter` that beats zero-shot.
+
+Three modes, all starting from the zero-shot classifier so that zero training steps *is* zero-shot:
+  head     a linear head initialised from the zero-shot text embeddings of the class prompts, trained on image
+           features encoded once (seconds on a CPU); logits = logit_scale * normalize(f) @ W.T + b, with
+           W = the unit text embeddings and b = 0 at the start. Initialising from zero-shot (not at random) is what
+           keeps few shots from falling below zero-shot. The rows of W are free to grow: a cosine head is capped at
+           logit differences of 2 * logit_scale, too soft where the model's scale is small (the demo model's is 12)
+           or its embeddings of a new domain all lie close together.
+  cache    training-free cache adapter in the Tip-Adapter spirit: keys = support features, values = one-hot labels,
+           logits = zero-shot + alpha * exp(-beta (1 - f @ keys.T)) @ values; alpha and beta picked on held-out data.
+  partial  the head plus the last N blocks of the visual tower (ViT or ModifiedResNet), trained on a deep copy (the
+           resident model is never touched) with layer-wise lr decay. The frozen lower blocks run once per image and
+           augmented view; mixup and CutMix act on those cached activations (features.py).
+Weight-space ensembling (WiSE-FT) blends the tuned weights with the zero-shot ones, W = (1-a) W_zs + a W_ft, with
+`a` fixed or chosen on held-out data. A stratified held-out split (k-fold while a class has fewer than
+`kfold_below` images) drives early stopping, the choice of `a` and the before/after report; the adapter is then
+refit on every image for the chosen epoch count, and kept only if it beat zero-shot on the held-out images by a
+sign test (`beats_zero_shot`).
+The held-out images also choose the epoch count and `a`, so "after" is slightly optimistic; `evaluate` on other
+images is not.
+
+Modules, one concern each: config (settings), intake (labelled images in), features (encoding and the activation
+cache), models, loop (one training run), selection (splits, WiSE, the sign test, the cache blend), assemble (the
+adapter), results, run (`finetune` itself), folder_eval (`evaluate`). The tricks live in `clipapp.tricks`. No
+Gradio here.
+"""
+
+from clipapp.finetune.assemble import cache_adapter, trained_adapter
+from clipapp.finetune.config import (CACHE_ALPHAS, CACHE_BETAS, HEAD_INITS, MIX_SPACES, MODE_DEFAULTS, MODES, MONITORS,
+                                     WISE_ALPHA_UNVALIDATED, WISE_ALPHAS, FinetuneConfig, ProgressFn, StopFlag)
+from clipapp.finetune.features import EncodedImages, Inputs, TokenGrid, encode_labelled, prepare_training
+from clipapp.finetune.folder_eval import _adapter_features, evaluate  # noqa: F401 (moved as it was)
+from clipapp.finetune.intake import (MAX_ZIP_BYTES, MAX_ZIP_FILES, MAX_ZIP_RATIO, LabelledImages, check_index,
+                                     extract_labelled_zip, labelled_class_lists, labelled_csv, labelled_folder,
+                                     labelled_paths, labelled_uploads, parse_class_spec)
+from clipapp.finetune.loop import Run, epoch_steps, train_run
+from clipapp.finetune.models import HeadClassifier, PartialClassifier
+from clipapp.finetune.results import FinetuneResult, FinetuneStopped, confusion_counts, metrics_from_logits
+from clipapp.finetune.run import finetune, finetune_folder, finetune_labelled
+from clipapp.finetune.selection import (ValidationPlan, beats_zero_shot, fit_cache, plan_validation, stratified_folds,
+                                        stratified_split, wise_applied, wise_blend)
+
+__all__ = [
+    "CACHE_ALPHAS", "CACHE_BETAS", "HEAD_INITS", "MAX_ZIP_BYTES", "MAX_ZIP_FILES", "MAX_ZIP_RATIO", "MIX_SPACES",
+    "MODE_DEFAULTS", "MODES", "MONITORS", "WISE_ALPHAS", "WISE_ALPHA_UNVALIDATED", "EncodedImages", "FinetuneConfig",
+    "FinetuneResult", "FinetuneStopped", "HeadClassifier", "Inputs", "LabelledImages", "PartialClassifier",
+    "ProgressFn", "Run", "StopFlag", "TokenGrid", "ValidationPlan", "beats_zero_shot", "cache_adapter",
+    "check_index", "confusion_counts", "encode_labelled", "epoch_steps", "evaluate", "extract_labelled_zip",
+    "finetune", "finetune_folder", "finetune_labelled", "fit_cache", "labelled_class_lists", "labelled_csv",
+    "labelled_folder", "labelled_paths", "labelled_uploads", "metrics_from_logits", "parse_class_spec",
+    "plan_validation", "prepare_training", "stratified_folds", "stratified_split", "train_run", "trained_adapter",
+    "wise_applied", "wise_blend",
+]

@@ -1,0 +1,64 @@
+"""The trainable models: a linear head that starts as the zero-shot classifier, and the tuned top of a visual tower
+copy under that head (partial fine-tuning)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from clipapp.adapter import visual_blocks, visual_prefix, visual_suffix, visual_top_names
+
+
+class HeadClassifier(nn.Module):
+    """logits = logit_scale * normalize(features) @ weight.T + bias; at the start weight = the unit zero-shot
+    embeddings and bias = 0, so an untrained head is exactly the zero-shot classifier."""
+
+    def __init__(self, zero_shot_weights: np.ndarray | torch.Tensor, logit_scale: float):
+        super().__init__()
+        weights = torch.as_tensor(np.asarray(zero_shot_weights), dtype=torch.float32)
+        self.weight = nn.Parameter(F.normalize(weights, dim=-1).clone())
+        self.bias = nn.Parameter(torch.zeros(len(weights)))
+        self.logit_scale = float(logit_scale)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.logit_scale * F.normalize(features, dim=-1) @ self.weight.T + self.bias
+
+
+class PartialClassifier(nn.Module):
+    """The tuned top of a visual tower copy plus the head; input = activations entering the first tuned block.
+
+    Only the tuned modules are registered, so `state_dict()` (used by EMA, early stopping and WiSE) is small; the
+    frozen lower part is reached through `prefix()`. BatchNorm layers (ResNet towers) stay in eval mode: a few
+    images per batch would only corrupt their running statistics.
+    """
+
+    def __init__(self, visual: nn.Module, first_tuned: int, head: HeadClassifier):
+        super().__init__()
+        self.blocks = nn.ModuleList([block for _, block in visual_blocks(visual)[first_tuned:]])
+        for name in visual_top_names(visual):
+            setattr(self, name, getattr(visual, name))  # the same module / Parameter objects as the copy's
+        self.head = head
+        self.first_tuned = first_tuned
+        # Not a submodule: keeps the frozen part out of state_dict (deepcopy, as timm's EMA does, still copies it
+        # consistently because the tuned blocks are the same objects inside it).
+        object.__setattr__(self, "_visual", visual)
+
+    def train(self, mode: bool = True) -> "PartialClassifier":
+        super().train(mode)
+        for module in self.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.eval()
+        return self
+
+    def prefix(self, pixels: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return visual_prefix(self._visual, pixels, self.first_tuned)
+
+    def features(self, tokens: torch.Tensor) -> torch.Tensor:
+        return visual_suffix(self._visual, tokens, self.first_tuned)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(tokens))
+
