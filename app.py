@@ -1,68 +1,8 @@
-"""Run the clipapp web app: `python app.py [--model SPEC] [--device auto|cpu|cuda] [--host H] [--port P]`."""
+"""Run the clipapp web app: `python app.py [flags]`, the same as `clipapp serve [flags]` (see clipapp/serve.py)."""
 
-from __future__ import annotations
+import sys
 
-import argparse
-import logging
-import os
-from pathlib import Path
-
-from clipapp.errors import ClipAppError
-
-AUTH_ENV = "CLIPAPP_AUTH"
-
-
-def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--model", default=None, help="model spec; default $CLIPAPP_MODEL or ViT-B-32:laion2b_s34b_b79k")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    parser.add_argument("--precision", default="auto", help="auto, fp32, fp16 (GPU), bf16 or int8 (CPU)")
-    parser.add_argument("--host", default="127.0.0.1", help="address to bind; 0.0.0.0 exposes the app on the network")
-    parser.add_argument("--port", type=int, default=7860)
-    parser.add_argument("--state-dir", default=os.environ.get("CLIPAPP_STATE_DIR", ".clipapp"),
-                        help="where indexes and adapters are kept")
-    parser.add_argument("--allowed-root", action="append", default=[],
-                        help="a server folder the browser may index (repeatable); none by default")
-    parser.add_argument("--auth", default=os.environ.get(AUTH_ENV),
-                        help=f"require a login, USER:PASSWORD (or set ${AUTH_ENV})")
-    parser.add_argument("--max-upload", default="50mb", help="largest accepted upload, e.g. 50mb")
-    parser.add_argument("--max-pixels", type=int, default=None,
-                        help="largest accepted image in pixels (default 40 million)")
-    return parser.parse_args(argv)
-
-
-def parse_auth(value: str | None) -> tuple[str, str] | None:
-    if not value:
-        return None
-    user, sep, password = value.partition(":")
-    if not sep or not user or not password:
-        raise ClipAppError("--auth must be USER:PASSWORD, both non-empty.")
-    return user, password
-
-
-def main(argv=None) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    args = parse_args(argv)
-    auth = parse_auth(args.auth)
-    if args.max_pixels:
-        os.environ["CLIPAPP_MAX_IMAGE_PIXELS"] = str(args.max_pixels)  # read by clipapp.data at import
-
-    from clipapp.service import ClipService
-    from clipapp.ui import build_app, launch_options
-    from clipapp.ui.common import AppContext
-
-    service = ClipService.load(args.model, device=args.device, precision=args.precision)
-    ctx = AppContext(
-        service=service,
-        state_dir=Path(args.state_dir).resolve(),
-        allowed_roots=tuple(Path(p).resolve() for p in args.allowed_root),
-    )
-    demo = build_app(ctx)
-    if args.host not in ("127.0.0.1", "localhost", "::1") and auth is None:
-        logging.warning("Listening on %s without --auth: anyone who can reach this port can use the app.", args.host)
-    demo.launch(server_name=args.host, server_port=args.port, auth=auth, max_file_size=args.max_upload,
-                show_error=False, **launch_options(ctx))
-
+from clipapp.serve import main, parse_args, parse_auth  # noqa: F401 - parse_args/parse_auth: tests and scripts use them
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
