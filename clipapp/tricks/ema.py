@@ -7,6 +7,7 @@ from contextlib import contextmanager
 
 import torch
 import torch.nn as nn
+from clipapp.errors import ClipAppError
 
 
 class WeightEma:
@@ -31,7 +32,7 @@ class WeightEma:
         from timm.utils.model_ema import ModelEmaV3  # imported here: timm takes seconds to import
 
         if not 0.0 <= decay < 1.0:
-            raise ValueError(f"decay must be in [0, 1), got {decay}")
+            raise ClipAppError(f"decay must be in [0, 1), got {decay}")
         self._ema = ModelEmaV3(model, decay=decay, use_warmup=warmup, warmup_power=warmup_power, device=device)
         self.num_updates = 0
 

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from clipapp.tricks.targets import soft_targets
+from clipapp.errors import ClipAppError
 
 Box = tuple[int, int, int, int]  # (y0, y1, x0, x1), half-open
 
@@ -113,7 +114,7 @@ def cutmix(
     """
     _check_float(x)
     if x.ndim < 3:
-        raise ValueError(f"cutmix needs image batches (N, C, H, W); got shape {tuple(x.shape)}. Use mixup.")
+        raise ClipAppError(f"cutmix needs image batches (N, C, H, W); got shape {tuple(x.shape)}. Use mixup.")
     rng = _rng(rng)
     if lam is None:
         lam = float(rng.beta(alpha, alpha)) if alpha > 0 else 1.0
@@ -141,7 +142,7 @@ def cutout(
     transform variant; this one works on a whole batch at once with the classic fixed square.)
     """
     if x.ndim < 3:
-        raise ValueError(f"cutout needs image batches (N, C, H, W); got shape {tuple(x.shape)}")
+        raise ClipAppError(f"cutout needs image batches (N, C, H, W); got shape {tuple(x.shape)}")
     rng = _rng(rng)
     n, (height, width) = x.shape[0], x.shape[-2:]
     side = int(round(size * min(height, width))) if isinstance(size, float) else int(size)
@@ -176,7 +177,7 @@ class MixupCutmix:
         rng: np.random.Generator | int | None = None,
     ) -> None:
         if mixup_alpha <= 0 and cutmix_alpha <= 0:
-            raise ValueError("enable mixup_alpha or cutmix_alpha (> 0)")
+            raise ClipAppError("enable mixup_alpha or cutmix_alpha (> 0)")
         self.num_classes = num_classes
         self.mixup_alpha, self.cutmix_alpha = mixup_alpha, cutmix_alpha
         self.prob, self.switch_prob, self.smoothing = prob, switch_prob, smoothing

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import torch.nn as nn
+from clipapp.errors import ClipAppError
 
 
 class SummaryRow(NamedTuple):
@@ -22,7 +23,7 @@ def parameter_summary(model: nn.Module, depth: int = 1) -> list[SummaryRow]:
     its own name (e.g. `logit_scale`). Shared (tied) parameters are counted once, like `model.parameters()`.
     """
     if depth < 1:
-        raise ValueError(f"depth must be >= 1, got {depth}")
+        raise ClipAppError(f"depth must be >= 1, got {depth}")
     rows: dict[str, list[int]] = {}
     for name, param in model.named_parameters():
         module_path = name.split(".")[:-1]
