@@ -20,20 +20,31 @@ AUTH_ENV = "CLIPAPP_AUTH"
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """The web app's flags, on `parser` (app.py's own parser, or the CLI's `serve` subcommand)."""
-    parser.add_argument("--model", default=None, help="model spec; default $CLIPAPP_MODEL or ViT-B-32:laion2b_s34b_b79k")
+    parser.add_argument(
+        "--model", default=None, help="model spec; default $CLIPAPP_MODEL or ViT-B-32:laion2b_s34b_b79k"
+    )
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--precision", default="auto", help="auto, fp32, fp16 (GPU), bf16 or int8 (CPU)")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind; 0.0.0.0 exposes the app on the network")
     parser.add_argument("--port", type=int, default=7860)
-    parser.add_argument("--state-dir", default=os.environ.get("CLIPAPP_STATE_DIR", ".clipapp"),
-                        help="where indexes and adapters are kept")
-    parser.add_argument("--allowed-root", action="append", default=[],
-                        help="a server folder the browser may index (repeatable); none by default")
-    parser.add_argument("--auth", default=os.environ.get(AUTH_ENV),
-                        help=f"require a login, USER:PASSWORD (or set ${AUTH_ENV})")
+    parser.add_argument(
+        "--state-dir",
+        default=os.environ.get("CLIPAPP_STATE_DIR", ".clipapp"),
+        help="where indexes and adapters are kept",
+    )
+    parser.add_argument(
+        "--allowed-root",
+        action="append",
+        default=[],
+        help="a server folder the browser may index (repeatable); none by default",
+    )
+    parser.add_argument(
+        "--auth", default=os.environ.get(AUTH_ENV), help=f"require a login, USER:PASSWORD (or set ${AUTH_ENV})"
+    )
     parser.add_argument("--max-upload", default="50mb", help="largest accepted upload, e.g. 50mb")
-    parser.add_argument("--max-pixels", type=int, default=None,
-                        help="largest accepted image in pixels (default 40 million)")
+    parser.add_argument(
+        "--max-pixels", type=int, default=None, help="largest accepted image in pixels (default 40 million)"
+    )
     return parser
 
 
@@ -71,8 +82,14 @@ def run(args: argparse.Namespace) -> None:
     demo = build_app(ctx)
     if args.host not in ("127.0.0.1", "localhost", "::1") and auth is None:
         logging.warning("Listening on %s without --auth: anyone who can reach this port can use the app.", args.host)
-    demo.launch(server_name=args.host, server_port=args.port, auth=auth, max_file_size=args.max_upload,
-                show_error=False, **launch_options(ctx))
+    demo.launch(
+        server_name=args.host,
+        server_port=args.port,
+        auth=auth,
+        max_file_size=args.max_upload,
+        show_error=False,
+        **launch_options(ctx),
+    )
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

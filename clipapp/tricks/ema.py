@@ -7,6 +7,7 @@ from contextlib import contextmanager
 
 import torch
 import torch.nn as nn
+
 from clipapp.errors import ClipAppError
 
 
@@ -33,7 +34,13 @@ class WeightEma:
 
         if not 0.0 <= decay < 1.0:
             raise ClipAppError(f"decay must be in [0, 1), got {decay}")
-        self._ema = ModelEmaV3(model, decay=decay, use_warmup=warmup, warmup_power=warmup_power, device=device)
+        self._ema = ModelEmaV3(
+            model,
+            decay=decay,
+            use_warmup=warmup,
+            warmup_power=warmup_power,
+            device=None if device is None else torch.device(device),
+        )
         self.num_updates = 0
 
     @property

@@ -38,8 +38,9 @@ class ExperimentLogger:
         config: dict[str, Any] | None = None,
     ) -> None:
         # imported here: tensorboard is the optional `logging` extra, and slow to import
-        SummaryWriter = import_extra("torch.utils.tensorboard", extra="logging",
-                                     feature="ExperimentLogger (TensorBoard event files)").SummaryWriter
+        SummaryWriter = import_extra(
+            "torch.utils.tensorboard", extra="logging", feature="ExperimentLogger (TensorBoard event files)"
+        ).SummaryWriter
 
         self.log_dir = Path(log_dir)
         self.log_dir.mkdir(parents=True, exist_ok=True)

@@ -13,8 +13,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from clipapp.tricks.targets import soft_targets
 from clipapp.errors import ClipAppError
+from clipapp.tricks.targets import soft_targets
 
 REDUCTIONS = ("none", "mean", "sum")
 
@@ -83,6 +83,8 @@ class FocalLoss(nn.Module):
     optional per-class weight (e.g. `class_balanced_weights`).
     """
 
+    alpha: torch.Tensor | None  # a buffer (moves with .to()); typed here, nn.Module's __getattr__ is not
+
     def __init__(
         self,
         gamma: float = 2.0,
@@ -127,6 +129,7 @@ class ClassBalancedLoss(nn.Module):
     Probability-row targets use the expected weight `sum_k t_k w_k`. `mean` is the plain mean over samples.
     """
 
+    weights: torch.Tensor  # a buffer, typed here
     LOSS_TYPES = ("softmax", "sigmoid", "focal")
 
     def __init__(

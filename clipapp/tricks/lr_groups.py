@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 
 import torch.nn as nn
+
 from clipapp.errors import ClipAppError
 
 # Non-block parameters that sit below the first block: stems, patch/token/position embeddings, pre-norms

@@ -11,12 +11,13 @@ Randomness comes from `rng` (a `numpy.random.Generator` or a seed); `None` uses 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 
-from clipapp.tricks.targets import soft_targets
 from clipapp.errors import ClipAppError
+from clipapp.tricks.targets import soft_targets
 
 Box = tuple[int, int, int, int]  # (y0, y1, x0, x1), half-open
 
@@ -32,7 +33,7 @@ class MixedBatch:
     box: Box | None = None
 
 
-def _rng(rng: np.random.Generator | int | None):
+def _rng(rng: np.random.Generator | int | None) -> Any:  # a Generator, or the np.random module itself
     if rng is None:
         return np.random  # the module-level RNG, seeded by np.random.seed
     if isinstance(rng, np.random.Generator):
@@ -76,10 +77,10 @@ def mixup(
     Pass `lam` to fix the mixing weight instead of sampling it.
     """
     _check_float(x)
-    rng = _rng(rng)
+    gen = _rng(rng)
     if lam is None:
-        lam = float(rng.beta(alpha, alpha)) if alpha > 0 else 1.0
-    index = _permutation(rng, x.shape[0], x.device)
+        lam = float(gen.beta(alpha, alpha)) if alpha > 0 else 1.0
+    index = _permutation(gen, x.shape[0], x.device)
     mixed = lam * x + (1.0 - lam) * x[index]
     return MixedBatch(mixed, _mixed_targets(target, index, lam, num_classes, smoothing), lam, index)
 
@@ -115,12 +116,12 @@ def cutmix(
     _check_float(x)
     if x.ndim < 3:
         raise ClipAppError(f"cutmix needs image batches (N, C, H, W); got shape {tuple(x.shape)}. Use mixup.")
-    rng = _rng(rng)
+    gen = _rng(rng)
     if lam is None:
-        lam = float(rng.beta(alpha, alpha)) if alpha > 0 else 1.0
-    index = _permutation(rng, x.shape[0], x.device)
+        lam = float(gen.beta(alpha, alpha)) if alpha > 0 else 1.0
+    index = _permutation(gen, x.shape[0], x.device)
     height, width = x.shape[-2:]
-    y0, y1, x0, x1 = rand_box(height, width, lam, rng)
+    y0, y1, x0, x1 = rand_box(height, width, lam, gen)
     mixed = x.clone()
     mixed[..., y0:y1, x0:x1] = x[index][..., y0:y1, x0:x1]
     lam = 1.0 - (y1 - y0) * (x1 - x0) / (height * width)  # the clipped box decides the real proportion

@@ -16,9 +16,18 @@ step. Pattern::
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Protocol
 
 import torch
 import torch.nn as nn
+
+
+class SamOptimizer(Protocol):
+    """What `sam_step` calls: `pytorch_optimizer.SAM`'s two-step interface."""
+
+    def zero_grad(self, set_to_none: bool = True) -> None: ...
+    def first_step(self, zero_grad: bool = False) -> None: ...
+    def second_step(self, zero_grad: bool = False) -> None: ...
 
 
 def make_sam(
@@ -36,7 +45,7 @@ def make_sam(
 
 
 def sam_step(
-    optimizer: torch.optim.Optimizer,
+    optimizer: SamOptimizer,
     closure: Callable[[], torch.Tensor],
     *,
     model: nn.Module | None = None,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import torch.nn as nn
+
 from clipapp.errors import ClipAppError
 
 
@@ -35,7 +36,9 @@ def parameter_summary(model: nn.Module, depth: int = 1) -> list[SummaryRow]:
 
 def format_summary(rows: list[SummaryRow]) -> str:
     """A plain-text table of `parameter_summary` rows with a total line."""
-    total = SummaryRow("total", *(sum(r[i] for r in rows) for i in (1, 2, 3)))
+    total = SummaryRow(
+        "total", sum(r.params for r in rows), sum(r.trainable for r in rows), sum(r.frozen for r in rows)
+    )
     header = ("module", "params", "trainable", "frozen")
     body = [(r.name, f"{r.params:,}", f"{r.trainable:,}", f"{r.frozen:,}") for r in [*rows, total]]
     widths = [max(len(line[i]) for line in [header, *body]) for i in range(4)]

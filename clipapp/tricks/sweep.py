@@ -132,17 +132,18 @@ def run_sweep(
     return SweepResult(trials, trials[study.best_trial.number], direction, study)
 
 
-def _grid(objective, fixed: dict[str, Any], choices: dict[str, list], n_trials: int | None,
-          direction: str) -> SweepResult:
+def _grid(
+    objective, fixed: dict[str, Any], choices: dict[str, list], n_trials: int | None, direction: str
+) -> SweepResult:
     names = list(choices)
     combos = itertools.product(*(choices[name] for name in names))
     trials = []
     for number, values in enumerate(itertools.islice(combos, n_trials)):
-        params = {**fixed, **dict(zip(names, values))}
+        params = {**fixed, **dict(zip(names, values, strict=True))}
         value = float(objective(params))
         trials.append(SweepTrial(number, params, None if math.isnan(value) else value))
-    scored = [t for t in trials if t.value is not None]
-    if not scored:
+    scores = {t.number: t.value for t in trials if t.value is not None}
+    if not scores:
         raise ClipAppError("Every sweep trial failed (the objective returned NaN).")
     pick = max if direction == "maximize" else min
-    return SweepResult(trials, pick(scored, key=lambda t: t.value), direction)
+    return SweepResult(trials, trials[pick(scores, key=scores.__getitem__)], direction)
