@@ -150,3 +150,10 @@ def test_the_static_check_sees_lazy_and_eager_imports(tmp_path):
                       "def f():\n    import ray.data\n    from sklearn import svm\n")
     assert _imports(sample) == [("numpy", True), ("typing", True), ("optuna", False), ("ray", False),
                                 ("sklearn", False)]
+
+
+def test_only_the_ui_imports_gradio():
+    """The core never imports Gradio (docs/architecture.md, "Layers"): only clipapp/ui/ does."""
+    importers = sorted(str(path.relative_to(REPO)) for path in (REPO / "clipapp").rglob("*.py")
+                       if any(module == "gradio" for module, _ in _imports(path)))
+    assert importers and all(name.startswith("clipapp/ui/") for name in importers), importers
