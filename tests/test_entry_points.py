@@ -24,9 +24,10 @@ def test_clipapp_serve_takes_exactly_app_py_flags():
     app_parser = serve.add_arguments(argparse.ArgumentParser())
     assert _options(_serve_subparser()) == _options(app_parser)
     assert "--json" not in _options(_serve_subparser())  # serve prints no JSON result
-    args = cli.build_parser().parse_args(["serve", "--port", "8081", "--allowed-root", "/srv/photos", "--model", "demo"])
+    flags = ["--port", "8081", "--allowed-root", "/srv/photos", "--model", "demo"]
+    args = cli.build_parser().parse_args(["serve", *flags])
     assert args.func is serve.run and args.port == 8081 and args.allowed_root == ["/srv/photos"]
-    assert vars(app.parse_args(["--port", "8081", "--allowed-root", "/srv/photos", "--model", "demo"])) == {
+    assert vars(app.parse_args(flags)) == {
         k: v for k, v in vars(args).items() if k not in ("command", "func")}
 
 
