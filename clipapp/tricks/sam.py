@@ -16,10 +16,13 @@ step. Pattern::
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import torch
 import torch.nn as nn
+
+if TYPE_CHECKING:
+    from pytorch_optimizer import SAM
 
 
 class SamOptimizer(Protocol):
@@ -37,7 +40,7 @@ def make_sam(
     rho: float = 0.05,
     adaptive: bool = False,
     **base_kwargs,
-) -> torch.optim.Optimizer:
+) -> SAM:
     """`pytorch_optimizer.SAM` around `base_optimizer(**base_kwargs)`; `adaptive=True` is ASAM (scale-invariant)."""
     from pytorch_optimizer import SAM  # imported here: the package takes a while to import
 
