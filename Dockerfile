@@ -14,6 +14,7 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /app
+# requirements.txt is the runtime lock only: no Ray, optuna, TensorBoard or test tools (extras, see pyproject.toml).
 COPY requirements.txt .
 RUN python3 -m venv /opt/venv && /opt/venv/bin/pip install -r requirements.txt
 COPY app.py ./

@@ -5,12 +5,13 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-fast system-deps bench clean
+.PHONY: run test test-fast lint system-deps bench clean
 
-$(STAMP): requirements.txt requirements-dev.txt
+# requirements*.txt are the pins (runtime, the optional extras, dev); pyproject.toml gives the ranges.
+$(STAMP): requirements.txt requirements-extras.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements.txt -r requirements-dev.txt
+	$(PY) -m pip install --quiet -r requirements.txt -r requirements-extras.txt -r requirements-dev.txt
 	touch $(STAMP)
 
 system-deps:
@@ -25,6 +26,12 @@ test: system-deps $(STAMP)
 # Everything but the browser tests.
 test-fast: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m "not e2e" $(PYTEST_ARGS)
+
+# Lint, format check and type check of the package (configured in pyproject.toml).
+lint: $(STAMP)
+	$(VENV)/bin/ruff check clipapp
+	$(VENV)/bin/ruff format --check clipapp
+	$(VENV)/bin/mypy clipapp
 
 bench: $(STAMP)
 	$(PY) bench/bench_encode.py

@@ -29,8 +29,14 @@ class MicroBatcher:
     `submit(rows)` blocks until this caller's rows are done and returns exactly its own slice of the output.
     """
 
-    def __init__(self, fn: Callable[[torch.Tensor], torch.Tensor], *, window_s: float = 0.005, max_rows: int = 64,
-                 name: str = "micro-batcher"):
+    def __init__(
+        self,
+        fn: Callable[[torch.Tensor], torch.Tensor],
+        *,
+        window_s: float = 0.005,
+        max_rows: int = 64,
+        name: str = "micro-batcher",
+    ):
         self._fn = fn
         self.window_s = window_s
         self.max_rows = max_rows

@@ -405,6 +405,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_finetune_commands(sub)
     for name, subparser in sub.choices.items():
         _add_common(subparser)
+    from clipapp import serve  # after the loop: serve has its own --model/--device/--precision and no --json
+
+    serve_parser = sub.add_parser("serve", help="run the web app (the flags of app.py)")
+    serve.add_arguments(serve_parser).set_defaults(func=serve.run)
     return parser
 
 
@@ -422,4 +426,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception:  # a bug, not the user's mistake: the traceback goes to the log, the exit status says which
+        logging.getLogger(__name__).exception("internal error in %r; please report it with this traceback",
+                                              args.command)
+        return EXIT_INTERNAL_ERROR
     return 0

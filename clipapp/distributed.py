@@ -55,7 +55,7 @@ from clipapp.storage import atomic_path
 
 log = logging.getLogger(__name__)
 
-RAY_INSTALL_HINT = "pip install 'ray[data]'"
+RAY_INSTALL_HINT = "pip install 'clipapp[ray]'"  # the extra that brings ray[data] and pyarrow
 DEFAULT_OBJECT_STORE_MB = 200  # the rows are paths and 32..1024 floats: a small store starts faster
 SHARD_DIR_NAME = ".ray-shards"  # inside the index folder (hidden: never listed as images or index data)
 SHARD_FORMAT = 1

@@ -15,3 +15,7 @@ class ImageLoadError(ClipAppError):
 
 class ModelLoadError(ClipAppError):
     """A model spec or checkpoint that cannot be loaded."""
+
+
+class MissingExtraError(ClipAppError):
+    """A feature whose optional dependency (a pyproject extra such as `clipapp[sweeps]`) is not installed."""

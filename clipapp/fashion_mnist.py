@@ -39,8 +39,7 @@ def _read_idx(path: Path, *, offset: int) -> np.ndarray:
     """Return the payload of one gzip IDX file as a flat uint8 array."""
     if not path.is_file():
         raise ClipAppError(
-            f"Fashion-MNIST file not found: {path}. "
-            "Install the data set with `apt-get install dataset-fashion-mnist`."
+            f"Fashion-MNIST file not found: {path}. Install the data set with `apt-get install dataset-fashion-mnist`."
         )
     with gzip.open(path, "rb") as f:
         data = f.read()

@@ -33,7 +33,7 @@ def resolve_templates(choice: str | Sequence[str] | None = DEFAULT_TEMPLATES) ->
         key = choice.strip()
         if key.lower() in TEMPLATE_SETS:
             return TEMPLATE_SETS[key.lower()]
-        templates = (key,)
+        templates: tuple[str, ...] = (key,)
     else:
         templates = tuple(choice)
     for template in templates:

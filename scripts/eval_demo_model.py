@@ -11,7 +11,7 @@ images and on the fixed subset of the first 1,000, for:
 - openai (80)     the ensemble over open_clip.OPENAI_IMAGENET_TEMPLATES (mostly not seen in training)
 - natural labels  "a photo of a {}." with everyday names (t-shirt, pants, sweater, ..., boot)
 
-    .venv/bin/python scripts/eval_demo_model.py [--model-dir assets/models/demo] [--json]
+    .venv/bin/python scripts/eval_demo_model.py [--model-dir clipapp/assets/demo] [--json]
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ def encode_images(model, preprocess, images: np.ndarray, *, batch_size: int = 50
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--model-dir", type=Path, default=REPO_ROOT / "assets" / "models" / "demo")
+    p.add_argument("--model-dir", type=Path, default=REPO_ROOT / "clipapp" / "assets" / "demo")
     p.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
     p.add_argument("--json", action="store_true", help="also print the results as one JSON object")
     args = p.parse_args(argv)

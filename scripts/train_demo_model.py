@@ -25,7 +25,7 @@ and from then on the learning-rate schedule follows the elapsed-time fraction, s
 budget with a fully decayed learning rate (that run is no longer bit-reproducible). The run prints which of the
 two bounded it.
 
-Outputs (default `assets/models/demo/`): `clipapp-demo.json` (the open_clip model config) and
+Outputs (default `clipapp/assets/demo/`, the package data): `clipapp-demo.json` (the open_clip model config) and
 `clipapp-demo.safetensors` (the state dict in float16; open_clip loads it into a float32 model).
 
     .venv/bin/python scripts/train_demo_model.py            # about 7-9 minutes on one CPU core
@@ -58,7 +58,7 @@ from clipapp.fashion_mnist import CLASS_NAMES, load_fashion_mnist, to_pil_images
 
 MODEL_NAME = "clipapp-demo"
 TIME_CHECK_AFTER_STEPS = 100  # the first steps are slow (allocation); judge the pace only after them
-DEFAULT_OUT_DIR = REPO_ROOT / "assets" / "models" / "demo"
+DEFAULT_OUT_DIR = REPO_ROOT / "clipapp" / "assets" / "demo"
 
 # The open_clip model config. No `preprocess_cfg` here: for a config registered by name
 # (`add_model_config` + `create_model_and_transforms(name, pretrained=file)`) open_clip uses the default

@@ -1,4 +1,4 @@
-"""The CLI: JSON contracts of design.md, PNG output, and clear errors with a non-zero exit."""
+"""The CLI: JSON contracts of docs/architecture.md, PNG output, and clear errors with a non-zero exit."""
 
 from __future__ import annotations
 

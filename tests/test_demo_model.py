@@ -1,4 +1,4 @@
-"""The bundled demo model (assets/models/demo) loads with plain open_clip and classifies Fashion-MNIST zero-shot."""
+"""The bundled demo model (clipapp/assets/demo) loads with plain open_clip and classifies Fashion-MNIST zero-shot."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from open_clip.zero_shot_classifier import build_zero_shot_classifier
 
 from clipapp.fashion_mnist import CLASS_NAMES, load_fashion_mnist, to_pil_images
 
-DEMO_DIR = Path(__file__).resolve().parents[1] / "assets" / "models" / "demo"
+DEMO_DIR = Path(__file__).resolve().parents[1] / "clipapp" / "assets" / "demo"
 MODEL_NAME = "clipapp-demo"
 WEIGHTS = DEMO_DIR / f"{MODEL_NAME}.safetensors"
 MAX_WEIGHTS_BYTES = 20 * 1000 * 1000

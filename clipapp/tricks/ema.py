@@ -8,6 +8,8 @@ from contextlib import contextmanager
 import torch
 import torch.nn as nn
 
+from clipapp.errors import ClipAppError
+
 
 class WeightEma:
     """EMA of all weights and buffers: evaluate the average inside `with ema.apply_to(model):`.
@@ -31,8 +33,14 @@ class WeightEma:
         from timm.utils.model_ema import ModelEmaV3  # imported here: timm takes seconds to import
 
         if not 0.0 <= decay < 1.0:
-            raise ValueError(f"decay must be in [0, 1), got {decay}")
-        self._ema = ModelEmaV3(model, decay=decay, use_warmup=warmup, warmup_power=warmup_power, device=device)
+            raise ClipAppError(f"decay must be in [0, 1), got {decay}")
+        self._ema = ModelEmaV3(
+            model,
+            decay=decay,
+            use_warmup=warmup,
+            warmup_power=warmup_power,
+            device=None if device is None else torch.device(device),
+        )
         self.num_updates = 0
 
     @property

@@ -11,6 +11,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from clipapp.extras import import_extra
+
 log = logging.getLogger(__name__)
 
 
@@ -35,7 +37,10 @@ class ExperimentLogger:
         run_name: str | None = None,
         config: dict[str, Any] | None = None,
     ) -> None:
-        from torch.utils.tensorboard import SummaryWriter  # imported here: pulls in tensorboard
+        # imported here: tensorboard is the optional `logging` extra, and slow to import
+        SummaryWriter = import_extra(
+            "torch.utils.tensorboard", extra="logging", feature="ExperimentLogger (TensorBoard event files)"
+        ).SummaryWriter
 
         self.log_dir = Path(log_dir)
         self.log_dir.mkdir(parents=True, exist_ok=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import fnmatch
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import torch.nn as nn
 
@@ -14,15 +14,19 @@ Pattern = str | re.Pattern
 
 
 def _matcher(patterns: Iterable[Pattern], regex: bool):
-    compiled = []
+    compiled: list[tuple[Pattern, Callable[[str], object]]] = []
     for pattern in patterns:
         if isinstance(pattern, re.Pattern):
             compiled.append((pattern, pattern.search))
         elif regex:
             compiled.append((pattern, re.compile(pattern).search))
         else:
-            compiled.append((pattern, lambda name, p=pattern: fnmatch.fnmatchcase(name, p)))
+            compiled.append((pattern, _glob(pattern)))
     return compiled
+
+
+def _glob(pattern: str) -> Callable[[str], bool]:
+    return lambda name: fnmatch.fnmatchcase(name, pattern)
 
 
 def set_requires_grad_by_pattern(

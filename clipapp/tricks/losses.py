@@ -13,6 +13,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from clipapp.errors import ClipAppError
 from clipapp.tricks.targets import soft_targets
 
 REDUCTIONS = ("none", "mean", "sum")
@@ -25,7 +26,7 @@ def _reduce(loss: torch.Tensor, reduction: str) -> torch.Tensor:
         return loss.sum()
     if reduction == "none":
         return loss
-    raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    raise ClipAppError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
 
 
 class LabelSmoothingCrossEntropy(nn.CrossEntropyLoss):
@@ -55,7 +56,7 @@ def focal_loss(
     not torch's weight-normalised mean.
     """
     if gamma < 0:
-        raise ValueError(f"gamma must be >= 0, got {gamma}")
+        raise ClipAppError(f"gamma must be >= 0, got {gamma}")
     logp = F.log_softmax(logits, dim=-1)
     if alpha is not None:
         alpha = torch.as_tensor(alpha, dtype=logp.dtype, device=logp.device)
@@ -82,6 +83,8 @@ class FocalLoss(nn.Module):
     optional per-class weight (e.g. `class_balanced_weights`).
     """
 
+    alpha: torch.Tensor | None  # a buffer (moves with .to()); typed here, nn.Module's __getattr__ is not
+
     def __init__(
         self,
         gamma: float = 2.0,
@@ -106,10 +109,10 @@ def class_balanced_weights(samples_per_class: Sequence[int] | torch.Tensor, beta
     with no samples is counted as one: it never appears as a target, and this keeps the weights finite.
     """
     if not 0.0 <= beta < 1.0:
-        raise ValueError(f"beta must be in [0, 1), got {beta}")
+        raise ClipAppError(f"beta must be in [0, 1), got {beta}")
     counts = torch.as_tensor(samples_per_class, dtype=torch.float64)
     if counts.ndim != 1 or counts.numel() == 0 or bool((counts < 0).any()):
-        raise ValueError("samples_per_class must be a non-empty list of non-negative counts")
+        raise ClipAppError("samples_per_class must be a non-empty list of non-negative counts")
     effective = 1.0 - torch.pow(torch.tensor(beta, dtype=torch.float64), counts.clamp(min=1))
     weights = (1.0 - beta) / effective
     return (weights / weights.sum() * counts.numel()).float()
@@ -126,6 +129,7 @@ class ClassBalancedLoss(nn.Module):
     Probability-row targets use the expected weight `sum_k t_k w_k`. `mean` is the plain mean over samples.
     """
 
+    weights: torch.Tensor  # a buffer, typed here
     LOSS_TYPES = ("softmax", "sigmoid", "focal")
 
     def __init__(
@@ -139,7 +143,7 @@ class ClassBalancedLoss(nn.Module):
     ) -> None:
         super().__init__()
         if loss_type not in self.LOSS_TYPES:
-            raise ValueError(f"loss_type must be one of {self.LOSS_TYPES}, got {loss_type!r}")
+            raise ClipAppError(f"loss_type must be one of {self.LOSS_TYPES}, got {loss_type!r}")
         self.loss_type, self.gamma, self.reduction = loss_type, gamma, reduction
         self.register_buffer("weights", class_balanced_weights(samples_per_class, beta))
 

@@ -11,6 +11,8 @@ import re
 
 import torch.nn as nn
 
+from clipapp.errors import ClipAppError
+
 # Non-block parameters that sit below the first block: stems, patch/token/position embeddings, pre-norms
 # (open_clip and timm names). Everything else outside the blocks counts as head: final norms, projections,
 # classifier, logit_scale.
@@ -43,7 +45,7 @@ def layerwise_lr_groups(
     Each group also has `lr_scale`, `depth` and `param_names`. Use: `torch.optim.AdamW(groups)`.
     """
     if not 0.0 < decay <= 1.0:
-        raise ValueError(f"decay must be in (0, 1], got {decay}")
+        raise ClipAppError(f"decay must be in (0, 1], got {decay}")
     block_re, embed_re = re.compile(block_regex), re.compile(embed_regex)
 
     def block_of(name: str) -> tuple[str, int] | None:

@@ -11,10 +11,12 @@ Randomness comes from `rng` (a `numpy.random.Generator` or a seed); `None` uses 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 
+from clipapp.errors import ClipAppError
 from clipapp.tricks.targets import soft_targets
 
 Box = tuple[int, int, int, int]  # (y0, y1, x0, x1), half-open
@@ -31,7 +33,7 @@ class MixedBatch:
     box: Box | None = None
 
 
-def _rng(rng: np.random.Generator | int | None):
+def _rng(rng: np.random.Generator | int | None) -> Any:  # a Generator, or the np.random module itself
     if rng is None:
         return np.random  # the module-level RNG, seeded by np.random.seed
     if isinstance(rng, np.random.Generator):
@@ -75,10 +77,10 @@ def mixup(
     Pass `lam` to fix the mixing weight instead of sampling it.
     """
     _check_float(x)
-    rng = _rng(rng)
+    gen = _rng(rng)
     if lam is None:
-        lam = float(rng.beta(alpha, alpha)) if alpha > 0 else 1.0
-    index = _permutation(rng, x.shape[0], x.device)
+        lam = float(gen.beta(alpha, alpha)) if alpha > 0 else 1.0
+    index = _permutation(gen, x.shape[0], x.device)
     mixed = lam * x + (1.0 - lam) * x[index]
     return MixedBatch(mixed, _mixed_targets(target, index, lam, num_classes, smoothing), lam, index)
 
@@ -113,13 +115,13 @@ def cutmix(
     """
     _check_float(x)
     if x.ndim < 3:
-        raise ValueError(f"cutmix needs image batches (N, C, H, W); got shape {tuple(x.shape)}. Use mixup.")
-    rng = _rng(rng)
+        raise ClipAppError(f"cutmix needs image batches (N, C, H, W); got shape {tuple(x.shape)}. Use mixup.")
+    gen = _rng(rng)
     if lam is None:
-        lam = float(rng.beta(alpha, alpha)) if alpha > 0 else 1.0
-    index = _permutation(rng, x.shape[0], x.device)
+        lam = float(gen.beta(alpha, alpha)) if alpha > 0 else 1.0
+    index = _permutation(gen, x.shape[0], x.device)
     height, width = x.shape[-2:]
-    y0, y1, x0, x1 = rand_box(height, width, lam, rng)
+    y0, y1, x0, x1 = rand_box(height, width, lam, gen)
     mixed = x.clone()
     mixed[..., y0:y1, x0:x1] = x[index][..., y0:y1, x0:x1]
     lam = 1.0 - (y1 - y0) * (x1 - x0) / (height * width)  # the clipped box decides the real proportion
@@ -141,7 +143,7 @@ def cutout(
     transform variant; this one works on a whole batch at once with the classic fixed square.)
     """
     if x.ndim < 3:
-        raise ValueError(f"cutout needs image batches (N, C, H, W); got shape {tuple(x.shape)}")
+        raise ClipAppError(f"cutout needs image batches (N, C, H, W); got shape {tuple(x.shape)}")
     rng = _rng(rng)
     n, (height, width) = x.shape[0], x.shape[-2:]
     side = int(round(size * min(height, width))) if isinstance(size, float) else int(size)
@@ -176,7 +178,7 @@ class MixupCutmix:
         rng: np.random.Generator | int | None = None,
     ) -> None:
         if mixup_alpha <= 0 and cutmix_alpha <= 0:
-            raise ValueError("enable mixup_alpha or cutmix_alpha (> 0)")
+            raise ClipAppError("enable mixup_alpha or cutmix_alpha (> 0)")
         self.num_classes = num_classes
         self.mixup_alpha, self.cutmix_alpha = mixup_alpha, cutmix_alpha
         self.prob, self.switch_prob, self.smoothing = prob, switch_prob, smoothing

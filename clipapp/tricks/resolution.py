@@ -7,6 +7,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from clipapp.errors import ClipAppError
+
 
 class ResolutionSchedule:
     """Train at `low_size` and switch to `full_size` for the last `final_fraction` of the epochs.
@@ -28,13 +30,13 @@ class ResolutionSchedule:
         multiple_of: int = 1,
     ) -> None:
         if total_epochs < 1:
-            raise ValueError(f"total_epochs must be >= 1, got {total_epochs}")
+            raise ClipAppError(f"total_epochs must be >= 1, got {total_epochs}")
         if not 0.0 <= final_fraction <= 1.0:
-            raise ValueError(f"final_fraction must be in [0, 1], got {final_fraction}")
+            raise ClipAppError(f"final_fraction must be in [0, 1], got {final_fraction}")
         if low_size is None:
             low_size = max(multiple_of, int(full_size * low_scale) // multiple_of * multiple_of)
         if not 0 < low_size <= full_size:
-            raise ValueError(f"low_size must be in (0, {full_size}], got {low_size}")
+            raise ClipAppError(f"low_size must be in (0, {full_size}], got {low_size}")
         self.full_size, self.low_size, self.total_epochs = full_size, low_size, total_epochs
         final_epochs = min(total_epochs, math.ceil(final_fraction * total_epochs))
         self.switch_epoch = total_epochs - final_epochs  # first epoch (0-based) at full size

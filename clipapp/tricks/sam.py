@@ -16,9 +16,21 @@ step. Pattern::
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol
 
 import torch
 import torch.nn as nn
+
+if TYPE_CHECKING:
+    from pytorch_optimizer import SAM
+
+
+class SamOptimizer(Protocol):
+    """What `sam_step` calls: `pytorch_optimizer.SAM`'s two-step interface."""
+
+    def zero_grad(self, set_to_none: bool = True) -> None: ...
+    def first_step(self, zero_grad: bool = False) -> None: ...
+    def second_step(self, zero_grad: bool = False) -> None: ...
 
 
 def make_sam(
@@ -28,7 +40,7 @@ def make_sam(
     rho: float = 0.05,
     adaptive: bool = False,
     **base_kwargs,
-) -> torch.optim.Optimizer:
+) -> SAM:
     """`pytorch_optimizer.SAM` around `base_optimizer(**base_kwargs)`; `adaptive=True` is ASAM (scale-invariant)."""
     from pytorch_optimizer import SAM  # imported here: the package takes a while to import
 
@@ -36,7 +48,7 @@ def make_sam(
 
 
 def sam_step(
-    optimizer: torch.optim.Optimizer,
+    optimizer: SamOptimizer,
     closure: Callable[[], torch.Tensor],
     *,
     model: nn.Module | None = None,

@@ -6,6 +6,8 @@ from typing import NamedTuple
 
 import torch.nn as nn
 
+from clipapp.errors import ClipAppError
+
 
 class SummaryRow(NamedTuple):
     name: str
@@ -22,7 +24,7 @@ def parameter_summary(model: nn.Module, depth: int = 1) -> list[SummaryRow]:
     its own name (e.g. `logit_scale`). Shared (tied) parameters are counted once, like `model.parameters()`.
     """
     if depth < 1:
-        raise ValueError(f"depth must be >= 1, got {depth}")
+        raise ClipAppError(f"depth must be >= 1, got {depth}")
     rows: dict[str, list[int]] = {}
     for name, param in model.named_parameters():
         module_path = name.split(".")[:-1]
@@ -34,7 +36,9 @@ def parameter_summary(model: nn.Module, depth: int = 1) -> list[SummaryRow]:
 
 def format_summary(rows: list[SummaryRow]) -> str:
     """A plain-text table of `parameter_summary` rows with a total line."""
-    total = SummaryRow("total", *(sum(r[i] for r in rows) for i in (1, 2, 3)))
+    total = SummaryRow(
+        "total", sum(r.params for r in rows), sum(r.trainable for r in rows), sum(r.frozen for r in rows)
+    )
     header = ("module", "params", "trainable", "frozen")
     body = [(r.name, f"{r.params:,}", f"{r.trainable:,}", f"{r.frozen:,}") for r in [*rows, total]]
     widths = [max(len(line[i]) for line in [header, *body]) for i in range(4)]

@@ -1,4 +1,7 @@
-"""Hyperparameter sweeps (grid, random, Bayesian) over settings dicts, run by optuna.
+"""Hyperparameter sweeps (grid, random, Bayesian) over settings dicts.
+
+A grid is walked here (itertools.product, in the order the values are listed: nothing to sample, so no optuna);
+random and Bayesian (TPE) sweeps are run by optuna, the optional `sweeps` extra (`pip install 'clipapp[sweeps]'`).
 
 A `space` maps each setting to:
 - a list: the values to try (grid, random or TPE choice);
@@ -10,12 +13,14 @@ The objective gets one plain dict with every setting and returns the score.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from clipapp.errors import ClipAppError
+from clipapp.extras import import_extra
 
 METHODS = ("grid", "random", "bayes")
 _OPTUNA_TYPES = (type(None), bool, int, float, str)
@@ -33,7 +38,7 @@ class SweepResult:
     trials: list[SweepTrial]
     best: SweepTrial
     direction: str
-    study: Any = field(repr=False, default=None)  # the optuna Study, for plots and further analysis
+    study: Any = field(repr=False, default=None)  # the optuna Study (random, bayes), for plots and analysis
 
 
 def _parse_space(space: dict[str, Any]):
@@ -66,39 +71,35 @@ def run_sweep(
 ) -> SweepResult:
     """Evaluate `objective` over `space`; returns every trial and the best one.
 
-    - `grid`: every combination of the listed values (optuna `GridSampler`); `n_trials` caps it.
-    - `random`: independent uniform draws (`RandomSampler`); needs `n_trials`.
+    - `grid`: every combination of the listed values, in their listed order (the first best wins a tie);
+      `n_trials` caps it. Needs no optional dependency.
+    - `random`: independent uniform draws (optuna `RandomSampler`); needs `n_trials`.
     - `bayes`: Tree-structured Parzen Estimator (`TPESampler`), better than random once ~10 trials are in,
       for the same budget; needs `n_trials`.
-    All samplers are seeded by `seed`, so a sweep can be repeated. Exceptions in the objective propagate;
+    The samplers are seeded by `seed`, so a sweep can be repeated. Exceptions in the objective propagate;
     a NaN score marks that trial failed.
     """
-    import optuna  # imported here: optuna is slow to import and only sweeps need it
-
     if method not in METHODS:
         raise ClipAppError(f"Sweep method must be one of {', '.join(METHODS)}, got {method!r}.")
     if direction not in ("maximize", "minimize"):
         raise ClipAppError(f"Sweep direction must be 'maximize' or 'minimize', got {direction!r}.")
     fixed, choices, ranges = _parse_space(space)
+    if method == "grid":
+        if ranges:
+            raise ClipAppError(f"Grid search needs a list of values for {', '.join(ranges)}, not a range.")
+        return _grid(objective, fixed, choices, n_trials, direction)
+    if not n_trials or n_trials < 1:
+        raise ClipAppError(f"A {method} sweep needs n_trials >= 1.")
+    optuna = import_extra("optuna", extra="sweeps", feature=f"A {method} sweep")
+    if method == "random":
+        sampler = optuna.samplers.RandomSampler(seed=seed)
+    else:
+        sampler = optuna.samplers.TPESampler(seed=seed)
     # optuna stores only primitive choices; others (tuples, dicts) are swept by their index
     by_index = {name for name, values in choices.items() if not all(isinstance(v, _OPTUNA_TYPES) for v in values)}
 
     def optuna_choices(name):
         return list(range(len(choices[name]))) if name in by_index else choices[name]
-
-    if method == "grid":
-        if ranges:
-            raise ClipAppError(f"Grid search needs a list of values for {', '.join(ranges)}, not a range.")
-        grid_size = math.prod(len(values) for values in choices.values())
-        n_trials = grid_size if n_trials is None else min(n_trials, grid_size)
-        sampler = optuna.samplers.GridSampler({name: optuna_choices(name) for name in choices}, seed=seed)
-    else:
-        if not n_trials or n_trials < 1:
-            raise ClipAppError(f"A {method} sweep needs n_trials >= 1.")
-        if method == "random":
-            sampler = optuna.samplers.RandomSampler(seed=seed)
-        else:
-            sampler = optuna.samplers.TPESampler(seed=seed)
 
     def optuna_objective(trial) -> float:
         params = dict(fixed)
@@ -129,3 +130,20 @@ def run_sweep(
     if not any(t.value is not None for t in trials):
         raise ClipAppError("Every sweep trial failed (the objective returned NaN).")
     return SweepResult(trials, trials[study.best_trial.number], direction, study)
+
+
+def _grid(
+    objective, fixed: dict[str, Any], choices: dict[str, list], n_trials: int | None, direction: str
+) -> SweepResult:
+    names = list(choices)
+    combos = itertools.product(*(choices[name] for name in names))
+    trials = []
+    for number, values in enumerate(itertools.islice(combos, n_trials)):
+        params = {**fixed, **dict(zip(names, values, strict=True))}
+        value = float(objective(params))
+        trials.append(SweepTrial(number, params, None if math.isnan(value) else value))
+    scores = {t.number: t.value for t in trials if t.value is not None}
+    if not scores:
+        raise ClipAppError("Every sweep trial failed (the objective returned NaN).")
+    pick = max if direction == "maximize" else min
+    return SweepResult(trials, trials[pick(scores, key=scores.__getitem__)], direction)
