@@ -38,15 +38,15 @@ def test_serve_bad_auth_is_a_user_error_before_any_model_loads(capsys):
 
 
 def test_an_unexpected_error_exits_internal_error_with_the_traceback_logged(monkeypatch, caplog, capsys):
-    from clipapp import tasks
+    from clipapp import classify
 
     def broken(*args, **kwargs):
-        raise RuntimeError("boom in load_named_images")
+        raise RuntimeError("boom in classify_files")
 
-    monkeypatch.setattr(tasks, "load_named_images", broken)
+    monkeypatch.setattr(classify, "classify_files", broken)
     with caplog.at_level(logging.ERROR):
         status = cli.main(["classify", "some.png", "--labels", "a,b", "--json"])
     assert status == cli.EXIT_INTERNAL_ERROR == 1
     (record,) = [r for r in caplog.records if r.levelno >= logging.ERROR]
-    assert record.exc_info and "boom in load_named_images" in str(record.exc_info[1])
+    assert record.exc_info and "boom in classify_files" in str(record.exc_info[1])
     assert capsys.readouterr().out == ""  # --json: nothing but a result on stdout, and there is none
