@@ -250,3 +250,24 @@ def test_top_k_probabilities_equal_the_full_softmax_and_sigmoid():
         full = classifier.probabilities(logits)
         np.testing.assert_array_equal(indices, np.argsort(-full, axis=1)[:, :4])
         np.testing.assert_allclose(probs, np.take_along_axis(full, indices, 1), rtol=1e-5, atol=1e-7)
+
+
+def test_index_copies_of_one_file_each_get_a_row(tiny_service, fashion_folder, tmp_path):
+    from clipapp.index import ImageIndex
+    from clipapp.tasks import index_folder
+
+    folder = tmp_path / "pics"
+    folder.mkdir()
+    first = sorted(fashion_folder.rglob("*.png"))[:3]
+    for path in first:
+        (folder / path.name).write_bytes(path.read_bytes())
+    (folder / "copy.png").write_bytes(first[0].read_bytes())  # same content: one vector, two paths
+    index_folder(tiny_service, folder, tmp_path / "index")
+    index = ImageIndex.open(tmp_path / "index")
+    assert len(index) == 3 and index.path_count == 4
+    batches = list(core.index_batches(index, batch_size=2))
+    paths = [p for batch_paths, _ in batches for p in batch_paths]
+    assert sorted(paths) == sorted(str(p) for p in folder.iterdir())
+    report = core.classify_vectors(batches, core.zero_shot_classifier(tiny_service, LABELS), keep_results=True)
+    by_path = {p.image: p.top for p in report.results}
+    assert by_path[str(folder / "copy.png")] == by_path[str(folder / first[0].name)]
