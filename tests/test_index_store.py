@@ -253,6 +253,9 @@ def test_kill_during_faiss_rebuild_loses_nothing(tmp_path):
         probes = [0, 12_345, 19_999]
         assert [hits[0]["id"] for hits in reopened.search(vectors[probes], k=1)] == probes
         reopened.close()
+    reopened = ImageIndex.open(folder)
+    reopened.rebuild()  # a successful cache write removes what killed writers left behind
+    assert sorted(p.name for p in folder.iterdir() if "faiss" in p.name) == ["faiss-20000-0.index", "faiss.json"]
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -386,8 +386,9 @@ def save_cache(folder: Path, built: SearchStructure) -> None:
     with atomic_path(folder / CACHE_META) as tmp:
         tmp.write_text(json.dumps(meta, indent=1), encoding="utf-8")
     built.saved_ntotal, built.changes = built.ntotal, 0
-    for entry in os.scandir(folder):
-        if entry.name.startswith("faiss-") and entry.name.endswith(".index") and entry.name != name:
+    for entry in os.scandir(folder):  # older caches, and temp files of writers killed mid-write (we hold the lock)
+        stale_temp = entry.name.startswith(".faiss") and entry.name.endswith(".tmp")
+        if stale_temp or (entry.name.startswith("faiss-") and entry.name.endswith(".index") and entry.name != name):
             try:
                 os.unlink(entry.path)
             except OSError:  # pragma: no cover - removed meanwhile
