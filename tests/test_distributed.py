@@ -218,7 +218,7 @@ def test_bad_arguments_are_clear_errors(tmp_path, tiny_spec):
 
 def test_missing_ray_says_how_to_install(monkeypatch, tmp_path, tiny_spec):
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
-    with pytest.raises(ClipAppError, match=r"pip install 'ray\[data\]'"):
+    with pytest.raises(ClipAppError, match=r"pip install 'clipapp\[ray\]'"):
         sync_folder_ray(ImageIndex.in_memory(tiny_spec, 32), tmp_path)
 
 
