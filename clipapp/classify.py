@@ -6,7 +6,6 @@ The pieces (README "Classify a whole folder or index"):
                    or an adapter's; built once per run, so the text embeddings are computed once
   file_features    paths -> (paths, vectors) batches through `ClipService.encode_image_files` (threaded decoding
                    overlapped with encoding, memory bounded by a few batches); unreadable files reported
-  index_batches    an index -> (paths, vectors) batches of its stored vectors, no file opened
   predict          (paths, vectors) batches -> `PredictionBatch`es (top-k label indices and probabilities)
 Outputs (CSV, JSONL, resume) are in clipapp/predictions.py. Core: no Gradio.
 """
@@ -200,23 +199,6 @@ def encode_files(service, paths: Sequence[str], classifier: Classifier, *, batch
     return service.encode_image_files(paths, batch_size=batch_size, encoder=classifier.image_encoder)
 
 
-def index_batches(index, *, batch_size: int = 4096) -> Iterator[tuple[list[str], np.ndarray]]:
-    """Every indexed path with its stored vector, in batches, from today's `ImageIndex` (records, vectors, ids):
-    copies of one file share a vector, each path gets a row. The storage layer may offer its own iterator of
-    (paths, vectors) batches; `predict` takes any."""
-    ids, vectors = index.ids(), index.vectors()
-    paths, rows = [], []
-    for row, item_id in enumerate(ids.tolist()):
-        for path in index.paths_for_id(item_id):
-            paths.append(path)
-            rows.append(row)
-        if len(paths) >= batch_size:
-            yield paths, vectors[rows]
-            paths, rows = [], []
-    if paths:
-        yield paths, vectors[rows]
-
-
 def check_index_classifier(classifier: Classifier) -> None:
     if classifier.image_encoder is not None:
         raise ClipAppError("This adapter fine-tuned visual blocks (mode partial): it needs the pixels, which an "
@@ -280,7 +262,7 @@ def classify_files(service, sources: Sequence[str | os.PathLike], classifier: Cl
 def classify_vectors(batches: VectorBatches, classifier: Classifier, *, k: int = 5, outputs: Sequence = (),
                      keep_results: bool = False, progress: Optional[ProgressFn] = None,
                      total: int = 0) -> ClassifyReport:
-    """Classify stored vectors, e.g. `index_batches(index)`: one matrix product per batch, no file opened."""
+    """Classify stored vectors, e.g. `index.iter_vectors(every_path=True)`: one matrix product per batch, no file opened."""
     check_index_classifier(classifier)
     report = ClassifyReport(model=classifier.model, labels=classifier.labels, multi_label=classifier.multi_label)
 

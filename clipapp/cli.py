@@ -68,9 +68,14 @@ def _run_classify(args, service, classifier, outputs, keep: bool):
         if args.index:
             from clipapp.index import ImageIndex
 
+            from clipapp.predictions import IndexTags
+
             index = ImageIndex.open(args.index, expected_spec=service.spec)
-            return core.classify_vectors(core.index_batches(index), classifier, k=args.top_k, outputs=outputs,
-                                         keep_results=keep, progress=progress, total=index.path_count)
+            if args.tag:
+                outputs = [*outputs, IndexTags(index, min_prob=args.tag_min_prob)]
+            return core.classify_vectors(index.iter_vectors(every_path=True), classifier, k=args.top_k,
+                                         outputs=outputs, keep_results=keep, progress=progress,
+                                         total=index.path_count)
         if args.ray:
             from clipapp.classify import ray_encoder
 
@@ -93,6 +98,8 @@ def cmd_classify(args) -> None:
         raise ClipAppError("Give image files or folders, or --index PATH (not both).")
     if args.resume and not (args.csv or args.jsonl):
         raise ClipAppError("--resume continues an output file: give --csv PATH or --jsonl PATH.")
+    if args.tag and not args.index:
+        raise ClipAppError("--tag stores the labels in an index: give --index PATH (index the folder first).")
     if args.ray and args.index:
         raise ClipAppError("--index reads stored vectors and encodes nothing; --ray is for encoding image files.")
     service = _service(args)
@@ -391,6 +398,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--csv", help="write image,label,prob,label_2,prob_2,... rows to this file as results arrive")
     p.add_argument("--jsonl", help="write one JSON object per image to this file as results arrive")
     p.add_argument("--resume", action="store_true", help="skip images already in the --csv/--jsonl file, append the rest")
+    p.add_argument("--tag", action="store_true",
+                   help="with --index: store each image's top-k labels (prob >= --tag-min-prob) as tags in the "
+                        "index, for search --tag LABEL")
+    p.add_argument("--tag-min-prob", type=float, default=0.5, help="smallest probability stored as a tag (0..1)")
     p.add_argument("--ray", help="encode on a Ray cluster: auto (a running one, else local) or HOST:PORT")
     p.add_argument("--out", help=f"save the top-k bars as PNG (up to {MAX_BARS_IMAGES} images)")
     p.set_defaults(func=cmd_classify)

@@ -176,3 +176,29 @@ def open_outputs(*, csv_path: Optional[str], jsonl_path: Optional[str], k: int, 
             output.close()
         raise
     return outputs
+
+
+class IndexTags:
+    """An output that stores predictions as tags in the index they came from (`classify --index PATH --tag`): each
+    image's top-k labels with a probability of at least `min_prob`, replacing its earlier tags, committed per batch
+    (a killed run keeps every finished batch). `search --tag LABEL` and the Search tab then filter by them."""
+
+    def __init__(self, index, *, min_prob: float):
+        if not 0.0 <= float(min_prob) <= 1.0:
+            raise ClipAppError(f"--tag-min-prob must be between 0 and 1, not {min_prob}.")
+        self.index = index
+        self.min_prob = float(min_prob)
+        self.done: set[str] = set()  # tagging is cheap (no file is read): a resumed run tags every image again
+        self.written = 0
+
+    def write(self, batch: PredictionBatch) -> None:
+        names = batch.labels[batch.indices]
+        keep = batch.probs >= self.min_prob
+        tags = {image: [(str(label), float(prob)) for label, prob, ok in zip(row_names, row_probs, row_keep) if ok]
+                for image, row_names, row_probs, row_keep in zip(batch.images, names, batch.probs, keep)}
+        self.index.set_tags(tags)
+        self.index.save()
+        self.written += len(batch)
+
+    def close(self) -> None:
+        self.index.save()

@@ -166,7 +166,7 @@ def test_adapter_on_index_head_works_partial_refused(tiny_service, fashion_folde
                    head=rng.normal(size=(4, tiny_service.embed_dim)).astype(np.float32),
                    head_bias=rng.normal(size=4).astype(np.float32))
     classifier = core.adapter_classifier(tiny_service, head)
-    from_index = core.classify_vectors(core.index_batches(index), classifier, keep_results=True)
+    from_index = core.classify_vectors(index.iter_vectors(every_path=True), classifier, keep_results=True)
     from_files = core.classify_files(tiny_service, [fashion_folder], classifier, keep_results=True)
     by_path = {p.image: p for p in from_files.results}
     assert len(from_index.results) == N_IMAGES
@@ -180,7 +180,7 @@ def test_adapter_on_index_head_works_partial_refused(tiny_service, fashion_folde
                       mode="partial", visual_blocks=1,
                       visual_state={f"visual.{name}": dict(tiny_service.model.visual.named_parameters())[name] + 0.1})
     with pytest.raises(ClipAppError, match="needs the pixels"):
-        core.classify_vectors(core.index_batches(index), core.adapter_classifier(tiny_service, partial))
+        core.classify_vectors(index.iter_vectors(every_path=True), core.adapter_classifier(tiny_service, partial))
     # on files the partial adapter's own tower runs, through the same threaded pipeline
     some = sorted(fashion_folder.rglob("*.png"))[:5]
     report = core.classify_files(tiny_service, some, core.adapter_classifier(tiny_service, partial), keep_results=True)
@@ -265,9 +265,39 @@ def test_index_copies_of_one_file_each_get_a_row(tiny_service, fashion_folder, t
     index_folder(tiny_service, folder, tmp_path / "index")
     index = ImageIndex.open(tmp_path / "index")
     assert len(index) == 3 and index.path_count == 4
-    batches = list(core.index_batches(index, batch_size=2))
+    batches = list(index.iter_vectors(2, every_path=True))
     paths = [p for batch_paths, _ in batches for p in batch_paths]
     assert sorted(paths) == sorted(str(p) for p in folder.iterdir())
     report = core.classify_vectors(batches, core.zero_shot_classifier(tiny_service, LABELS), keep_results=True)
     by_path = {p.image: p.top for p in report.results}
     assert by_path[str(folder / "copy.png")] == by_path[str(folder / first[0].name)]
+
+
+def test_index_classify_tags_the_index_and_search_filters_by_tag(capsys, tiny_spec, fashion_folder, tmp_path):
+    from clipapp.index import ImageIndex
+
+    index_path = tmp_path / "index"
+    assert main(["index", str(fashion_folder), "--index", str(index_path), "--model", tiny_spec, "--json"]) == 0
+    predictions = tmp_path / "p.jsonl"
+    common = ["--labels", ",".join(LABELS), "--model", tiny_spec, "--top-k", "3"]
+    assert run_cli(capsys, "classify", "--index", str(index_path), "--jsonl", str(predictions), "--tag",
+                   "--tag-min-prob", "0.2", *common)[0] == 0
+    rows = [json.loads(line) for line in predictions.read_text().splitlines()]
+    expected = {r["image"]: [(t["label"], t["prob"]) for t in r["top"] if t["prob"] >= 0.2] for r in rows}
+    index = ImageIndex.open(index_path)
+    for image, tags in expected.items():  # what was predicted is what is stored, probabilities included
+        stored = index.tags(image)
+        assert [label for label, _ in stored] == [label for label, _ in tags]
+        np.testing.assert_allclose([p for _, p in stored], [p for _, p in tags], atol=1e-5)
+    label, count = next(iter(index.tag_counts().items()))
+    assert 0 < count < N_IMAGES
+    tagged = {image for image, tags in expected.items() if label in [t for t, _ in tags]}
+    code, out, _ = run_cli(capsys, "search", "--index", str(index_path), "--text", label, "-k", str(N_IMAGES),
+                           "--tag", label, "--model", tiny_spec, "--json")
+    assert code == 0
+    assert {hit["path"] for hit in json.loads(out)["results"]} == tagged
+
+
+def test_tag_needs_an_index(capsys, tiny_spec, fashion_folder):
+    code, _, err = run_cli(capsys, "classify", str(fashion_folder), "--labels", "a,b", "--tag", "--model", tiny_spec)
+    assert code == 2 and "--tag stores the labels in an index" in err

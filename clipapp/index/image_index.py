@@ -257,9 +257,11 @@ class ImageIndex:
         record = self.record(path)
         return None if record is None else self.vector(record.id)
 
-    def iter_vectors(self, batch_rows: int = DEFAULT_ITER_BATCH) -> Iterator[tuple[list[str], np.ndarray]]:
+    def iter_vectors(self, batch_rows: int = DEFAULT_ITER_BATCH, *,
+                     every_path: bool = False) -> Iterator[tuple[list[str], np.ndarray]]:
         """(paths, float32 (len(paths), dim) vectors) per batch of at most `batch_rows` distinct images, by id;
-        each image's path is its first (display) path. Memory: one batch at a time."""
+        each image's path is its first (display) path, or with `every_path` each of its paths gets a row (copies
+        of one file repeat its vector: `classify --index` predicts every indexed path). Memory: one batch."""
         if int(batch_rows) < 1:
             raise ClipAppError(f"batch_rows must be at least 1, not {batch_rows}.")
         after = -1
@@ -270,8 +272,15 @@ class ImageIndex:
                     return
                 ids = np.asarray([r[0] for r in rows], dtype=np.int64)
                 vectors = self._store.vectors_for(ids)
+                if every_path:
+                    paths_of = self._store.paths_for_ids(ids)
+                    repeat = [len(paths_of.get(int(i), ())) for i in ids]
+                    paths = [p for i in ids for p in paths_of.get(int(i), ())]
+                    vectors = np.repeat(vectors, repeat, axis=0)
+                else:
+                    paths = [r[1] for r in rows]
             after = int(ids[-1])
-            yield [r[1] for r in rows], vectors
+            yield paths, vectors
 
     def tags(self, path: str) -> list[tuple[str, float]]:
         """The (label, prob) tags of an indexed image, highest prob first ([] if none)."""
