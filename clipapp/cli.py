@@ -21,10 +21,16 @@ EXIT_INTERNAL_ERROR = 1
 def _service(args):
     from clipapp.service import ClipService
 
-    service = ClipService.load(args.model, device=args.device, precision=args.precision)
+    service = ClipService.load(args.model, device=args.device, precision=args.precision, limits=_limits(args))
     if service.notice:
         print(f"note: {service.notice}", file=sys.stderr)
     return service
+
+
+def _limits(args):
+    from clipapp.data import ImageLimits
+
+    return ImageLimits(max_pixels=args.max_pixels)
 
 
 def _emit(args, payload: dict, text: str) -> None:
@@ -143,7 +149,7 @@ def cmd_classify(args) -> None:
 def cmd_similarity(args) -> None:
     from clipapp import tasks, viz
 
-    images = tasks.load_named_images(args.images, names=args.images)
+    images = tasks.load_named_images(args.images, names=args.images, limits=_limits(args))
     service = _service(args)
     result = tasks.similarity(service, images, args.texts)
     if args.out:
@@ -382,6 +388,9 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precision", default="auto", help="auto (GPU: amp, CPU: fp32), fp32, fp16 or amp (GPU; amp = fp16 "
                         "autocast over fp32 weights), bf16, int8 (CPU)")
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    from clipapp.serve import add_limit_arguments
+
+    add_limit_arguments(parser)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -16,7 +16,7 @@ from pillow_heif import register_heif_opener
 from clipapp.errors import ClipAppError, ImageLoadError
 
 # 40 megapixels covers any camera; beyond it a file is a decompression bomb or a mistake.
-MAX_IMAGE_PIXELS = int(os.environ.get("CLIPAPP_MAX_IMAGE_PIXELS", 40_000_000))
+MAX_IMAGE_PIXELS = 40_000_000
 # Camera RAW files, decoded by LibRaw (rawpy); some are TIFF inside, so they are told apart by extension.
 RAW_EXTENSIONS = frozenset({".dng", ".cr2", ".cr3", ".crw", ".nef", ".nrw", ".arw", ".srf", ".sr2", ".raf", ".orf",
                             ".rw2", ".rwl", ".pef", ".srw", ".3fr", ".erf", ".kdc", ".dcr", ".mrw", ".x3f", ".iiq"})
@@ -30,6 +30,24 @@ MAX_ASPECT_RATIO = 20.0
 MAX_RESIZED_PIXELS = 8_000_000
 BACKGROUND = (255, 255, 255)
 
+
+@dataclass(frozen=True)
+class ImageLimits:
+    """What an image may be, checked from its header before any pixel is decoded (`check_image_shape`). The one
+    source of these limits: the service holds one (`ClipService(limits=...)`), the app's and the CLI's
+    `--max-pixels` set it."""
+
+    max_pixels: int = MAX_IMAGE_PIXELS
+    max_aspect: float = MAX_ASPECT_RATIO
+    max_resized_pixels: int = MAX_RESIZED_PIXELS
+
+    def __post_init__(self):
+        if int(self.max_pixels) < 1 or float(self.max_aspect) < 1 or int(self.max_resized_pixels) < 1:
+            raise ClipAppError(f"Image limits must be positive (and the aspect ratio at least 1): {self}.")
+
+
+DEFAULT_LIMITS = ImageLimits()
+
 ImageSource = Union[str, os.PathLike, bytes, BinaryIO, Image.Image]
 
 # HEIC/HEIF (phone photos) through Pillow's own Image.open, registered once for every reader in the app.
@@ -42,33 +60,34 @@ def _describe(source: ImageSource) -> str:
     return getattr(source, "name", None) or "uploaded image"
 
 
-def check_image_shape(name: str, width: int, height: int, *, max_pixels: int = MAX_IMAGE_PIXELS,
+def check_image_shape(name: str, width: int, height: int, *, limits: ImageLimits = DEFAULT_LIMITS,
                       resize_side: Optional[int] = None) -> None:
     """Refuse, from the header alone, an image whose shape would make decoding or a model's preprocessing allocate
     without bound: too many pixels, too long and thin, or too many pixels once its shorter side is scaled to
     `resize_side` (the model's input size). The one place these limits are applied."""
     if width <= 0 or height <= 0:
         raise ImageLoadError(f"{name}: the image has no pixels.")
+    max_pixels, max_aspect, max_resized = limits.max_pixels, limits.max_aspect, limits.max_resized_pixels
     if width * height > max_pixels:
         raise ImageLoadError(
             f"{name}: {width}x{height} pixels ({width * height / 1e6:.0f} MP) is over the limit of "
             f"{max_pixels / 1e6:.0f} MP (a decompression bomb or an oversized image)."
         )
     ratio = max(width, height) / min(width, height)
-    if ratio > MAX_ASPECT_RATIO:
+    if ratio > max_aspect:
         raise ImageLoadError(
-            f"{name}: {width}x{height} pixels is {ratio:.0f}:1; images more than {MAX_ASPECT_RATIO:.0f} times longer "
-            f"than wide are refused (aspect-ratio limit {MAX_ASPECT_RATIO:.0f}:1). Crop it first."
+            f"{name}: {width}x{height} pixels is {ratio:.0f}:1; images more than {max_aspect:.0f} times longer "
+            f"than wide are refused (aspect-ratio limit {max_aspect:.0f}:1). Crop it first."
         )
-    if resize_side and resize_side * resize_side * ratio > MAX_RESIZED_PIXELS:
+    if resize_side and resize_side * resize_side * ratio > max_resized:
         raise ImageLoadError(
             f"{name}: {width}x{height} pixels would be {resize_side * resize_side * ratio / 1e6:.1f} MP once scaled "
-            f"to this model's input side of {resize_side}; the limit is {MAX_RESIZED_PIXELS / 1e6:.0f} MP after "
+            f"to this model's input side of {resize_side}; the limit is {max_resized / 1e6:.0f} MP after "
             "that resize. Crop it to a less elongated shape."
         )
 
 
-def load_image(source: ImageSource, *, max_pixels: int = MAX_IMAGE_PIXELS,
+def load_image(source: ImageSource, *, limits: ImageLimits = DEFAULT_LIMITS,
                min_side: Optional[int] = None, resize_side: Optional[int] = None) -> Image.Image:
     """Decode a path, bytes, file object or PIL image into an upright 8-bit RGB image.
 
@@ -99,7 +118,7 @@ def load_image(source: ImageSource, *, max_pixels: int = MAX_IMAGE_PIXELS,
                 # We enforce our own pixel limit below; Pillow's warning would only be noise.
                 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
                 if _is_raw(source):
-                    image = open_raw(source, name, max_pixels=max_pixels, min_side=min_side)
+                    image = open_raw(source, name, limits=limits, min_side=min_side)
                 else:
                     image = Image.open(source)
         except ImageLoadError:
@@ -113,7 +132,7 @@ def load_image(source: ImageSource, *, max_pixels: int = MAX_IMAGE_PIXELS,
         except (OSError, ValueError, SyntaxError) as exc:
             raise ImageLoadError(f"{name}: could not be read as an image ({exc}).") from exc
     width, height = image.size
-    check_image_shape(name, width, height, max_pixels=max_pixels, resize_side=resize_side)
+    check_image_shape(name, width, height, limits=limits, resize_side=resize_side)
     try:
         if min_side and getattr(image, "format", None) == "JPEG":
             factor = next((f for f in (8, 4, 2) if width % f == 0 and height % f == 0
@@ -136,7 +155,7 @@ def _is_raw(source) -> bool:
 _RAW_FLIP = {3: Image.Transpose.ROTATE_180, 5: Image.Transpose.ROTATE_90, 6: Image.Transpose.ROTATE_270}
 
 
-def open_raw(source, name: str, *, max_pixels: int, min_side: Optional[int]) -> Image.Image:
+def open_raw(source, name: str, *, limits: ImageLimits = DEFAULT_LIMITS, min_side: Optional[int]) -> Image.Image:
     """A camera RAW file as a PIL image: its embedded preview when that is large enough (`min_side`, or half the
     sensor's shorter side for a full decode), which is what the camera showed and needs no demosaic, else LibRaw's
     demosaic (camera white balance, sRGB, 8 bits; at half size when that still covers `min_side`)."""
@@ -145,7 +164,7 @@ def open_raw(source, name: str, *, max_pixels: int, min_side: Optional[int]) -> 
     try:
         with rawpy.imread(os.fspath(source) if isinstance(source, os.PathLike) else source) as raw:
             sizes = raw.sizes
-            check_image_shape(name, sizes.width, sizes.height, max_pixels=max_pixels)  # before any demosaic
+            check_image_shape(name, sizes.width, sizes.height, limits=limits)  # before any demosaic
             need = min_side or min(sizes.width, sizes.height) // 2
             preview = _raw_preview(raw)
             if preview is not None and min(preview.size) >= need:

@@ -29,7 +29,7 @@ What the workers need (a real cluster)
 * the images at the same paths as on this machine (a shared mount): rows carry paths, not bytes;
 * the model: for `NAME:/path/to/weights` that file must exist at that path on every worker node; pretrained tags
   and `hf-hub:` need the weights in each node's cache (or network). $CLIPAPP_MODEL_CONFIGS, $CLIPAPP_OFFLINE,
-  $HF_HUB_OFFLINE and $CLIPAPP_MAX_IMAGE_PIXELS are passed to the workers through `runtime_env`.
+  $HF_HUB_OFFLINE are passed to the workers through `runtime_env`.
 A worker that cannot load the model, or cannot see a file this machine sees, stops the run with a ClipAppError
 that names the node, instead of quietly skipping every image.
 """
@@ -60,7 +60,7 @@ DEFAULT_OBJECT_STORE_MB = 200  # the rows are paths and 32..1024 floats: a small
 SHARD_DIR_NAME = ".ray-shards"  # inside the index folder (hidden: never listed as images or index data)
 SHARD_FORMAT = 1
 # Passed to the workers: they decide which model configs exist, whether to go online and which images are too big.
-FORWARDED_ENV = ("CLIPAPP_MODEL_CONFIGS", "CLIPAPP_OFFLINE", "HF_HUB_OFFLINE", "CLIPAPP_MAX_IMAGE_PIXELS")
+FORWARDED_ENV = ("CLIPAPP_MODEL_CONFIGS", "CLIPAPP_OFFLINE", "HF_HUB_OFFLINE")  # workers keep the default image limits
 MAX_CPUS_PER_ACTOR = 8  # beyond this, torch's CPU scaling on one image batch flattens out
 
 # Row status returned by EmbedActor.

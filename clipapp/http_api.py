@@ -50,16 +50,16 @@ def parse_size(text: str | int | None) -> Optional[int]:
         raise ClipAppError(f"Size {text!r} not understood: use e.g. 50mb, 100kb or a number of bytes.") from None
 
 
-def _named_uploads(files: list[UploadFile]) -> list[tasks.NamedImage]:
+def _named_uploads(files: list[UploadFile], service) -> list[tasks.NamedImage]:
     if len(files) > tasks.MAX_IMAGES_PER_REQUEST:
-        raise TooLarge(f"{len(files)} images given; at most {tasks.MAX_IMAGES_PER_REQUEST} per request.")
+        raise TooLarge(tasks.too_many_images_message(len(files)))
     sources, names = [], []
     for i, upload in enumerate(files):
         buffer = io.BytesIO(upload.file.read())
         buffer.name = upload.filename or f"image {i + 1}"  # errors name the file as the caller sent it
         sources.append(buffer)
         names.append(buffer.name)
-    return tasks.load_named_images(sources, names=names)
+    return tasks.load_named_images(sources, names=names, limits=service.limits)
 
 
 def _texts(values: list[str]) -> list[str]:
@@ -125,14 +125,14 @@ def create_app(sessions: SessionStore, *, auth: Optional[tuple[str, str]] = None
                  templates: str = Form(DEFAULT_TEMPLATES, description="simple, openai, none, or one template with {}"),
                  top_k: int = Form(tasks.DEFAULT_TOP_K, ge=1)) -> dict:
         """Zero-shot top-k labels per image, as `python -m clipapp classify --json`."""
-        return tasks.classify(service, _named_uploads(images), labels, templates=templates, top_k=top_k)
+        return tasks.classify(service, _named_uploads(images, service), labels, templates=templates, top_k=top_k)
 
     @app.post(f"/{API_VERSION}/similarity", tags=["v1"], dependencies=guarded)
     def similarity(images: list[UploadFile] = File(...),
                    texts: list[str] = Form(..., description="texts as written: repeat the field or one per line")
                    ) -> dict:
         """Cosine similarity of every image with every text, as `python -m clipapp similarity --json`."""
-        return tasks.similarity(service, _named_uploads(images), _texts(texts))
+        return tasks.similarity(service, _named_uploads(images, service), _texts(texts))
 
     @app.post(f"/{API_VERSION}/embed", tags=["v1"], dependencies=guarded)
     def embed(images: list[UploadFile] = File(default=[]),
@@ -143,7 +143,7 @@ def create_app(sessions: SessionStore, *, auth: Optional[tuple[str, str]] = None
         if bool(images) == bool(texts):
             raise ClipAppError("Send either images or texts to embed (one kind per request).")
         if images:
-            named = _named_uploads(images)
+            named = _named_uploads(images, service)
             items, vectors = [i.name for i in named], service.encode_images([i.image for i in named])
         else:
             items = tasks.parse_texts(texts)
@@ -167,6 +167,6 @@ def create_app(sessions: SessionStore, *, auth: Optional[tuple[str, str]] = None
             if query:
                 return tasks.search_text(service, index, query, k=k, threshold=threshold, templates=templates,
                                          allow_image_paths=False)
-            return tasks.search_image(service, index, _named_uploads([image])[0].image, k=k, threshold=threshold)
+            return tasks.search_image(service, index, _named_uploads([image], service)[0].image, k=k, threshold=threshold)
 
     return app

@@ -18,6 +18,15 @@ from clipapp.errors import ClipAppError
 AUTH_ENV = "CLIPAPP_AUTH"
 
 
+def add_limit_arguments(parser: argparse.ArgumentParser) -> None:
+    """`--max-pixels`, the image limit a user may change, on the app and on every CLI command; its default is the
+    one in `clipapp.data.ImageLimits`."""
+    from clipapp.data import MAX_IMAGE_PIXELS
+
+    parser.add_argument("--max-pixels", type=int, default=MAX_IMAGE_PIXELS,
+                        help=f"largest accepted image in pixels, checked before decoding (default {MAX_IMAGE_PIXELS:,})")
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """The web app's flags, on `parser` (app.py's own parser, or the CLI's `serve` subcommand)."""
     parser.add_argument(
@@ -42,9 +51,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         "--auth", default=os.environ.get(AUTH_ENV), help=f"require a login, USER:PASSWORD (or set ${AUTH_ENV})"
     )
     parser.add_argument("--max-upload", default="50mb", help="largest accepted upload, e.g. 50mb")
-    parser.add_argument(
-        "--max-pixels", type=int, default=None, help="largest accepted image in pixels (default 40 million)"
-    )
+    add_limit_arguments(parser)
     parser.add_argument(
         "--session-ttl",
         default="1d",
@@ -71,8 +78,6 @@ def run(args: argparse.Namespace) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger().setLevel(logging.INFO)  # the CLI configured WARNING already: the server logs its address
     auth = parse_auth(args.auth)
-    if args.max_pixels:
-        os.environ["CLIPAPP_MAX_IMAGE_PIXELS"] = str(args.max_pixels)  # read by clipapp.data at import
 
     from clipapp.sessions import parse_duration
 
@@ -80,11 +85,13 @@ def run(args: argparse.Namespace) -> None:
 
     import uvicorn
 
+    from clipapp.data import ImageLimits
     from clipapp.service import ClipService
     from clipapp.ui import build_server
     from clipapp.ui.common import AppContext
 
-    service = ClipService.load(args.model, device=args.device, precision=args.precision)
+    service = ClipService.load(args.model, device=args.device, precision=args.precision,
+                               limits=ImageLimits(max_pixels=args.max_pixels))
     ctx = AppContext(
         service=service,
         state_dir=Path(args.state_dir).resolve(),

@@ -21,7 +21,7 @@ from open_clip.transformer import text_global_pool
 from PIL import Image
 
 from clipapp.batching import MicroBatcher
-from clipapp.data import ImageSource, load_image
+from clipapp.data import DEFAULT_LIMITS, ImageLimits, ImageSource, load_image
 from clipapp.errors import ClipAppError
 from clipapp.models import LoadedModel, load_model
 from clipapp.prompts import DEFAULT_TEMPLATES, fill_template, resolve_templates
@@ -70,7 +70,7 @@ class ClipService:
     """A loaded CLIP model plus caches. Build with `ClipService.load(spec, device=..., precision=...)`."""
 
     def __init__(self, loaded: LoadedModel, *, text_cache_size: int = 200_000, decode_workers: int = 2,
-                 reduced_decoding: bool = True,
+                 reduced_decoding: bool = True, limits: ImageLimits = DEFAULT_LIMITS,
                  micro_batch_window_s: float = 0.005, micro_batch_rows: int = 64):
         self.loaded = loaded
         self.model = loaded.model
@@ -92,6 +92,7 @@ class ClipService:
         # ~5x faster, and the embeddings stay within cosine 0.9999 of a full decode (lowest over the example photos
         # on the demo model: 0.99992; 2x the side gave 0.9995). None = always decode in full.
         self.decode_side = 3 * self.input_side if reduced_decoding else None
+        self.limits = limits  # what an image may be (pixels, aspect ratio), for every image this service reads
         self._can_trim_text = _supports_trimmed_text(self.model)
         self._float_model: Optional[torch.nn.Module] = None
         # Small interactive requests from concurrent users share forward passes; bulk encoding bypasses this.
@@ -148,7 +149,7 @@ class ClipService:
     def decode(self, source: ImageSource) -> Image.Image:
         """`load_image` at the resolution this model needs (`decode_side`), refusing shapes whose resize to the input
         side would be unbounded; PIL images pass through unchanged."""
-        return load_image(source, min_side=self.decode_side, resize_side=self.input_side)
+        return load_image(source, limits=self.limits, min_side=self.decode_side, resize_side=self.input_side)
 
     def encode_images(self, images: Sequence[ImageSource], *, batch_size: int = 32) -> np.ndarray:
         """L2-normalized float32 embeddings, one row per image (PIL images, paths or bytes)."""

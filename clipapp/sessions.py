@@ -193,7 +193,7 @@ class SessionStore:
         for i, path in enumerate(files):
             source = Path(path)
             try:
-                load_image(source)  # validate before keeping anything
+                load_image(source, limits=self.service.limits)  # validate before keeping anything
             except ClipAppError as exc:
                 problems.append(str(exc))
                 continue

@@ -12,7 +12,7 @@ import numpy as np
 from PIL import Image
 
 from clipapp.classify import ClassifyReport, Prediction
-from clipapp.data import ImageSource, load_image
+from clipapp.data import DEFAULT_LIMITS, ImageLimits, ImageSource, load_image
 from clipapp.errors import ClipAppError
 from clipapp.prompts import DEFAULT_TEMPLATES, parse_labels
 from clipapp.service import ClipService, ZeroShotResult
@@ -36,15 +36,16 @@ class NamedImage:
 
 
 def load_named_images(sources: Sequence[ImageSource], *, names: Optional[Sequence[str]] = None,
-                      limit: int = MAX_IMAGES_PER_REQUEST) -> list[NamedImage]:
-    """Decode every source, or fail on the first bad one with a message naming it."""
+                      limit: int = MAX_IMAGES_PER_REQUEST,
+                      limits: ImageLimits = DEFAULT_LIMITS) -> list[NamedImage]:
+    """Decode every source, or fail on the first bad one with a message naming it (`limits`: the service's)."""
     if not sources:
         raise ClipAppError("No images given: upload or name at least one image.")
     if len(sources) > limit:
         raise ClipAppError(too_many_images_message(len(sources), limit))
     names = list(names) if names is not None else [str(getattr(s, "name", s)) if not isinstance(s, Image.Image)
                                                    else f"image {i + 1}" for i, s in enumerate(sources)]
-    return [NamedImage(name, load_image(source)) for name, source in zip(names, sources)]
+    return [NamedImage(name, load_image(source, limits=limits)) for name, source in zip(names, sources)]
 
 
 @dataclass

@@ -154,3 +154,30 @@ def test_cli_search_and_index_refuse_bad_input(capsys, tiny_spec, bad_files, pho
         assert capsys.readouterr().err.startswith("error: ")
     assert main(["index", str(tmp_path / "missing"), "--index", str(index), "--model", tiny_spec]) == 2
     assert main(["search", "--index", str(tmp_path / "no-index"), "--text", "cat", "--model", tiny_spec]) == 2
+
+
+def test_image_limits_are_the_services_and_a_cli_flag(capsys, tiny_spec, tiny_weights, photos):
+    """The limits are an argument of the service and a flag, not an environment variable read at import."""
+    from clipapp import tasks
+    from clipapp.cli import main
+    from clipapp.data import ImageLimits
+    from clipapp.errors import ClipAppError, ImageLoadError
+    from clipapp.models import load_model
+    from clipapp.service import ClipService
+
+    from PIL import Image
+
+    width, height = Image.open(photos[0]).size
+    strict = ClipService(load_model(tiny_spec, device="cpu", precision="fp32"),
+                         limits=ImageLimits(max_pixels=width * height - 1))
+    with pytest.raises(ImageLoadError, match="over the limit of"):
+        strict.encode_images([photos[0]])
+    with pytest.raises(ImageLoadError, match="over the limit of"):  # uploads decoded with the service's limits
+        tasks.load_named_images([photos[0]], limits=strict.limits)
+    assert len(tasks.load_named_images([photos[0]])) == 1  # the default limits let it through
+    with pytest.raises(ClipAppError, match="must be positive"):
+        ImageLimits(max_pixels=0)
+    argv = ["classify", str(photos[0]), "--labels", "cat,dog", "--model", tiny_spec]
+    assert main([*argv, "--max-pixels", str(width * height - 1)]) == 2
+    assert "over the limit of" in capsys.readouterr().err
+    assert main(argv) == 0

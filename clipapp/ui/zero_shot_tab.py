@@ -33,15 +33,15 @@ PHOTO_LABELS = "astronaut, cat, cup of coffee, rocket, motorcycle, horse, camera
 FASHION_LABELS = "t-shirt, trouser, pullover, dress, coat, sandal, shirt, sneaker, bag, ankle boot"
 
 
-def _load(files) -> list[tasks.NamedImage]:
+def _load(ctx: AppContext, files) -> list[tasks.NamedImage]:
     paths = uploaded_paths(files)
-    return tasks.load_named_images(paths, names=[display_name(p) for p in paths])
+    return tasks.load_named_images(paths, names=[display_name(p) for p in paths], limits=ctx.service.limits)
 
 
 def classify_images(ctx: AppContext, files, labels: str, templates: str = DEFAULT_TEMPLATES,
                     custom_template: str = "", top_k: float = DEFAULT_TOP_K, adapter=None):
     """-> (results JSON as in the CLI, what the heatmap needs: the cosines this classification computed)."""
-    images = _load(files)
+    images = _load(ctx, files)
     chosen = custom_template.strip() if custom_template and custom_template.strip() else (templates or DEFAULT_TEMPLATES)
     found = tasks.classification(ctx.service, images, labels, templates=chosen, classifier=adapter)
     figure = {"matrix": found.scores.cosine.tolist(), "texts": found.labels, "images": uploaded_paths(files),
@@ -51,7 +51,7 @@ def classify_images(ctx: AppContext, files, labels: str, templates: str = DEFAUL
 
 def similarity_matrix(ctx: AppContext, files, texts: str):
     """-> (similarity JSON as in the CLI, what the heatmap of images x texts as written needs)."""
-    images = _load(files)
+    images = _load(ctx, files)
     result = tasks.similarity(ctx.service, images, texts)
     return result, {"matrix": result["matrix"], "texts": result["texts"], "images": uploaded_paths(files),
                     "title": None}
