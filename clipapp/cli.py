@@ -79,7 +79,7 @@ def _run_classify(args, service, classifier, outputs, keep: bool):
             index = ImageIndex.open(args.index, expected_spec=service.spec)
             if args.tag:
                 outputs = [*outputs, IndexTags(index, min_prob=args.tag_min_prob)]
-            return core.classify_vectors(index.iter_vectors(every_path=True), classifier, k=args.top_k,
+            return core.classify_vectors(index.iter_vectors(core.VECTOR_BATCH, every_path=True), classifier, k=args.top_k,
                                          outputs=outputs, keep_results=keep, progress=progress,
                                          total=index.path_count)
         if args.ray:
