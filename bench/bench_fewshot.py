@@ -74,11 +74,12 @@ ROWS: dict[str, Row] = {
                                                                                              **PREVIOUS)),
     "partial-pixels": Row("partial, previous (last 2 blocks, pixel mixup, 80 epochs)",
                           FinetuneConfig(mode="partial", mix_space="pixels", **PREVIOUS)),
-    "default": Row("ours: new default, FinetuneConfig() (partial, cached, 4 views)", FinetuneConfig()),
-    "default-1view": Row("ours: new default with 1 view (no augmented views)", FinetuneConfig(views=1)),
+    "default": Row("ours: new default, FinetuneConfig() (partial, cached activations)", FinetuneConfig()),
+    "partial-20e-4v": Row("partial, cached, 20 epochs, 4 views", FinetuneConfig(epochs=20, views=4)),
+    "partial-20e-1v": Row("partial, cached, 20 epochs, 1 view", FinetuneConfig(epochs=20, views=1)),
     "default-cutmix": Row("ours: new default + CutMix 1.0 on the cached maps", FinetuneConfig(cutmix=1.0)),
 }
-FAST_ROWS = [k for k in ROWS if k not in ("partial-pixels", "default-cutmix")]  # the previous partial: minutes
+FAST_ROWS = [k for k in ROWS if k not in ("partial-pixels", "default-cutmix", "partial-20e-4v", "partial-20e-1v")]
 DEFAULT_ROW, PROBE_ROW, HEAD_ROW = "default", "probe", "head"
 
 
