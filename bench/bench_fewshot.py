@@ -67,7 +67,7 @@ ROWS: dict[str, Row] = {
                                                               wise_alpha=1.0, require_gain=False, **NO_TRICKS,
                                                               **PREVIOUS)),
     "logreg": Row("logistic regression (scikit-learn, C by cross-validation)"),
-    "lp++": Row("LP++ (Shakeri et al. 2024)"),
+    "lp++": Row("LP++ (Huang, Shakeri et al. 2024)"),
     "tip-f": Row("Tip-Adapter-F (Zhang et al. 2022)"),
     "cache": Row("cache adapter (Tip-Adapter, training-free)", FinetuneConfig(mode="cache")),
     "head-plain": Row("head from zero-shot, no tricks", FinetuneConfig(mode="head", **NO_TRICKS, **PREVIOUS)),
