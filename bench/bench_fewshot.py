@@ -5,22 +5,23 @@ The bundled demo model (`--model demo`, trained on Fashion-MNIST) is adapted to
   - scikit-learn's digits (1,797 8x8 handwritten digits, upscaled): classes the demo model has never seen, so its
     zero-shot accuracy is near chance and all the gain must come from the few labelled images;
   - Fashion-MNIST: support images from the train split, evaluation on the test split: classes it knows.
-At 1, 4 and 16 shots per class, over 3 seeds, on the images not used for adaptation (capped at `--eval-cap`):
-  zero-shot                   the text classifier of the class prompts
-  linear probe (random init)  a plain linear probe: the same head, optimiser, schedule and early stopping, started
-                              from random weights, without tricks, WiSE or the zero-shot fallback
-  logistic regression         scikit-learn's L-BFGS logistic regression (the CLIP paper's probe), C chosen by
-                              cross-validation on the shots (C = 10 at 1 shot); a reference
-  ours, no tricks             the head initialised from the zero-shot weights, without mixup / smoothing / EMA
-  ours: default               `FinetuneConfig()`: the same plus mixup 0.2, label smoothing 0.1, EMA 0.99
-  cache (training-free)       the Tip-Adapter-style cache adapter
-  partial (--partial)         `FinetuneConfig(mode="partial")`: also the last 2 visual blocks, on a copy; minutes
+At 1, 4 and 16 shots per class (--shots), over 3 seeds (--seeds), on the images not used for adaptation (capped at
+`--eval-cap`), the rows of `ROWS` (--rows):
+  zero-shot        the text classifier of the class prompts
+  probe            a plain linear probe: the same head, optimiser, schedule and early stopping, started from random
+                   weights, without tricks, WiSE or the zero-shot fallback
+  logreg           scikit-learn's L-BFGS logistic regression (the CLIP paper's probe), C by cross-validation
+  lp++, tip-f      LP++ and Tip-Adapter-F on the cached features (fewshot_baselines.py)
+  cache            our training-free Tip-Adapter-style cache adapter
+  head-plain, head the zero-shot-initialised head without tricks, and the previous default (mixup, smoothing, EMA)
+  partial-pixels   the previous partial mode (pixel mixup through the frozen blocks at every step); minutes a fit
+  default          `FinetuneConfig()`: partial fine-tuning on cached activations
 For Fashion-MNIST a reference line gives logistic regression on all `--pool` labelled train images: the demo model
 was trained on Fashion-MNIST, so its zero-shot head is already a supervised classifier that few shots can hardly beat.
 Everything runs through `clipapp.finetune.finetune`, the function the CLI and the web app call. Prints markdown
-tables of mean +- std top-1 and the wall time of head fine-tuning on cached features at 16 shots x 10 classes.
+tables of mean +- std top-1 with the seconds per fit, and the default's time over the previous head's.
 
-    .venv/bin/python bench/bench_fewshot.py                 # a few minutes on 2 CPU cores
+    flock /tmp/bench.lock .venv/bin/python bench/bench_fewshot.py       # ~10 minutes on 2 CPU cores
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ ROWS: dict[str, Row] = {
                                                               wise_alpha=1.0, require_gain=False, **NO_TRICKS,
                                                               **PREVIOUS)),
     "logreg": Row("logistic regression (scikit-learn, C by cross-validation)"),
-    "lp++": Row("LP++ (Shakeri et al. 2024)"),
+    "lp++": Row("LP++ (Huang, Shakeri et al. 2024)"),
     "tip-f": Row("Tip-Adapter-F (Zhang et al. 2022)"),
     "cache": Row("cache adapter (Tip-Adapter, training-free)", FinetuneConfig(mode="cache")),
     "head-plain": Row("head from zero-shot, no tricks", FinetuneConfig(mode="head", **NO_TRICKS, **PREVIOUS)),
@@ -74,11 +75,12 @@ ROWS: dict[str, Row] = {
                                                                                              **PREVIOUS)),
     "partial-pixels": Row("partial, previous (last 2 blocks, pixel mixup, 80 epochs)",
                           FinetuneConfig(mode="partial", mix_space="pixels", **PREVIOUS)),
-    "default": Row("ours: new default, FinetuneConfig() (partial, cached, 4 views)", FinetuneConfig()),
-    "default-1view": Row("ours: new default with 1 view (no augmented views)", FinetuneConfig(views=1)),
+    "default": Row("ours: new default, FinetuneConfig() (partial, cached activations)", FinetuneConfig()),
+    "partial-20e-4v": Row("partial, cached, 20 epochs, 4 views", FinetuneConfig(epochs=20, views=4)),
+    "partial-20e-1v": Row("partial, cached, 20 epochs, 1 view", FinetuneConfig(epochs=20, views=1)),
     "default-cutmix": Row("ours: new default + CutMix 1.0 on the cached maps", FinetuneConfig(cutmix=1.0)),
 }
-FAST_ROWS = [k for k in ROWS if k not in ("partial-pixels", "default-cutmix")]  # the previous partial: minutes
+FAST_ROWS = [k for k in ROWS if k not in ("partial-pixels", "default-cutmix", "partial-20e-4v", "partial-20e-1v")]
 DEFAULT_ROW, PROBE_ROW, HEAD_ROW = "default", "probe", "head"
 
 

@@ -175,7 +175,7 @@ def test_config_is_data():
     with pytest.raises(ClipAppError, match="mode"):
         FinetuneConfig(mode="full").validate()
     # a schedule left unset is the mode's own; one given is kept; a previous session's settings still load
-    assert (FinetuneConfig(mode="head").epochs, FinetuneConfig(mode="partial").epochs) == (80, 20)
+    assert (FinetuneConfig(mode="head").epochs, FinetuneConfig(mode="partial").epochs) == (80, 30)
     assert FinetuneConfig(mode="partial", epochs=7, views=1).to_dict()["epochs"] == 7
     old = {k: v for k, v in FinetuneConfig(mode="head").to_dict().items() if k not in ("views", "mix_space")}
     assert FinetuneConfig.from_dict(old).views == 1

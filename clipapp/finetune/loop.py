@@ -318,8 +318,8 @@ def fastest_threads(model: nn.Module, inputs: Inputs, device: torch.device, *, b
     """The faster thread count, 1 or torch's current one, for forward + backward passes of `model` on a batch.
 
     Few-shot batches are small: on a 2-core CPU shared with other work, one thread did a partial fine-tuning step
-    of the demo model in 15-20 ms against 27-128 ms for two (OpenMP's threads wait on each other), and the head
-    mode's 16-shot digits run took 5.5 s instead of 10 s. A bigger model or an idle machine can favour more
+    of the demo model in 15-20 ms against 103-128 ms for two (13-27 ms with OMP_WAIT_POLICY=PASSIVE: OpenMP's
+    threads spin waiting on each other), and the head mode's 16-shot digits run took 5.5 s instead of 10.1 s. A bigger model or an idle machine can favour more
     threads, so both are timed rather than assumed. Gradients are cleared afterwards; weights are not touched.
     """
     current = torch.get_num_threads()
