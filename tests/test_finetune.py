@@ -16,7 +16,8 @@ from PIL import Image
 from clipapp.adapter import adapter_paths, load_adapter
 from clipapp.cli import main
 from clipapp.errors import ClipAppError
-from clipapp.finetune import (FinetuneConfig, FinetuneStopped, beats_zero_shot, evaluate, extract_labelled_zip,
+from clipapp.evaluation import evaluate_folder
+from clipapp.finetune import (FinetuneConfig, FinetuneStopped, beats_zero_shot, extract_labelled_zip,
                               finetune, finetune_folder, labelled_folder, labelled_uploads, plan_validation, stratified_folds,
                               stratified_split)
 
@@ -282,7 +283,7 @@ def test_partial_fine_tuning_leaves_the_resident_model_alone(tiny_service, colou
     loaded = load_adapter(tmp_path / "partial", expected_spec=tiny_spec)
     np.testing.assert_allclose(loaded.classify(tiny_service, images).probs,
                                adapter.classify(tiny_service, images).probs, atol=1e-5)
-    # evaluate() goes through the tuned tower in batches, skipping unreadable files.
+    # evaluate_folder() goes through the tuned tower in batches, skipping unreadable files.
     folder = tmp_path / "eval"
     labelled = colour_images(3, seed=4)
     for i, (image, name) in enumerate(labelled):
@@ -291,8 +292,9 @@ def test_partial_fine_tuning_leaves_the_resident_model_alone(tiny_service, colou
     (folder / CLASSES[0] / "broken.png").write_bytes(b"not a png")
     probs = loaded.classify(tiny_service, [image for image, _ in labelled]).probs
     expected = np.mean([loaded.class_names[j] == name for j, (_, name) in zip(probs.argmax(1), labelled)])
-    metrics = evaluate(tiny_service, folder, loaded, batch_size=4)
-    assert metrics["n"] == len(labelled) and metrics["top1"] == pytest.approx(expected)
+    metrics = evaluate_folder(tiny_service, folder, loaded, batch_size=4)
+    assert metrics.n == len(labelled) and metrics.top1 == pytest.approx(expected)
+    assert [s.path for s in metrics.skipped] == [str(folder / CLASSES[0] / "broken.png")]
     with pytest.raises(ClipAppError, match="blocks"):
         finetune(tiny_service, colours12, FinetuneConfig(mode="partial", blocks=7))
 
@@ -351,8 +353,8 @@ def test_finetune_folder_from_zip_and_evaluate(tiny_service, tmp_path):
     archive = write_zip(tmp_path / "set.zip", colour_images(4), top="my photos/")
     result = finetune_folder(tiny_service, archive, FinetuneConfig(epochs=5), out=tmp_path / "z")
     assert result.class_names == ["blue", "green", "red"]
-    metrics = evaluate(tiny_service, archive, load_adapter(tmp_path / "z"))
-    assert metrics["n"] == 12 and 0 <= metrics["top1"] <= 1
+    metrics = evaluate_folder(tiny_service, archive, load_adapter(tmp_path / "z"))
+    assert metrics.n == 12 and 0 <= metrics.top1 <= 1
 
 
 # --------------------------------------------------------------------------------------------- zip safety

@@ -17,12 +17,12 @@ Weight-space ensembling (WiSE-FT) blends the tuned weights with the zero-shot on
 `kfold_below` images) drives early stopping, the choice of `a` and the before/after report; the adapter is then
 refit on every image for the chosen epoch count, and kept only if it beat zero-shot on the held-out images by a
 sign test (`beats_zero_shot`).
-The held-out images also choose the epoch count and `a`, so "after" is slightly optimistic; `evaluate` on other
+The held-out images also choose the epoch count and `a`, so "after" is slightly optimistic; `clipapp.evaluation.evaluate_folder` on other
 images is not.
 
 Modules, one concern each: config (settings), intake (labelled images in), features (encoding and the activation
 cache), models, loop (one training run), selection (splits, WiSE, the sign test, the cache blend), assemble (the
-adapter), results, run (`finetune` itself), folder_eval (`evaluate`). The tricks live in `clipapp.tricks`. No
+adapter), results, run (`finetune` itself). The tricks live in `clipapp.tricks`. No
 Gradio here.
 """
 
@@ -30,7 +30,6 @@ from clipapp.finetune.assemble import cache_adapter, trained_adapter
 from clipapp.finetune.config import (CACHE_ALPHAS, CACHE_BETAS, HEAD_INITS, MIX_SPACES, MODE_DEFAULTS, MODES, MONITORS,
                                      WISE_ALPHA_UNVALIDATED, WISE_ALPHAS, FinetuneConfig, ProgressFn, StopFlag)
 from clipapp.finetune.features import EncodedImages, Inputs, TokenGrid, encode_labelled, prepare_training
-from clipapp.finetune.folder_eval import _adapter_features, evaluate  # noqa: F401 (moved as it was)
 from clipapp.finetune.intake import (MAX_ZIP_BYTES, MAX_ZIP_FILES, MAX_ZIP_RATIO, LabelledImages, check_index,
                                      extract_labelled_zip, labelled_class_lists, labelled_csv, labelled_folder,
                                      labelled_paths, labelled_uploads, parse_class_spec)
@@ -46,7 +45,7 @@ __all__ = [
     "MODE_DEFAULTS", "MODES", "MONITORS", "WISE_ALPHAS", "WISE_ALPHA_UNVALIDATED", "EncodedImages", "FinetuneConfig",
     "FinetuneResult", "FinetuneStopped", "HeadClassifier", "Inputs", "LabelledImages", "PartialClassifier",
     "ProgressFn", "Run", "StopFlag", "TokenGrid", "ValidationPlan", "beats_zero_shot", "cache_adapter",
-    "check_index", "confusion_counts", "encode_labelled", "epoch_steps", "evaluate", "extract_labelled_zip",
+    "check_index", "confusion_counts", "encode_labelled", "epoch_steps", "extract_labelled_zip",
     "finetune", "finetune_folder", "finetune_labelled", "fit_cache", "labelled_class_lists", "labelled_csv",
     "labelled_folder", "labelled_paths", "labelled_uploads", "metrics_from_logits", "parse_class_spec",
     "plan_validation", "prepare_training", "stratified_folds", "stratified_split", "train_run", "trained_adapter",
