@@ -23,31 +23,13 @@ from clipapp import tasks
 from clipapp.errors import ClipAppError
 from clipapp.prompts import DEFAULT_TEMPLATES
 from clipapp.sessions import MY_UPLOADS, SessionStore
+from clipapp.units import parse_size
 
 API_VERSION = "v1"
 
 
 class TooLarge(ClipAppError):
     """More input than the server accepts in one request (HTTP 413)."""
-
-
-def parse_size(text: str | int | None) -> Optional[int]:
-    """"50mb", "100kb", "2gb" or bytes -> bytes (as Gradio's max_file_size reads it); None = no limit."""
-    if text is None or text == "":
-        return None
-    if isinstance(text, int):
-        return text
-    value = str(text).strip().lower()
-    for suffix, factor in (("gb", 1 << 30), ("mb", 1 << 20), ("kb", 1 << 10), ("b", 1)):
-        if value.endswith(suffix):
-            try:
-                return int(float(value[: -len(suffix)]) * factor)
-            except ValueError:
-                break
-    try:
-        return int(value)
-    except ValueError:
-        raise ClipAppError(f"Size {text!r} not understood: use e.g. 50mb, 100kb or a number of bytes.") from None
 
 
 def _named_uploads(files: list[UploadFile], service) -> list[tasks.NamedImage]:

@@ -33,7 +33,6 @@ import json
 import logging
 import math
 import os
-import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -44,6 +43,7 @@ import numpy as np
 
 from clipapp.errors import ClipAppError
 from clipapp.storage import atomic_path
+from clipapp.units import parse_size
 
 log = logging.getLogger(__name__)
 
@@ -91,23 +91,10 @@ class IndexSettings:
     max_memory: int | None = None  # bytes the search structure may hold in RAM (None: no budget)
 
 
-_UNITS = {"": 1, "b": 1, "k": 1 << 10, "kb": 1 << 10, "m": 1 << 20, "mb": 1 << 20, "g": 1 << 30, "gb": 1 << 30,
-          "t": 1 << 40, "tb": 1 << 40}
-
-
 def parse_memory_size(text: str | int | None) -> int | None:
-    """'1GB', '512M', '2.5g', '1073741824' -> bytes (powers of 1024); None/'' -> None (no budget)."""
-    if text is None or (isinstance(text, str) and not text.strip()):
-        return None
-    if isinstance(text, int):
-        value, unit = float(text), ""
-    else:
-        match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", text)
-        if match is None or match.group(2).lower() not in _UNITS:
-            raise ClipAppError(f"{text!r} is not a memory size; write e.g. 1GB, 512MB or a number of bytes.")
-        value, unit = float(match.group(1)), match.group(2).lower()
-    size = int(value * _UNITS[unit])
-    if size < (1 << 20):
+    """'1GB', '512M', '2.5g', '1073741824' -> bytes (`clipapp.units.parse_size`); None/'' -> None (no budget)."""
+    size = parse_size(text, what="memory size")
+    if size is not None and size < (1 << 20):
         raise ClipAppError(f"A memory budget of {text!r} is too small for a search index; give at least 1MB.")
     return size
 
