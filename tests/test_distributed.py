@@ -10,7 +10,6 @@ import os
 import shutil
 import socket
 import sys
-import time
 
 import numpy as np
 import pytest
