@@ -250,7 +250,9 @@ def parse_selection(selection) -> dict[str, list[str]]:
     """Classes collected from search results -> {class name: [paths]}, in the order given.
 
     Takes a mapping, its JSON text (`{"sneaker": ["a.png"], ...}`) or `NAME=PATH,PATH` lines (the CLI's `--class`
-    form, one class per line; a class may come twice). Empty text is an empty selection."""
+    form, one class per line; a class may come twice). Empty text (or None) is an empty selection."""
+    if selection is None:
+        return {}
     if isinstance(selection, str):
         text = selection.strip()
         if not text:

@@ -256,7 +256,7 @@ def wire_selection(ctx: AppContext, button: gr.Button, source: gr.Dropdown, sele
     """The Search tab's "Fine-tune on these": show the Fine-tune tab, then run its flow (its settings, its outputs)
     on the classes collected from search results. Every path must be an image of the chosen index."""
 
-    def finetune_selection(selection_="", source_=EXAMPLES, mode=DEFAULTS.mode, epochs=DEFAULTS.epochs,
+    def finetune_selection(selection_=None, source_=EXAMPLES, mode=DEFAULTS.mode, epochs=DEFAULTS.epochs,
                            blocks=DEFAULTS.blocks, mixup=DEFAULTS.mixup, label_smoothing=DEFAULTS.label_smoothing,
                            ema=DEFAULTS.ema, sam=DEFAULTS.sam, loss="cross-entropy", wise_alpha="auto",
                            seed=DEFAULTS.seed, request: gr.Request = None, progress=gr.Progress()):

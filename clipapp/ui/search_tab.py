@@ -145,7 +145,7 @@ def build_tab(ctx: AppContext) -> SearchHandles:
         with registry.searchable(source_, session_of(request)) as index:
             return gr.Dropdown(choices=tag_choices(index.tag_counts()))
 
-    def add_to_class(class_name_, selected_="", selection_="", source_=EXAMPLES, request: gr.Request = None):
+    def add_to_class(class_name_, selected_=None, selection_=None, source_=EXAMPLES, request: gr.Request = None):
         """-> (the collected classes as NAME=PATH,PATH lines, their table, the emptied selection)."""
         paths = [line.strip() for line in (selected_ or "").splitlines() if line.strip()]
         with registry.searchable(source_, session_of(request)) as index:
