@@ -24,7 +24,8 @@ from clipapp.finetune import FinetuneConfig, extract_labelled_zip, finetune, lab
 from clipapp.finetune.intake import labelled_selection
 from clipapp.jobs import Job
 from clipapp.sessions import EXAMPLES
-from clipapp.ui.common import IMAGE_FILE_TYPES, AppContext, Files, display_name, session_of, uploaded_paths, user_errors
+from clipapp.ui.common import (IMAGE_FILE_TYPES, AppContext, Files, display_name, session_of, uploaded_paths,
+                               user_errors)
 
 log = logging.getLogger(__name__)
 
@@ -126,20 +127,22 @@ def session_adapter_name(request: Optional[gr.Request]) -> str:
     return f"adapter-{session}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-FinetuneOutputs = list  # [summary, curves, confusion, report, download, adapter_state]: what follow_finetune yields
-
-
 def follow_finetune(ctx: AppContext, data: Callable[[], object], config: FinetuneConfig,
-                    request: Optional[gr.Request], progress):
+                    request: Optional[gr.Request], progress, cleanup: Optional[Callable[[], None]] = None):
     """Run a fine-tune on `data()` (LabelledImages, made in the job's thread) as this session's job, yielding the
     Fine-tune tab's outputs: live curves while it trains, then the summary, figures, report, adapter files and the
-    adapter's name for the session state. Used by this tab and by the Search tab's "Fine-tune on these"."""
+    adapter's name for the session state. `cleanup` runs in the job's thread when the work ends, however it ends.
+    Used by this tab and by the Search tab's "Fine-tune on these"."""
     name = session_adapter_name(request)
     session = session_of(request)
 
     def work(should_stop, emit):
-        return finetune(ctx.service, data(), config, name=name, stop=should_stop,
-                        progress=lambda f, m: emit("progress", f, m), on_epoch=lambda h: emit("epoch", h))
+        try:
+            return finetune(ctx.service, data(), config, name=name, stop=should_stop,
+                            progress=lambda f, m: emit("progress", f, m), on_epoch=lambda h: emit("epoch", h))
+        finally:
+            if cleanup is not None:
+                cleanup()
 
     # The work runs in its own thread; closing this generator (a cancelled or disconnected event) stops it.
     job = ctx.jobs.start(session or name, Job(name, work))
@@ -229,13 +232,9 @@ def build_tab(ctx: AppContext, adapter_state: gr.State) -> FinetuneHandles:
         class_rows = [(class_1, images_1), (class_2, images_2), (class_3, images_3), (class_4, images_4)]
         workdir = Path(tempfile.mkdtemp(prefix="clipapp-finetune-"))
 
-        def data():
-            try:
-                return collect_labelled(zip_file, class_rows, workdir)
-            finally:
-                shutil.rmtree(workdir, ignore_errors=True)
-
-        yield from follow_finetune(ctx, data, config, request, progress)
+        # The images extracted from the zip are read while training: removed by the job when it has ended.
+        yield from follow_finetune(ctx, lambda: collect_labelled(zip_file, class_rows, workdir), config, request,
+                                   progress, cleanup=lambda: shutil.rmtree(workdir, ignore_errors=True))
 
     def stop_finetune(request: gr.Request):
         session = session_of(request)

@@ -19,7 +19,8 @@ from clipapp import tasks
 from clipapp.data import load_image
 from clipapp.heatmap_image import png_bytes, similarity_heatmap_image
 from clipapp.prompts import DEFAULT_TEMPLATES
-from clipapp.ui.common import IMAGE_FILE_TYPES, AppContext, Files, display_name, session_of, uploaded_paths, user_errors
+from clipapp.ui.common import (IMAGE_FILE_TYPES, AppContext, Files, display_name, session_of, uploaded_paths,
+                               user_errors)
 
 TEMPLATE_CHOICES = [("simple (7 templates)", "simple"), ("openai (80 templates)", "openai"),
                     ("none (label as written)", "none")]
