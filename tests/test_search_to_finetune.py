@@ -136,3 +136,17 @@ def test_tag_filter_in_the_search_tab_and_v1_search(served):
     assert sorted(hit["path"] for hit in answer.json()["results"]) == sorted(shoes)
     assert len(api.post("/v1/search", data={"query": "a cat", "k": 10}).json()["results"]) == 10
     assert api.post("/v1/search", data={"query": "a cat", "tag": "no-such-tag"}).json()["results"] == []
+
+
+def test_image_upload_fields_accept_heic_and_raw(tiny_service, tmp_path):
+    import gradio as gr
+
+    from clipapp.ui import build_app
+    from clipapp.ui.common import AppContext
+
+    demo = build_app(AppContext(service=tiny_service, state_dir=tmp_path))
+    fields = [block for block in demo.blocks.values()
+              if isinstance(block, gr.File) and block.interactive is not False and block.file_types != [".zip"]]
+    assert len(fields) >= 4  # zero-shot images, search uploads, search by image, per-class rows
+    for field in fields:
+        assert {".heic", ".heif", ".dng", ".jpg", ".png"} <= set(field.file_types), field.label
