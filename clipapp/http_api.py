@@ -138,7 +138,8 @@ def create_app(sessions: SessionStore, *, auth: Optional[tuple[str, str]] = None
                query: Optional[str] = Form(None, description="text query (a + b - c arithmetic allowed)"),
                image: Optional[UploadFile] = File(None, description="or an image to search by"),
                k: int = Form(10, ge=1, le=1000), threshold: Optional[float] = Form(None),
-               templates: str = Form(DEFAULT_TEMPLATES)) -> dict:
+               templates: str = Form(DEFAULT_TEMPLATES),
+               tag: Optional[str] = Form(None, description="only images tagged with this label")) -> dict:
         """Images most like a text or an image in one of the server's indexes, as `python -m clipapp search --json`."""
         if source == MY_UPLOADS:
             raise ClipAppError("'my uploads' belongs to a browser session; the API searches the shared indexes: "
@@ -148,7 +149,8 @@ def create_app(sessions: SessionStore, *, auth: Optional[tuple[str, str]] = None
         with sessions.searchable(source, "") as index:
             if query:
                 return tasks.search_text(service, index, query, k=k, threshold=threshold, templates=templates,
-                                         allow_image_paths=False)
-            return tasks.search_image(service, index, _named_uploads([image], service)[0].image, k=k, threshold=threshold)
+                                         allow_image_paths=False, tag=tag or None)
+            return tasks.search_image(service, index, _named_uploads([image], service)[0].image, k=k, threshold=threshold,
+                                      tag=tag or None)
 
     return app

@@ -35,12 +35,15 @@ def build_app(ctx: AppContext) -> gr.Blocks:
         # The name of this browser session's fine-tuned adapter: set by the Fine-tune tab, used (and cleared) by
         # Zero-shot. The adapter itself lives in ctx.sessions, which unloads it when idle.
         adapter_state = gr.State(None)
-        with gr.Tab("Zero-shot", id="zero-shot"):
-            zero_shot_tab.build_tab(ctx, adapter_state)
-        with gr.Tab("Search", id="search"):
-            search_tab.build_tab(ctx)
-        with gr.Tab("Fine-tune", id="fine-tune"):
-            finetune_tab.build_tab(ctx, adapter_state)
+        with gr.Tabs() as tabs:
+            with gr.Tab("Zero-shot", id="zero-shot"):
+                zero_shot_tab.build_tab(ctx, adapter_state)
+            with gr.Tab("Search", id="search"):
+                search = search_tab.build_tab(ctx)
+            with gr.Tab("Fine-tune", id="fine-tune"):
+                finetune = finetune_tab.build_tab(ctx, adapter_state)
+        # Search results collected into classes go to the Fine-tune tab's flow ("Fine-tune on these").
+        finetune_tab.wire_selection(ctx, search.finetune_button, search.source, search.selection, finetune, tabs)
     # Each event names its concurrency group: "model" (interactive, many at once so the micro-batcher can merge
     # them), "figures", and one-at-a-time groups for the heavy jobs ("index", "finetune"), which therefore never
     # hold the slots interactive requests need.

@@ -15,12 +15,17 @@ import gradio as gr
 from gradio.data_classes import ListFiles
 from pydantic import model_validator
 
+from clipapp.data import IMAGE_EXTENSIONS
 from clipapp.errors import ClipAppError
 from clipapp.jobs import JobBoard
 from clipapp.service import ClipService
 from clipapp.sessions import DEFAULT_TTL_S, SessionStore
 
 log = logging.getLogger(__name__)
+
+# Upload fields take every format the app reads (HEIC/HEIF and camera RAW too); the browser's "image" filter
+# would hide those.
+IMAGE_FILE_TYPES = sorted(IMAGE_EXTENSIONS)
 
 
 @dataclass

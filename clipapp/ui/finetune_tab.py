@@ -11,8 +11,9 @@ import re
 import shutil
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import gradio as gr
 import numpy as np
@@ -20,8 +21,11 @@ import numpy as np
 from clipapp import viz
 from clipapp.errors import ClipAppError
 from clipapp.finetune import FinetuneConfig, extract_labelled_zip, finetune, labelled_folder, labelled_uploads
+from clipapp.finetune.intake import labelled_selection
 from clipapp.jobs import Job
-from clipapp.ui.common import AppContext, Files, display_name, session_of, uploaded_paths, user_errors
+from clipapp.sessions import EXAMPLES
+from clipapp.ui.common import (IMAGE_FILE_TYPES, AppContext, Files, display_name, session_of, uploaded_paths,
+                               user_errors)
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +127,59 @@ def session_adapter_name(request: Optional[gr.Request]) -> str:
     return f"adapter-{session}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-def build_tab(ctx: AppContext, adapter_state: gr.State) -> None:
+def follow_finetune(ctx: AppContext, data: Callable[[], object], config: FinetuneConfig,
+                    request: Optional[gr.Request], progress, cleanup: Optional[Callable[[], None]] = None):
+    """Run a fine-tune on `data()` (LabelledImages, made in the job's thread) as this session's job, yielding the
+    Fine-tune tab's outputs: live curves while it trains, then the summary, figures, report, adapter files and the
+    adapter's name for the session state. `cleanup` runs in the job's thread when the work ends, however it ends.
+    Used by this tab and by the Search tab's "Fine-tune on these"."""
+    name = session_adapter_name(request)
+    session = session_of(request)
+
+    def work(should_stop, emit):
+        try:
+            return finetune(ctx.service, data(), config, name=name, stop=should_stop,
+                            progress=lambda f, m: emit("progress", f, m), on_epoch=lambda h: emit("epoch", h))
+        finally:
+            if cleanup is not None:
+                cleanup()
+
+    # The work runs in its own thread; closing this generator (a cancelled or disconnected event) stops it.
+    job = ctx.jobs.start(session or name, Job(name, work))
+    skip = gr.skip()
+    last_draw, pending = 0.0, None
+    for event in job.events(CURVE_REFRESH_S):
+        if event is not None and event.kind == "progress":
+            progress(*event.payload)
+        elif event is not None and event.kind == "epoch":
+            pending = event.payload[0]
+        if pending is not None and time.monotonic() - last_draw >= CURVE_REFRESH_S:
+            figure = _curves(pending, f"{pending.get('stage') or ''}live".strip())
+            pending, last_draw = None, time.monotonic()
+            yield skip, figure, skip, skip, skip, skip
+        else:
+            yield skip, skip, skip, skip, skip, skip  # a turn for Gradio to cancel us between events
+    result = job.result
+    adapter = result.adapter
+    weights, meta = ctx.sessions.save_adapter(session, adapter) if session else \
+        adapter.save(ctx.state_dir / "adapters" / name)
+    title = {"cache": "cache adapter: no training"}.get(config.mode, "held-out curves (mean over folds)"
+                                                        if result.validation["kind"] == "kfold" else "curves")
+    confusion_figure = None
+    if result.confusion_after is not None:
+        confusion_figure = viz.confusion_matrix_figure(np.asarray(result.confusion_after), result.class_names)
+    payload = {"adapter": adapter.name, **result.to_dict()}
+    yield (summary_markdown(result, adapter.name), _curves(result.history, title), confusion_figure, payload,
+           _downloadable([weights, meta]), adapter.name if session else None)
+
+
+@dataclass
+class FinetuneHandles:
+    settings: list  # the settings components, in make_config's order
+    outputs: list  # what follow_finetune yields into
+
+
+def build_tab(ctx: AppContext, adapter_state: gr.State) -> FinetuneHandles:
     with gr.Row():
         with gr.Column(scale=1):
             gr.Markdown("Give a few labelled images per class: a **zip of class folders** (`<class>/<images>`), "
@@ -134,7 +190,7 @@ def build_tab(ctx: AppContext, adapter_state: gr.State) -> None:
                 for i in range(CLASS_ROWS):
                     with gr.Row(equal_height=True):
                         name = gr.Textbox(label=f"Class {i + 1}", placeholder="class name", scale=1)
-                        files = Files(label=f"Class {i + 1} images", file_types=["image"], type="filepath",
+                        files = Files(label=f"Class {i + 1} images", file_types=IMAGE_FILE_TYPES, type="filepath",
                                       scale=2)
                     rows += [name, files]
             with gr.Accordion("Settings (good defaults preset)", open=False):
@@ -174,54 +230,44 @@ def build_tab(ctx: AppContext, adapter_state: gr.State) -> None:
                      request: gr.Request = None, progress=gr.Progress()):
         config = make_config(mode, epochs, blocks, mixup, label_smoothing, ema, sam, loss, wise_alpha, seed)
         class_rows = [(class_1, images_1), (class_2, images_2), (class_3, images_3), (class_4, images_4)]
-        name = session_adapter_name(request)
-        session = session_of(request)
         workdir = Path(tempfile.mkdtemp(prefix="clipapp-finetune-"))
 
-        def work(should_stop, emit):
-            try:
-                data = collect_labelled(zip_file, class_rows, workdir)
-                return finetune(ctx.service, data, config, name=name, stop=should_stop,
-                                progress=lambda f, m: emit("progress", f, m), on_epoch=lambda h: emit("epoch", h))
-            finally:
-                shutil.rmtree(workdir, ignore_errors=True)
-
-        # The work runs in its own thread; closing this generator (a cancelled or disconnected event) stops it.
-        job = ctx.jobs.start(session or name, Job(name, work))
-        skip = gr.skip()
-        last_draw, pending = 0.0, None
-        for event in job.events(CURVE_REFRESH_S):
-            if event is not None and event.kind == "progress":
-                progress(*event.payload)
-            elif event is not None and event.kind == "epoch":
-                pending = event.payload[0]
-            if pending is not None and time.monotonic() - last_draw >= CURVE_REFRESH_S:
-                figure = _curves(pending, f"{pending.get('stage') or ''}live".strip())
-                pending, last_draw = None, time.monotonic()
-                yield skip, figure, skip, skip, skip, skip
-            else:
-                yield skip, skip, skip, skip, skip, skip  # a turn for Gradio to cancel us between events
-        result = job.result
-        adapter = result.adapter
-        weights, meta = ctx.sessions.save_adapter(session, adapter) if session else \
-            adapter.save(ctx.state_dir / "adapters" / name)
-        title = {"cache": "cache adapter: no training"}.get(config.mode, "held-out curves (mean over folds)"
-                                                            if result.validation["kind"] == "kfold" else "curves")
-        confusion_figure = None
-        if result.confusion_after is not None:
-            confusion_figure = viz.confusion_matrix_figure(np.asarray(result.confusion_after), result.class_names)
-        payload = {"adapter": adapter.name, **result.to_dict()}
-        yield (summary_markdown(result, adapter.name), _curves(result.history, title), confusion_figure, payload,
-               _downloadable([weights, meta]), adapter.name if session else None)
+        # The images extracted from the zip are read while training: removed by the job when it has ended.
+        yield from follow_finetune(ctx, lambda: collect_labelled(zip_file, class_rows, workdir), config, request,
+                                   progress, cleanup=lambda: shutil.rmtree(workdir, ignore_errors=True))
 
     def stop_finetune(request: gr.Request):
         session = session_of(request)
         if session:
             ctx.jobs.stop(session)
 
-    inputs = [zip_file, *rows, mode, epochs, blocks, mixup, label_smoothing, ema, sam, loss, wise_alpha, seed]
-    run_button.click(user_errors(run_finetune), inputs,
-                     [summary, curves, confusion, report, download, adapter_state],
+    settings = [mode, epochs, blocks, mixup, label_smoothing, ema, sam, loss, wise_alpha, seed]
+    outputs = [summary, curves, confusion, report, download, adapter_state]
+    run_button.click(user_errors(run_finetune), [zip_file, *rows, *settings], outputs,
                      api_name="finetune", concurrency_id="finetune", concurrency_limit=1)
     # Not queued behind the fine-tune it stops: its own group, no limit.
     stop_button.click(stop_finetune, None, None, concurrency_limit=None, api_visibility="private")
+    return FinetuneHandles(settings=settings, outputs=outputs)
+
+
+def wire_selection(ctx: AppContext, button: gr.Button, source: gr.Dropdown, selection: gr.Textbox,
+                   handles: FinetuneHandles, tabs: gr.Tabs) -> None:
+    """The Search tab's "Fine-tune on these": show the Fine-tune tab, then run its flow (its settings, its outputs)
+    on the classes collected from search results. Every path must be an image of the chosen index."""
+
+    def finetune_selection(selection_=None, source_=EXAMPLES, mode=DEFAULTS.mode, epochs=DEFAULTS.epochs,
+                           blocks=DEFAULTS.blocks, mixup=DEFAULTS.mixup, label_smoothing=DEFAULTS.label_smoothing,
+                           ema=DEFAULTS.ema, sam=DEFAULTS.sam, loss="cross-entropy", wise_alpha="auto",
+                           seed=DEFAULTS.seed, request: gr.Request = None, progress=gr.Progress()):
+        config = make_config(mode, epochs, blocks, mixup, label_smoothing, ema, sam, loss, wise_alpha, seed)
+        session = session_of(request)
+        # Checked here, before the job starts, so a refused path is a message at once.
+        with ctx.sessions.searchable(source_, session) as index:
+            data = labelled_selection(selection_, index)
+        if len(data) > MAX_UI_IMAGES:
+            raise ClipAppError(f"{len(data)} images selected; the web app fine-tunes on at most {MAX_UI_IMAGES}.")
+        yield from follow_finetune(ctx, lambda: data, config, request, progress)
+
+    button.click(lambda: gr.Tabs(selected="fine-tune"), None, tabs, queue=False, api_visibility="private").then(
+        user_errors(finetune_selection), [selection, source, *handles.settings], handles.outputs,
+        api_name="finetune_selection", concurrency_id="finetune", concurrency_limit=1)

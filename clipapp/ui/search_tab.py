@@ -3,6 +3,7 @@ search it by text, by an uploaded image, or by clicking a result."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Optional
 
 import gradio as gr
@@ -11,7 +12,9 @@ from clipapp import tasks
 from clipapp.errors import ClipAppError
 from clipapp.prompts import DEFAULT_TEMPLATES
 from clipapp.sessions import EXAMPLES, MY_UPLOADS, describe_duration
-from clipapp.ui.common import AppContext, Files, display_name, session_of, uploaded_paths, user_errors
+from clipapp.finetune.intake import add_to_selection, parse_selection, selection_text
+from clipapp.ui.common import (IMAGE_FILE_TYPES, AppContext, Files, display_name, session_of, uploaded_paths,
+                               user_errors)
 from clipapp.ui.zero_shot_tab import TEMPLATE_CHOICES
 
 DEFAULT_K = 12
@@ -33,13 +36,42 @@ def _threshold(value) -> Optional[float]:
     return None if value is None or float(value) <= -1 else float(value)
 
 
-def build_tab(ctx: AppContext) -> None:
+ANY_TAG = ""  # the tag filter's "no filter" value
+
+
+def tag_choices(counts: dict[str, int]) -> list[tuple[str, str]]:
+    """The "Only tagged" dropdown: every tag of the index with its count, after the no-filter choice."""
+    return [("(any image)", ANY_TAG), *((f"{tag} ({count})", tag) for tag, count in counts.items())]
+
+
+def selection_markdown(classes: dict[str, list[str]]) -> str:
+    if not classes:
+        return "No classes yet: select results, type a class name, press **Add to class**."
+    rows = "\n".join(f"| {name} | {len(paths)} |" for name, paths in classes.items())
+    return f"| class | images |\n|---|---|\n{rows}"
+
+
+def _toggled(selected: str, path: str) -> str:
+    lines = [line for line in (selected or "").splitlines() if line.strip()]
+    return "\n".join([p for p in lines if p != path] if path in lines else [*lines, path])
+
+
+@dataclass
+class SearchHandles:
+    """What the Fine-tune tab wires to: "Fine-tune on these" and the inputs it reads."""
+
+    finetune_button: gr.Button
+    source: gr.Dropdown
+    selection: gr.Textbox
+
+
+def build_tab(ctx: AppContext) -> SearchHandles:
     registry = ctx.sessions
     with gr.Row():
         with gr.Column(scale=1):
             source = gr.Dropdown(registry.sources(), value=EXAMPLES, label="Index",
                                  info="the built-in examples, a server folder allowed with --allowed-root, or your uploads")
-            uploads = Files(label="Add images to 'my uploads'", file_types=["image"], type="filepath")
+            uploads = Files(label="Add images to 'my uploads'", file_types=IMAGE_FILE_TYPES, type="filepath")
             gr.Markdown(f"Uploads to 'my uploads' are private to this browser session and kept on the server for "
                         f"{describe_duration(ctx.session_ttl_s)} after its last use, then deleted.",
                         elem_id="uploads-kept")
@@ -53,12 +85,27 @@ def build_tab(ctx: AppContext) -> None:
                 templates = gr.Dropdown(TEMPLATE_CHOICES, value=DEFAULT_TEMPLATES, label="Prompt templates")
                 k = gr.Slider(1, 100, value=DEFAULT_K, step=1, label="Results (k)")
                 threshold = gr.Slider(-1, 1, value=-1, step=0.01, label="Min score (-1 = none)")
+                tag = gr.Dropdown(tag_choices({}), value=ANY_TAG, allow_custom_value=True, label="Only tagged",
+                                  info="images tagged by `classify --index --tag` (with counts)")
             with gr.Row():
-                query_image = gr.File(label="Search by image", file_types=["image"], type="filepath", scale=3)
+                query_image = gr.File(label="Search by image", file_types=IMAGE_FILE_TYPES, type="filepath", scale=3)
                 image_button = gr.Button("Search by image", scale=1)
-            gallery = gr.Gallery(label="Results (click one to search by it)", columns=6, height=520,
-                                 allow_preview=False)
+            gallery = gr.Gallery(label="Results (click one to search by it, or to select it in select mode)",
+                                 columns=6, height=520, allow_preview=False)
             results = gr.JSON(label="Results", visible=False)
+            with gr.Accordion("Collect classes from these results, then fine-tune", open=True):
+                select_mode = gr.Checkbox(False, label="Select mode: clicking a result selects it (or unselects it)")
+                with gr.Row():
+                    selected = gr.Textbox(label="Selected images (one path per line)", lines=3, scale=3)
+                    with gr.Column(scale=1):
+                        class_name = gr.Textbox(label="Class name", placeholder="sneaker")
+                        add_button = gr.Button("Add to class")
+                collected = gr.Markdown(selection_markdown({}), elem_id="collected-classes")
+                # The collected classes (NAME=PATH,PATH lines): the page's own copy of the session's selection.
+                selection = gr.Textbox(label="Collected classes", visible=False)
+                with gr.Row():
+                    finetune_button = gr.Button("Fine-tune on these", variant="primary")
+                    clear_button = gr.Button("Clear classes")
 
     def index_images(source_=EXAMPLES, files_=None, request: gr.Request = None, progress=gr.Progress()):
         session = session_of(request)
@@ -77,43 +124,71 @@ def build_tab(ctx: AppContext) -> None:
             result["refused_uploads"] = problems
         return result
 
-    def by_text(source_, query_, templates_=DEFAULT_TEMPLATES, k_=DEFAULT_K, threshold_=-1,
+    def by_text(source_, query_, templates_=DEFAULT_TEMPLATES, k_=DEFAULT_K, threshold_=-1, tag_=ANY_TAG,
                 request: gr.Request = None):
         with registry.searchable(source_, session_of(request)) as index:
             # Image terms in a typed query would make the server read its own files: text only here.
             result = tasks.search_text(ctx.service, index, query_, k=int(k_), threshold=_threshold(threshold_),
-                                       templates=templates_, allow_image_paths=False)
+                                       templates=templates_, allow_image_paths=False, tag=tag_ or None)
         return _page_result(result)
 
-    def by_image(source_, image_, k_=DEFAULT_K, threshold_=-1, request: gr.Request = None):
+    def by_image(source_, image_, k_=DEFAULT_K, threshold_=-1, tag_=ANY_TAG, request: gr.Request = None):
         paths = uploaded_paths(image_)
         if not paths:
             raise ClipAppError("Upload an image to search by.")
         with registry.searchable(source_, session_of(request)) as index:
-            result = tasks.search_image(ctx.service, index, paths[0], k=int(k_), threshold=_threshold(threshold_))
+            result = tasks.search_image(ctx.service, index, paths[0], k=int(k_), threshold=_threshold(threshold_),
+                                        tag=tag_ or None)
         return _page_result(result)
 
-    def by_click(source_, current, k_, threshold_, evt: gr.SelectData, request: gr.Request):
+    def tags_of(source_, request: gr.Request):
+        with registry.searchable(source_, session_of(request)) as index:
+            return gr.Dropdown(choices=tag_choices(index.tag_counts()))
+
+    def add_to_class(class_name_, selected_=None, selection_=None, source_=EXAMPLES, request: gr.Request = None):
+        """-> (the collected classes as NAME=PATH,PATH lines, their table, the emptied selection)."""
+        paths = [line.strip() for line in (selected_ or "").splitlines() if line.strip()]
+        with registry.searchable(source_, session_of(request)) as index:
+            classes = add_to_selection(parse_selection(selection_), class_name_, paths, index)
+        return selection_text(classes), selection_markdown(classes), ""
+
+    def by_click(source_, current, k_, threshold_, select_mode_, selected_, evt: gr.SelectData,
+                 request: gr.Request):
         hits = (current or {}).get("results", [])
         if evt.index is None or evt.index >= len(hits):
             raise ClipAppError("Click a search result to search by it.")
+        if select_mode_:
+            return gr.skip(), _toggled(selected_, hits[evt.index]["image"])
         with registry.searchable(source_, session_of(request)) as index:
             vector = index.vector_for_path(hits[evt.index]["image"])
             if vector is None:
                 raise ClipAppError("That image is no longer in the index; search again.")
             result = tasks.search_vector(index, vector, k=int(k_), threshold=_threshold(threshold_))
-        return _page_result(result)
+        return _page_result(result), gr.skip()
 
     # Indexing is a heavy job: its own group, one at a time, so it never takes the model group's slots.
     build_button.click(user_errors(index_images), [source, uploads], status, api_name="index_images",
-                       concurrency_id="index", concurrency_limit=1)
+                       concurrency_id="index", concurrency_limit=1).success(
+        user_errors(tags_of), source, tag, api_visibility="private")
     model = {"concurrency_id": "model", "concurrency_limit": ctx.model_concurrency}
-    text_inputs = [source, query, templates, k, threshold]
+    text_inputs = [source, query, templates, k, threshold, tag]
     show = {"fn": gallery_of, "inputs": results, "outputs": gallery, "concurrency_id": "figures",
             "concurrency_limit": 2, "api_visibility": "private"}
     search_button.click(user_errors(by_text), text_inputs, results, api_name="search_text", **model).success(**show)
     query.submit(user_errors(by_text), text_inputs, results, api_visibility="private", **model).success(**show)
-    image_button.click(user_errors(by_image), [source, query_image, k, threshold], results,
+    image_button.click(user_errors(by_image), [source, query_image, k, threshold, tag], results,
                        api_name="search_image", **model).success(**show)
-    gallery.select(user_errors(by_click), [source, results, k, threshold], results,
-                   api_visibility="private", **model).success(**show)
+    # In select mode the results stay as they are (gr.skip), so the chained redraw is skipped too.
+    gallery.select(user_errors(by_click), [source, results, k, threshold, select_mode, selected],
+                   [results, selected], api_visibility="private", **model).success(**show)
+    # The tag list follows the index: on choosing it, after building it, and on opening the dropdown.
+    refresh = {"fn": user_errors(tags_of), "inputs": source, "outputs": tag, "api_visibility": "private",
+               "concurrency_id": "figures", "concurrency_limit": 2}
+    source.change(**refresh)
+    tag.focus(**refresh)
+    add_button.click(user_errors(add_to_class), [class_name, selected, selection, source],
+                     [selection, collected, selected], api_name="add_to_class", concurrency_id="figures",
+                     concurrency_limit=2)
+    clear_button.click(lambda: ("", selection_markdown({})), None, [selection, collected], queue=False,
+                       api_visibility="private")
+    return SearchHandles(finetune_button=finetune_button, source=source, selection=selection)

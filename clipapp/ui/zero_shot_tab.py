@@ -19,7 +19,8 @@ from clipapp import tasks
 from clipapp.data import load_image
 from clipapp.heatmap_image import png_bytes, similarity_heatmap_image
 from clipapp.prompts import DEFAULT_TEMPLATES
-from clipapp.ui.common import AppContext, Files, display_name, session_of, uploaded_paths, user_errors
+from clipapp.ui.common import (IMAGE_FILE_TYPES, AppContext, Files, display_name, session_of, uploaded_paths,
+                               user_errors)
 
 TEMPLATE_CHOICES = [("simple (7 templates)", "simple"), ("openai (80 templates)", "openai"),
                     ("none (label as written)", "none")]
@@ -114,7 +115,7 @@ def build_tab(ctx: AppContext, adapter_state: Optional[gr.State] = None) -> None
     heatmaps = HeatmapFiles()
     with gr.Row():
         with gr.Column(scale=1):
-            files = Files(label="Images", file_types=["image"], type="filepath")
+            files = Files(label="Images", file_types=IMAGE_FILE_TYPES, type="filepath")
             # shown while this session's fine-tuned adapter replaces the labels
             with gr.Group(visible=False) as adapter_box:
                 adapter_note = gr.Markdown(elem_id="adapter-note")
