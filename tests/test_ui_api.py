@@ -87,3 +87,15 @@ def test_bad_input_is_a_message_and_the_server_keeps_serving(client, photos, tmp
         client.predict([], "a, b", "simple", "", 2, api_name="/classify")
     result = client.predict([handle_file(str(photos[0]))], "a, b", "simple", "", 2, api_name="/classify")
     assert len(result["results"]) == 1
+
+
+def test_an_untouched_epochs_setting_is_each_modes_own_schedule():
+    """The API's default epochs (None) is the chosen mode's measured schedule, not the default mode's."""
+    from clipapp.finetune import MODE_DEFAULTS
+    from clipapp.ui.finetune_tab import make_config
+
+    for mode in ("head", "partial"):
+        config = make_config(mode, None, 2, 0.2, 0.1, 0.99, 0.0, "cross-entropy", "auto", 0)
+        assert config.epochs == MODE_DEFAULTS[mode]["epochs"]
+    assert MODE_DEFAULTS["head"]["epochs"] != MODE_DEFAULTS["partial"]["epochs"]
+    assert make_config("head", 7, 2, 0.2, 0.1, 0.99, 0.0, "cross-entropy", "auto", 0).epochs == 7

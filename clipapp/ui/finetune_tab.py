@@ -20,7 +20,8 @@ import numpy as np
 
 from clipapp import viz
 from clipapp.errors import ClipAppError
-from clipapp.finetune import FinetuneConfig, extract_labelled_zip, finetune, labelled_folder, labelled_uploads
+from clipapp.finetune import (MODE_DEFAULTS, FinetuneConfig, extract_labelled_zip, finetune, labelled_folder,
+                              labelled_uploads)
 from clipapp.finetune.intake import labelled_selection
 from clipapp.jobs import Job
 from clipapp.sessions import EXAMPLES
@@ -70,7 +71,7 @@ def collect_labelled(zip_file, rows: list[tuple[str, object]], workdir: Path):
 def make_config(mode: str, epochs: float, blocks: float, mixup: float, label_smoothing: float, ema: float,
                 sam: float, loss: str, wise_alpha: float, seed: float) -> FinetuneConfig:
     return FinetuneConfig(
-        mode=mode or DEFAULTS.mode, epochs=int(epochs), blocks=int(blocks), mixup=float(mixup),
+        mode=mode or DEFAULTS.mode, epochs=None if epochs is None else int(epochs), blocks=int(blocks), mixup=float(mixup),
         label_smoothing=float(label_smoothing), ema=float(ema), sam=float(sam),
         focal=2.0 if loss == "focal" else 0.0, class_balanced=0.999 if loss == "class-balanced" else 0.0,
         wise_alpha=parse_wise_alpha(wise_alpha), seed=int(seed),
@@ -223,7 +224,7 @@ def build_tab(ctx: AppContext, adapter_state: gr.State) -> FinetuneHandles:
                                file_count="multiple", interactive=False)
 
     def run_finetune(zip_file=None, class_1=None, images_1=None, class_2=None, images_2=None, class_3=None,
-                     images_3=None, class_4=None, images_4=None, mode=DEFAULTS.mode, epochs=DEFAULTS.epochs,
+                     images_3=None, class_4=None, images_4=None, mode=DEFAULTS.mode, epochs=None,
                      blocks=DEFAULTS.blocks, mixup=DEFAULTS.mixup, label_smoothing=DEFAULTS.label_smoothing,
                      ema=DEFAULTS.ema,
                      sam=DEFAULTS.sam, loss="cross-entropy", wise_alpha="auto", seed=DEFAULTS.seed,
@@ -242,6 +243,9 @@ def build_tab(ctx: AppContext, adapter_state: gr.State) -> FinetuneHandles:
             ctx.jobs.stop(session)
 
     settings = [mode, epochs, blocks, mixup, label_smoothing, ema, sam, loss, wise_alpha, seed]
+    # Each mode has its own measured schedule (MODE_DEFAULTS): head 80 epochs, partial 30; the slider follows it.
+    mode.change(lambda m: gr.update(value=MODE_DEFAULTS[m or DEFAULTS.mode]["epochs"]), mode, epochs,
+                api_visibility="private", queue=False)
     outputs = [summary, curves, confusion, report, download, adapter_state]
     run_button.click(user_errors(run_finetune), [zip_file, *rows, *settings], outputs,
                      api_name="finetune", concurrency_id="finetune", concurrency_limit=1)
@@ -255,7 +259,7 @@ def wire_selection(ctx: AppContext, button: gr.Button, source: gr.Dropdown, sele
     """The Search tab's "Fine-tune on these": show the Fine-tune tab, then run its flow (its settings, its outputs)
     on the classes collected from search results. Every path must be an image of the chosen index."""
 
-    def finetune_selection(selection_=None, source_=EXAMPLES, mode=DEFAULTS.mode, epochs=DEFAULTS.epochs,
+    def finetune_selection(selection_=None, source_=EXAMPLES, mode=DEFAULTS.mode, epochs=None,
                            blocks=DEFAULTS.blocks, mixup=DEFAULTS.mixup, label_smoothing=DEFAULTS.label_smoothing,
                            ema=DEFAULTS.ema, sam=DEFAULTS.sam, loss="cross-entropy", wise_alpha="auto",
                            seed=DEFAULTS.seed, request: gr.Request = None, progress=gr.Progress()):
