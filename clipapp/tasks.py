@@ -113,7 +113,7 @@ def similarity(service: ClipService, images: Sequence[NamedImage], texts: str | 
 def sync_index(service: ClipService, index, folder, *, progress=None) -> dict:
     """Bring an open index up to date with the images under `folder` (incremental).
 
-    Returns {"added", "updated", "removed", "skipped": [paths], "total"} as in design.md, plus "errors" by path.
+    Returns {"added", "updated", "removed", "skipped": [paths], "total"} as in docs/architecture.md, plus "errors" by path.
     """
     from clipapp.index import sync_folder
 
