@@ -17,8 +17,8 @@ Weight-space ensembling (WiSE-FT) blends the tuned weights with the zero-shot on
 `kfold_below` images) drives early stopping, the choice of `a` and the before/after report; the adapter is then
 refit on every image for the chosen epoch count, and kept only if it beat zero-shot on the held-out images by a
 sign test (`beats_zero_shot`).
-The held-out images also choose the epoch count and `a`, so "after" is slightly optimistic; `clipapp.evaluation.evaluate_folder` on other
-images is not.
+The held-out images also choose the epoch count and `a`, so "after" is slightly optimistic;
+`clipapp.evaluation.evaluate_folder` on other images is not.
 
 Modules, one concern each: config (settings), intake (labelled images in), features (encoding and the activation
 cache), models, loop (one training run), selection (splits, WiSE, the sign test, the cache blend), assemble (the
