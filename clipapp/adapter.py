@@ -27,8 +27,8 @@ import torch.nn.functional as F
 
 from clipapp.data import ImageSource
 from clipapp.errors import ClipAppError
-from clipapp.storage import file_sha256
 from clipapp.service import ClipService, ZeroShotResult, batched
+from clipapp.storage import file_sha256
 
 ADAPTER_FORMAT = "clipapp-adapter"
 FORMAT_VERSION = 2  # 2: a linear head (free row norms and a bias); version-1 files load unchanged
@@ -49,13 +49,16 @@ def adapter_paths(path: str | Path) -> tuple[Path, Path]:
 def visual_kind(visual: nn.Module) -> str:
     if hasattr(getattr(visual, "transformer", None), "resblocks") and hasattr(visual, "_embeds"):
         if getattr(visual, "attn_pool", None) is not None:
-            raise ClipAppError("Partial fine-tuning does not support ViT towers with attention pooling; "
-                               "use mode 'head' or 'cache'.")
+            raise ClipAppError(
+                "Partial fine-tuning does not support ViT towers with attention pooling; use mode 'head' or 'cache'."
+            )
         return "vit"
     if all(hasattr(visual, name) for name in ("stem", "layer1", "layer4", "attnpool")):
         return "resnet"
-    raise ClipAppError(f"Partial fine-tuning needs an open_clip ViT or ModifiedResNet visual tower; this model has "
-                       f"{type(visual).__name__}. Use mode 'head' or 'cache'.")
+    raise ClipAppError(
+        f"Partial fine-tuning needs an open_clip ViT or ModifiedResNet visual tower; this model has "
+        f"{type(visual).__name__}. Use mode 'head' or 'cache'."
+    )
 
 
 def visual_blocks(visual: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -125,8 +128,9 @@ def tuned_visual_copy(model: nn.Module, blocks: int) -> tuple[nn.Module, int, li
     visual = copy.deepcopy(model.visual).float().eval()
     freeze_by_pattern(visual, ["*"])
     patterns = [f"{prefix}.*" for prefix, _ in visual_blocks(visual)[first:]]
-    patterns += [name if isinstance(getattr(visual, name), nn.Parameter) else f"{name}.*"
-                 for name in visual_top_names(visual)]
+    patterns += [
+        name if isinstance(getattr(visual, name), nn.Parameter) else f"{name}.*" for name in visual_top_names(visual)
+    ]
     unfreeze_by_pattern(visual, patterns)
     names = [name for name, p in visual.named_parameters() if p.requires_grad]
     return visual, first, names
@@ -164,13 +168,16 @@ class Adapter:
     def __post_init__(self) -> None:
         self.head = np.asarray(self.head, dtype=np.float32)
         if self.head.ndim != 2 or self.head.shape[0] != len(self.class_names):
-            raise ClipAppError(f"Adapter {self.name!r}: head has shape {self.head.shape} for "
-                               f"{len(self.class_names)} classes.")
+            raise ClipAppError(
+                f"Adapter {self.name!r}: head has shape {self.head.shape} for {len(self.class_names)} classes."
+            )
         bias = np.zeros(len(self.class_names)) if self.head_bias is None else self.head_bias
         self.head_bias = np.asarray(bias, dtype=np.float32).reshape(-1)
         if self.head_bias.shape != (len(self.class_names),):
-            raise ClipAppError(f"Adapter {self.name!r}: head bias has {self.head_bias.size} values for "
-                               f"{len(self.class_names)} classes.")
+            raise ClipAppError(
+                f"Adapter {self.name!r}: head bias has {self.head_bias.size} values for "
+                f"{len(self.class_names)} classes."
+            )
         from clipapp.finetune.config import MODES  # here, not at the top: clipapp.finetune imports this module
 
         if self.mode not in MODES:
@@ -182,16 +189,21 @@ class Adapter:
 
     def check_service(self, service: ClipService) -> None:
         if service.spec != self.spec:
-            raise ClipAppError(f"Adapter {self.name!r} was made for model {self.spec!r}, but {service.spec!r} is "
-                               f"loaded. Load that model (--model {self.spec}) or fine-tune again on this one.")
+            raise ClipAppError(
+                f"Adapter {self.name!r} was made for model {self.spec!r}, but {service.spec!r} is "
+                f"loaded. Load that model (--model {self.spec}) or fine-tune again on this one."
+            )
         if service.embed_dim != self.dim:
-            raise ClipAppError(f"Adapter {self.name!r} has {self.dim}-d weights; model {service.spec!r} makes "
-                               f"{service.embed_dim}-d embeddings.")
+            raise ClipAppError(
+                f"Adapter {self.name!r} has {self.dim}-d weights; model {service.spec!r} makes "
+                f"{service.embed_dim}-d embeddings."
+            )
         check_visual_state(self, service)
 
     # -- features ---------------------------------------------------------------------------------------------
-    def image_features(self, service: ClipService, images: Sequence[ImageSource], *,
-                       batch_size: int = 32) -> np.ndarray:
+    def image_features(
+        self, service: ClipService, images: Sequence[ImageSource], *, batch_size: int = 32
+    ) -> np.ndarray:
         """L2-normalised image embeddings as this adapter sees them (through its tuned blocks, if any)."""
         self.check_service(service)
         if not self.visual_state:
@@ -211,7 +223,7 @@ class Adapter:
                 visual = copy.deepcopy(service.trainable_model().visual).float().eval()
                 params = dict(visual.named_parameters())
                 for name, tensor in self.visual_state.items():
-                    target = params[name[len(VISUAL_PREFIX):]]
+                    target = params[name[len(VISUAL_PREFIX) :]]
                     target.data.copy_(tensor.to(target.device, dtype=target.dtype))
                 visual.requires_grad_(False)
                 self._visual = (id(service.model), visual)
@@ -236,8 +248,11 @@ class Adapter:
     def classify(self, service: ClipService, images: Sequence[ImageSource]) -> ZeroShotResult:
         """Probabilities over `class_names`, as `ClipService.zero_shot` returns them (`.top(k)`, `.probs`)."""
         features = self.image_features(service, images)
-        return ZeroShotResult(labels=list(self.class_names), probs=self.probs_from_features(features),
-                              cosine=features @ _normalize_rows(self.head).T)
+        return ZeroShotResult(
+            labels=list(self.class_names),
+            probs=self.probs_from_features(features),
+            cosine=features @ _normalize_rows(self.head).T,
+        )
 
     # -- files ------------------------------------------------------------------------------------------------
     def metadata(self) -> dict[str, Any]:
@@ -251,8 +266,11 @@ class Adapter:
             "embed_dim": self.dim,
             "logit_scale": float(self.logit_scale),
             "templates": list(self.templates),
-            "cache": {"alpha": float(self.cache_alpha), "beta": float(self.cache_beta),
-                      "size": 0 if self.cache_keys is None else int(self.cache_keys.shape[0])},
+            "cache": {
+                "alpha": float(self.cache_alpha),
+                "beta": float(self.cache_beta),
+                "size": 0 if self.cache_keys is None else int(self.cache_keys.shape[0]),
+            },
             "visual_blocks": int(self.visual_blocks),
             "visual_parameters": sorted(self.visual_state),
             "config": self.config,
@@ -291,8 +309,9 @@ def _roll_forward(weights_path: Path, expected_sha256: Optional[str]) -> None:
     pending = _pending_weights_path(weights_path)
     if not expected_sha256 or not pending.is_file():
         return
-    if (not weights_path.is_file() or file_sha256(weights_path) != expected_sha256) and \
-            file_sha256(pending) == expected_sha256:
+    if (not weights_path.is_file() or file_sha256(weights_path) != expected_sha256) and file_sha256(
+        pending
+    ) == expected_sha256:
         os.replace(pending, weights_path)
 
 
@@ -306,8 +325,10 @@ def load_adapter(path: str | Path, *, expected_spec: Optional[str] = None) -> Ad
 
     weights_path, meta_path = adapter_paths(path)
     if not meta_path.is_file():
-        raise ClipAppError(f"Adapter file not found: {meta_path} (an adapter is a .safetensors file with its .json "
-                           "beside it, as written by `python -m clipapp finetune`).")
+        raise ClipAppError(
+            f"Adapter file not found: {meta_path} (an adapter is a .safetensors file with its .json "
+            "beside it, as written by `python -m clipapp finetune`)."
+        )
     try:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -316,27 +337,36 @@ def load_adapter(path: str | Path, *, expected_spec: Optional[str] = None) -> Ad
         _roll_forward(weights_path, meta.get("weights_sha256"))
     for needed in (meta_path, weights_path):
         if not needed.is_file():
-            raise ClipAppError(f"Adapter file not found: {needed} (an adapter is a .safetensors file with its .json "
-                               "beside it, as written by `python -m clipapp finetune`).")
+            raise ClipAppError(
+                f"Adapter file not found: {needed} (an adapter is a .safetensors file with its .json "
+                "beside it, as written by `python -m clipapp finetune`)."
+            )
     if not isinstance(meta, dict) or meta.get("format") != ADAPTER_FORMAT:
-        raise ClipAppError(f"{meta_path} is not a clipapp adapter description (no \"format\": \"{ADAPTER_FORMAT}\").")
+        raise ClipAppError(f'{meta_path} is not a clipapp adapter description (no "format": "{ADAPTER_FORMAT}").')
     version = meta.get("format_version")
     if not isinstance(version, int) or version > FORMAT_VERSION:
-        raise ClipAppError(f"Adapter {meta_path} has format version {version!r}; this clipapp reads up to "
-                           f"{FORMAT_VERSION}. Update clipapp.")
+        raise ClipAppError(
+            f"Adapter {meta_path} has format version {version!r}; this clipapp reads up to "
+            f"{FORMAT_VERSION}. Update clipapp."
+        )
     spec = str(meta.get("model_spec", ""))
     if expected_spec is not None and spec != expected_spec:
-        raise ClipAppError(f"Adapter {meta_path.name} was made for model {spec!r}, but {expected_spec!r} is loaded. "
-                           f"Run with --model {spec} or fine-tune again on this model.")
+        raise ClipAppError(
+            f"Adapter {meta_path.name} was made for model {spec!r}, but {expected_spec!r} is loaded. "
+            f"Run with --model {spec} or fine-tune again on this model."
+        )
     expected_sha256 = meta.get("weights_sha256")
     if expected_sha256 and file_sha256(weights_path) != expected_sha256:
-        raise ClipAppError(f"Adapter weights {weights_path} do not belong to {meta_path.name} (changed or damaged "
-                           "since it was saved); fine-tune again or restore both files together.")
+        raise ClipAppError(
+            f"Adapter weights {weights_path} do not belong to {meta_path.name} (changed or damaged "
+            "since it was saved); fine-tune again or restore both files together."
+        )
     try:
         tensors = load_file(str(weights_path))
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        raise ClipAppError(f"Adapter weights {weights_path} cannot be read (corrupt or not safetensors): "
-                           f"{exc}") from exc
+        raise ClipAppError(
+            f"Adapter weights {weights_path} cannot be read (corrupt or not safetensors): {exc}"
+        ) from exc
     try:
         class_names = [str(c) for c in meta["class_names"]]
         head = tensors["head.weight"].float().numpy()
@@ -371,8 +401,9 @@ def load_adapter(path: str | Path, *, expected_spec: Optional[str] = None) -> Ad
     if has_cache and adapter.cache_values.shape != (adapter.cache_keys.shape[0], len(class_names)):
         raise ClipAppError(f"Adapter {weights_path}: cache values do not match the cache keys and classes.")
     if has_cache and adapter.cache_keys.shape[1] != adapter.dim:
-        raise ClipAppError(f"Adapter {weights_path}: cache keys are {adapter.cache_keys.shape[1]}-d, "
-                           f"the head {adapter.dim}-d.")
+        raise ClipAppError(
+            f"Adapter {weights_path}: cache keys are {adapter.cache_keys.shape[1]}-d, the head {adapter.dim}-d."
+        )
     return adapter
 
 
@@ -382,7 +413,7 @@ def check_visual_state(adapter: Adapter, service: ClipService) -> None:
         return
     params = dict(service.trainable_model().visual.named_parameters())
     for name, tensor in adapter.visual_state.items():
-        target = params.get(name[len(VISUAL_PREFIX):])
+        target = params.get(name[len(VISUAL_PREFIX) :])
         if target is None or tuple(target.shape) != tuple(tensor.shape):
             raise ClipAppError(f"Adapter {adapter.name!r}: tuned weight {name} does not fit model {service.spec!r}.")
 

@@ -63,10 +63,14 @@ class ClassifyReport:
     results: Optional[list[Prediction]] = None
 
     def to_dict(self) -> dict:
-        payload = {"model": self.model, "multi_label": self.multi_label,
-                   "probabilities": "sigmoid" if self.multi_label else "softmax",
-                   "classified": self.classified, "resumed": self.resumed,
-                   "skipped": [{"path": s.path, "error": s.error} for s in self.skipped]}
+        payload = {
+            "model": self.model,
+            "multi_label": self.multi_label,
+            "probabilities": "sigmoid" if self.multi_label else "softmax",
+            "classified": self.classified,
+            "resumed": self.resumed,
+            "skipped": [{"path": s.path, "error": s.error} for s in self.skipped],
+        }
         if self.results is not None:
             payload["results"] = [p.to_dict() for p in self.results]
         return payload
@@ -119,8 +123,9 @@ class Classifier:
         return indices.numpy(), probs.numpy()
 
 
-def zero_shot_classifier(service, labels: str | Sequence[str], *,
-                         templates: str | Sequence[str] | None = DEFAULT_TEMPLATES) -> Classifier:
+def zero_shot_classifier(
+    service, labels: str | Sequence[str], *, templates: str | Sequence[str] | None = DEFAULT_TEMPLATES
+) -> Classifier:
     labels = parse_labels(labels)
     weights_t = np.ascontiguousarray(service.text_embeddings(labels, templates).T)  # once for the whole run
 
@@ -135,10 +140,17 @@ def adapter_classifier(service, adapter) -> Classifier:
     adapter.check_service(service)
     encoder = None
     if adapter.visual_state:
+
         def encoder(images: list) -> np.ndarray:
             return adapter.image_features(service, images)
-    return Classifier(labels=list(adapter.class_names), model=f"{service.spec} + adapter {adapter.name}",
-                      multi_label=False, logits=adapter.logits_from_features, image_encoder=encoder)
+
+    return Classifier(
+        labels=list(adapter.class_names),
+        model=f"{service.spec} + adapter {adapter.name}",
+        multi_label=False,
+        logits=adapter.logits_from_features,
+        image_encoder=encoder,
+    )
 
 
 @dataclass
@@ -159,8 +171,10 @@ class PredictionBatch:
 
     def predictions(self) -> list[Prediction]:
         names = self.labels[self.indices].tolist()
-        return [Prediction(image, tuple(zip(row_names, row_probs)))
-                for image, row_names, row_probs in zip(self.images, names, self.probs.tolist())]
+        return [
+            Prediction(image, tuple(zip(row_names, row_probs, strict=True)))
+            for image, row_names, row_probs in zip(self.images, names, self.probs.tolist(), strict=True)
+        ]
 
 
 def predict(classifier: Classifier, batches: VectorBatches, *, k: int = 5) -> Iterator[PredictionBatch]:
@@ -173,8 +187,12 @@ def predict(classifier: Classifier, batches: VectorBatches, *, k: int = 5) -> It
 
 
 # -- features ---------------------------------------------------------------------------------------------------
-def file_features(encoded: Iterable[tuple[str, Optional[np.ndarray], Optional[str]]], *,
-                  on_skip: Callable[[Skipped], None], batch_size: int = DEFAULT_BATCH) -> Iterator[tuple[list[str], np.ndarray]]:
+def file_features(
+    encoded: Iterable[tuple[str, Optional[np.ndarray], Optional[str]]],
+    *,
+    on_skip: Callable[[Skipped], None],
+    batch_size: int = DEFAULT_BATCH,
+) -> Iterator[tuple[list[str], np.ndarray]]:
     """(path, vector or None, error) from an encoder -> (paths, vectors) batches; failures go to `on_skip`."""
     paths, vectors = [], []
     for path, vector, error in encoded:
@@ -190,23 +208,28 @@ def file_features(encoded: Iterable[tuple[str, Optional[np.ndarray], Optional[st
         yield paths, np.stack(vectors)
 
 
-def encode_files(service, paths: Sequence[str], classifier: Classifier, *, batch_size: int = DEFAULT_BATCH,
-                 encoder=None) -> Iterator[tuple[str, Optional[np.ndarray], Optional[str]]]:
+def encode_files(
+    service, paths: Sequence[str], classifier: Classifier, *, batch_size: int = DEFAULT_BATCH, encoder=None
+) -> Iterator[tuple[str, Optional[np.ndarray], Optional[str]]]:
     """The indexing pipeline (`encode_image_files`, or a Ray encoder's) over `paths`, through the adapter's own
     tower when it has one."""
     if encoder is not None:
         if classifier.image_encoder is not None:
-            raise ClipAppError("An adapter with fine-tuned visual blocks (mode partial) cannot run on Ray; "
-                               "run without --ray, or use a head or cache adapter.")
+            raise ClipAppError(
+                "An adapter with fine-tuned visual blocks (mode partial) cannot run on Ray; "
+                "run without --ray, or use a head or cache adapter."
+            )
         return encoder.encode_image_files(list(paths), batch_size=batch_size)
     return service.encode_image_files(paths, batch_size=batch_size, encoder=classifier.image_encoder)
 
 
 def check_index_classifier(classifier: Classifier) -> None:
     if classifier.image_encoder is not None:
-        raise ClipAppError("This adapter fine-tuned visual blocks (mode partial): it needs the pixels, which an "
-                           "index does not keep. Classify the image folder instead (classify FOLDER --adapter ...), "
-                           "or use a head or cache adapter with --index.")
+        raise ClipAppError(
+            "This adapter fine-tuned visual blocks (mode partial): it needs the pixels, which an "
+            "index does not keep. Classify the image folder instead (classify FOLDER --adapter ...), "
+            "or use a head or cache adapter with --index."
+        )
 
 
 # -- runs -------------------------------------------------------------------------------------------------------
@@ -220,8 +243,17 @@ def _pending(paths: Iterable[str], outputs: Sequence) -> Iterator[str]:
             yield path
 
 
-def _consume(classifier: Classifier, batches: VectorBatches, report: ClassifyReport, *, k: int, outputs: Sequence,
-             keep_results: bool, progress: Optional[ProgressFn], total: int) -> ClassifyReport:
+def _consume(
+    classifier: Classifier,
+    batches: VectorBatches,
+    report: ClassifyReport,
+    *,
+    k: int,
+    outputs: Sequence,
+    keep_results: bool,
+    progress: Optional[ProgressFn],
+    total: int,
+) -> ClassifyReport:
     if keep_results:
         report.results = []
     for batch in predict(classifier, batches, k=k):
@@ -235,9 +267,18 @@ def _consume(classifier: Classifier, batches: VectorBatches, report: ClassifyRep
     return report
 
 
-def classify_files(service, sources: Sequence[str | os.PathLike], classifier: Classifier, *, k: int = 5,
-                   outputs: Sequence = (), keep_results: bool = False, batch_size: int = DEFAULT_BATCH,
-                   encoder=None, progress: Optional[ProgressFn] = None) -> ClassifyReport:
+def classify_files(
+    service,
+    sources: Sequence[str | os.PathLike],
+    classifier: Classifier,
+    *,
+    k: int = 5,
+    outputs: Sequence = (),
+    keep_results: bool = False,
+    batch_size: int = DEFAULT_BATCH,
+    encoder=None,
+    progress: Optional[ProgressFn] = None,
+) -> ClassifyReport:
     """Classify the images of `sources` (files and folders), writing each batch to `outputs` as it is done.
 
     Images already in every output (`resume`) are not classified again; unreadable ones end up in
@@ -246,8 +287,12 @@ def classify_files(service, sources: Sequence[str | os.PathLike], classifier: Cl
     """
     paths = expand_sources(sources)
     todo = list(_pending(paths, outputs))
-    report = ClassifyReport(model=classifier.model, labels=classifier.labels, multi_label=classifier.multi_label,
-                            resumed=len(paths) - len(todo))
+    report = ClassifyReport(
+        model=classifier.model,
+        labels=classifier.labels,
+        multi_label=classifier.multi_label,
+        resumed=len(paths) - len(todo),
+    )
     if progress is not None:
         progress(0, len(todo))
 
@@ -258,14 +303,23 @@ def classify_files(service, sources: Sequence[str | os.PathLike], classifier: Cl
 
     encoded = encode_files(service, todo, classifier, batch_size=batch_size, encoder=encoder)
     batches = file_features(encoded, on_skip=skip, batch_size=batch_size)
-    return _consume(classifier, batches, report, k=k, outputs=outputs, keep_results=keep_results,
-                    progress=progress, total=len(todo))
+    return _consume(
+        classifier, batches, report, k=k, outputs=outputs, keep_results=keep_results, progress=progress, total=len(todo)
+    )
 
 
-def classify_vectors(batches: VectorBatches, classifier: Classifier, *, k: int = 5, outputs: Sequence = (),
-                     keep_results: bool = False, progress: Optional[ProgressFn] = None,
-                     total: int = 0) -> ClassifyReport:
-    """Classify stored vectors, e.g. `index.iter_vectors(every_path=True)`: one matrix product per batch, no file opened."""
+def classify_vectors(
+    batches: VectorBatches,
+    classifier: Classifier,
+    *,
+    k: int = 5,
+    outputs: Sequence = (),
+    keep_results: bool = False,
+    progress: Optional[ProgressFn] = None,
+    total: int = 0,
+) -> ClassifyReport:
+    """Classify stored vectors, e.g. `index.iter_vectors(every_path=True)`: one matrix product per batch, no file
+    opened."""
     check_index_classifier(classifier)
     report = ClassifyReport(model=classifier.model, labels=classifier.labels, multi_label=classifier.multi_label)
 
@@ -278,8 +332,9 @@ def classify_vectors(batches: VectorBatches, classifier: Classifier, *, k: int =
                     paths, vectors = [paths[i] for i in keep], vectors[keep]
             yield paths, vectors
 
-    return _consume(classifier, pending(), report, k=k, outputs=outputs, keep_results=keep_results,
-                    progress=progress, total=total)
+    return _consume(
+        classifier, pending(), report, k=k, outputs=outputs, keep_results=keep_results, progress=progress, total=total
+    )
 
 
 @contextmanager
@@ -297,8 +352,14 @@ def ray_encoder(address: str, service, *, precision: str = "auto") -> Iterator:
     session = _LazySession(address, None)
     try:
         # "auto" would let each node pick its own precision: one run would mix them (as in index --ray).
-        yield RayEncoder(spec=service.spec, dim=service.embed_dim, num_actors=None,
-                         precision="fp32" if precision == "auto" else precision, shard_dir=shards, session=session)
+        yield RayEncoder(
+            spec=service.spec,
+            dim=service.embed_dim,
+            num_actors=None,
+            precision="fp32" if precision == "auto" else precision,
+            shard_dir=shards,
+            session=session,
+        )
     finally:
         session.close()
         shutil.rmtree(shards, ignore_errors=True)

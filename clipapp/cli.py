@@ -73,23 +73,37 @@ def _run_classify(args, service, classifier, outputs, keep: bool):
     try:
         if args.index:
             from clipapp.index import ImageIndex
-
             from clipapp.predictions import IndexTags
 
             index = ImageIndex.open(args.index, expected_spec=service.spec)
             if args.tag:
                 outputs = [*outputs, IndexTags(index, min_prob=args.tag_min_prob)]
-            return core.classify_vectors(index.iter_vectors(core.VECTOR_BATCH, every_path=True), classifier, k=args.top_k,
-                                         outputs=outputs, keep_results=keep, progress=progress,
-                                         total=index.path_count)
+            return core.classify_vectors(
+                index.iter_vectors(core.VECTOR_BATCH, every_path=True),
+                classifier,
+                k=args.top_k,
+                outputs=outputs,
+                keep_results=keep,
+                progress=progress,
+                total=index.path_count,
+            )
         if args.ray:
             from clipapp.classify import ray_encoder
 
             with ray_encoder(args.ray, service, precision=args.precision) as encoder:
-                return core.classify_files(service, args.images, classifier, k=args.top_k, outputs=outputs,
-                                           keep_results=keep, progress=progress, encoder=encoder)
-        return core.classify_files(service, args.images, classifier, k=args.top_k, outputs=outputs,
-                                   keep_results=keep, progress=progress)
+                return core.classify_files(
+                    service,
+                    args.images,
+                    classifier,
+                    k=args.top_k,
+                    outputs=outputs,
+                    keep_results=keep,
+                    progress=progress,
+                    encoder=encoder,
+                )
+        return core.classify_files(
+            service, args.images, classifier, k=args.top_k, outputs=outputs, keep_results=keep, progress=progress
+        )
     finally:
         close_bar()
         for output in outputs:
@@ -116,33 +130,39 @@ def cmd_classify(args) -> None:
     for item in report.skipped:
         print(f"skipped: {item.path} ({item.error})", file=sys.stderr)
     if report.classified == 0 and report.skipped:
-        raise ClipAppError(f"No image could be classified ({len(report.skipped)} unreadable, listed above): "
-                           f"{report.skipped[0].error}")
+        raise ClipAppError(
+            f"No image could be classified ({len(report.skipped)} unreadable, listed above): {report.skipped[0].error}"
+        )
     if report.classified == 0 and not report.resumed and args.index:
         raise ClipAppError(f"The index {args.index} has no images yet: add some with `index FOLDER --index PATH`.")
     if report.classified == 0 and not report.resumed:
         from clipapp.data import IMAGE_EXTENSIONS
 
-        raise ClipAppError("No images found: give image files, or folders that contain images "
-                           f"({', '.join(sorted(e.lstrip('.') for e in IMAGE_EXTENSIONS))}).")
+        raise ClipAppError(
+            "No images found: give image files, or folders that contain images "
+            f"({', '.join(sorted(e.lstrip('.') for e in IMAGE_EXTENSIONS))})."
+        )
     if args.out:
         if report.results is None or len(report.results) > MAX_BARS_IMAGES:
-            print(f"note: --out draws at most {MAX_BARS_IMAGES} images printed on stdout; not drawn",
-                  file=sys.stderr)
+            print(f"note: --out draws at most {MAX_BARS_IMAGES} images printed on stdout; not drawn", file=sys.stderr)
         else:
             from clipapp.data import load_image
 
             bars = [(p.image, list(p.top)) for p in report.results]
             images = None if args.index else [load_image(p.image) for p in report.results]
             viz.save_figure(viz.topk_bars(bars, images=images), args.out)
-    lines = [f"model: {report.model}" + (" (multi-label: independent sigmoid probabilities)"
-                                         if report.multi_label else "")]
+    lines = [
+        f"model: {report.model}" + (" (multi-label: independent sigmoid probabilities)" if report.multi_label else "")
+    ]
     for item in report.results or []:
         lines.append(item.image)
         lines += [f"  {prob:6.1%}  {label}" for label, prob in item.top]
     if outputs:
-        lines.append(f"classified {report.classified}" + (f", {report.resumed} already done" if report.resumed else "")
-                     + f", skipped {len(report.skipped)} -> {', '.join(str(o.path) for o in outputs)}")
+        lines.append(
+            f"classified {report.classified}"
+            + (f", {report.resumed} already done" if report.resumed else "")
+            + f", skipped {len(report.skipped)} -> {', '.join(str(o.path) for o in outputs)}"
+        )
     _emit(args, report.to_dict(), "\n".join(lines))
 
 
@@ -156,15 +176,35 @@ def cmd_similarity(args) -> None:
         fig = viz.similarity_heatmap(result["matrix"], [i.image for i in images], result["texts"])
         viz.save_figure(fig, args.out)
     header = "\t".join(Path(name).name for name in result["images"])
-    rows = [f"{text}\t" + "\t".join(f"{row[j]:.3f}" for row in result["matrix"]) for j, text in enumerate(result["texts"])]
+    rows = [
+        f"{text}\t" + "\t".join(f"{row[j]:.3f}" for row in result["matrix"]) for j, text in enumerate(result["texts"])
+    ]
     _emit(args, result, "\n".join([f"model: {result['model']}", "\t" + header, *rows]))
 
 
 def _finetune_config(args):
     from clipapp.finetune import FinetuneConfig
 
-    names = ("mode", "epochs", "lr", "blocks", "views", "mix_space", "mixup", "cutmix", "label_smoothing", "ema",
-             "sam", "focal", "class_balanced", "clip_grad", "wise_alpha", "patience", "seed", "templates")
+    names = (
+        "mode",
+        "epochs",
+        "lr",
+        "blocks",
+        "views",
+        "mix_space",
+        "mixup",
+        "cutmix",
+        "label_smoothing",
+        "ema",
+        "sam",
+        "focal",
+        "class_balanced",
+        "clip_grad",
+        "wise_alpha",
+        "patience",
+        "seed",
+        "templates",
+    )
     values = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
     if args.shots_val is not None:
         values["val_per_class"] = args.shots_val
@@ -181,11 +221,16 @@ def _finetune_data(args):
     """The labelled images: a folder or zip, `--class NAME=IMAGES` lists, or a `path,label` CSV."""
     from clipapp import finetune
 
-    given = [name for name, value in (("DATA_DIR", args.data_dir), ("--class", args.classes),
-                                      ("--from-csv", args.from_csv)) if value]
+    given = [
+        name
+        for name, value in (("DATA_DIR", args.data_dir), ("--class", args.classes), ("--from-csv", args.from_csv))
+        if value
+    ]
     if len(given) != 1:
-        raise ClipAppError("Give the labelled images one way: DATA_DIR, --class NAME=IMAGE[,IMAGE...] (once per "
-                           "class) or --from-csv FILE" + (f"; got {' and '.join(given)}." if given else "."))
+        raise ClipAppError(
+            "Give the labelled images one way: DATA_DIR, --class NAME=IMAGE[,IMAGE...] (once per "
+            "class) or --from-csv FILE" + (f"; got {' and '.join(given)}." if given else ".")
+        )
     if args.from_index:
         if args.data_dir:
             raise ClipAppError("--from-index takes its images from --class or --from-csv, not from DATA_DIR.")
@@ -217,12 +262,17 @@ def cmd_finetune(args) -> None:
         print(file=sys.stderr)
     weights_path, _ = adapter_paths(args.out)
     payload = {"model": service.spec, "adapter": str(weights_path), **result.to_dict()}
-    lines = [f"model: {service.spec}", f"classes: {', '.join(result.class_names)}",
-             f"validation: {result.validation['kind']} ({result.validation['n_held_out']} held-out of "
-             f"{result.validation['n_images']} images), best epoch {result.best_epoch}",
-             _metrics_line("before (zero-shot)", result.before), _metrics_line("after (adapted)  ", result.after),
-             *[f"note: {note}" for note in result.notes], *[f"skipped: {s}" for s in result.skipped],
-             f"adapter: {weights_path}"]
+    lines = [
+        f"model: {service.spec}",
+        f"classes: {', '.join(result.class_names)}",
+        f"validation: {result.validation['kind']} ({result.validation['n_held_out']} held-out of "
+        f"{result.validation['n_images']} images), best epoch {result.best_epoch}",
+        _metrics_line("before (zero-shot)", result.before),
+        _metrics_line("after (adapted)  ", result.after),
+        *[f"note: {note}" for note in result.notes],
+        *[f"skipped: {s}" for s in result.skipped],
+        f"adapter: {weights_path}",
+    ]
     _emit(args, payload, "\n".join(lines))
 
 
@@ -247,10 +297,17 @@ def cmd_eval(args) -> None:
 
         viz.save_figure(viz.confusion_matrix_figure(result.confusion, result.class_names), args.out)
     width = max(len(name) for name in result.class_names)
-    lines = [f"model: {result.model}",
-             f"top-1 {result.top1:.2%}  top-5 {result.top5:.2%}  n={result.n}", "per class (top-1, n):"]
-    lines += [f"  {row['class']:<{width}}  " + (f"{row['top1']:6.1%}" if row["top1"] is not None else "     -")
-              + f"  {row['n']}" for row in result.per_class()]
+    lines = [
+        f"model: {result.model}",
+        f"top-1 {result.top1:.2%}  top-5 {result.top5:.2%}  n={result.n}",
+        "per class (top-1, n):",
+    ]
+    lines += [
+        f"  {row['class']:<{width}}  "
+        + (f"{row['top1']:6.1%}" if row["top1"] is not None else "     -")
+        + f"  {row['n']}"
+        for row in result.per_class()
+    ]
     _emit(args, result.to_dict(), "\n".join(lines))
 
 
@@ -258,32 +315,68 @@ def _add_finetune_commands(sub) -> None:
     from clipapp.finetune import MIX_SPACES, MODE_DEFAULTS, MODES, FinetuneConfig  # --help shows the defaults
 
     defaults = FinetuneConfig()
-    p = sub.add_parser("finetune", help="few-shot adaptation from DATA_DIR/<class>/<images> (or a .zip of it), "
-                       "from --class NAME=IMAGES lists or from a path,label CSV")
+    p = sub.add_parser(
+        "finetune",
+        help="few-shot adaptation from DATA_DIR/<class>/<images> (or a .zip of it), "
+        "from --class NAME=IMAGES lists or from a path,label CSV",
+    )
     p.add_argument("data_dir", nargs="?", help="folder of class folders (class names = folder names), or a .zip")
-    p.add_argument("--class", dest="classes", action="append", metavar="NAME=IMAGE[,IMAGE...]",
-                   help='one class and its images, e.g. --class "sneaker=a.png,b.png"; repeat for every class')
+    p.add_argument(
+        "--class",
+        dest="classes",
+        action="append",
+        metavar="NAME=IMAGE[,IMAGE...]",
+        help='one class and its images, e.g. --class "sneaker=a.png,b.png"; repeat for every class',
+    )
     p.add_argument("--from-csv", metavar="FILE", help="a CSV of path,label rows (paths relative to the CSV)")
-    p.add_argument("--from-index", metavar="PATH", help="the image index the --class / --from-csv paths were "
-                   "found in (search results); checked to exist and hold images")
+    p.add_argument(
+        "--from-index",
+        metavar="PATH",
+        help="the image index the --class / --from-csv paths were "
+        "found in (search results); checked to exist and hold images",
+    )
     p.add_argument("--out", required=True, help="adapter path: writes OUT.safetensors and OUT.json")
-    p.add_argument("--mode", choices=MODES,
-                   help=f"{defaults.mode} (default). head: linear head from the zero-shot weights; cache: "
-                   "training-free Tip-Adapter-style cache; partial: also the last visual blocks")
-    p.add_argument("--templates",
-                   help="prompt templates for the zero-shot start: simple (default), openai, none, or one")
-    p.add_argument("--epochs", type=int,
-                   help="at most this many epochs (default: " + ", ".join(
-                       f"{m} {d['epochs']}" for m, d in MODE_DEFAULTS.items()) + "; early stopping picks the best)")
+    p.add_argument(
+        "--mode",
+        choices=MODES,
+        help=f"{defaults.mode} (default). head: linear head from the zero-shot weights; cache: "
+        "training-free Tip-Adapter-style cache; partial: also the last visual blocks",
+    )
+    p.add_argument(
+        "--templates", help="prompt templates for the zero-shot start: simple (default), openai, none, or one"
+    )
+    p.add_argument(
+        "--epochs",
+        type=int,
+        help="at most this many epochs (default: "
+        + ", ".join(f"{m} {d['epochs']}" for m, d in MODE_DEFAULTS.items())
+        + "; early stopping picks the best)",
+    )
     p.add_argument("--lr", type=float, help=f"learning rate of the head in logit units (default {defaults.lr:g})")
-    p.add_argument("--shots-val", type=int, help="held-out images per class (default: k-fold while a class has "
-                   f"fewer than {defaults.kfold_below} images, {defaults.val_fraction:g} of each class above)")
-    p.add_argument("--blocks", type=int, help=f"partial mode: how many of the last visual blocks to tune "
-                   f"(default {defaults.blocks})")
-    p.add_argument("--views", type=int, help="augmented views per image, encoded once (default: " + ", ".join(
-        f"{m} {d['views']}" for m, d in MODE_DEFAULTS.items()) + ")")
-    p.add_argument("--mix-space", choices=MIX_SPACES, help=f"partial mode: mix cached activations or pixels "
-                   f"(default {defaults.mix_space}; pixels runs the frozen blocks at every step)")
+    p.add_argument(
+        "--shots-val",
+        type=int,
+        help="held-out images per class (default: k-fold while a class has "
+        f"fewer than {defaults.kfold_below} images, {defaults.val_fraction:g} of each class above)",
+    )
+    p.add_argument(
+        "--blocks",
+        type=int,
+        help=f"partial mode: how many of the last visual blocks to tune (default {defaults.blocks})",
+    )
+    p.add_argument(
+        "--views",
+        type=int,
+        help="augmented views per image, encoded once (default: "
+        + ", ".join(f"{m} {d['views']}" for m, d in MODE_DEFAULTS.items())
+        + ")",
+    )
+    p.add_argument(
+        "--mix-space",
+        choices=MIX_SPACES,
+        help=f"partial mode: mix cached activations or pixels "
+        f"(default {defaults.mix_space}; pixels runs the frozen blocks at every step)",
+    )
     p.add_argument("--mixup", type=float, help=f"mixup alpha (default {defaults.mixup:g}; 0 = off)")
     p.add_argument("--cutmix", type=float, help=f"CutMix alpha, partial mode (default {defaults.cutmix:g}; 0 = off)")
     p.add_argument("--label-smoothing", type=float, help=f"default {defaults.label_smoothing:g} (0 = off)")
@@ -292,8 +385,12 @@ def _add_finetune_commands(sub) -> None:
     p.add_argument("--focal", type=float, help="focal loss gamma, e.g. 2 (0 = cross-entropy)")
     p.add_argument("--class-balanced", type=float, help="class-balanced loss beta, e.g. 0.999 (imbalanced classes)")
     p.add_argument("--clip-grad", type=float, help="max gradient norm (0 = off)")
-    p.add_argument("--wise-alpha", type=float, help="WiSE-FT blend: 0 = zero-shot weights, 1 = fine-tuned "
-                   "(default: the best of 0, 0.25, ..., 1 on the held-out images)")
+    p.add_argument(
+        "--wise-alpha",
+        type=float,
+        help="WiSE-FT blend: 0 = zero-shot weights, 1 = fine-tuned "
+        "(default: the best of 0, 0.25, ..., 1 on the held-out images)",
+    )
     p.add_argument("--patience", type=int, help="early-stopping patience in epochs")
     p.add_argument("--seed", type=int)
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
@@ -316,8 +413,13 @@ def cmd_index(args) -> None:
         from clipapp.index import ImageIndex
         from clipapp.models import resolve_spec
 
-        report = index_folder_ray(args.folder, args.index, address=args.ray, spec=resolve_spec(args.model),
-                                  precision="fp32" if args.precision == "auto" else args.precision)
+        report = index_folder_ray(
+            args.folder,
+            args.index,
+            address=args.ray,
+            spec=resolve_spec(args.model),
+            precision="fp32" if args.precision == "auto" else args.precision,
+        )
         report = {**report, "skipped": [item["path"] for item in report["skipped"]]}
         if max_memory is not None:
             with ImageIndex.open(args.index) as index:
@@ -330,11 +432,12 @@ def cmd_index(args) -> None:
 
         service = _service(args)
         with tqdm_progress(disable=args.json or not sys.stderr.isatty(), unit="img") as progress:
-            report = tasks.index_folder(service, args.folder, args.index, progress=progress,
-                                        max_memory=max_memory)
+            report = tasks.index_folder(service, args.folder, args.index, progress=progress, max_memory=max_memory)
         report.pop("errors")
-    text = (f"added {report['added']}, updated {report['updated']}, removed {report['removed']}, "
-            f"skipped {len(report['skipped'])}; {report['total']} images in {args.index}")
+    text = (
+        f"added {report['added']}, updated {report['updated']}, removed {report['removed']}, "
+        f"skipped {len(report['skipped'])}; {report['total']} images in {args.index}"
+    )
     _emit(args, report, "\n".join([text, *[f"skipped: {path}" for path in report["skipped"]]]))
 
 
@@ -345,8 +448,9 @@ def cmd_search(args) -> None:
     service = _service(args)
     index = ImageIndex.open(args.index, expected_spec=service.spec)
     if args.text is not None:
-        result = tasks.search_text(service, index, args.text, k=args.k, threshold=args.threshold,
-                                   templates=args.templates, tag=args.tag)
+        result = tasks.search_text(
+            service, index, args.text, k=args.k, threshold=args.threshold, templates=args.templates, tag=args.tag
+        )
     else:
         result = tasks.search_image(service, index, args.image, k=args.k, threshold=args.threshold, tag=args.tag)
     _emit(args, result, "\n".join(f"{hit['score']:.3f}  {hit['path']}" for hit in result["results"]) or "no results")
@@ -356,9 +460,14 @@ def _add_search_commands(sub) -> None:
     p = sub.add_parser("index", help="create or update (incrementally) an image index of a folder")
     p.add_argument("folder", help="folder of images, searched recursively")
     p.add_argument("--index", required=True, help="index folder (created if missing)")
-    p.add_argument("--ray", help="embed on a Ray cluster: auto (a running one, else local) or HOST:PORT / ray://HOST:PORT")
-    p.add_argument("--max-index-memory", help="RAM the search structure may use, e.g. 1GB (kept with the index); "
-                   "over it, compressed codes with exact re-rank")
+    p.add_argument(
+        "--ray", help="embed on a Ray cluster: auto (a running one, else local) or HOST:PORT / ray://HOST:PORT"
+    )
+    p.add_argument(
+        "--max-index-memory",
+        help="RAM the search structure may use, e.g. 1GB (kept with the index); "
+        "over it, compressed codes with exact re-rank",
+    )
     p.set_defaults(func=cmd_index)
 
     p = sub.add_parser("search", help="search an index by text (with a + b - c arithmetic) or by an image")
@@ -382,11 +491,19 @@ def _positive_int(text: str) -> int:
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default=None, help="model spec (default: $CLIPAPP_MODEL or ViT-B-32:laion2b_s34b_b79k; "
-                        "offline without cached weights: the bundled demo model)")
+    parser.add_argument(
+        "--model",
+        default=None,
+        help="model spec (default: $CLIPAPP_MODEL or ViT-B-32:laion2b_s34b_b79k; "
+        "offline without cached weights: the bundled demo model)",
+    )
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    parser.add_argument("--precision", default="auto", help="auto (GPU: amp, CPU: fp32), fp32, fp16 or amp (GPU; amp = fp16 "
-                        "autocast over fp32 weights), bf16, int8 (CPU)")
+    parser.add_argument(
+        "--precision",
+        default="auto",
+        help="auto (GPU: amp, CPU: fp32), fp32, fp16 or amp (GPU; amp = fp16 "
+        "autocast over fp32 weights), bf16, int8 (CPU)",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     from clipapp.serve import add_limit_arguments
 
@@ -401,15 +518,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("images", nargs="*", help="image files and folders (searched recursively, as index does)")
     p.add_argument("--index", help="classify every image of this index from its stored vectors (no file is read)")
     p.add_argument("--labels", help='candidate labels, comma separated: "cat,dog,car" (not needed with --adapter)')
-    p.add_argument("--templates", default="simple", help='simple (7), openai (80), none, or one template like "a photo of a {}."')
+    p.add_argument(
+        "--templates", default="simple", help='simple (7), openai (80), none, or one template like "a photo of a {}."'
+    )
     p.add_argument("--top-k", type=_positive_int, default=5)
     p.add_argument("--adapter", help="a fine-tuned adapter (.safetensors with its .json) to classify with")
     p.add_argument("--csv", help="write image,label,prob,label_2,prob_2,... rows to this file as results arrive")
     p.add_argument("--jsonl", help="write one JSON object per image to this file as results arrive")
-    p.add_argument("--resume", action="store_true", help="skip images already in the --csv/--jsonl file, append the rest")
-    p.add_argument("--tag", action="store_true",
-                   help="with --index: store each image's top-k labels (prob >= --tag-min-prob) as tags in the "
-                        "index, for search --tag LABEL")
+    p.add_argument(
+        "--resume", action="store_true", help="skip images already in the --csv/--jsonl file, append the rest"
+    )
+    p.add_argument(
+        "--tag",
+        action="store_true",
+        help="with --index: store each image's top-k labels (prob >= --tag-min-prob) as tags in the "
+        "index, for search --tag LABEL",
+    )
     p.add_argument("--tag-min-prob", type=float, default=0.5, help="smallest probability stored as a tag (0..1)")
     p.add_argument("--ray", help="encode on a Ray cluster: auto (a running one, else local) or HOST:PORT")
     p.add_argument("--out", help=f"save the top-k bars as PNG (up to {MAX_BARS_IMAGES} images)")
@@ -423,7 +547,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_search_commands(sub)
     _add_finetune_commands(sub)
-    for name, subparser in sub.choices.items():
+    for subparser in sub.choices.values():
         _add_common(subparser)
     from clipapp import serve  # after the loop: serve has its own --model/--device/--precision and no --json
 
@@ -447,7 +571,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     except Exception:  # a bug, not the user's mistake: the traceback goes to the log, the exit status says which
-        logging.getLogger(__name__).exception("internal error in %r; please report it with this traceback",
-                                              args.command)
+        logging.getLogger(__name__).exception(
+            "internal error in %r; please report it with this traceback", args.command
+        )
         return EXIT_INTERNAL_ERROR
     return 0

@@ -18,11 +18,36 @@ from clipapp.errors import ClipAppError, ImageLoadError
 # 40 megapixels covers any camera; beyond it a file is a decompression bomb or a mistake.
 MAX_IMAGE_PIXELS = 40_000_000
 # Camera RAW files, decoded by LibRaw (rawpy); some are TIFF inside, so they are told apart by extension.
-RAW_EXTENSIONS = frozenset({".dng", ".cr2", ".cr3", ".crw", ".nef", ".nrw", ".arw", ".srf", ".sr2", ".raf", ".orf",
-                            ".rw2", ".rwl", ".pef", ".srw", ".3fr", ".erf", ".kdc", ".dcr", ".mrw", ".x3f", ".iiq"})
+RAW_EXTENSIONS = frozenset(
+    {
+        ".dng",
+        ".cr2",
+        ".cr3",
+        ".crw",
+        ".nef",
+        ".nrw",
+        ".arw",
+        ".srf",
+        ".sr2",
+        ".raf",
+        ".orf",
+        ".rw2",
+        ".rwl",
+        ".pef",
+        ".srw",
+        ".3fr",
+        ".erf",
+        ".kdc",
+        ".dcr",
+        ".mrw",
+        ".x3f",
+        ".iiq",
+    }
+)
 HEIF_EXTENSIONS = frozenset({".heic", ".heif", ".hif"})
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
-                             | HEIF_EXTENSIONS | RAW_EXTENSIONS)
+IMAGE_EXTENSIONS = frozenset(
+    {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"} | HEIF_EXTENSIONS | RAW_EXTENSIONS
+)
 # A model's preprocessing scales the shorter side to its input size first, so a 1 x 20000 image became 224 x 4.5
 # million pixels (6.1 GB of RSS on ViT-B-32). These two bound what any image can make it allocate: the longer side
 # at most 20x the shorter (panoramas are up to ~10:1), and at most 8 M pixels after that resize (~100 MB as floats).
@@ -60,8 +85,9 @@ def _describe(source: ImageSource) -> str:
     return getattr(source, "name", None) or "uploaded image"
 
 
-def check_image_shape(name: str, width: int, height: int, *, limits: ImageLimits = DEFAULT_LIMITS,
-                      resize_side: Optional[int] = None) -> None:
+def check_image_shape(
+    name: str, width: int, height: int, *, limits: ImageLimits = DEFAULT_LIMITS, resize_side: Optional[int] = None
+) -> None:
     """Refuse, from the header alone, an image whose shape would make decoding or a model's preprocessing allocate
     without bound: too many pixels, too long and thin, or too many pixels once its shorter side is scaled to
     `resize_side` (the model's input size). The one place these limits are applied."""
@@ -87,8 +113,13 @@ def check_image_shape(name: str, width: int, height: int, *, limits: ImageLimits
         )
 
 
-def load_image(source: ImageSource, *, limits: ImageLimits = DEFAULT_LIMITS,
-               min_side: Optional[int] = None, resize_side: Optional[int] = None) -> Image.Image:
+def load_image(
+    source: ImageSource,
+    *,
+    limits: ImageLimits = DEFAULT_LIMITS,
+    min_side: Optional[int] = None,
+    resize_side: Optional[int] = None,
+) -> Image.Image:
     """Decode a path, bytes, file object or PIL image into an upright 8-bit RGB image.
 
     Formats: whatever Pillow reads, HEIC/HEIF (pillow-heif) and camera RAW files by extension (`open_raw`).
@@ -135,8 +166,9 @@ def load_image(source: ImageSource, *, limits: ImageLimits = DEFAULT_LIMITS,
     check_image_shape(name, width, height, limits=limits, resize_side=resize_side)
     try:
         if min_side and getattr(image, "format", None) == "JPEG":
-            factor = next((f for f in (8, 4, 2) if width % f == 0 and height % f == 0
-                           and min(width, height) // f >= min_side), 1)
+            factor = next(
+                (f for f in (8, 4, 2) if width % f == 0 and height % f == 0 and min(width, height) // f >= min_side), 1
+            )
             if factor > 1:
                 image.draft(image.mode, (width // factor, height // factor))
         image.load()

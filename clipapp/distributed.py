@@ -81,8 +81,9 @@ def _import_ray():
 # Connecting
 # ---------------------------------------------------------------------------------------------------------------
 @contextmanager
-def ray_session(address: str = "auto", *, num_cpus: Optional[int] = None,
-                object_store_mb: int = DEFAULT_OBJECT_STORE_MB) -> Iterator[Any]:
+def ray_session(
+    address: str = "auto", *, num_cpus: Optional[int] = None, object_store_mb: int = DEFAULT_OBJECT_STORE_MB
+) -> Iterator[Any]:
     """Connect Ray for the duration of the block; yields the `ray` module.
 
     address: "auto" connects to a running cluster (RAY_ADDRESS, or one started with `ray start` on this machine)
@@ -105,8 +106,13 @@ def ray_session(address: str = "auto", *, num_cpus: Optional[int] = None,
     started = time.perf_counter()
     if target is None or target == "local":
         available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-        ray.init(address="local", num_cpus=int(num_cpus or available or 1), include_dashboard=False,
-                 object_store_memory=int(object_store_mb) << 20, **quiet)
+        ray.init(
+            address="local",
+            num_cpus=int(num_cpus or available or 1),
+            include_dashboard=False,
+            object_store_memory=int(object_store_mb) << 20,
+            **quiet,
+        )
     else:
         _check_reachable(target)
         try:
@@ -118,8 +124,11 @@ def ray_session(address: str = "auto", *, num_cpus: Optional[int] = None,
                 "(`ray start` turns it on by default since Ray 2.59), set RAY_AUTH_MODE=token here and give this "
                 "machine the head's token (RAY_AUTH_TOKEN, or ~/.ray/auth_token; `ray get-auth-token` prints it)."
             ) from exc
-    log.info("Ray %s in %.1f s", "started" if target in (None, "local") else f"connected to {target}",
-             time.perf_counter() - started)
+    log.info(
+        "Ray %s in %.1f s",
+        "started" if target in (None, "local") else f"connected to {target}",
+        time.perf_counter() - started,
+    )
     try:
         yield ray
     finally:
@@ -162,8 +171,10 @@ def _check_reachable(address: str) -> None:
         raise ClipAppError(f"Ray address {address!r} not understood: use auto, local, HOST:6379 or ray://HOST:10001.")
     problem = _unreachable(address)
     if problem is not None:
-        raise ClipAppError(f"Cannot reach the Ray cluster at {address} ({problem}). Is `ray start --head` running "
-                           "there, and is the port open from this machine?")
+        raise ClipAppError(
+            f"Cannot reach the Ray cluster at {address} ({problem}). Is `ray start --head` running "
+            "there, and is the port open from this machine?"
+        )
 
 
 def cluster_plan(ray: Any, *, num_actors: Optional[int], precision: str) -> dict:
@@ -183,8 +194,12 @@ def cluster_plan(ray: Any, *, num_actors: Optional[int], precision: str) -> dict
         if actors > gpus:
             raise ClipAppError(f"{actors} actors asked for, but the cluster has {gpus} GPU(s): one actor per GPU.")
         per_gpu = min(int(n.get("CPU", 0) // n["GPU"]) for n in nodes if n.get("GPU"))
-        return {"num_actors": actors, "num_gpus": 1, "num_cpus": max(1, min(per_gpu, MAX_CPUS_PER_ACTOR)),
-                "device": "cuda"}
+        return {
+            "num_actors": actors,
+            "num_gpus": 1,
+            "num_cpus": max(1, min(per_gpu, MAX_CPUS_PER_ACTOR)),
+            "device": "cuda",
+        }
     if precision == "fp16":
         raise ClipAppError("fp16 needs a GPU and this Ray cluster has none: use fp32 (or bf16, int8) on CPUs.")
     cpu_nodes = [int(n.get("CPU", 0)) for n in nodes if n.get("CPU", 0) >= 1]
@@ -216,8 +231,16 @@ class EmbedActor:
     the driver can name the cause and node instead of Ray retrying the actor.
     """
 
-    def __init__(self, *, spec: str, dim: int, precision: str = "fp32", device: str = "auto", num_cpus: int = 1,
-                 batch_size: int = 32):
+    def __init__(
+        self,
+        *,
+        spec: str,
+        dim: int,
+        precision: str = "fp32",
+        device: str = "auto",
+        num_cpus: int = 1,
+        batch_size: int = 32,
+    ):
         import torch
 
         torch.set_num_threads(max(1, int(num_cpus)))  # this actor's share of the node, no oversubscription
@@ -231,8 +254,14 @@ class EmbedActor:
 
             # No fallback to the demo model: every vector of an index must come from the same model.
             # No micro-batcher: a bulk job has no concurrent small requests to merge.
-            service = ClipService.load(spec, device=device, precision=precision, allow_fallback=False,
-                                       micro_batch_window_s=0, decode_workers=max(1, int(num_cpus)))
+            service = ClipService.load(
+                spec,
+                device=device,
+                precision=precision,
+                allow_fallback=False,
+                micro_batch_window_s=0,
+                decode_workers=max(1, int(num_cpus)),
+            )
             if service.spec != spec or service.embed_dim != self.dim:
                 raise ClipAppError(f"loaded {service.spec} ({service.embed_dim}-d), expected {spec} ({self.dim}-d)")
             self.service = service
@@ -258,25 +287,46 @@ class EmbedActor:
                     status[i], errors[i] = BAD_IMAGE, error or "could not be encoded"
                 else:
                     vectors[i], status[i], errors[i] = vector, OK, ""
-        return {"path": np.array(paths, dtype=object), "vector": vectors, "status": np.array(status, dtype=object),
-                "error": np.array(errors, dtype=object), "node": np.array([self.node] * len(paths), dtype=object)}
+        return {
+            "path": np.array(paths, dtype=object),
+            "vector": vectors,
+            "status": np.array(status, dtype=object),
+            "error": np.array(errors, dtype=object),
+            "node": np.array([self.node] * len(paths), dtype=object),
+        }
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # Shards
 # ---------------------------------------------------------------------------------------------------------------
-def _write_shard(path: Path, *, header: dict, paths: list[str], stats: list[tuple[int, float]],
-                 vectors: np.ndarray, errors: list[str]) -> None:
+def _write_shard(
+    path: Path,
+    *,
+    header: dict,
+    paths: list[str],
+    stats: list[tuple[int, float]],
+    vectors: np.ndarray,
+    errors: list[str],
+) -> None:
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as handle:
-            np.savez(handle, format=np.int64(SHARD_FORMAT), spec=np.str_(header["spec"]),
-                     dim=np.int64(header["dim"]), precision=np.str_(header["precision"]),
-                     path=np.array(paths, dtype=np.str_), size=np.array([s for s, _ in stats], dtype=np.int64),
-                     mtime=np.array([m for _, m in stats], dtype=np.float64),
-                     vector=np.asarray(vectors, dtype=np.float32), error=np.array(errors, dtype=np.str_))
+            np.savez(
+                handle,
+                format=np.int64(SHARD_FORMAT),
+                spec=np.str_(header["spec"]),
+                dim=np.int64(header["dim"]),
+                precision=np.str_(header["precision"]),
+                path=np.array(paths, dtype=np.str_),
+                size=np.array([s for s, _ in stats], dtype=np.int64),
+                mtime=np.array([m for _, m in stats], dtype=np.float64),
+                vector=np.asarray(vectors, dtype=np.float32),
+                error=np.array(errors, dtype=np.str_),
+            )
 
 
-def _read_shards(folder: Path, header: dict) -> tuple[dict[str, tuple[int, float, Optional[np.ndarray], str]], list[Path]]:
+def _read_shards(
+    folder: Path, header: dict
+) -> tuple[dict[str, tuple[int, float, Optional[np.ndarray], str]], list[Path]]:
     """Results in earlier shards of the same model and precision: path -> (size, mtime, vector or None, error),
     and those shard files. Shards of another model or precision are left alone (another index may own them)."""
     found: dict[str, tuple[int, float, Optional[np.ndarray], str]] = {}
@@ -284,11 +334,16 @@ def _read_shards(folder: Path, header: dict) -> tuple[dict[str, tuple[int, float
     for file in sorted(folder.glob("shard-*.npz")) if folder.is_dir() else []:
         try:
             with np.load(file, allow_pickle=False) as data:
-                if (int(data["format"]) != SHARD_FORMAT or str(data["spec"]) != header["spec"]
-                        or int(data["dim"]) != header["dim"] or str(data["precision"]) != header["precision"]):
+                if (
+                    int(data["format"]) != SHARD_FORMAT
+                    or str(data["spec"]) != header["spec"]
+                    or int(data["dim"]) != header["dim"]
+                    or str(data["precision"]) != header["precision"]
+                ):
                     continue
-                for path, size, mtime, vector, error in zip(data["path"], data["size"], data["mtime"],
-                                                            data["vector"], data["error"]):
+                for path, size, mtime, vector, error in zip(
+                    data["path"], data["size"], data["mtime"], data["vector"], data["error"], strict=True
+                ):
                     found[str(path)] = (int(size), float(mtime), None if error else vector.copy(), str(error))
             used.append(file)
         except (OSError, ValueError, KeyError) as exc:  # a damaged shard only costs its images a re-embedding
@@ -307,8 +362,16 @@ class RayEncoder:
     matches them by path).
     """
 
-    def __init__(self, *, spec: str, dim: int, num_actors: Optional[int], precision: str, shard_dir: Path,
-                 session: "_LazySession"):
+    def __init__(
+        self,
+        *,
+        spec: str,
+        dim: int,
+        num_actors: Optional[int],
+        precision: str,
+        shard_dir: Path,
+        session: "_LazySession",
+    ):
         self.spec, self.embed_dim = spec, int(dim)
         self.num_actors, self.precision = num_actors, precision
         self.shard_dir = shard_dir
@@ -318,8 +381,9 @@ class RayEncoder:
         self.bad_images: dict[str, tuple[tuple[int, float], str]] = {}  # path -> ((size, mtime), error)
         self.stats = {"reused": 0, "embedded": 0, "ray_seconds": 0.0, "startup_seconds": 0.0, "plan": None}
 
-    def encode_image_files(self, paths: list[str], *, batch_size: int = 32
-                           ) -> Iterator[tuple[str, Optional[np.ndarray], Optional[str]]]:
+    def encode_image_files(
+        self, paths: list[str], *, batch_size: int = 32
+    ) -> Iterator[tuple[str, Optional[np.ndarray], Optional[str]]]:
         paths = [str(p) for p in paths]
         if not paths:
             return
@@ -359,12 +423,20 @@ class RayEncoder:
         context.enable_progress_bars = False  # sync_folder reports progress itself; no bars on the CLI's stderr
         dataset = ray.data.from_items([{"path": p} for p in todo]).map_batches(
             EmbedActor,
-            fn_constructor_kwargs={"spec": self.spec, "dim": self.embed_dim, "precision": self.precision,
-                                   "device": plan["device"], "num_cpus": plan["num_cpus"], "batch_size": batch_size},
+            fn_constructor_kwargs={
+                "spec": self.spec,
+                "dim": self.embed_dim,
+                "precision": self.precision,
+                "device": plan["device"],
+                "num_cpus": plan["num_cpus"],
+                "batch_size": batch_size,
+            },
             # compute= rather than the deprecated concurrency=: a fixed pool of model copies.
             compute=ray.data.ActorPoolStrategy(size=plan["num_actors"]),
-            batch_size=batch_size, batch_format="numpy",
-            num_gpus=plan["num_gpus"], num_cpus=plan["num_cpus"],
+            batch_size=batch_size,
+            batch_format="numpy",
+            num_gpus=plan["num_gpus"],
+            num_cpus=plan["num_cpus"],
             runtime_env={"env_vars": _worker_env()},
         )
         run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
@@ -377,11 +449,16 @@ class RayEncoder:
                 kept = [r for r in results if r[2] != DISAPPEARED]
                 if kept:
                     shard = self.shard_dir / f"shard-{run_id}-{number:06d}.npz"
-                    _write_shard(shard, header=self._header, paths=[p for p, _, _ in kept],
-                                 stats=[stat_of[p] for p, _, _ in kept],
-                                 vectors=np.stack([v if v is not None else np.zeros(self.embed_dim, np.float32)
-                                                   for _, v, _ in kept]),
-                                 errors=[e or "" for _, _, e in kept])
+                    _write_shard(
+                        shard,
+                        header=self._header,
+                        paths=[p for p, _, _ in kept],
+                        stats=[stat_of[p] for p, _, _ in kept],
+                        vectors=np.stack(
+                            [v if v is not None else np.zeros(self.embed_dim, np.float32) for _, v, _ in kept]
+                        ),
+                        errors=[e or "" for _, _, e in kept],
+                    )
                     self.shard_files.append(shard)
                 for path, vector, error in results:
                     returned.add(path)
@@ -394,19 +471,25 @@ class RayEncoder:
             if path not in returned:  # not expected: Ray Data returns every row or raises
                 yield path, None, "not returned by the Ray job"
 
-    def _check_block(self, block: dict[str, np.ndarray], stat_of: dict[str, tuple[int, float]]
-                     ) -> list[tuple[str, Optional[np.ndarray], Optional[str]]]:
+    def _check_block(
+        self, block: dict[str, np.ndarray], stat_of: dict[str, tuple[int, float]]
+    ) -> list[tuple[str, Optional[np.ndarray], Optional[str]]]:
         results = []
-        for path, vector, status, error, node in zip(block["path"], block["vector"], block["status"],
-                                                     block["error"], block["node"]):
+        for path, vector, status, error, node in zip(
+            block["path"], block["vector"], block["status"], block["error"], block["node"], strict=True
+        ):
             path, status, error = str(path), str(status), str(error)
             if status == FATAL:
-                raise ClipAppError(f"Ray worker on {node}: {error}. The model must be loadable on every node "
-                                   "(same weights path or a filled cache, the same packages).")
+                raise ClipAppError(
+                    f"Ray worker on {node}: {error}. The model must be loadable on every node "
+                    "(same weights path or a filled cache, the same packages)."
+                )
             if status == MISSING:
                 if os.path.exists(path):
-                    raise ClipAppError(f"Ray worker on {node} cannot see {path}, which exists here: the images must "
-                                       "be at the same path on every node (a shared folder).")
+                    raise ClipAppError(
+                        f"Ray worker on {node} cannot see {path}, which exists here: the images must "
+                        "be at the same path on every node (a shared folder)."
+                    )
                 results.append((path, None, DISAPPEARED))
             elif status == OK:
                 results.append((path, np.asarray(vector, dtype=np.float32), None))
@@ -422,10 +505,14 @@ class RayEncoder:
             file.unlink(missing_ok=True)
         if self.bad_images:
             paths = list(self.bad_images)
-            _write_shard(self.shard_dir / "shard-skipped.npz", header=self._header, paths=paths,
-                         stats=[self.bad_images[p][0] for p in paths],
-                         vectors=np.zeros((len(paths), self.embed_dim), np.float32),
-                         errors=[self.bad_images[p][1] for p in paths])
+            _write_shard(
+                self.shard_dir / "shard-skipped.npz",
+                header=self._header,
+                paths=paths,
+                stats=[self.bad_images[p][0] for p in paths],
+                vectors=np.zeros((len(paths), self.embed_dim), np.float32),
+                errors=[self.bad_images[p][1] for p in paths],
+            )
         elif self.shard_dir.is_dir() and not any(self.shard_dir.iterdir()):
             self.shard_dir.rmdir()
 
@@ -456,11 +543,20 @@ class _LazySession:
 # ---------------------------------------------------------------------------------------------------------------
 # Entry points
 # ---------------------------------------------------------------------------------------------------------------
-def sync_folder_ray(index: ImageIndex, folder: str | os.PathLike, *, address: str = "auto",
-                    spec: Optional[str] = None, num_actors: Optional[int] = None, batch_size: int = 32,
-                    shard_dir: Optional[str | os.PathLike] = None, precision: str = "fp32",
-                    progress: Optional[ProgressFn] = None, num_cpus: Optional[int] = None,
-                    stats: Optional[dict] = None) -> dict:
+def sync_folder_ray(
+    index: ImageIndex,
+    folder: str | os.PathLike,
+    *,
+    address: str = "auto",
+    spec: Optional[str] = None,
+    num_actors: Optional[int] = None,
+    batch_size: int = 32,
+    shard_dir: Optional[str | os.PathLike] = None,
+    precision: str = "fp32",
+    progress: Optional[ProgressFn] = None,
+    num_cpus: Optional[int] = None,
+    stats: Optional[dict] = None,
+) -> dict:
     """`clipapp.index.sync_folder` with the embedding on a Ray cluster; returns the same report:
     {"added", "updated", "removed", "skipped": [{"path", "error"}], "total"}.
 
@@ -500,8 +596,9 @@ def sync_folder_ray(index: ImageIndex, folder: str | os.PathLike, *, address: st
         temporary = tempfile.mkdtemp(prefix="clipapp-shards-")
         shards = Path(temporary)
     session = _LazySession(address, num_cpus)
-    encoder = RayEncoder(spec=spec, dim=index.dim, num_actors=num_actors, precision=precision, shard_dir=shards,
-                         session=session)
+    encoder = RayEncoder(
+        spec=spec, dim=index.dim, num_actors=num_actors, precision=precision, shard_dir=shards, session=session
+    )
     try:
         report = sync_folder(index, folder, encoder, progress=progress, batch_size=batch_size)
         encoder.finish()  # everything in the shards is now in the saved index
@@ -534,8 +631,14 @@ def model_embed_dim(spec: str) -> int:
     return ClipService.load(spec, device="cpu", precision="fp32", allow_fallback=False).embed_dim
 
 
-def index_folder_ray(folder: str | os.PathLike, index_path: str | os.PathLike, *, address: str = "auto",
-                     spec: Optional[str] = None, **options: Any) -> dict:
+def index_folder_ray(
+    folder: str | os.PathLike,
+    index_path: str | os.PathLike,
+    *,
+    address: str = "auto",
+    spec: Optional[str] = None,
+    **options: Any,
+) -> dict:
     """`python -m clipapp index DIR --index PATH --ray ADDRESS`: open (or create) the index and sync it on Ray.
 
     spec: default the existing index's model, else $CLIPAPP_MODEL / the default spec. Other keyword options go to

@@ -15,8 +15,16 @@ from typing import Iterator, Optional, Sequence
 
 import numpy as np
 
-from clipapp.classify import (DEFAULT_BATCH, Classifier, ProgressFn, Skipped, adapter_classifier, encode_files,
-                              file_features, zero_shot_classifier)
+from clipapp.classify import (
+    DEFAULT_BATCH,
+    Classifier,
+    ProgressFn,
+    Skipped,
+    adapter_classifier,
+    encode_files,
+    file_features,
+    zero_shot_classifier,
+)
 from clipapp.data import ImageFolder
 from clipapp.errors import ClipAppError
 from clipapp.prompts import DEFAULT_TEMPLATES
@@ -53,14 +61,22 @@ class EvalResult:
 
     def per_class(self) -> list[dict]:
         totals = self.confusion.sum(axis=1) + self.outside_by_class
-        return [{"class": name, "n": int(total), "top1": float(self.confusion[i, i] / total) if total else None}
-                for i, (name, total) in enumerate(zip(self.class_names, totals))]
+        return [
+            {"class": name, "n": int(total), "top1": float(self.confusion[i, i] / total) if total else None}
+            for i, (name, total) in enumerate(zip(self.class_names, totals, strict=True))
+        ]
 
     def to_dict(self) -> dict:
-        return {"model": self.model, "top1": self.top1, "top5": self.top5, "n": self.n,
-                "per_class": self.per_class(), "class_names": list(self.class_names),
-                "confusion": self.confusion.tolist(),
-                "skipped": [{"path": s.path, "error": s.error} for s in self.skipped]}
+        return {
+            "model": self.model,
+            "top1": self.top1,
+            "top5": self.top5,
+            "n": self.n,
+            "per_class": self.per_class(),
+            "class_names": list(self.class_names),
+            "confusion": self.confusion.tolist(),
+            "skipped": [{"path": s.path, "error": s.error} for s in self.skipped],
+        }
 
 
 @contextmanager
@@ -86,14 +102,23 @@ def _classifier_for(service, class_names: Sequence[str], adapter, templates) -> 
     classifier = adapter_classifier(service, adapter)
     missing = [c for c in class_names if c not in adapter.class_names]
     if missing:
-        raise ClipAppError(f"Folder class(es) {', '.join(map(repr, missing[:5]))} are not classes of adapter "
-                           f"{adapter.name!r} ({', '.join(adapter.class_names[:10])}).")
+        raise ClipAppError(
+            f"Folder class(es) {', '.join(map(repr, missing[:5]))} are not classes of adapter "
+            f"{adapter.name!r} ({', '.join(adapter.class_names[:10])})."
+        )
     return classifier, np.array([adapter.class_names.index(c) for c in class_names])
 
 
-def evaluate_folder(service, data_dir: str | os.PathLike, adapter=None, *,
-                    templates: str | Sequence[str] | None = DEFAULT_TEMPLATES, batch_size: int = DEFAULT_BATCH,
-                    progress: Optional[ProgressFn] = None, encoder=None) -> EvalResult:
+def evaluate_folder(
+    service,
+    data_dir: str | os.PathLike,
+    adapter=None,
+    *,
+    templates: str | Sequence[str] | None = DEFAULT_TEMPLATES,
+    batch_size: int = DEFAULT_BATCH,
+    progress: Optional[ProgressFn] = None,
+    encoder=None,
+) -> EvalResult:
     """Top-1, top-5, per-class accuracy and the confusion matrix on DATA_DIR/<class>/<images> (or a .zip).
 
     Zero-shot on the folder names, or with `adapter`, whose classes must include every folder name (an image counts
@@ -104,13 +129,14 @@ def evaluate_folder(service, data_dir: str | os.PathLike, adapter=None, *,
     with labelled_root(data_dir) as root:
         data = ImageFolder.scan(root)
         classifier, columns = _classifier_for(service, data.class_names, adapter, templates)
-        target_of = {str(p): t for p, t in zip(data.paths, data.targets)}
+        target_of = {str(p): t for p, t in zip(data.paths, data.targets, strict=True)}
         n_classes, k = len(data.class_names), min(5, len(classifier.labels))
         column_to_class = np.full(len(classifier.labels), -1)
         column_to_class[columns] = np.arange(n_classes)
         confusion = np.zeros((n_classes, n_classes), dtype=np.int64)
-        result = EvalResult(model=classifier.model, class_names=list(data.class_names), confusion=confusion,
-                            top5_hits=0, top5_k=k)
+        result = EvalResult(
+            model=classifier.model, class_names=list(data.class_names), confusion=confusion, top5_hits=0, top5_k=k
+        )
         done = 0
 
         def skip(item: Skipped) -> None:
@@ -132,6 +158,8 @@ def evaluate_folder(service, data_dir: str | os.PathLike, adapter=None, *,
             if progress is not None:
                 progress(done, len(paths))
     if result.n == 0:
-        raise ClipAppError(f"{data_dir}: no readable images"
-                           + (f" ({len(result.skipped)} unreadable: {result.skipped[0].error})" if result.skipped else "."))
+        raise ClipAppError(
+            f"{data_dir}: no readable images"
+            + (f" ({len(result.skipped)} unreadable: {result.skipped[0].error})" if result.skipped else ".")
+        )
     return result

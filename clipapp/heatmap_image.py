@@ -74,14 +74,17 @@ def _ink(rgb: np.ndarray) -> tuple[int, int, int]:
     return (0, 0, 0) if luminance > 0.45 else (255, 255, 255)
 
 
-def similarity_heatmap_image(matrix: np.ndarray, images: Sequence[object] | None, texts: Sequence[str], *,
-                             title: str | None = None) -> Image.Image:
+def similarity_heatmap_image(
+    matrix: np.ndarray, images: Sequence[object] | None, texts: Sequence[str], *, title: str | None = None
+) -> Image.Image:
     """`matrix` (n_images, n_texts) as an RGB image: texts as rows, images as columns with thumbnails on top."""
     m = np.asarray(matrix, dtype=np.float64)
     texts = [str(t) for t in texts]
     if m.ndim != 2 or m.shape[1] != len(texts) or (images is not None and len(images) != m.shape[0]):
-        raise ValueError(f"similarity matrix of shape {m.shape} for {len(texts)} texts and "
-                         f"{'no' if images is None else len(images)} images")
+        raise ValueError(
+            f"similarity matrix of shape {m.shape} for {len(texts)} texts and "
+            f"{'no' if images is None else len(images)} images"
+        )
     n_img, n_txt = m.shape
     if n_img == 0 or n_txt == 0:
         raise ClipAppError("Give at least one image and one text to compare.")
@@ -109,8 +112,13 @@ def similarity_heatmap_image(matrix: np.ndarray, images: Sequence[object] | None
     draw = ImageDraw.Draw(canvas)
     y = 12
     for line in heading_lines:
-        draw.text((left + grid_w / 2 if width > grid_w + 2 * label_w else width / 2, y), line, fill="black",
-                  font=title_font, anchor="ma")
+        draw.text(
+            (left + grid_w / 2 if width > grid_w + 2 * label_w else width / 2, y),
+            line,
+            fill="black",
+            font=title_font,
+            anchor="ma",
+        )
         y += int(title_font.size * 1.3)
 
     lo, hi = float(grid.min()), float(grid.max())
@@ -123,8 +131,7 @@ def similarity_heatmap_image(matrix: np.ndarray, images: Sequence[object] | None
         draw.text((left - 6, cy), labels[r], fill="black", font=label_font, anchor="rm")
         for c in range(n_img):
             tile = _stamp(f"{grid[r, c]:.2f}", value_font.size, _ink(colors[r, c]))
-            canvas.paste(tile, (int(left + c * cell + cell / 2 - tile.width / 2),
-                                int(cy - tile.height / 2)), tile)
+            canvas.paste(tile, (int(left + c * cell + cell / 2 - tile.width / 2), int(cy - tile.height / 2)), tile)
     if images is not None:
         side = int(cell * 0.94)
         for c, img in enumerate(images):
@@ -132,8 +139,13 @@ def similarity_heatmap_image(matrix: np.ndarray, images: Sequence[object] | None
             canvas.paste(thumb, (left + c * cell + (cell - side) // 2, title_h + (thumbs_h - side) // 2 - 2), thumb)
     else:
         for c in range(n_img):
-            draw.text((left + c * cell + cell / 2, top + grid_h + 6), f"image {c + 1}", fill="black",
-                      font=tick_font, anchor="ma")
+            draw.text(
+                (left + c * cell + cell / 2, top + grid_h + 6),
+                f"image {c + 1}",
+                fill="black",
+                font=tick_font,
+                anchor="ma",
+            )
 
     bar_x = left + grid_w + bar_gap
     ramp = _cell_colors(np.linspace(hi, lo, grid_h)[:, None], lo, hi)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import io
 import secrets
-from typing import Callable, Optional
+from typing import Annotated, Callable, Optional
 
 from fastapi import Depends, FastAPI, File, Form, HTTPException, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
@@ -26,6 +26,7 @@ from clipapp.sessions import MY_UPLOADS, SessionStore
 from clipapp.units import parse_size
 
 API_VERSION = "v1"
+_BASIC = HTTPBasic(auto_error=False)  # no error of its own: `login` decides, so --auth can be off
 
 
 class TooLarge(ClipAppError):
@@ -49,25 +50,38 @@ def _texts(values: list[str]) -> list[str]:
     return [line for value in values for line in value.splitlines()] if values else []
 
 
-def create_app(sessions: SessionStore, *, auth: Optional[tuple[str, str]] = None, max_upload: Optional[str] = None,
-               queue_length: Callable[[], int] = lambda: 0) -> FastAPI:
+def create_app(
+    sessions: SessionStore,
+    *,
+    auth: Optional[tuple[str, str]] = None,
+    max_upload: Optional[str] = None,
+    queue_length: Callable[[], int] = lambda: 0,
+) -> FastAPI:
     """The FastAPI app with /health and the /v1 routes; app.py mounts the Gradio page on it at /."""
     service = sessions.service
     limit = parse_size(max_upload)
-    app = FastAPI(title="clipapp API", version=API_VERSION,
-                  description="CLIP zero-shot classification, similarity, embeddings and image search. "
-                              "The JSON matches `python -m clipapp ... --json`.")
-    basic = HTTPBasic(auto_error=False)
+    app = FastAPI(
+        title="clipapp API",
+        version=API_VERSION,
+        description="CLIP zero-shot classification, similarity, embeddings and image search. "
+        "The JSON matches `python -m clipapp ... --json`.",
+    )
 
-    def login(credentials: Optional[HTTPBasicCredentials] = Depends(basic)) -> None:
+    def login(credentials: Annotated[Optional[HTTPBasicCredentials], Depends(_BASIC)]) -> None:
         if auth is None:
             return
-        if credentials is not None and secrets.compare_digest(credentials.username.encode(), auth[0].encode()) \
-                and secrets.compare_digest(credentials.password.encode(), auth[1].encode()):
+        if (
+            credentials is not None
+            and secrets.compare_digest(credentials.username.encode(), auth[0].encode())
+            and secrets.compare_digest(credentials.password.encode(), auth[1].encode())
+        ):
             return
-        raise HTTPException(401, "Log in with the user and password the server was started with (--auth), "
-                                 "as HTTP basic auth: curl -u USER:PASSWORD ...",
-                            headers={"WWW-Authenticate": "Basic"})
+        raise HTTPException(
+            401,
+            "Log in with the user and password the server was started with (--auth), "
+            "as HTTP basic auth: curl -u USER:PASSWORD ...",
+            headers={"WWW-Authenticate": "Basic"},
+        )
 
     def body_limit(request: Request) -> None:
         """Refuse an oversized body before it is read (uploads are spooled to disk as they arrive)."""
@@ -77,8 +91,11 @@ def create_app(sessions: SessionStore, *, auth: Optional[tuple[str, str]] = None
         if length is None:
             raise HTTPException(411, "Send a Content-Length header (the server limits request sizes).")
         if int(length) > limit:
-            raise HTTPException(413, f"The request is {int(length) / 1e6:.1f} MB; this server accepts at most "
-                                     f"{limit / 1e6:.1f} MB (--max-upload).")
+            raise HTTPException(
+                413,
+                f"The request is {int(length) / 1e6:.1f} MB; this server accepts at most "
+                f"{limit / 1e6:.1f} MB (--max-upload).",
+            )
 
     @app.exception_handler(ClipAppError)
     async def user_error(_request: Request, exc: ClipAppError) -> JSONResponse:
@@ -96,32 +113,44 @@ def create_app(sessions: SessionStore, *, auth: Optional[tuple[str, str]] = None
     @app.get("/health", tags=["server"])
     def health() -> dict:
         """For container orchestrators: the model is loaded and answering; how many events wait in the queue."""
-        return {"status": "ok", "model": service.spec, "model_loaded": service.model is not None,
-                "queue_length": int(queue_length())}
+        return {
+            "status": "ok",
+            "model": service.spec,
+            "model_loaded": service.model is not None,
+            "queue_length": int(queue_length()),
+        }
 
     guarded = [Depends(login), Depends(body_limit)]
 
     @app.post(f"/{API_VERSION}/classify", tags=["v1"], dependencies=guarded)
-    def classify(images: list[UploadFile] = File(..., description="one or more image files"),
-                 labels: str = Form(..., description="comma- or newline-separated labels"),
-                 templates: str = Form(DEFAULT_TEMPLATES, description="simple, openai, none, or one template with {}"),
-                 top_k: int = Form(tasks.DEFAULT_TOP_K, ge=1)) -> dict:
+    def classify(
+        images: Annotated[list[UploadFile], File(description="one or more image files")],
+        labels: Annotated[str, Form(description="comma- or newline-separated labels")],
+        templates: Annotated[
+            str, Form(description="simple, openai, none, or one template with {}")
+        ] = DEFAULT_TEMPLATES,
+        top_k: Annotated[int, Form(ge=1)] = tasks.DEFAULT_TOP_K,
+    ) -> dict:
         """Zero-shot top-k labels per image, as `python -m clipapp classify --json`."""
         return tasks.classify(service, _named_uploads(images, service), labels, templates=templates, top_k=top_k)
 
     @app.post(f"/{API_VERSION}/similarity", tags=["v1"], dependencies=guarded)
-    def similarity(images: list[UploadFile] = File(...),
-                   texts: list[str] = Form(..., description="texts as written: repeat the field or one per line")
-                   ) -> dict:
+    def similarity(
+        images: Annotated[list[UploadFile], File()],
+        texts: Annotated[list[str], Form(description="texts as written: repeat the field or one per line")],
+    ) -> dict:
         """Cosine similarity of every image with every text, as `python -m clipapp similarity --json`."""
         return tasks.similarity(service, _named_uploads(images, service), _texts(texts))
 
     @app.post(f"/{API_VERSION}/embed", tags=["v1"], dependencies=guarded)
-    def embed(images: list[UploadFile] = File(default=[]),
-              texts: list[str] = Form(default=[], description="texts to embed: repeat the field or one per line")
-              ) -> dict:
+    def embed(
+        images: Annotated[Optional[list[UploadFile]], File()] = None,
+        texts: Annotated[
+            Optional[list[str]], Form(description="texts to embed: repeat the field or one per line")
+        ] = None,
+    ) -> dict:
         """L2-normalised embeddings of images or texts (not both in one call)."""
-        texts = _texts(texts)
+        images, texts = images or [], _texts(texts or [])
         if bool(images) == bool(texts):
             raise ClipAppError("Send either images or texts to embed (one kind per request).")
         if images:
@@ -130,27 +159,45 @@ def create_app(sessions: SessionStore, *, auth: Optional[tuple[str, str]] = None
         else:
             items = tasks.parse_texts(texts)
             vectors = service.encode_texts(items)
-        return {"model": service.spec, "dim": int(vectors.shape[1]), "items": items,
-                "vectors": [[round(float(x), 6) for x in row] for row in vectors]}
+        return {
+            "model": service.spec,
+            "dim": int(vectors.shape[1]),
+            "items": items,
+            "vectors": [[round(float(x), 6) for x in row] for row in vectors],
+        }
 
     @app.post(f"/{API_VERSION}/search", tags=["v1"], dependencies=guarded)
-    def search(source: str = Form("examples", description="examples, or a folder the server allows"),
-               query: Optional[str] = Form(None, description="text query (a + b - c arithmetic allowed)"),
-               image: Optional[UploadFile] = File(None, description="or an image to search by"),
-               k: int = Form(10, ge=1, le=1000), threshold: Optional[float] = Form(None),
-               templates: str = Form(DEFAULT_TEMPLATES),
-               tag: Optional[str] = Form(None, description="only images tagged with this label")) -> dict:
+    def search(
+        source: Annotated[str, Form(description="examples, or a folder the server allows")] = "examples",
+        query: Annotated[Optional[str], Form(description="text query (a + b - c arithmetic allowed)")] = None,
+        image: Annotated[Optional[UploadFile], File(description="or an image to search by")] = None,
+        k: Annotated[int, Form(ge=1, le=1000)] = 10,
+        threshold: Annotated[Optional[float], Form()] = None,
+        templates: Annotated[str, Form()] = DEFAULT_TEMPLATES,
+        tag: Annotated[Optional[str], Form(description="only images tagged with this label")] = None,
+    ) -> dict:
         """Images most like a text or an image in one of the server's indexes, as `python -m clipapp search --json`."""
         if source == MY_UPLOADS:
-            raise ClipAppError("'my uploads' belongs to a browser session; the API searches the shared indexes: "
-                               f"{', '.join(s for s in sessions.sources() if s != MY_UPLOADS)}.")
+            raise ClipAppError(
+                "'my uploads' belongs to a browser session; the API searches the shared indexes: "
+                f"{', '.join(s for s in sessions.sources() if s != MY_UPLOADS)}."
+            )
         if bool(query) == (image is not None):
             raise ClipAppError("Send either a text query or an image to search by.")
         with sessions.searchable(source, "") as index:
             if query:
-                return tasks.search_text(service, index, query, k=k, threshold=threshold, templates=templates,
-                                         allow_image_paths=False, tag=tag or None)
-            return tasks.search_image(service, index, _named_uploads([image], service)[0].image, k=k, threshold=threshold,
-                                      tag=tag or None)
+                return tasks.search_text(
+                    service,
+                    index,
+                    query,
+                    k=k,
+                    threshold=threshold,
+                    templates=templates,
+                    allow_image_paths=False,
+                    tag=tag or None,
+                )
+            return tasks.search_image(
+                service, index, _named_uploads([image], service)[0].image, k=k, threshold=threshold, tag=tag or None
+            )
 
     return app

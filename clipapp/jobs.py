@@ -34,8 +34,14 @@ class JobEvent:
 class Job:
     """`work(should_stop, emit) -> result` in a daemon thread; follow it with `events()`."""
 
-    def __init__(self, name: str, work: Callable[[StopCheck, Emit], Any], *,
-                 abandon_after_s: float = ABANDON_AFTER_S, clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        name: str,
+        work: Callable[[StopCheck, Emit], Any],
+        *,
+        abandon_after_s: float = ABANDON_AFTER_S,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         self.name = name
         self._work = work
         self._events: queue.Queue = queue.Queue()

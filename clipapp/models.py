@@ -93,7 +93,9 @@ def parse_spec(spec: Optional[str]) -> ModelSpec:
         )
     register_model_configs()
     if name not in open_clip.list_models():
-        raise ModelLoadError(f"Model spec {text!r}: {name!r} is not an open_clip architecture (see open_clip.list_models()).")
+        raise ModelLoadError(
+            f"Model spec {text!r}: {name!r} is not an open_clip architecture (see open_clip.list_models())."
+        )
     if rest == "random":
         return ModelSpec(text, "random", name)
     if os.sep in rest or rest.startswith(".") or rest.lower().endswith(_WEIGHT_SUFFIXES):
@@ -170,12 +172,20 @@ def resolve_pretrained_weights(name: str, tag: str) -> tuple[Optional[str], Opti
             if isinstance(cached, str):
                 return cached, None
         if _offline():
-            return None, f"weights for {name}:{tag} are not in the local cache and the hub is switched off (offline mode)"
+            return (
+                None,
+                f"weights for {name}:{tag} are not in the local cache and the hub is switched off (offline mode)",
+            )
         try:
-            _run_with_deadline(lambda: get_hf_file_metadata(hf_hub_url(repo_id, filename), timeout=HUB_PROBE_SECONDS),
-                               HUB_PROBE_SECONDS)
+            _run_with_deadline(
+                lambda: get_hf_file_metadata(hf_hub_url(repo_id, filename), timeout=HUB_PROBE_SECONDS),
+                HUB_PROBE_SECONDS,
+            )
         except Exception as exc:  # noqa: BLE001 - any failure here means "not reachable"
-            return None, f"weights for {name}:{tag} are not cached and the model hub cannot be reached ({type(exc).__name__})"
+            return (
+                None,
+                f"weights for {name}:{tag} are not cached and the model hub cannot be reached ({type(exc).__name__})",
+            )
         return tag, None  # reachable: let open_clip download with its own progress
     if _offline():
         return None, f"weights for {name}:{tag} need a download and offline mode is on"
@@ -247,7 +257,9 @@ def load_model(
         raise
     except Exception as exc:  # noqa: BLE001 - open_clip/torch/safetensors raise many types for bad files
         where = loaded_spec.weights or loaded_spec.name
-        raise ModelLoadError(f"Could not load model {loaded_spec.text!r} from {where}: {type(exc).__name__}: {exc}") from exc
+        raise ModelLoadError(
+            f"Could not load model {loaded_spec.text!r} from {where}: {type(exc).__name__}: {exc}"
+        ) from exc
 
     model.eval()
     tokenizer = open_clip.get_tokenizer(loaded_spec.name)
@@ -332,9 +344,14 @@ def _with_linear_self_attention(model: torch.nn.Module) -> torch.nn.Module:
     """Swap each batch-first self-attention of open_clip's transformer blocks for `LinearSelfAttention`."""
     for module in model.modules():
         attention = getattr(module, "attn", None)
-        if (isinstance(attention, torch.nn.MultiheadAttention) and attention.batch_first
-                and attention._qkv_same_embed_dim and not getattr(module, "is_cross_attention", False)
-                and type(module).__name__ == "ResidualAttentionBlock" and not hasattr(module, "ln_1_kv")):
+        if (
+            isinstance(attention, torch.nn.MultiheadAttention)
+            and attention.batch_first
+            and attention._qkv_same_embed_dim
+            and not getattr(module, "is_cross_attention", False)
+            and type(module).__name__ == "ResidualAttentionBlock"
+            and not hasattr(module, "ln_1_kv")
+        ):
             module.attn = LinearSelfAttention(attention)
     return model
 

@@ -26,7 +26,8 @@ FSYNC_EVERY_S = 5.0
 
 def significant(values: np.ndarray, digits: int = 6) -> np.ndarray:
     """Rounded to `digits` significant digits (tiny sigmoid probabilities keep theirs), as float64 whose shortest
-    repr is that many digits at most. Vectorised: with csv writing the floats, 8192 x 5 values take ~65 ms, ~95 ms through np.char.mod("%.6g")."""
+    repr is that many digits at most. Vectorised: with csv writing the floats, 8192 x 5 values take ~65 ms, ~95 ms
+    through np.char.mod("%.6g")."""
     x = np.asarray(values, dtype=np.float64)
     with np.errstate(divide="ignore"):
         exponent = np.floor(np.log10(np.abs(x), where=x != 0, out=np.zeros_like(x)))
@@ -128,8 +129,10 @@ class CsvPredictions(PredictionFile):
                 return set()
             if header != csv_header(self.k):
                 found = (len(header) - 1) // 2
-                raise ClipAppError(f"{self.path} has the columns of top-k {found} ({','.join(header[:5])}...), "
-                                   f"not of --top-k {self.k}: resume with --top-k {found}, or write another file.")
+                raise ClipAppError(
+                    f"{self.path} has the columns of top-k {found} ({','.join(header[:5])}...), "
+                    f"not of --top-k {self.k}: resume with --top-k {found}, or write another file."
+                )
             return {row[0] for row in reader if row}
 
     def _rows(self, batch: PredictionBatch) -> str:
@@ -137,8 +140,8 @@ class CsvPredictions(PredictionFile):
         n, k = batch.indices.shape
         cells = np.full((n, 1 + 2 * self.k), "", dtype=object)
         cells[:, 0] = batch.images
-        cells[:, 1:1 + 2 * k:2] = batch.labels[batch.indices]
-        cells[:, 2:2 + 2 * k:2] = significant(batch.probs).astype(object)  # csv writes a float's shortest repr
+        cells[:, 1 : 1 + 2 * k : 2] = batch.labels[batch.indices]
+        cells[:, 2 : 2 + 2 * k : 2] = significant(batch.probs).astype(object)  # csv writes a float's shortest repr
         buffer = io.StringIO()
         csv.writer(buffer).writerows(cells.tolist())
         return buffer.getvalue()
@@ -156,8 +159,10 @@ class JsonlPredictions(PredictionFile):
                 try:
                     done.add(json.loads(line)["image"])
                 except (json.JSONDecodeError, KeyError, TypeError) as exc:
-                    raise ClipAppError(f"{self.path}, line {number}: not a prediction row ({exc}); "
-                                       "resume only continues files this command wrote.") from exc
+                    raise ClipAppError(
+                        f"{self.path}, line {number}: not a prediction row ({exc}); "
+                        "resume only continues files this command wrote."
+                    ) from exc
         return done
 
     def _rows(self, batch: PredictionBatch) -> str:
@@ -194,8 +199,12 @@ class IndexTags:
     def write(self, batch: PredictionBatch) -> None:
         names = batch.labels[batch.indices]
         keep = batch.probs >= self.min_prob
-        tags = {image: [(str(label), float(prob)) for label, prob, ok in zip(row_names, row_probs, row_keep) if ok]
-                for image, row_names, row_probs, row_keep in zip(batch.images, names, batch.probs, keep)}
+        tags = {
+            image: [
+                (str(label), float(prob)) for label, prob, ok in zip(row_names, row_probs, row_keep, strict=True) if ok
+            ]
+            for image, row_names, row_probs, row_keep in zip(batch.images, names, batch.probs, keep, strict=True)
+        }
         self.index.set_tags(tags)
         self.index.save()
         self.written += len(batch)

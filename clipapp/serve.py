@@ -23,8 +23,12 @@ def add_limit_arguments(parser: argparse.ArgumentParser) -> None:
     one in `clipapp.data.ImageLimits`."""
     from clipapp.data import MAX_IMAGE_PIXELS
 
-    parser.add_argument("--max-pixels", type=int, default=MAX_IMAGE_PIXELS,
-                        help=f"largest accepted image in pixels, checked before decoding (default {MAX_IMAGE_PIXELS:,})")
+    parser.add_argument(
+        "--max-pixels",
+        type=int,
+        default=MAX_IMAGE_PIXELS,
+        help=f"largest accepted image in pixels, checked before decoding (default {MAX_IMAGE_PIXELS:,})",
+    )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -90,8 +94,9 @@ def run(args: argparse.Namespace) -> None:
     from clipapp.ui import build_server
     from clipapp.ui.common import AppContext
 
-    service = ClipService.load(args.model, device=args.device, precision=args.precision,
-                               limits=ImageLimits(max_pixels=args.max_pixels))
+    service = ClipService.load(
+        args.model, device=args.device, precision=args.precision, limits=ImageLimits(max_pixels=args.max_pixels)
+    )
     ctx = AppContext(
         service=service,
         state_dir=Path(args.state_dir).resolve(),

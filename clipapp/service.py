@@ -48,7 +48,7 @@ class ZeroShotResult:
     def top(self, k: int = 5) -> list[list[tuple[str, float]]]:
         k = max(1, min(int(k), len(self.labels)))
         order = np.argsort(-self.probs, axis=1, kind="stable")[:, :k]
-        return [[(self.labels[j], float(row[j])) for j in idx] for row, idx in zip(self.probs, order)]
+        return [[(self.labels[j], float(row[j])) for j in idx] for row, idx in zip(self.probs, order, strict=True)]
 
 
 @dataclass
@@ -69,9 +69,17 @@ class EncodeStats:
 class ClipService:
     """A loaded CLIP model plus caches. Build with `ClipService.load(spec, device=..., precision=...)`."""
 
-    def __init__(self, loaded: LoadedModel, *, text_cache_size: int = 200_000, decode_workers: int = 2,
-                 reduced_decoding: bool = True, limits: ImageLimits = DEFAULT_LIMITS,
-                 micro_batch_window_s: float = 0.005, micro_batch_rows: int = 64):
+    def __init__(
+        self,
+        loaded: LoadedModel,
+        *,
+        text_cache_size: int = 200_000,
+        decode_workers: int = 2,
+        reduced_decoding: bool = True,
+        limits: ImageLimits = DEFAULT_LIMITS,
+        micro_batch_window_s: float = 0.005,
+        micro_batch_rows: int = 64,
+    ):
         self.loaded = loaded
         self.model = loaded.model
         self.preprocess = loaded.preprocess
@@ -80,9 +88,15 @@ class ClipService:
         self.stats = EncodeStats()
         self._dtype = next(self.model.parameters()).dtype
         # amp: fp32 weights, forward passes under autocast (fp16 on a GPU), as open_clip's zero-shot evaluation
-        self._autocast = ((lambda: torch.autocast(self.device.type, dtype=torch.float16 if self.device.type == "cuda"
-                                                  else torch.bfloat16))
-                          if loaded.precision == "amp" else nullcontext)
+        self._autocast = (
+            (
+                lambda: torch.autocast(
+                    self.device.type, dtype=torch.float16 if self.device.type == "cuda" else torch.bfloat16
+                )
+            )
+            if loaded.precision == "amp"
+            else nullcontext
+        )
         self._model_lock = threading.Lock()  # one forward pass at a time: the CPU has no spare cores to share
         self._text_cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._text_cache_size = text_cache_size
@@ -97,9 +111,14 @@ class ClipService:
         self._float_model: Optional[torch.nn.Module] = None
         # Small interactive requests from concurrent users share forward passes; bulk encoding bypasses this.
         self._image_batcher = (
-            MicroBatcher(self._forward_images, window_s=micro_batch_window_s, max_rows=micro_batch_rows,
-                         name="image-micro-batcher")
-            if micro_batch_window_s > 0 else None
+            MicroBatcher(
+                self._forward_images,
+                window_s=micro_batch_window_s,
+                max_rows=micro_batch_rows,
+                name="image-micro-batcher",
+            )
+            if micro_batch_window_s > 0
+            else None
         )
         with torch.no_grad():
             self.logit_scale = float(self.model.logit_scale.exp())
@@ -109,8 +128,15 @@ class ClipService:
             self.logit_bias: Optional[float] = None if bias is None else float(bias.reshape(-1)[0])
 
     @classmethod
-    def load(cls, spec: Optional[str] = None, *, device: str = "auto", precision: str = "auto",
-             allow_fallback: bool = True, **kwargs) -> "ClipService":
+    def load(
+        cls,
+        spec: Optional[str] = None,
+        *,
+        device: str = "auto",
+        precision: str = "auto",
+        allow_fallback: bool = True,
+        **kwargs,
+    ) -> "ClipService":
         return cls(load_model(spec, device=device, precision=precision, allow_fallback=allow_fallback), **kwargs)
 
     # -- what is loaded ---------------------------------------------------------------------------------------
@@ -157,7 +183,11 @@ class ClipService:
         return self._encode_pixels(rows, batch_size=batch_size)
 
     def encode_image_files(
-        self, paths: Sequence[str], *, batch_size: int = 32, prefetch_batches: int = 2,
+        self,
+        paths: Sequence[str],
+        *,
+        batch_size: int = 32,
+        prefetch_batches: int = 2,
         encoder: Optional[Callable[[list[Image.Image]], np.ndarray]] = None,
     ) -> Iterator[tuple[str, Optional[np.ndarray], Optional[str]]]:
         """Yield (path, vector or None, error or None) in order; decoding runs in threads, overlapped with
@@ -194,7 +224,7 @@ class ClipService:
                 good = [pixels for pixels, _ in prepared if pixels is not None]
                 encode = encoder or (lambda rows: self._encode_pixels(rows, batch_size=batch_size))
                 vectors = iter(encode(good)) if good else iter(())
-                for path, (pixels, error) in zip(chunk, prepared):
+                for path, (pixels, error) in zip(chunk, prepared, strict=True):
                     yield path, (next(vectors) if pixels is not None else None), error
 
     def _forward_images(self, pixels: torch.Tensor) -> torch.Tensor:
@@ -208,7 +238,9 @@ class ClipService:
         if self._image_batcher is not None and len(rows) < self._image_batcher.max_rows:
             out = self._image_batcher.submit(torch.stack(rows)).numpy()
         else:
-            out = np.concatenate([self._forward_images(torch.stack(chunk)).numpy() for chunk in batched(rows, batch_size)])
+            out = np.concatenate(
+                [self._forward_images(torch.stack(chunk)).numpy() for chunk in batched(rows, batch_size)]
+            )
         self.stats.add(images_encoded=len(rows))
         return out.astype(np.float32, copy=False)
 
@@ -219,8 +251,9 @@ class ClipService:
             return self.model
         with self._cache_lock:
             if self._float_model is None:
-                self._float_model = load_model(self.spec, device=str(self.device), precision="fp32",
-                                               allow_fallback=False).model
+                self._float_model = load_model(
+                    self.spec, device=str(self.device), precision="fp32", allow_fallback=False
+                ).model
             return self._float_model
 
     # -- texts ------------------------------------------------------------------------------------------------
@@ -234,8 +267,8 @@ class ClipService:
             n_tokens = len(encode(prompt))
             if n_tokens > limit:
                 raise ClipAppError(
-                    f"Text {prompt[:60]!r}{'...' if len(prompt) > 60 else ''} is {n_tokens} tokens; this model reads at "
-                    f"most {limit}. Use a shorter label or a shorter template."
+                    f"Text {prompt[:60]!r}{'...' if len(prompt) > 60 else ''} is {n_tokens} tokens; this model reads "
+                    f"at most {limit}. Use a shorter label or a shorter template."
                 )
 
     def encode_texts(self, texts: Sequence[str], *, batch_size: int = 256) -> np.ndarray:
@@ -251,7 +284,7 @@ class ClipService:
             for chunk in batched(missing, batch_size):
                 vectors = self._encode_prompts(chunk)
                 with self._cache_lock:
-                    for text, vector in zip(chunk, vectors):
+                    for text, vector in zip(chunk, vectors, strict=True):
                         self._text_cache[text] = vector
                         self._text_cache.move_to_end(text)
                     while len(self._text_cache) > self._text_cache_size:
@@ -262,7 +295,7 @@ class ClipService:
         # A text evicted by another thread between the two lock holds is simply encoded again.
         lost = [t for t, v in found.items() if v is None]
         if lost:
-            found.update(zip(lost, self._encode_prompts(lost)))
+            found.update(zip(lost, self._encode_prompts(lost), strict=True))
         return np.stack([found[t] for t in texts]).astype(np.float32, copy=False)
 
     def _encode_prompts(self, prompts: list[str]) -> np.ndarray:
@@ -274,7 +307,9 @@ class ClipService:
                 features = self.model.encode_text(tokens)
         return F.normalize(features.float(), dim=-1).cpu().numpy()
 
-    def text_embeddings(self, labels: Sequence[str], templates: str | Sequence[str] | None = DEFAULT_TEMPLATES) -> np.ndarray:
+    def text_embeddings(
+        self, labels: Sequence[str], templates: str | Sequence[str] | None = DEFAULT_TEMPLATES
+    ) -> np.ndarray:
         """One row per label: the mean of its normalized per-template embeddings, re-normalized (open_clip's
         `build_zero_shot_classifier`)."""
         templates = resolve_templates(templates)
@@ -290,10 +325,15 @@ class ClipService:
             raise ClipAppError("No texts given.")
         return self.encode_images(images) @ self.encode_texts(texts).T
 
-    def zero_shot(self, images: Sequence[ImageSource], labels: Sequence[str], *,
-                  templates: str | Sequence[str] | None = DEFAULT_TEMPLATES,
-                  image_features: Optional[np.ndarray] = None,
-                  classifier: Optional[np.ndarray] = None) -> ZeroShotResult:
+    def zero_shot(
+        self,
+        images: Sequence[ImageSource],
+        labels: Sequence[str],
+        *,
+        templates: str | Sequence[str] | None = DEFAULT_TEMPLATES,
+        image_features: Optional[np.ndarray] = None,
+        classifier: Optional[np.ndarray] = None,
+    ) -> ZeroShotResult:
         """Probabilities over `labels` for each image. `image_features` skips image encoding;
         `classifier` (n_labels, dim) replaces the text classifier, e.g. with a fine-tuned head."""
         labels = list(labels)
@@ -302,8 +342,9 @@ class ClipService:
         features = self.encode_images(images) if image_features is None else image_features
         weights = self.text_embeddings(labels, templates) if classifier is None else classifier
         cosine = features @ weights.T
-        return ZeroShotResult(labels=labels, probs=self.label_probabilities(cosine), cosine=cosine,
-                              multi_label=self.multi_label)
+        return ZeroShotResult(
+            labels=labels, probs=self.label_probabilities(cosine), cosine=cosine, multi_label=self.multi_label
+        )
 
     def label_probabilities(self, cosine: np.ndarray) -> np.ndarray:
         """(n_images, n_labels) cosines to label classifiers -> probabilities, the model's own way: a softmax of
@@ -345,6 +386,9 @@ def encode_text_trimmed(model: open_clip.CLIP, tokens: torch.Tensor) -> torch.Te
     x = model.ln_final(x)
     x = text_global_pool(x, tokens, model.text_pool_type, eos_token_id=getattr(model, "text_eos_id", None))
     if model.text_projection is not None:
-        x = model.text_projection(x) if isinstance(model.text_projection, torch.nn.Linear) else x @ model.text_projection
+        x = (
+            model.text_projection(x)
+            if isinstance(model.text_projection, torch.nn.Linear)
+            else x @ model.text_projection
+        )
     return x
-

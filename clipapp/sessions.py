@@ -40,7 +40,7 @@ MAX_LOADED_ADAPTERS = 16  # a head adapter is kilobytes, a partial one a copy of
 
 
 def parse_duration(text: str | float | int) -> float:
-    """"1d", "12h", "30m", "90s" or plain seconds -> seconds; what `--session-ttl` accepts."""
+    """ "1d", "12h", "30m", "90s" or plain seconds -> seconds; what `--session-ttl` accepts."""
     value = str(text).strip().lower()
     units = {"d": 86400, "h": 3600, "m": 60, "s": 1}
     try:
@@ -73,10 +73,19 @@ class SessionStore:
     Sources: the built-in examples and the server folders the operator allowed are shared by everyone; each
     session's uploads ("my uploads") go to an index of its own."""
 
-    def __init__(self, service: ClipService, state_dir: Path, examples_dir: Path, allowed_roots: Sequence[Path] = (),
-                 *, ttl_s: float = DEFAULT_TTL_S, max_open_indexes: int = MAX_OPEN_INDEXES,
-                 max_loaded_adapters: int = MAX_LOADED_ADAPTERS, sweep_every_s: Optional[float] = None,
-                 clock: Callable[[], float] = time.time):
+    def __init__(
+        self,
+        service: ClipService,
+        state_dir: Path,
+        examples_dir: Path,
+        allowed_roots: Sequence[Path] = (),
+        *,
+        ttl_s: float = DEFAULT_TTL_S,
+        max_open_indexes: int = MAX_OPEN_INDEXES,
+        max_loaded_adapters: int = MAX_LOADED_ADAPTERS,
+        sweep_every_s: Optional[float] = None,
+        clock: Callable[[], float] = time.time,
+    ):
         self.service = service
         self.state_dir = Path(state_dir)
         self.examples_dir = Path(examples_dir)
@@ -127,8 +136,10 @@ class SessionStore:
             if source == str(root):
                 digest = hashlib.sha1(str(root).encode()).hexdigest()[:10]
                 return root, self.state_dir / "indexes" / f"{root.name or 'root'}-{digest}-{self._model_tag}"
-        raise ClipAppError(f"{source!r} is not an index this server offers: choose one of {', '.join(self.sources())}. "
-                           "Server folders must be allowed with --allowed-root.")
+        raise ClipAppError(
+            f"{source!r} is not an index this server offers: choose one of {', '.join(self.sources())}. "
+            "Server folders must be allowed with --allowed-root."
+        )
 
     # -- indexes ----------------------------------------------------------------------------------------------
     def open_index_count(self) -> int:
@@ -234,8 +245,10 @@ class SessionStore:
         try:
             adapter = load_adapter(path, expected_spec=self.service.spec)
         except ClipAppError:
-            raise ClipAppError(f"The fine-tuned adapter {name!r} of this session is gone (sessions are kept "
-                               f"{describe_duration(self.ttl_s)}); fine-tune again.") from None
+            raise ClipAppError(
+                f"The fine-tuned adapter {name!r} of this session is gone (sessions are kept "
+                f"{describe_duration(self.ttl_s)}); fine-tune again."
+            ) from None
         with self._guard:
             self._adapters[path] = adapter
             while len(self._adapters) > self.max_loaded_adapters:
@@ -278,6 +291,5 @@ class SessionStore:
             shutil.rmtree(folder, ignore_errors=True)
             removed.append(folder.name)
         if removed:
-            log.info("Removed %d session folder(s) idle for more than %s.", len(removed),
-                     describe_duration(self.ttl_s))
+            log.info("Removed %d session folder(s) idle for more than %s.", len(removed), describe_duration(self.ttl_s))
         return removed

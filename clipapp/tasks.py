@@ -24,9 +24,11 @@ DEFAULT_TOP_K = 5
 
 def too_many_images_message(count: int, limit: int = MAX_IMAGES_PER_REQUEST) -> str:
     """Why a request stops at `limit` images, and how to classify any number (the command line streams them)."""
-    return (f"{count} images given; one request takes at most {limit}. To classify any number of images, put them "
-            "in a folder and run: python -m clipapp classify FOLDER --labels \"cat,dog,...\" --csv predictions.csv "
-            "(it streams the folder, writes a row per image as it goes, and --resume continues after a stop).")
+    return (
+        f"{count} images given; one request takes at most {limit}. To classify any number of images, put them "
+        'in a folder and run: python -m clipapp classify FOLDER --labels "cat,dog,..." --csv predictions.csv '
+        "(it streams the folder, writes a row per image as it goes, and --resume continues after a stop)."
+    )
 
 
 @dataclass
@@ -35,17 +37,27 @@ class NamedImage:
     image: Image.Image
 
 
-def load_named_images(sources: Sequence[ImageSource], *, names: Optional[Sequence[str]] = None,
-                      limit: int = MAX_IMAGES_PER_REQUEST,
-                      limits: ImageLimits = DEFAULT_LIMITS) -> list[NamedImage]:
+def load_named_images(
+    sources: Sequence[ImageSource],
+    *,
+    names: Optional[Sequence[str]] = None,
+    limit: int = MAX_IMAGES_PER_REQUEST,
+    limits: ImageLimits = DEFAULT_LIMITS,
+) -> list[NamedImage]:
     """Decode every source, or fail on the first bad one with a message naming it (`limits`: the service's)."""
     if not sources:
         raise ClipAppError("No images given: upload or name at least one image.")
     if len(sources) > limit:
         raise ClipAppError(too_many_images_message(len(sources), limit))
-    names = list(names) if names is not None else [str(getattr(s, "name", s)) if not isinstance(s, Image.Image)
-                                                   else f"image {i + 1}" for i, s in enumerate(sources)]
-    return [NamedImage(name, load_image(source, limits=limits)) for name, source in zip(names, sources)]
+    names = (
+        list(names)
+        if names is not None
+        else [
+            str(getattr(s, "name", s)) if not isinstance(s, Image.Image) else f"image {i + 1}"
+            for i, s in enumerate(sources)
+        ]
+    )
+    return [NamedImage(name, load_image(source, limits=limits)) for name, source in zip(names, sources, strict=True)]
 
 
 @dataclass
@@ -64,13 +76,27 @@ class Classification:
     def to_dict(self, top_k: int = DEFAULT_TOP_K) -> dict:
         """The JSON of the CLI's `classify` (README "Classify a whole folder or index"), made by the one
         `ClassifyReport.to_dict` that the CLI's streaming path uses too."""
-        results = [Prediction(name, tuple(top)) for name, top in zip(self.names, self.scores.top(max(1, int(top_k))))]
-        return ClassifyReport(model=self.model, labels=self.labels, multi_label=self.scores.multi_label,
-                              classified=len(results), results=results).to_dict()
+        results = [
+            Prediction(name, tuple(top))
+            for name, top in zip(self.names, self.scores.top(max(1, int(top_k))), strict=True)
+        ]
+        return ClassifyReport(
+            model=self.model,
+            labels=self.labels,
+            multi_label=self.scores.multi_label,
+            classified=len(results),
+            results=results,
+        ).to_dict()
 
 
-def classification(service: ClipService, images: Sequence[NamedImage], labels: str | Sequence[str], *,
-                   templates: str | Sequence[str] | None = DEFAULT_TEMPLATES, classifier=None) -> Classification:
+def classification(
+    service: ClipService,
+    images: Sequence[NamedImage],
+    labels: str | Sequence[str],
+    *,
+    templates: str | Sequence[str] | None = DEFAULT_TEMPLATES,
+    classifier=None,
+) -> Classification:
     """Zero-shot (or adapted, when `classifier` is an adapter) scores of every image for every label; each image is
     encoded once."""
     pil = [item.image for item in images]
@@ -83,9 +109,15 @@ def classification(service: ClipService, images: Sequence[NamedImage], labels: s
     return Classification(model=model, names=[item.name for item in images], scores=scores)
 
 
-def classify(service: ClipService, images: Sequence[NamedImage], labels: str | Sequence[str], *,
-             templates: str | Sequence[str] | None = DEFAULT_TEMPLATES, top_k: int = DEFAULT_TOP_K,
-             classifier=None) -> dict:
+def classify(
+    service: ClipService,
+    images: Sequence[NamedImage],
+    labels: str | Sequence[str],
+    *,
+    templates: str | Sequence[str] | None = DEFAULT_TEMPLATES,
+    top_k: int = DEFAULT_TOP_K,
+    classifier=None,
+) -> dict:
     """Zero-shot (or adapted) top-k labels per image: `classification(...).to_dict(top_k)`."""
     return classification(service, images, labels, templates=templates, classifier=classifier).to_dict(top_k)
 
@@ -113,13 +145,17 @@ def similarity(service: ClipService, images: Sequence[NamedImage], texts: str | 
 def sync_index(service: ClipService, index, folder, *, progress=None) -> dict:
     """Bring an open index up to date with the images under `folder` (incremental).
 
-    Returns {"added", "updated", "removed", "skipped": [paths], "total"} as in docs/architecture.md, plus "errors" by path.
+    Returns {"added", "updated", "removed", "skipped": [paths], "total"} as in docs/architecture.md, plus "errors"
+    by path.
     """
     from clipapp.index import sync_folder
 
     report = sync_folder(index, folder, service, progress=progress)
-    return {**report, "skipped": [item["path"] for item in report["skipped"]],
-            "errors": {item["path"]: item["error"] for item in report["skipped"]}}
+    return {
+        **report,
+        "skipped": [item["path"] for item in report["skipped"]],
+        "errors": {item["path"]: item["error"] for item in report["skipped"]},
+    }
 
 
 def index_folder(service: ClipService, folder, index_path, *, progress=None, max_memory: Optional[int] = None) -> dict:
@@ -139,19 +175,44 @@ def _hits(hits: list[dict]) -> dict:
     return {"results": [{"path": hit["path"], "score": round(float(hit["score"]), 6)} for hit in hits]}
 
 
-def search_text(service: ClipService, index, query: str, *, k: int = 10, threshold: Optional[float] = None,
-                templates: str | Sequence[str] | None = None, allow_image_paths: bool = True,
-                tag: Optional[str] = None) -> dict:
+def search_text(
+    service: ClipService,
+    index,
+    query: str,
+    *,
+    k: int = 10,
+    threshold: Optional[float] = None,
+    templates: str | Sequence[str] | None = None,
+    allow_image_paths: bool = True,
+    tag: Optional[str] = None,
+) -> dict:
     """Text (or rclip-style `a + b - c`) query -> {"results": [{"path", "score"}]}, best first.
     `tag`: only images tagged with this label."""
     from clipapp.index import query_index
 
-    return _hits(query_index(index, query, service, k=k, threshold=threshold, templates=templates,
-                             allow_image_paths=allow_image_paths, tag=tag))
+    return _hits(
+        query_index(
+            index,
+            query,
+            service,
+            k=k,
+            threshold=threshold,
+            templates=templates,
+            allow_image_paths=allow_image_paths,
+            tag=tag,
+        )
+    )
 
 
-def search_image(service: ClipService, index, image: ImageSource, *, k: int = 10,
-                 threshold: Optional[float] = None, tag: Optional[str] = None) -> dict:
+def search_image(
+    service: ClipService,
+    index,
+    image: ImageSource,
+    *,
+    k: int = 10,
+    threshold: Optional[float] = None,
+    tag: Optional[str] = None,
+) -> dict:
     """Images most like `image` (a path, bytes or PIL image) -> {"results": [{"path", "score"}]}."""
     vector = service.encode_images([image])
     return _hits(index.search(vector, k=k, threshold=threshold, tag=tag)[0])

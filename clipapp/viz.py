@@ -22,7 +22,7 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.font_manager import FontProperties
 from matplotlib.ticker import MaxNLocator
-from PIL import Image, ImageOps
+from PIL import Image
 
 from clipapp.errors import ClipAppError
 
@@ -116,7 +116,11 @@ def _to_rgba_array(img: object) -> np.ndarray:
 def thumbnail_rgba(img: object, size: int = THUMB_PX) -> np.ndarray:
     """The whole image fitted (aspect kept) in `size` x `size`, as RGBA: every side at least 1 pixel, however long
     and thin the image; small images (28 x 28 Fashion-MNIST) are enlarged without smoothing, so pixels stay sharp."""
-    if isinstance(img, Image.Image) and img.mode not in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F") and max(img.size) > 4 * size:
+    if (
+        isinstance(img, Image.Image)
+        and img.mode not in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
+        and max(img.size) > 4 * size
+    ):
         img = img.copy()
         img.thumbnail((4 * size, 4 * size), Image.Resampling.BOX)  # cheap shrink before the RGBA copy of a photo
     rgba = Image.fromarray(_to_rgba_array(img), mode="RGBA")
@@ -207,20 +211,35 @@ def similarity_heatmap(
     if hi - lo < 1e-6:
         lo, hi = lo - 0.05, hi + 0.05
     norm = Normalize(vmin=lo, vmax=hi)
-    im = ax.imshow(grid, cmap=HEATMAP_CMAP, norm=norm, aspect="equal", interpolation="nearest",
-                   extent=(-0.5, n_img - 0.5, n_txt - 0.5, -0.5))
+    im = ax.imshow(
+        grid,
+        cmap=HEATMAP_CMAP,
+        norm=norm,
+        aspect="equal",
+        interpolation="nearest",
+        extent=(-0.5, n_img - 0.5, n_txt - 0.5, -0.5),
+    )
     cell_rgba = im.get_cmap()(norm(grid))
     for y in range(n_txt):
         for x in range(n_img):
-            ax.text(x, y, f"{grid[y, x]:.2f}", ha="center", va="center", fontsize=value_fs,
-                    color=_contrast_color(cell_rgba[y, x]), parse_math=False)
+            ax.text(
+                x,
+                y,
+                f"{grid[y, x]:.2f}",
+                ha="center",
+                va="center",
+                fontsize=value_fs,
+                color=_contrast_color(cell_rgba[y, x]),
+                parse_math=False,
+            )
 
     if images is not None:
         for x, img in enumerate(images):
             thumb = square_thumbnail(img)
             # Square slot one cell wide above column x (y grows downwards on this axis).
-            ax.imshow(thumb, extent=(x - 0.47, x + 0.47, -0.55, -0.55 - 0.94), interpolation="antialiased",
-                      aspect="equal")
+            ax.imshow(
+                thumb, extent=(x - 0.47, x + 0.47, -0.55, -0.55 - 0.94), interpolation="antialiased", aspect="equal"
+            )
         ax.set_xticks([])
     else:
         ax.set_xticks(range(n_img), [f"image {i + 1}" for i in range(n_img)], fontsize=label_fs * 0.85)
@@ -236,8 +255,16 @@ def similarity_heatmap(
     cb.ax.tick_params(labelsize=max(7.0, label_fs * 0.8))
     cb.outline.set_visible(False)
 
-    fig.text(title_x / fig_w, 1 - 0.12 / fig_h, "\n".join(heading_lines), ha="center", va="top",
-             fontsize=title_fs, parse_math=False, linespacing=1.3)
+    fig.text(
+        title_x / fig_w,
+        1 - 0.12 / fig_h,
+        "\n".join(heading_lines),
+        ha="center",
+        va="top",
+        fontsize=title_fs,
+        parse_math=False,
+        linespacing=1.3,
+    )
     return fig
 
 
@@ -289,8 +316,7 @@ def topk_bars(
         ax = fig.add_axes((bx / fig_w, ax_bottom / fig_h, bar_w / fig_w, ax_h / fig_h))
         ax.set_title(shorten(caption, 70), fontsize=title_fs, loc="left", parse_math=False)
         if not preds:
-            ax.text(0.5, 0.5, "no predictions", ha="center", va="center", transform=ax.transAxes,
-                    color="0.4")
+            ax.text(0.5, 0.5, "no predictions", ha="center", va="center", transform=ax.transAxes, color="0.4")
             ax.set_axis_off()
             continue
         y = np.arange(len(preds))
@@ -300,7 +326,7 @@ def topk_bars(
         ax.set_yticks(y, [shorten(lbl, 36) for lbl, _ in preds], fontsize=label_fs, parse_math=False)
         ax.set_ylim(k_max - 0.5, -0.5)  # highest on top; same bar height in every row
         ax.set_xlim(0, x_max * 1.22)
-        for yi, p in zip(y, probs):
+        for yi, p in zip(y, probs, strict=True):
             if x_max > 1.0:
                 txt = f"{p:.3g}"
             else:
@@ -353,8 +379,9 @@ def training_curves(history: Mapping[str, Sequence[float]] | None, *, title: str
         ax.set_xlabel(x_label)
         ax.grid(True, alpha=0.3)
         if not series:
-            ax.text(0.5, 0.5, "no data yet", ha="center", va="center", transform=ax.transAxes,
-                    fontsize=12, color="0.45")
+            ax.text(
+                0.5, 0.5, "no data yet", ha="center", va="center", transform=ax.transAxes, fontsize=12, color="0.45"
+            )
             ax.set_xticks([])
             ax.set_yticks([])
             continue
@@ -364,8 +391,15 @@ def training_curves(history: Mapping[str, Sequence[float]] | None, *, title: str
             else:
                 xs = np.arange(1, len(vals) + 1)
             dashed = key.lower().startswith(("val", "test", "eval", "valid"))
-            ax.plot(xs, vals, linestyle="--" if dashed else "-", marker="o" if len(vals) <= 30 else None,
-                    markersize=3.5, linewidth=1.6, label=key)
+            ax.plot(
+                xs,
+                vals,
+                linestyle="--" if dashed else "-",
+                marker="o" if len(vals) <= 30 else None,
+                markersize=3.5,
+                linewidth=1.6,
+                label=key,
+            )
         if name == "accuracy":
             finite = np.concatenate([v[np.isfinite(v)] for v in series.values()] or [np.zeros(0)])
             if finite.size and finite.min() >= 0 and finite.max() <= 1:
@@ -424,18 +458,19 @@ def confusion_matrix_figure(
             for j in range(n):
                 v = values[i, j]
                 txt = f"{v:.2f}" if normalize else f"{int(round(v))}"
-                ax.text(j, i, txt, ha="center", va="center", fontsize=value_fs,
-                        color=_contrast_color(cmap(norm(v))))
-    ax.set_xticks(range(n), labels, fontsize=label_fs, rotation=45, ha="right", rotation_mode="anchor",
-                  parse_math=False)
+                ax.text(j, i, txt, ha="center", va="center", fontsize=value_fs, color=_contrast_color(cmap(norm(v))))
+    ax.set_xticks(
+        range(n), labels, fontsize=label_fs, rotation=45, ha="right", rotation_mode="anchor", parse_math=False
+    )
     ax.set_yticks(range(n), labels, fontsize=label_fs, parse_math=False)
     ax.set_xlabel("predicted", fontsize=11)
     ax.set_ylabel("true", fontsize=11)
     total = int(round(counts.sum()))
     correct = float(np.trace(counts))
     acc = correct / counts.sum() if counts.sum() > 0 else math.nan
-    ax.set_title(f"Confusion matrix ({'row-normalised, ' if normalize else ''}n={total}, accuracy {acc:.1%})",
-                 fontsize=11)
+    ax.set_title(
+        f"Confusion matrix ({'row-normalised, ' if normalize else ''}n={total}, accuracy {acc:.1%})", fontsize=11
+    )
     cax = fig.add_axes(((left + ax_side + 0.15) / fig_w, bottom / fig_h, 0.18 / fig_w, ax_side / fig_h))
     fig.colorbar(im, cax=cax).ax.tick_params(labelsize=8)
     return fig

@@ -15,8 +15,13 @@ from clipapp.finetune.models import PartialClassifier
 from clipapp.finetune.selection import wise_blend
 
 
-def trained_adapter(setup: TrainingSetup, final_state: dict[str, torch.Tensor], alpha: float,
-                    config: FinetuneConfig, **adapter_kwargs: Any) -> Adapter:
+def trained_adapter(
+    setup: TrainingSetup,
+    final_state: dict[str, torch.Tensor],
+    alpha: float,
+    config: FinetuneConfig,
+    **adapter_kwargs: Any,
+) -> Adapter:
     """(1 - alpha) * start + alpha * `final_state` as an adapter: the head, plus the tuned visual parameters in
     partial mode. The tower copy is put back to its start afterwards."""
     model = setup.build_model()
@@ -24,9 +29,14 @@ def trained_adapter(setup: TrainingSetup, final_state: dict[str, torch.Tensor], 
     model.load_state_dict(wise_blend(anchor, final_state, alpha))
     head = model.head if isinstance(model, PartialClassifier) else model
     visual_state = _tuned_visual_state(setup) if isinstance(model, PartialClassifier) else {}
-    return Adapter(head=head.weight.detach().cpu().numpy(), head_bias=head.bias.detach().cpu().numpy(),
-                   mode=config.mode, visual_state=visual_state, visual_blocks=config.blocks if visual_state else 0,
-                   **adapter_kwargs)
+    return Adapter(
+        head=head.weight.detach().cpu().numpy(),
+        head_bias=head.bias.detach().cpu().numpy(),
+        mode=config.mode,
+        visual_state=visual_state,
+        visual_blocks=config.blocks if visual_state else 0,
+        **adapter_kwargs,
+    )
 
 
 def _tuned_visual_state(setup: TrainingSetup) -> dict[str, torch.Tensor]:
@@ -37,9 +47,16 @@ def _tuned_visual_state(setup: TrainingSetup) -> dict[str, torch.Tensor]:
     return state
 
 
-def cache_adapter(features: np.ndarray, targets: np.ndarray, zero_shot: np.ndarray, alpha: float, beta: float,
-                  **adapter_kwargs: Any) -> Adapter:
+def cache_adapter(
+    features: np.ndarray, targets: np.ndarray, zero_shot: np.ndarray, alpha: float, beta: float, **adapter_kwargs: Any
+) -> Adapter:
     """The training-free cache adapter: keys = support features, values = one-hot labels, over the zero-shot head."""
-    return Adapter(head=zero_shot, mode="cache", cache_keys=features,
-                   cache_values=np.eye(len(zero_shot), dtype=np.float32)[targets], cache_alpha=alpha,
-                   cache_beta=beta, **adapter_kwargs)
+    return Adapter(
+        head=zero_shot,
+        mode="cache",
+        cache_keys=features,
+        cache_values=np.eye(len(zero_shot), dtype=np.float32)[targets],
+        cache_alpha=alpha,
+        cache_beta=beta,
+        **adapter_kwargs,
+    )

@@ -115,23 +115,26 @@ class FinetuneConfig:
         need(self.mode in MODES, f"mode must be one of {', '.join(MODES)}, got {self.mode!r}.")
         need(self.head_init in HEAD_INITS, f"head_init must be one of {', '.join(HEAD_INITS)}, got {self.head_init!r}.")
         need(self.monitor in MONITORS, f"monitor must be one of {', '.join(MONITORS)}, got {self.monitor!r}.")
-        need(self.mix_space in MIX_SPACES, f"mix_space must be one of {', '.join(MIX_SPACES)}, got "
-             f"{self.mix_space!r}.")
+        need(self.mix_space in MIX_SPACES, f"mix_space must be one of {', '.join(MIX_SPACES)}, got {self.mix_space!r}.")
         need(1 <= int(self.views) <= 32, f"views must be between 1 and 32, got {self.views}.")
         need(0 <= int(self.epochs) <= 1000, f"epochs must be between 0 and 1000, got {self.epochs}.")
         need(self.lr > 0 and self.visual_lr > 0, "learning rates must be positive.")
         need(self.batch_size >= 1, f"batch size must be at least 1, got {self.batch_size}.")
         need(self.min_epoch_steps >= 1, f"min_epoch_steps must be at least 1, got {self.min_epoch_steps}.")
-        need(self.wise_alpha is None or 0.0 <= self.wise_alpha <= 1.0,
-             f"WiSE alpha must be between 0 and 1 (or None: chosen on held-out data), got {self.wise_alpha}.")
+        need(
+            self.wise_alpha is None or 0.0 <= self.wise_alpha <= 1.0,
+            f"WiSE alpha must be between 0 and 1 (or None: chosen on held-out data), got {self.wise_alpha}.",
+        )
         need(self.blocks >= 1, f"blocks must be at least 1, got {self.blocks}.")
         need(0.0 < self.layer_decay <= 1.0, f"layer decay must be in (0, 1], got {self.layer_decay}.")
         need(self.mixup >= 0 and self.cutmix >= 0, "mixup and cutmix alphas must be >= 0.")
         need(0.0 <= self.label_smoothing < 1.0, f"label smoothing must be in [0, 1), got {self.label_smoothing}.")
         need(0.0 <= self.ema < 1.0, f"EMA decay must be in [0, 1), e.g. 0.99; got {self.ema}.")
         need(self.sam >= 0 and self.focal >= 0 and self.clip_grad >= 0, "sam, focal and clip_grad must be >= 0.")
-        need(0.0 <= self.class_balanced < 1.0, f"class-balanced beta must be in [0, 1), e.g. 0.999; got "
-             f"{self.class_balanced}.")
+        need(
+            0.0 <= self.class_balanced < 1.0,
+            f"class-balanced beta must be in [0, 1), e.g. 0.999; got {self.class_balanced}.",
+        )
         need(self.anchor_weight >= 0 and self.weight_decay >= 0, "anchor_weight and weight_decay must be >= 0.")
         need(self.patience >= 1, f"patience must be at least 1, got {self.patience}.")
         need(self.val_per_class >= 0, f"val_per_class must be >= 0, got {self.val_per_class}.")
@@ -153,8 +156,9 @@ class FinetuneConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise ClipAppError(f"Unknown fine-tune setting(s): {', '.join(unknown)} "
-                               f"(known: {', '.join(sorted(known))}).")
+            raise ClipAppError(
+                f"Unknown fine-tune setting(s): {', '.join(unknown)} (known: {', '.join(sorted(known))})."
+            )
         return cls(**data).validate()
 
 

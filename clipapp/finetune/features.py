@@ -39,11 +39,17 @@ class EncodedImages:
     skipped: list[str]
 
 
-def encode_labelled(service: ClipService, data: LabelledImages, *, progress: Optional[ProgressFn] = None,
-                    stop: StopFlag = None, batch_size: int = 32) -> EncodedImages:
+def encode_labelled(
+    service: ClipService,
+    data: LabelledImages,
+    *,
+    progress: Optional[ProgressFn] = None,
+    stop: StopFlag = None,
+    batch_size: int = 32,
+) -> EncodedImages:
     """Decode every image once (bad files are skipped and named) and encode it with the resident model."""
     images, targets, names, skipped = [], [], [], []
-    for source, target, name in zip(data.sources, data.targets, data.names):
+    for source, target, name in zip(data.sources, data.targets, data.names, strict=True):
         try:
             images.append(service.decode(source))
         except ImageLoadError as exc:
@@ -55,7 +61,7 @@ def encode_labelled(service: ClipService, data: LabelledImages, *, progress: Opt
     for start in range(0, len(images), batch_size):
         if stopped(stop):
             raise FinetuneStopped("Fine-tuning stopped while encoding the images; nothing was saved.")
-        chunks.append(service.encode_images(images[start:start + batch_size], batch_size=batch_size))
+        chunks.append(service.encode_images(images[start : start + batch_size], batch_size=batch_size))
         if progress:
             done = min(start + batch_size, len(images))
             progress(done / max(1, len(images)), f"encoded {done}/{len(images)} images")
@@ -112,10 +118,11 @@ class TokenGrid:
     height: int
     width: int
 
-    def mix(self, mixer: Callable[[torch.Tensor, torch.Tensor], MixedBatch], tokens: torch.Tensor,
-            target: torch.Tensor) -> MixedBatch:
+    def mix(
+        self, mixer: Callable[[torch.Tensor, torch.Tensor], MixedBatch], tokens: torch.Tensor, target: torch.Tensor
+    ) -> MixedBatch:
         n, _, dim = tokens.shape
-        head, patches = tokens[:, :self.prefix], tokens[:, self.prefix:]
+        head, patches = tokens[:, : self.prefix], tokens[:, self.prefix :]
         maps = patches.transpose(1, 2).reshape(n, dim, self.height, self.width)
         mixed = mixer(maps, target)
         patches = mixed.inputs.reshape(n, dim, self.height * self.width).transpose(1, 2)
@@ -143,8 +150,7 @@ def augmented_views(images: list, views: int, seed: int) -> list[list]:
     torch.manual_seed(seed)  # torchvision draws from torch's global generator
     out = [list(images)]
     for _ in range(views - 1):
-        out.append([RandomResizedCrop(image.size[::-1], scale=VIEW_SCALE, ratio=(0.9, 1.1))(image)
-                    for image in images])
+        out.append([RandomResizedCrop(image.size[::-1], scale=VIEW_SCALE, ratio=(0.9, 1.1))(image) for image in images])
     return out
 
 
@@ -152,8 +158,9 @@ def _affordable_views(config: FinetuneConfig, n_images: int, bytes_per_view: int
     return max(1, min(config.views, CACHE_BYTES // max(1, n_images * bytes_per_view)))
 
 
-def prepare_training(service: ClipService, encoded: EncodedImages, config: FinetuneConfig,
-                     start_weights: np.ndarray) -> TrainingSetup:
+def prepare_training(
+    service: ClipService, encoded: EncodedImages, config: FinetuneConfig, start_weights: np.ndarray
+) -> TrainingSetup:
     """Run the frozen part once per image and view and wrap the result with a model factory."""
     logit_scale = float(service.logit_scale)
     if config.mode != "partial":
@@ -161,8 +168,9 @@ def prepare_training(service: ClipService, encoded: EncodedImages, config: Finet
         cached = [torch.from_numpy(encoded.features)]
         for extra in augmented_views(encoded.images, views, config.seed)[1:]:
             cached.append(torch.from_numpy(service.encode_images(extra)))
-        return TrainingSetup(lambda: HeadClassifier(start_weights, logit_scale), Inputs(views=torch.stack(cached)),
-                             views=views)
+        return TrainingSetup(
+            lambda: HeadClassifier(start_weights, logit_scale), Inputs(views=torch.stack(cached)), views=views
+        )
 
     visual, first_tuned, _ = tuned_visual_copy(service.trainable_model(), config.blocks)
     visual = visual.to(service.device)
@@ -187,8 +195,14 @@ def prepare_training(service: ClipService, encoded: EncodedImages, config: Finet
     cached, views = [], 1
     for i, images in enumerate(augmented_views(encoded.images, config.views, config.seed)):
         with torch.no_grad():
-            cached.append(torch.cat([visual_prefix(visual, pixels_of(images[s:s + PREFIX_BATCH]), first_tuned)
-                                     for s in range(0, len(images), PREFIX_BATCH)]))
+            cached.append(
+                torch.cat(
+                    [
+                        visual_prefix(visual, pixels_of(images[s : s + PREFIX_BATCH]), first_tuned)
+                        for s in range(0, len(images), PREFIX_BATCH)
+                    ]
+                )
+            )
         views = _affordable_views(config, len(images), cached[0][0].numel() * cached[0].element_size())
         if i + 1 >= views:
             break

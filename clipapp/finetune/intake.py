@@ -48,12 +48,20 @@ class LabelledImages:
 def labelled_folder(data_dir: str | os.PathLike) -> LabelledImages:
     """DATA_DIR/<class name>/<image files>; class names are the folder names, sorted."""
     folder = ImageFolder.scan(data_dir)
-    return LabelledImages(sources=[str(p) for p in folder.paths], targets=np.asarray(folder.targets, dtype=np.int64),
-                          class_names=list(folder.class_names), names=[str(p) for p in folder.paths])
+    return LabelledImages(
+        sources=[str(p) for p in folder.paths],
+        targets=np.asarray(folder.targets, dtype=np.int64),
+        class_names=list(folder.class_names),
+        names=[str(p) for p in folder.paths],
+    )
 
 
-def labelled_uploads(items: Sequence[tuple[ImageSource, str]], *, names: Optional[Sequence[str]] = None,
-                     class_names: Optional[Sequence[str]] = None) -> LabelledImages:
+def labelled_uploads(
+    items: Sequence[tuple[ImageSource, str]],
+    *,
+    names: Optional[Sequence[str]] = None,
+    class_names: Optional[Sequence[str]] = None,
+) -> LabelledImages:
     """(image, class name) pairs, e.g. from uploads. Classes keep the order in which they first appear, or the
     order of `class_names` when given (every class there needs an image, every image a class there)."""
     if not items:
@@ -73,9 +81,12 @@ def labelled_uploads(items: Sequence[tuple[ImageSource, str]], *, names: Optiona
         raise ClipAppError(f"Found only the class {class_names[0]!r}; fine-tuning needs at least 2 classes.")
     index = {name: i for i, name in enumerate(class_names)}
     names = list(names) if names is not None else [f"image {i + 1}" for i in range(len(items))]
-    return LabelledImages(sources=[source for source, _ in items],
-                          targets=np.asarray([index[label] for label in labels], dtype=np.int64),
-                          class_names=list(class_names), names=names)
+    return LabelledImages(
+        sources=[source for source, _ in items],
+        targets=np.asarray([index[label] for label in labels], dtype=np.int64),
+        class_names=list(class_names),
+        names=names,
+    )
 
 
 def _unsafe_member(info: zipfile.ZipInfo) -> Optional[str]:
@@ -92,8 +103,14 @@ def _unsafe_member(info: zipfile.ZipInfo) -> Optional[str]:
     return None
 
 
-def extract_labelled_zip(zip_path: str | os.PathLike, dest: str | os.PathLike, *, max_files: int = MAX_ZIP_FILES,
-                         max_total_bytes: int = MAX_ZIP_BYTES, max_ratio: float = MAX_ZIP_RATIO) -> Path:
+def extract_labelled_zip(
+    zip_path: str | os.PathLike,
+    dest: str | os.PathLike,
+    *,
+    max_files: int = MAX_ZIP_FILES,
+    max_total_bytes: int = MAX_ZIP_BYTES,
+    max_ratio: float = MAX_ZIP_RATIO,
+) -> Path:
     """Safely extract a zip of class folders (<class>/<image>, optionally under one top folder) into `dest`.
 
     Refuses the whole archive, with a message naming the entry, on: absolute paths, `..` components, symbolic
@@ -122,15 +139,19 @@ def extract_labelled_zip(zip_path: str | os.PathLike, dest: str | os.PathLike, *
             raise ClipAppError(f"{zip_path.name}: {len(members)} images; at most {max_files} are accepted.")
         declared = sum(info.file_size for info, _ in members)
         if declared > max_total_bytes:
-            raise ClipAppError(f"{zip_path.name}: {declared / 2**20:.0f} MiB uncompressed; at most "
-                               f"{max_total_bytes / 2**20:.0f} MiB are accepted (a zip bomb?).")
+            raise ClipAppError(
+                f"{zip_path.name}: {declared / 2**20:.0f} MiB uncompressed; at most "
+                f"{max_total_bytes / 2**20:.0f} MiB are accepted (a zip bomb?)."
+            )
         dest.mkdir(parents=True, exist_ok=True)
         root = dest.resolve()
         total = 0
         for info, parts in members:
             if info.compress_size and info.file_size > 2**20 and info.file_size / info.compress_size > max_ratio:
-                raise ClipAppError(f"{zip_path.name}: refused, entry {info.filename!r} inflates "
-                                   f"{info.file_size / info.compress_size:.0f}x (a zip bomb).")
+                raise ClipAppError(
+                    f"{zip_path.name}: refused, entry {info.filename!r} inflates "
+                    f"{info.file_size / info.compress_size:.0f}x (a zip bomb)."
+                )
             target = root.joinpath(*parts).resolve()
             if root not in target.parents:
                 raise ClipAppError(f"{zip_path.name}: refused, entry {info.filename!r} leaves the archive folder.")
@@ -141,8 +162,10 @@ def extract_labelled_zip(zip_path: str | os.PathLike, dest: str | os.PathLike, *
                     written += len(chunk)
                     total += len(chunk)
                     if written > info.file_size or total > max_total_bytes:
-                        raise ClipAppError(f"{zip_path.name}: refused, entry {info.filename!r} inflates beyond its "
-                                           "declared size or the total limit (a zip bomb).")
+                        raise ClipAppError(
+                            f"{zip_path.name}: refused, entry {info.filename!r} inflates beyond its "
+                            "declared size or the total limit (a zip bomb)."
+                        )
                     out.write(chunk)
     if not members:
         raise ClipAppError(f"{zip_path.name}: no image files inside. Expected <class name>/<image files>.")
@@ -156,8 +179,10 @@ def extract_labelled_zip(zip_path: str | os.PathLike, dest: str | os.PathLike, *
             continue
         break
     if any(p.is_file() for p in top.iterdir()):
-        raise ClipAppError(f"{zip_path.name}: images must be inside one folder per class (<class name>/<image>), "
-                           "not loose at the top of the archive.")
+        raise ClipAppError(
+            f"{zip_path.name}: images must be inside one folder per class (<class name>/<image>), "
+            "not loose at the top of the archive."
+        )
     return top
 
 
@@ -173,10 +198,10 @@ def _maybe_extracted(path: Path) -> Iterator[Path]:
         yield path
 
 
-
 # ------------------------------------------------------------------------------------------------ lists of paths
-def labelled_paths(pairs: Sequence[tuple[str | os.PathLike, str]], *,
-                   class_names: Optional[Sequence[str]] = None) -> LabelledImages:
+def labelled_paths(
+    pairs: Sequence[tuple[str | os.PathLike, str]], *, class_names: Optional[Sequence[str]] = None
+) -> LabelledImages:
     """(image path, class name) pairs, e.g. search results a user assigned to classes, as `LabelledImages`.
 
     `~` is expanded (a quoted `--class` list reaches us unexpanded). A path listed twice under one class counts
@@ -202,7 +227,7 @@ def parse_class_spec(spec: str) -> tuple[str, list[str]]:
     name = " ".join(name.split())
     files = [p.strip() for p in paths.split(",") if p.strip()]
     if not sep or not name or not files:
-        raise ClipAppError(f"--class {spec!r}: expected NAME=IMAGE[,IMAGE...], e.g. \"sneaker=a.png,b.png\".")
+        raise ClipAppError(f'--class {spec!r}: expected NAME=IMAGE[,IMAGE...], e.g. "sneaker=a.png,b.png".')
     return name, files
 
 
@@ -292,8 +317,9 @@ def _check_indexed(paths: Sequence[str], index) -> None:
     missing = unindexed(paths, index)
     if missing:
         more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
-        raise ClipAppError(f"Not images of the selected index: {', '.join(missing[:3])}{more}. "
-                           "Select search results of that index.")
+        raise ClipAppError(
+            f"Not images of the selected index: {', '.join(missing[:3])}{more}. Select search results of that index."
+        )
 
 
 def add_to_selection(classes: dict[str, list[str]], class_name: str, paths: Sequence[str], index) -> dict:
@@ -321,7 +347,9 @@ def labelled_selection(selection, index) -> LabelledImages:
     these" trains on. Every path must be an image of `index`; at least 2 classes."""
     classes = parse_selection(selection)
     if not classes:
-        raise ClipAppError("No classes collected: select search results, type a class name and press "
-                           "'Add to class', for two classes or more.")
+        raise ClipAppError(
+            "No classes collected: select search results, type a class name and press "
+            "'Add to class', for two classes or more."
+        )
     _check_indexed([p for paths in classes.values() for p in paths], index)
     return labelled_paths([(p, name) for name, paths in classes.items() for p in paths], class_names=list(classes))

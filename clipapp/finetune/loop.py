@@ -18,8 +18,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from clipapp.finetune.config import (WISE_ALPHA_UNVALIDATED, WISE_ALPHAS, FinetuneConfig, ProgressFn, StopFlag,
-                                     stopped)
+from clipapp.finetune.config import WISE_ALPHA_UNVALIDATED, WISE_ALPHAS, FinetuneConfig, ProgressFn, StopFlag, stopped
 from clipapp.finetune.features import Inputs, TokenGrid
 from clipapp.finetune.models import PartialClassifier
 from clipapp.finetune.selection import score, wise_applied
@@ -65,8 +64,14 @@ def make_optimizer(model: nn.Module, config: FinetuneConfig) -> torch.optim.Opti
         groups[0]["param_names"] = ["head.weight", "head.bias"]
         # ResNet towers decay by stage (layer1..4); nothing below the tuned blocks trains, so no embedding group
         block_regex = r"\.layer(\d+)\." if hasattr(model._visual, "attnpool") else r"\.resblocks\.(\d+)\."
-        groups += layerwise_lr_groups(model._visual, config.visual_lr, config.layer_decay, block_regex=block_regex,
-                                      embed_regex=r"^$", weight_decay=config.weight_decay)
+        groups += layerwise_lr_groups(
+            model._visual,
+            config.visual_lr,
+            config.layer_decay,
+            block_regex=block_regex,
+            embed_regex=r"^$",
+            weight_decay=config.weight_decay,
+        )
     for group in groups:
         group["base_lr"] = group["lr"]
     if config.sam > 0:
@@ -83,8 +88,9 @@ def make_mixer(config: FinetuneConfig, n_classes: int, rng: np.random.Generator,
     cutmix = config.cutmix if spatial else 0.0
     if config.mixup <= 0 and cutmix <= 0:
         return None
-    return MixupCutmix(n_classes, mixup_alpha=config.mixup, cutmix_alpha=cutmix, smoothing=config.label_smoothing,
-                       rng=rng)
+    return MixupCutmix(
+        n_classes, mixup_alpha=config.mixup, cutmix_alpha=cutmix, smoothing=config.label_smoothing, rng=rng
+    )
 
 
 def predict(model: nn.Module, inputs: Inputs, batch_size: int = 256) -> torch.Tensor:
@@ -105,8 +111,18 @@ def predict(model: nn.Module, inputs: Inputs, batch_size: int = 256) -> torch.Te
 class _Stepper:
     """One optimisation step on a batch: draw views, mix, forward, loss (+ anchor), backward, clip, step, EMA."""
 
-    def __init__(self, model: nn.Module, inputs: Inputs, y: torch.Tensor, n_classes: int, config: FinetuneConfig,
-                 counts: np.ndarray, rng: np.random.Generator, grid: Optional[TokenGrid], ema):
+    def __init__(
+        self,
+        model: nn.Module,
+        inputs: Inputs,
+        y: torch.Tensor,
+        n_classes: int,
+        config: FinetuneConfig,
+        counts: np.ndarray,
+        rng: np.random.Generator,
+        grid: Optional[TokenGrid],
+        ema,
+    ):
         partial = isinstance(model, PartialClassifier)
         self.model, self.inputs, self.y, self.config, self.rng, self.ema = model, inputs, y, config, rng, ema
         self.n_classes, self.grid = n_classes, grid
@@ -165,8 +181,18 @@ class _Stepper:
 class _Validator:
     """After each epoch: the (EMA) weights at every WiSE blend on the held-out images; curves and early stopping."""
 
-    def __init__(self, model: nn.Module, ema, train_inputs: Inputs, y_train: torch.Tensor, val_inputs: Inputs,
-                 y_val: torch.Tensor, config: FinetuneConfig, stage: str, on_epoch: Optional[Callable[[dict], None]]):
+    def __init__(
+        self,
+        model: nn.Module,
+        ema,
+        train_inputs: Inputs,
+        y_train: torch.Tensor,
+        val_inputs: Inputs,
+        y_val: torch.Tensor,
+        config: FinetuneConfig,
+        stage: str,
+        on_epoch: Optional[Callable[[dict], None]],
+    ):
         from clipapp.tricks import EarlyStopping
 
         self.model, self.ema, self.config, self.stage, self.on_epoch = model, ema, config, stage, on_epoch
@@ -174,8 +200,14 @@ class _Validator:
         self.anchor = {k: v.detach().clone() for k, v in model.state_dict().items()}
         self.alphas = WISE_ALPHAS if config.wise_alpha is None else (config.wise_alpha,)
         self.stopper = EarlyStopping(config.patience, mode="min")  # on `score`: lower is better
-        self.history: dict[str, list] = {"epoch": [], "train_loss": [], "train_acc": [], "val_loss": [],
-                                         "val_acc": [], "wise_alpha": []}
+        self.history: dict[str, list] = {
+            "epoch": [],
+            "train_loss": [],
+            "train_acc": [],
+            "val_loss": [],
+            "val_acc": [],
+            "wise_alpha": [],
+        }
         self.val_logits: list[np.ndarray] = []
         self.val_scores: list[list[float]] = []
         self._start_logits: Optional[torch.Tensor] = None  # alpha 0 is the start at every epoch: predicted once
@@ -217,7 +249,7 @@ class _Validator:
             _, val_loss, val_acc = per_alpha[pick]
             alpha = self.alphas[pick]
             should_stop = self.stopper.step(scores[pick], self.evaluated)
-        for key, value in zip(self.history, (epoch, train_loss, train_acc, val_loss, val_acc, alpha)):
+        for key, value in zip(self.history, (epoch, train_loss, train_acc, val_loss, val_acc, alpha), strict=True):
             self.history[key].append(value)
         if self.on_epoch:
             self.on_epoch({"stage": self.stage, **{k: list(v) for k, v in self.history.items()}})
@@ -228,14 +260,28 @@ def _batches(n: int, batch_size: int, rng: np.random.Generator) -> Iterator[np.n
     while True:
         order = rng.permutation(n)
         for start in range(0, len(order), batch_size):
-            yield order[start:start + batch_size]
+            yield order[start : start + batch_size]
 
 
-def train_run(*, build_model: Callable[[], nn.Module], inputs: Inputs, targets: np.ndarray, train_idx: np.ndarray,
-              val_idx: np.ndarray, n_classes: int, config: FinetuneConfig, epochs: int, early_stop: bool, seed: int,
-              grid: Optional[TokenGrid] = None, steps_per_epoch: Optional[int] = None,
-              on_epoch: Optional[Callable[[dict], None]] = None, progress: Optional[ProgressFn] = None,
-              stop: StopFlag = None, stage: str = "") -> Run:
+def train_run(
+    *,
+    build_model: Callable[[], nn.Module],
+    inputs: Inputs,
+    targets: np.ndarray,
+    train_idx: np.ndarray,
+    val_idx: np.ndarray,
+    n_classes: int,
+    config: FinetuneConfig,
+    epochs: int,
+    early_stop: bool,
+    seed: int,
+    grid: Optional[TokenGrid] = None,
+    steps_per_epoch: Optional[int] = None,
+    on_epoch: Optional[Callable[[dict], None]] = None,
+    progress: Optional[ProgressFn] = None,
+    stop: StopFlag = None,
+    stage: str = "",
+) -> Run:
     """Train one model on `train_idx`, evaluating the WiSE-blended weights on `val_idx` after every epoch."""
     from clipapp.tricks import WeightEma
 
@@ -245,10 +291,20 @@ def train_run(*, build_model: Callable[[], nn.Module], inputs: Inputs, targets: 
     ema = WeightEma(model, decay=config.ema) if config.ema > 0 else None
     y_all = torch.as_tensor(targets, dtype=torch.long)
     train_inputs, y_train = inputs.take(train_idx), y_all[train_idx]
-    step = _Stepper(model, train_inputs, y_train, n_classes, config, np.bincount(targets[train_idx],
-                    minlength=n_classes), rng, grid, ema)
-    validate = _Validator(model, ema, train_inputs, y_train, inputs.take(val_idx), y_all[val_idx], config, stage,
-                          on_epoch)
+    step = _Stepper(
+        model,
+        train_inputs,
+        y_train,
+        n_classes,
+        config,
+        np.bincount(targets[train_idx], minlength=n_classes),
+        rng,
+        grid,
+        ema,
+    )
+    validate = _Validator(
+        model, ema, train_inputs, y_train, inputs.take(val_idx), y_all[val_idx], config, stage, on_epoch
+    )
     # An epoch is a pass over the training images, unless the caller fixes the steps (the refit on all images
     # replays the validation runs' schedule: same updates, same learning rates, batches drawn from more images).
     steps_per_epoch = steps_per_epoch or epoch_steps(len(train_idx), config)
@@ -281,8 +337,9 @@ def train_run(*, build_model: Callable[[], nn.Module], inputs: Inputs, targets: 
     return _finish(model, ema, validate, len(val_idx) > 0, config, was_stopped)
 
 
-def _finish(model: nn.Module, ema, validate: _Validator, validated: bool, config: FinetuneConfig,
-            was_stopped: bool) -> Run:
+def _finish(
+    model: nn.Module, ema, validate: _Validator, validated: bool, config: FinetuneConfig, was_stopped: bool
+) -> Run:
     """The best epoch's (EMA) weights when something was held out, else the last ones."""
     history, stopper = validate.history, validate.stopper
     if validated and stopper.best_state is not None:
@@ -295,8 +352,16 @@ def _finish(model: nn.Module, ema, validate: _Validator, validated: bool, config
         if ema is not None:
             model.load_state_dict(ema.module.state_dict())
     scores = np.asarray(validate.val_scores, dtype=np.float64).reshape(-1, len(validate.alphas))
-    return Run(history, validate.val_logits, scores, validate.alphas, best_epoch, best_alpha, was_stopped,
-               {k: v.detach().clone() for k, v in model.state_dict().items()})
+    return Run(
+        history,
+        validate.val_logits,
+        scores,
+        validate.alphas,
+        best_epoch,
+        best_alpha,
+        was_stopped,
+        {k: v.detach().clone() for k, v in model.state_dict().items()},
+    )
 
 
 # ------------------------------------------------------------------------------------------------ CPU threads
@@ -313,14 +378,16 @@ def torch_threads(n: int) -> Iterator[None]:
             torch.set_num_threads(before)
 
 
-def fastest_threads(model: nn.Module, inputs: Inputs, device: torch.device, *, batch_size: int,
-                    repeats: int = 3) -> int:
+def fastest_threads(
+    model: nn.Module, inputs: Inputs, device: torch.device, *, batch_size: int, repeats: int = 3
+) -> int:
     """The faster thread count, 1 or torch's current one, for forward + backward passes of `model` on a batch.
 
     Few-shot batches are small: on a 2-core CPU shared with other work, one thread did a partial fine-tuning step
     of the demo model in 15-20 ms against 103-128 ms for two (13-27 ms with OMP_WAIT_POLICY=PASSIVE: OpenMP's
-    threads spin waiting on each other), and the head mode's 16-shot digits run took 5.5 s instead of 10.1 s. A bigger model or an idle machine can favour more
-    threads, so both are timed rather than assumed. Gradients are cleared afterwards; weights are not touched.
+    threads spin waiting on each other), and the head mode's 16-shot digits run took 5.5 s instead of 10.1 s. A
+    bigger model or an idle machine can favour more threads, so both are timed rather than assumed. Gradients are
+    cleared afterwards; weights are not touched.
     """
     current = torch.get_num_threads()
     if device.type != "cpu" or current <= 1:

@@ -61,4 +61,3 @@ class PartialClassifier(nn.Module):
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(tokens))
-

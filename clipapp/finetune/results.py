@@ -40,21 +40,23 @@ class FinetuneResult:
     def to_dict(self) -> dict[str, Any]:
         from clipapp.adapter import _json_safe
 
-        return _json_safe({
-            "before": self.before,
-            "after": self.after,
-            "confusion": {"before": self.confusion_before, "after": self.confusion_after},
-            "history": self.history,
-            "validation": self.validation,
-            "best_epoch": self.best_epoch,
-            "stopped": self.stopped,
-            "skipped": self.skipped,
-            "notes": self.notes,
-            "seconds": self.seconds,
-            "class_names": self.class_names,
-            "mode": self.config.mode,
-            "config": self.config.to_dict(),
-        })
+        return _json_safe(
+            {
+                "before": self.before,
+                "after": self.after,
+                "confusion": {"before": self.confusion_before, "after": self.confusion_after},
+                "history": self.history,
+                "validation": self.validation,
+                "best_epoch": self.best_epoch,
+                "stopped": self.stopped,
+                "skipped": self.skipped,
+                "notes": self.notes,
+                "seconds": self.seconds,
+                "class_names": self.class_names,
+                "mode": self.config.mode,
+                "config": self.config.to_dict(),
+            }
+        )
 
 
 class FinetuneStopped(ClipAppError):
@@ -71,12 +73,15 @@ def metrics_from_logits(logits: np.ndarray, targets: np.ndarray) -> dict[str, fl
     k = min(5, logits.shape[1])
     top = np.argsort(-logits, axis=1, kind="stable")[:, :k]
     loss = float(F.cross_entropy(torch.from_numpy(logits), torch.from_numpy(targets)))
-    return {"top1": float((top[:, 0] == targets).mean()), "top5": float((top == targets[:, None]).any(1).mean()),
-            "n": n, "loss": loss}
+    return {
+        "top1": float((top[:, 0] == targets).mean()),
+        "top5": float((top == targets[:, None]).any(1).mean()),
+        "n": n,
+        "loss": loss,
+    }
 
 
 def confusion_counts(predicted: np.ndarray, targets: np.ndarray, n_classes: int) -> list[list[int]]:
     matrix = np.zeros((n_classes, n_classes), dtype=np.int64)
     np.add.at(matrix, (np.asarray(targets, dtype=np.int64), np.asarray(predicted, dtype=np.int64)), 1)
     return matrix.tolist()
-

@@ -25,8 +25,15 @@ from clipapp.finetune.features import EncodedImages, TrainingSetup, encode_label
 from clipapp.finetune.intake import LabelledImages, _maybe_extracted, labelled_folder
 from clipapp.finetune.loop import Run, epoch_steps, fastest_threads, torch_threads, train_run
 from clipapp.finetune.results import FinetuneResult, confusion_counts, metrics_from_logits
-from clipapp.finetune.selection import (Selection, ValidationPlan, beats_zero_shot, choose_across_folds, choose_in_run,
-                                        fit_cache, plan_validation)
+from clipapp.finetune.selection import (
+    Selection,
+    ValidationPlan,
+    beats_zero_shot,
+    choose_across_folds,
+    choose_in_run,
+    fit_cache,
+    plan_validation,
+)
 from clipapp.prompts import resolve_templates
 from clipapp.service import ClipService
 
@@ -43,9 +50,16 @@ class _Trained:
     notes: list[str] = field(default_factory=list)
 
 
-def finetune(service: ClipService, data: LabelledImages, config: Optional[FinetuneConfig] = None, *,
-             name: str = "adapter", progress: Optional[ProgressFn] = None,
-             on_epoch: Optional[Callable[[dict], None]] = None, stop: StopFlag = None) -> FinetuneResult:
+def finetune(
+    service: ClipService,
+    data: LabelledImages,
+    config: Optional[FinetuneConfig] = None,
+    *,
+    name: str = "adapter",
+    progress: Optional[ProgressFn] = None,
+    on_epoch: Optional[Callable[[dict], None]] = None,
+    stop: StopFlag = None,
+) -> FinetuneResult:
     """Adapt `service`'s model to `data`'s classes; returns the adapter and the evidence that it is better.
 
     `progress(fraction, message)` is called as work advances; `on_epoch(history)` after every epoch with the current
@@ -69,25 +83,34 @@ def finetune(service: ClipService, data: LabelledImages, config: Optional[Finetu
     counts = _check_counts(encoded, class_names)
     notes = []
     if config.mode != "partial" and config.cutmix > 0:
-        notes.append("CutMix needs spatial inputs (pixels or a tower's activation maps): it applies in mode "
-                     "'partial' only and was not used.")
+        notes.append(
+            "CutMix needs spatial inputs (pixels or a tower's activation maps): it applies in mode "
+            "'partial' only and was not used."
+        )
     plan = plan_validation(encoded.targets, config)
     logit_scale = float(service.logit_scale)
     zero_logits = logit_scale * encoded.features @ zero_shot.T
     held_out = np.concatenate([v for _, v in plan.splits]) if plan.kind != "none" else np.zeros(0, dtype=np.int64)
-    adapter_kwargs = dict(name=name, class_names=class_names, spec=service.spec, logit_scale=logit_scale,
-                          templates=templates)
+    adapter_kwargs = dict(
+        name=name, class_names=class_names, spec=service.spec, logit_scale=logit_scale, templates=templates
+    )
 
     if config.mode == "cache":
         after_logits, best = fit_cache(encoded.features, encoded.targets, zero_logits, plan, config, len(class_names))
-        if config.require_gain and plan.kind != "none" and \
-                not beats_zero_shot(after_logits, zero_logits, encoded.targets, held_out, config.gain_p_value):
+        if (
+            config.require_gain
+            and plan.kind != "none"
+            and not beats_zero_shot(after_logits, zero_logits, encoded.targets, held_out, config.gain_p_value)
+        ):
             after_logits, best = zero_logits.copy(), (0.0, best[1])
-            notes.append("The cache did not clearly beat zero-shot on the held-out images (sign test): its weight "
-                         "is set to 0.")
+            notes.append(
+                "The cache did not clearly beat zero-shot on the held-out images (sign test): its weight is set to 0."
+            )
         adapter = cache_adapter(encoded.features, encoded.targets, zero_shot, best[0], best[1], **adapter_kwargs)
-        notes.append(f"cache alpha {best[0]:g}, beta {best[1]:g}"
-                     + (" (chosen on held-out data)" if plan.kind != "none" else " (defaults: no held-out data)"))
+        notes.append(
+            f"cache alpha {best[0]:g}, beta {best[1]:g}"
+            + (" (chosen on held-out data)" if plan.kind != "none" else " (defaults: no held-out data)")
+        )
         trained = _Trained({}, Selection(0, 1.0, after_logits, {}, held_out))
     else:
         setup = prepare_training(service, encoded, config, _start_weights(config, zero_shot))
@@ -98,8 +121,9 @@ def finetune(service: ClipService, data: LabelledImages, config: Optional[Finetu
         adapter = trained_adapter(setup, trained.state, trained.selection.best_alpha, config, **adapter_kwargs)
     timings["train"] = time.perf_counter() - started - timings["encode"]  # every run, the refit included
     timings["total"] = time.perf_counter() - started
-    result = _result(adapter, encoded, plan, trained.selection.held_out, zero_logits, trained, counts, notes, timings,
-                     config)
+    result = _result(
+        adapter, encoded, plan, trained.selection.held_out, zero_logits, trained, counts, notes, timings, config
+    )
     report(1.0, "done")
     return result
 
@@ -108,8 +132,11 @@ def _check_counts(encoded: EncodedImages, class_names: list[str]) -> np.ndarray:
     counts = np.bincount(encoded.targets, minlength=len(class_names))
     empty = [class_names[i] for i in np.flatnonzero(counts == 0)]
     if empty:
-        raise ClipAppError(f"No usable image for class(es) {', '.join(map(repr, empty))}"
-                           + (f" ({'; '.join(encoded.skipped[:3])})" if encoded.skipped else "") + ".")
+        raise ClipAppError(
+            f"No usable image for class(es) {', '.join(map(repr, empty))}"
+            + (f" ({'; '.join(encoded.skipped[:3])})" if encoded.skipped else "")
+            + "."
+        )
     return counts
 
 
@@ -122,26 +149,50 @@ def _start_weights(config: FinetuneConfig, zero_shot: np.ndarray) -> np.ndarray:
     return F.normalize(torch.randn(zero_shot.shape, generator=generator), dim=-1).numpy()
 
 
-def _train_and_select(setup: TrainingSetup, encoded: EncodedImages, plan: ValidationPlan, zero_logits: np.ndarray,
-                      config: FinetuneConfig, report: ProgressFn, on_epoch, stop: StopFlag,
-                      service: ClipService) -> _Trained:
+def _train_and_select(
+    setup: TrainingSetup,
+    encoded: EncodedImages,
+    plan: ValidationPlan,
+    zero_logits: np.ndarray,
+    config: FinetuneConfig,
+    report: ProgressFn,
+    on_epoch,
+    stop: StopFlag,
+    service: ClipService,
+) -> _Trained:
     """One run per fold (or the held-out split), the choice of epoch and blend, the sign test, then the refit."""
     targets, n_classes = encoded.targets, zero_logits.shape[1]
     train_share = 1.0 - ENCODE_SHARE
     refits = plan.kind == "kfold" or (plan.kind == "holdout" and config.refit)
     n_runs = len(plan.splits) + (1 if refits else 0)
-    run_kwargs = dict(build_model=setup.build_model, inputs=setup.inputs, targets=targets, n_classes=n_classes,
-                      config=config, grid=setup.grid, stop=stop)
+    run_kwargs = dict(
+        build_model=setup.build_model,
+        inputs=setup.inputs,
+        targets=targets,
+        n_classes=n_classes,
+        config=config,
+        grid=setup.grid,
+        stop=stop,
+    )
     threads = fastest_threads(setup.build_model(), setup.inputs, service.device, batch_size=config.batch_size)
     runs: list[Run] = []
     with torch_threads(threads):
         for i, (train_idx, val_idx) in enumerate(plan.splits):
             stage = f"fold {i + 1}/{len(plan.splits)}: " if plan.kind == "kfold" else ""
             base = ENCODE_SHARE + train_share * i / n_runs
-            runs.append(train_run(train_idx=train_idx, val_idx=val_idx, epochs=config.epochs,
-                                  early_stop=plan.kind == "holdout", seed=config.seed + i, stage=stage,
-                                  on_epoch=on_epoch, progress=lambda f, m, b=base: report(b + train_share * f / n_runs,
-                                                                                           m), **run_kwargs))
+            runs.append(
+                train_run(
+                    train_idx=train_idx,
+                    val_idx=val_idx,
+                    epochs=config.epochs,
+                    early_stop=plan.kind == "holdout",
+                    seed=config.seed + i,
+                    stage=stage,
+                    on_epoch=on_epoch,
+                    progress=lambda f, m, b=base: report(b + train_share * f / n_runs, m),
+                    **run_kwargs,
+                )
+            )
             if runs[-1].stopped:
                 break
         stopped = runs[-1].stopped
@@ -153,8 +204,14 @@ def _train_and_select(setup: TrainingSetup, encoded: EncodedImages, plan: Valida
             selection = choose_in_run(runs[-1], val_idx, len(targets), n_classes)
             state = runs[-1].state
         trained = _Trained(state, selection, stopped)
-        if selection.best_epoch > 0 and config.require_gain and plan.kind != "none" and not beats_zero_shot(
-                selection.after_logits, zero_logits, targets, selection.held_out, config.gain_p_value):
+        if (
+            selection.best_epoch > 0
+            and config.require_gain
+            and plan.kind != "none"
+            and not beats_zero_shot(
+                selection.after_logits, zero_logits, targets, selection.held_out, config.gain_p_value
+            )
+        ):
             selection.best_epoch, selection.after_logits = 0, zero_logits.copy()
         if selection.best_epoch == 0:
             trained.state = setup.build_model().state_dict()  # the start: the zero-shot classifier
@@ -163,8 +220,10 @@ def _train_and_select(setup: TrainingSetup, encoded: EncodedImages, plan: Valida
             _refit(trained, setup, plan, config, run_kwargs, report, n_runs)
     if config.wise_alpha is None and plan.kind != "none" and selection.best_epoch > 0:
         alpha = selection.best_alpha
-        trained.notes.append(f"WiSE-FT alpha {alpha:g} chosen on the held-out images"
-                             + (": the zero-shot weights were best, kept as they are." if alpha == 0 else "."))
+        trained.notes.append(
+            f"WiSE-FT alpha {alpha:g} chosen on the held-out images"
+            + (": the zero-shot weights were best, kept as they are." if alpha == 0 else ".")
+        )
     return trained
 
 
@@ -172,37 +231,63 @@ def _kept_zero_shot_notes(plan: ValidationPlan, counts: np.ndarray) -> list[str]
     if plan.kind == "none":
         return []
     if counts[counts > 0].min() < 2:
-        return ["A class has a single image, so every held-out image belongs to a class its fold never trained on "
-                "and cannot show a gain: the adapter keeps the zero-shot classifier. Add a second image per class."]
-    return ["Training did not clearly beat zero-shot on the held-out images (sign test): the adapter keeps the "
-            "zero-shot classifier."]
+        return [
+            "A class has a single image, so every held-out image belongs to a class its fold never trained on "
+            "and cannot show a gain: the adapter keeps the zero-shot classifier. Add a second image per class."
+        ]
+    return [
+        "Training did not clearly beat zero-shot on the held-out images (sign test): the adapter keeps the "
+        "zero-shot classifier."
+    ]
 
 
-def _refit(trained: _Trained, setup: TrainingSetup, plan: ValidationPlan, config: FinetuneConfig, run_kwargs: dict,
-           report: ProgressFn, n_runs: int) -> None:
+def _refit(
+    trained: _Trained,
+    setup: TrainingSetup,
+    plan: ValidationPlan,
+    config: FinetuneConfig,
+    run_kwargs: dict,
+    report: ProgressFn,
+    n_runs: int,
+) -> None:
     """Train again on every image for the chosen epoch count, with the validation runs' step schedule."""
     train_share = 1.0 - ENCODE_SHARE
     best_epoch = trained.selection.best_epoch
     everything = np.arange(len(setup.inputs))
     report(ENCODE_SHARE + train_share * (n_runs - 1) / n_runs, f"training on all images for {best_epoch} epochs")
     fold_steps = epoch_steps(max(len(t) for t, _ in plan.splits), config)
-    run = train_run(train_idx=everything, val_idx=everything[:0], epochs=best_epoch, early_stop=False,
-                    seed=config.seed + 1000, stage="all images: ", steps_per_epoch=fold_steps,
-                    progress=lambda f, m: report(ENCODE_SHARE + train_share * ((n_runs - 1) + f) / n_runs, m),
-                    **run_kwargs)
+    run = train_run(
+        train_idx=everything,
+        val_idx=everything[:0],
+        epochs=best_epoch,
+        early_stop=False,
+        seed=config.seed + 1000,
+        stage="all images: ",
+        steps_per_epoch=fold_steps,
+        progress=lambda f, m: report(ENCODE_SHARE + train_share * ((n_runs - 1) + f) / n_runs, m),
+        **run_kwargs,
+    )
     if run.stopped:
         trained.stopped = True
-        trained.notes.append("Stopped while training on all images: kept the model trained without the held-out "
-                             "part.")
+        trained.notes.append("Stopped while training on all images: kept the model trained without the held-out part.")
         if plan.kind == "kfold":
             trained.state = run.state
     else:
         trained.state = run.state
 
 
-def _result(adapter, encoded: EncodedImages, plan: ValidationPlan, held_out: np.ndarray, zero_logits: np.ndarray,
-            trained: _Trained, counts: np.ndarray, notes: list[str], timings: dict[str, float],
-            config: FinetuneConfig) -> FinetuneResult:
+def _result(
+    adapter,
+    encoded: EncodedImages,
+    plan: ValidationPlan,
+    held_out: np.ndarray,
+    zero_logits: np.ndarray,
+    trained: _Trained,
+    counts: np.ndarray,
+    notes: list[str],
+    timings: dict[str, float],
+    config: FinetuneConfig,
+) -> FinetuneResult:
     """Before/after metrics and confusions on the held-out images, and the adapter's stored metrics."""
     n_classes = zero_logits.shape[1]
     selection = trained.selection
@@ -215,28 +300,59 @@ def _result(adapter, encoded: EncodedImages, plan: ValidationPlan, held_out: np.
         conf_after = confusion_counts(selection.after_logits[held_out].argmax(1), y, n_classes)
     else:
         notes.append("Too few images to hold any out: no before/after numbers. Add images (2+ per class).")
-    validation = {"kind": plan.kind, "folds": len(plan.splits) if plan.kind == "kfold" else 0,
-                  "n_images": int(len(encoded.targets)), "n_held_out": int(len(held_out)),
-                  "per_class": counts.tolist()}
+    validation = {
+        "kind": plan.kind,
+        "folds": len(plan.splits) if plan.kind == "kfold" else 0,
+        "n_images": int(len(encoded.targets)),
+        "n_held_out": int(len(held_out)),
+        "per_class": counts.tolist(),
+    }
     adapter.config = config.to_dict()
-    adapter.metrics = {"before": before, "after": after, "validation": validation, "best_epoch": selection.best_epoch,
-                       "wise_alpha": None if config.mode == "cache" else selection.best_alpha}
-    return FinetuneResult(adapter=adapter, before=before, after=after, confusion_before=conf_before,
-                          confusion_after=conf_after, history=selection.history, validation=validation,
-                          best_epoch=selection.best_epoch, stopped=trained.stopped, skipped=encoded.skipped,
-                          notes=notes + trained.notes, seconds={k: round(v, 3) for k, v in timings.items()},
-                          config=config)
+    adapter.metrics = {
+        "before": before,
+        "after": after,
+        "validation": validation,
+        "best_epoch": selection.best_epoch,
+        "wise_alpha": None if config.mode == "cache" else selection.best_alpha,
+    }
+    return FinetuneResult(
+        adapter=adapter,
+        before=before,
+        after=after,
+        confusion_before=conf_before,
+        confusion_after=conf_after,
+        history=selection.history,
+        validation=validation,
+        best_epoch=selection.best_epoch,
+        stopped=trained.stopped,
+        skipped=encoded.skipped,
+        notes=notes + trained.notes,
+        seconds={k: round(v, 3) for k, v in timings.items()},
+        config=config,
+    )
 
 
-def finetune_folder(service: ClipService, data_dir: str | os.PathLike, config: Optional[FinetuneConfig] = None, *,
-                    out: Optional[str | os.PathLike] = None, **kwargs) -> FinetuneResult:
+def finetune_folder(
+    service: ClipService,
+    data_dir: str | os.PathLike,
+    config: Optional[FinetuneConfig] = None,
+    *,
+    out: Optional[str | os.PathLike] = None,
+    **kwargs,
+) -> FinetuneResult:
     """`finetune` on DATA_DIR/<class>/<images> (or a .zip of that layout); saves the adapter to `out` if given."""
     with _maybe_extracted(Path(data_dir)) as root:
         return finetune_labelled(service, labelled_folder(root), config, out=out, **kwargs)
 
 
-def finetune_labelled(service: ClipService, data: LabelledImages, config: Optional[FinetuneConfig] = None, *,
-                      out: Optional[str | os.PathLike] = None, **kwargs) -> FinetuneResult:
+def finetune_labelled(
+    service: ClipService,
+    data: LabelledImages,
+    config: Optional[FinetuneConfig] = None,
+    *,
+    out: Optional[str | os.PathLike] = None,
+    **kwargs,
+) -> FinetuneResult:
     """`finetune` on any `LabelledImages` (folders, `--class` lists, a CSV); saves the adapter to `out` if given."""
     name = Path(out).name.removesuffix(".safetensors").removesuffix(".json") if out else "adapter"
     result = finetune(service, data, config, name=name, **kwargs)

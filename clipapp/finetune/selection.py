@@ -21,8 +21,9 @@ if TYPE_CHECKING:
     from clipapp.finetune.loop import Run
 
 
-def stratified_split(targets: Sequence[int], *, val_per_class: int = 0, val_fraction: float = 0.25,
-                     seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def stratified_split(
+    targets: Sequence[int], *, val_per_class: int = 0, val_fraction: float = 0.25, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     """(train indices, held-out indices), each class in both parts: every class needs at least 2 images.
 
     A class with n images holds out `val_per_class` of them, or round(n * val_fraction); always 1 to n - 1.
@@ -71,13 +72,13 @@ def plan_validation(targets: np.ndarray, config: FinetuneConfig) -> ValidationPl
         return ValidationPlan("none", [(all_indices, all_indices[:0])])
     smallest = int(counts.min())
     if smallest >= config.kfold_below or (config.val_per_class and smallest > config.val_per_class):
-        train, val = stratified_split(targets, val_per_class=config.val_per_class, val_fraction=config.val_fraction,
-                                      seed=config.seed)
+        train, val = stratified_split(
+            targets, val_per_class=config.val_per_class, val_fraction=config.val_fraction, seed=config.seed
+        )
         return ValidationPlan("holdout", [(train, val)])
     k = int(min(config.max_folds, max(2, smallest), len(targets)))
     folds = stratified_folds(targets, k, seed=config.seed)
     return ValidationPlan("kfold", [(np.setdiff1d(all_indices, fold), fold) for fold in folds if len(fold)])
-
 
 
 def score(monitor: str, loss: float, acc: float) -> float:
@@ -99,7 +100,7 @@ def wise_applied(model: nn.Module, anchor: dict[str, torch.Tensor], alpha: float
     current = [state[k] for k in names]  # share storage with the parameters and buffers
     backup = [t.clone() for t in current]
     with torch.no_grad():
-        torch._foreach_lerp_(current, [anchor[k].to(t) for k, t in zip(names, current)], 1.0 - alpha)
+        torch._foreach_lerp_(current, [anchor[k].to(t) for k, t in zip(names, current, strict=True)], 1.0 - alpha)
     try:
         yield model
     finally:
@@ -107,8 +108,9 @@ def wise_applied(model: nn.Module, anchor: dict[str, torch.Tensor], alpha: float
             torch._foreach_copy_(current, backup)
 
 
-def wise_blend(anchor: dict[str, torch.Tensor], tuned: dict[str, torch.Tensor],
-               alpha: float) -> dict[str, torch.Tensor]:
+def wise_blend(
+    anchor: dict[str, torch.Tensor], tuned: dict[str, torch.Tensor], alpha: float
+) -> dict[str, torch.Tensor]:
     """WiSE-FT weight-space ensemble: (1 - alpha) * anchor + alpha * tuned for every floating-point tensor."""
     out = {}
     for key, value in tuned.items():
@@ -136,11 +138,15 @@ def choose_across_folds(runs: Sequence["Run"], plan: ValidationPlan, n_images: i
     mean = np.mean([r.val_scores[:length] for r in runs], axis=0)  # (epochs, alphas), minimised
     best_epoch, best_alpha_index = (int(i) for i in np.unravel_index(np.argmin(mean), mean.shape))
     after_logits = np.zeros((n_images, n_classes), dtype=np.float32)
-    for (_, val_idx), run in zip(plan.splits, runs):
+    for (_, val_idx), run in zip(plan.splits, runs, strict=True):
         after_logits[val_idx] = run.val_logits[best_epoch][best_alpha_index]
-    history = {k: np.array([[math.nan if v is None else v for v in r.history[k][:length]] for r in runs],
-                           dtype=np.float64).mean(0).tolist() for k in runs[0].history}
-    held_out = np.concatenate([val_idx for _, val_idx in plan.splits[:len(runs)]])
+    history = {
+        k: np.array([[math.nan if v is None else v for v in r.history[k][:length]] for r in runs], dtype=np.float64)
+        .mean(0)
+        .tolist()
+        for k in runs[0].history
+    }
+    held_out = np.concatenate([val_idx for _, val_idx in plan.splits[: len(runs)]])
     return Selection(best_epoch, runs[0].alphas[best_alpha_index], after_logits, history, held_out)
 
 
@@ -154,8 +160,9 @@ def choose_in_run(run: "Run", val_idx: np.ndarray | None, n_images: int, n_class
     return Selection(run.best_epoch, run.best_alpha, after_logits, run.history, held_out)
 
 
-def beats_zero_shot(logits: np.ndarray, zero_logits: np.ndarray, targets: np.ndarray, held_out: np.ndarray,
-                    p_value: float = 0.05) -> bool:
+def beats_zero_shot(
+    logits: np.ndarray, zero_logits: np.ndarray, targets: np.ndarray, held_out: np.ndarray, p_value: float = 0.05
+) -> bool:
     """Is the adapted classifier better than zero-shot on the held-out images, beyond chance?
 
     A one-sided sign test (exact binomial, McNemar's exact test) on the discordant images: `wins` that only the
@@ -172,8 +179,14 @@ def beats_zero_shot(logits: np.ndarray, zero_logits: np.ndarray, targets: np.nda
     return binomtest(wins, wins + losses, 0.5, alternative="greater").pvalue <= p_value
 
 
-def fit_cache(features: np.ndarray, targets: np.ndarray, zero_logits: np.ndarray, plan: ValidationPlan,
-              config: FinetuneConfig, n_classes: int) -> tuple[np.ndarray, tuple[float, float]]:
+def fit_cache(
+    features: np.ndarray,
+    targets: np.ndarray,
+    zero_logits: np.ndarray,
+    plan: ValidationPlan,
+    config: FinetuneConfig,
+    n_classes: int,
+) -> tuple[np.ndarray, tuple[float, float]]:
     """Pick the cache blend (alpha, beta) on held-out data; returns (held-out logits at the best blend, best)."""
     values = np.eye(n_classes, dtype=np.float32)[targets]
     alphas = [config.cache_alpha] if config.cache_alpha is not None else list(CACHE_ALPHAS)
@@ -206,4 +219,3 @@ def fit_cache(features: np.ndarray, targets: np.ndarray, zero_logits: np.ndarray
     result = run_sweep(objective, {"alpha": alphas, "beta": betas}, method="grid", seed=config.seed)
     best = (float(result.best.params["alpha"]), float(result.best.params["beta"]))
     return logits_for(*best), best
-

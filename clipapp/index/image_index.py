@@ -80,8 +80,10 @@ def _settings_meta(settings: IndexSettings) -> str:
 def _check_model(spec: str, dim: int, folder: Path, expected_spec: str | None, expected_dim: int | None) -> None:
     if (expected_spec is not None and expected_spec != spec) or (expected_dim is not None and expected_dim != dim):
         running = expected_spec if expected_spec is not None else f"a model with {expected_dim}-d embeddings"
-        raise ClipAppError(f"The index at {folder} was built with model {spec} ({dim}-d embeddings), the app runs "
-                           f"model {running}; rebuild it or start the app with --model {spec}.")
+        raise ClipAppError(
+            f"The index at {folder} was built with model {spec} ({dim}-d embeddings), the app runs "
+            f"model {running}; rebuild it or start the app with --model {spec}."
+        )
 
 
 class ImageIndex:
@@ -139,8 +141,9 @@ class ImageIndex:
         return cls(cls._new_store(folder, spec, dim, cls._settings(**settings)), path=folder)
 
     @classmethod
-    def open(cls, path: str | os.PathLike, expected_spec: str | None = None, *,
-             expected_dim: int | None = None) -> ImageIndex:
+    def open(
+        cls, path: str | os.PathLike, expected_spec: str | None = None, *, expected_dim: int | None = None
+    ) -> ImageIndex:
         """Open the index at `path`, converting an index of the old manifest format once (migrate.py). With
         `expected_spec`/`expected_dim`, refuse an index made by another model: their vectors never compare."""
         from clipapp.index.migrate import migrate_if_needed
@@ -257,8 +260,9 @@ class ImageIndex:
         record = self.record(path)
         return None if record is None else self.vector(record.id)
 
-    def iter_vectors(self, batch_rows: int = DEFAULT_ITER_BATCH, *,
-                     every_path: bool = False) -> Iterator[tuple[list[str], np.ndarray]]:
+    def iter_vectors(
+        self, batch_rows: int = DEFAULT_ITER_BATCH, *, every_path: bool = False
+    ) -> Iterator[tuple[list[str], np.ndarray]]:
         """(paths, float32 (len(paths), dim) vectors) per batch of at most `batch_rows` distinct images, by id;
         each image's path is its first (display) path, or with `every_path` each of its paths gets a row (copies
         of one file repeat its vector: `classify --index` predicts every indexed path). Memory: one batch."""
@@ -325,12 +329,16 @@ class ImageIndex:
         new_ids = store.content_ids(after=built.next_id - 1)
         built.remove(store.removed_since(built.removal_seq, below=built.next_id))
         for start in range(0, len(new_ids), st.ADD_CHUNK):
-            chunk = new_ids[start:start + st.ADD_CHUNK]
+            chunk = new_ids[start : start + st.ADD_CHUNK]
             built.add(store.vectors_for(chunk), chunk)
         built.next_id, built.removal_seq = store.next_id(), store.removal_seq()
         if built.ntotal != self._count:
-            log.warning("search index of %s holds %d vectors, the database %d; rebuilding it",
-                        self.path, built.ntotal, self._count)
+            log.warning(
+                "search index of %s holds %d vectors, the database %d; rebuilding it",
+                self.path,
+                built.ntotal,
+                self._count,
+            )
             self._search = None
 
     def _begin(self) -> None:
@@ -375,7 +383,7 @@ class ImageIndex:
         found: dict[str, int] = {}
         unique = list(dict.fromkeys(hashes))
         for start in range(0, len(unique), 900):
-            chunk = unique[start:start + 900]
+            chunk = unique[start : start + 900]
             marks = ",".join("?" * len(chunk))
             found.update(self._store.db.execute(f"SELECT sha256, id FROM contents WHERE sha256 IN ({marks})", chunk))
         return found
@@ -383,8 +391,10 @@ class ImageIndex:
     def _set_paths(self, infos: Sequence[FileInfo], ids: Sequence[int]) -> None:
         now = time.time()
         _, previous = self._store.delete_paths([info.path for info in infos])
-        self._store.put_paths((info.path, int(item_id), int(info.size), float(info.mtime), now, info.source,
-                               info.captured_at) for info, item_id in zip(infos, ids))
+        self._store.put_paths(
+            (info.path, int(item_id), int(info.size), float(info.mtime), now, info.source, info.captured_at)
+            for info, item_id in zip(infos, ids, strict=True)
+        )
         # Checked after all inserts: a path re-added with its old content keeps its vector.
         self._count -= len(self._store.delete_orphans(previous))
 
@@ -464,24 +474,39 @@ class ImageIndex:
         started = time.perf_counter()
         store = self._store
         ids = store.content_ids()
-        self._search = st.build(len(ids), self.dim, self.settings, ids, store.vectors_for, next_id=store.next_id(),
-                                removal_seq=store.removal_seq(), progress=progress)
-        log.info("built %s index over %d vectors in %.1fs %s", self._search.structure.kind, len(ids),
-                 time.perf_counter() - started, self._search.structure)
+        self._search = st.build(
+            len(ids),
+            self.dim,
+            self.settings,
+            ids,
+            store.vectors_for,
+            next_id=store.next_id(),
+            removal_seq=store.removal_seq(),
+            progress=progress,
+        )
+        log.info(
+            "built %s index over %d vectors in %.1fs %s",
+            self._search.structure.kind,
+            len(ids),
+            time.perf_counter() - started,
+            self._search.structure,
+        )
 
     def _maybe_save_cache(self) -> None:
         built = self._search
         if built is None or self.path is None or self._store.in_transaction:
             return  # never a cache that covers uncommitted rows
-        if built.saved_ntotal >= 0 and built.changes < max(CACHE_REWRITE_MIN_CHANGES,
-                                                           CACHE_REWRITE_FRACTION * built.ntotal):
+        if built.saved_ntotal >= 0 and built.changes < max(
+            CACHE_REWRITE_MIN_CHANGES, CACHE_REWRITE_FRACTION * built.ntotal
+        ):
             return
         with folder_lock(self.path):
             st.save_cache(self.path, built)
 
     # -- search -----------------------------------------------------------------------------------------------
-    def search(self, query_vectors: np.ndarray, k: int = 10, threshold: float | None = None, *,
-               tag: str | None = None) -> list[list[dict]]:
+    def search(
+        self, query_vectors: np.ndarray, k: int = 10, threshold: float | None = None, *, tag: str | None = None
+    ) -> list[list[dict]]:
         """Nearest images by cosine similarity, one list per query row (a (d,) vector is one query).
 
         A hit is {"id", "path", "score", "aliases"}, best first; at most `k` hits, fewer if the index is smaller
@@ -494,8 +519,10 @@ class ImageIndex:
         if queries.ndim == 1:
             queries = queries[None, :]
         if queries.ndim != 2 or queries.shape[1] != self.dim:
-            raise ClipAppError(f"Query vectors have shape {tuple(np.shape(query_vectors))}; this index holds "
-                               f"{self.dim}-d vectors of model {self.spec}.")
+            raise ClipAppError(
+                f"Query vectors have shape {tuple(np.shape(query_vectors))}; this index holds "
+                f"{self.dim}-d vectors of model {self.spec}."
+            )
         if len(queries) == 0:
             return []
         queries = normalize_rows(queries, what="query vector")
@@ -507,7 +534,9 @@ class ImageIndex:
             scores, ids = self._search_ids(queries, k, tag)
             hit_ids = ids[ids >= 0]
             paths = self._store.paths_for_ids(hit_ids.tolist()) if len(hit_ids) else {}
-        return [self._hits(row_scores, row_ids, threshold, paths) for row_scores, row_ids in zip(scores, ids)]
+        return [
+            self._hits(row_scores, row_ids, threshold, paths) for row_scores, row_ids in zip(scores, ids, strict=True)
+        ]
 
     def _search_ids(self, queries: np.ndarray, k: int, tag: str | None) -> tuple[np.ndarray, np.ndarray]:
         store = self._store
@@ -532,7 +561,7 @@ class ImageIndex:
     @staticmethod
     def _hits(scores: np.ndarray, ids: np.ndarray, threshold: float | None, paths: dict) -> list[dict]:
         hits = []
-        for score, item_id in zip(scores.tolist(), ids.tolist()):
+        for score, item_id in zip(scores.tolist(), ids.tolist(), strict=True):
             if item_id < 0 or (threshold is not None and score < threshold):
                 continue
             item_paths = paths.get(item_id)
@@ -563,5 +592,12 @@ class ImageIndex:
     def describe(self) -> dict:
         """Summary for the UI/CLI."""
         structure = self.structure
-        return {"path": str(self.path) if self.path else None, "model": self.spec, "dim": self.dim,
-                "images": len(self), "paths": self.path_count, "generation": self.generation, **asdict(structure)}
+        return {
+            "path": str(self.path) if self.path else None,
+            "model": self.spec,
+            "dim": self.dim,
+            "images": len(self),
+            "paths": self.path_count,
+            "generation": self.generation,
+            **asdict(structure),
+        }

@@ -65,14 +65,23 @@ def _convert(folder: Path, manifest: dict) -> None:
     meta = json.loads((folder / files["meta"]).read_text(encoding="utf-8"))
     dim = int(manifest["embed_dim"])
     if vectors.shape != (count, dim) or ids.shape != (count,):
-        raise ClipAppError(f"The old index at {folder} is damaged (vectors {vectors.shape}, {len(ids)} ids for "
-                           f"{count}). Rebuild it: delete the folder and index the images again.")
+        raise ClipAppError(
+            f"The old index at {folder} is damaged (vectors {vectors.shape}, {len(ids)} ids for "
+            f"{count}). Rebuild it: delete the folder and index the images again."
+        )
     work = folder / WORK_DIR
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir()
     settings = IndexSettings(**manifest.get("settings", {}))
-    store = Store(work, create={"model_spec": manifest["model_spec"], "embed_dim": dim,
-                                "settings": json.dumps(vars(settings), sort_keys=True), "migrated_from": 1})
+    store = Store(
+        work,
+        create={
+            "model_spec": manifest["model_spec"],
+            "embed_dim": dim,
+            "settings": json.dumps(vars(settings), sort_keys=True),
+            "migrated_from": 1,
+        },
+    )
     records = meta["items"]
     sha_of, added_of = {}, {}
     for record in records:
@@ -80,8 +89,9 @@ def _convert(folder: Path, manifest: dict) -> None:
         added_of[record["id"]] = min(added_of.get(record["id"], record["added_at"]), record["added_at"])
     store.begin()
     store.put_contents_at(ids, [sha_of[i] for i in ids.tolist()], [added_of[i] for i in ids.tolist()], vectors)
-    store.put_paths((r["path"], r["id"], r["size"], r["mtime"], r["added_at"], r.get("source", "file"), None)
-                    for r in records)
+    store.put_paths(
+        (r["path"], r["id"], r["size"], r["mtime"], r["added_at"], r.get("source", "file"), None) for r in records
+    )
     store.set_meta("next_id", int(meta["next_id"]))
     store.commit()
     store.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -90,8 +100,18 @@ def _convert(folder: Path, manifest: dict) -> None:
     cache_name = f"faiss-{int(meta['next_id'])}-0.index"
     shutil.copyfile(folder / files["faiss"], work / cache_name)
     structure = IndexStructure(**manifest["index"])
-    (work / CACHE_META).write_text(json.dumps({"file": cache_name, "next_id": int(meta["next_id"]), "removal_seq": 0,
-                                               "ntotal": count, "structure": vars(structure)}, indent=1))
+    (work / CACHE_META).write_text(
+        json.dumps(
+            {
+                "file": cache_name,
+                "next_id": int(meta["next_id"]),
+                "removal_seq": 0,
+                "ntotal": count,
+                "structure": vars(structure),
+            },
+            indent=1,
+        )
+    )
     for name in (VECTORS_NAME, cache_name, CACHE_META):
         with open(work / name, "rb") as handle:
             os.fsync(handle.fileno())

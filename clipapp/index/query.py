@@ -27,7 +27,7 @@ def parse_query(query: str) -> list[tuple[float, str]]:
     path of an existing image file. A blank query, an operator without a term, or no positive term is an error.
     """
     if not isinstance(query, str) or not query.strip():
-        raise ClipAppError("The search query is empty: type what to look for, e.g. \"dog + snow - grass\".")
+        raise ClipAppError('The search query is empty: type what to look for, e.g. "dog + snow - grass".')
     parts = _OPERATOR.split(query.strip())
     terms: list[tuple[float, str]] = []
     weight = 1.0
@@ -48,15 +48,15 @@ def parse_query(query: str) -> list[tuple[float, str]]:
 
 def _check_terms(terms: Sequence[tuple[float, str]], query: Any) -> None:
     if not terms:
-        raise ClipAppError("The search query is empty: type what to look for, e.g. \"dog + snow - grass\".")
+        raise ClipAppError('The search query is empty: type what to look for, e.g. "dog + snow - grass".')
     if not any(weight > 0 for weight, _ in terms):
-        raise ClipAppError(f"The query {query!r} only subtracts; add something to look for, e.g. \"dog - grass\".")
+        raise ClipAppError(f'The query {query!r} only subtracts; add something to look for, e.g. "dog - grass".')
 
 
 def image_term_path(term: str) -> str | None:
     """The image file a query term names (`img:PATH` or an existing image path), else None (a text term)."""
     if term.startswith(IMAGE_TERM_PREFIX):
-        path = os.path.expanduser(term[len(IMAGE_TERM_PREFIX):].strip())
+        path = os.path.expanduser(term[len(IMAGE_TERM_PREFIX) :].strip())
         if not os.path.isfile(path):
             raise ClipAppError(f"Query image {path!r} does not exist.")
         return path
@@ -66,8 +66,9 @@ def image_term_path(term: str) -> str | None:
     return None
 
 
-def compose_query(terms: str | Sequence[tuple[float, str]], encoder: Encoder,
-                  templates: Any = None, *, allow_image_paths: bool = True) -> np.ndarray:
+def compose_query(
+    terms: str | Sequence[tuple[float, str]], encoder: Encoder, templates: Any = None, *, allow_image_paths: bool = True
+) -> np.ndarray:
     """One normalized query vector: the weighted sum of the terms' embeddings, renormalized.
 
     Text terms use `encoder.text_embeddings(labels, templates)` (template ensemble) when `templates` is given,
@@ -84,8 +85,9 @@ def compose_query(terms: str | Sequence[tuple[float, str]], encoder: Encoder,
     images = [image for _, _, image in kinds if image is not None]
     text_vectors = iter(())
     if texts:
-        text_vectors = iter(encoder.text_embeddings(texts, templates) if templates is not None
-                            else encoder.encode_texts(texts))
+        text_vectors = iter(
+            encoder.text_embeddings(texts, templates) if templates is not None else encoder.encode_texts(texts)
+        )
     image_vectors = []
     for path, vector, error in encoder.encode_image_files(images) if images else ():
         if vector is None:
@@ -102,9 +104,17 @@ def compose_query(terms: str | Sequence[tuple[float, str]], encoder: Encoder,
     return (total / norm).astype(np.float32)
 
 
-def query_index(index: ImageIndex, query: str, encoder: Encoder, *, k: int = 10,
-                threshold: float | None = None, templates: Any = None, allow_image_paths: bool = True,
-                tag: str | None = None) -> list[dict]:
+def query_index(
+    index: ImageIndex,
+    query: str,
+    encoder: Encoder,
+    *,
+    k: int = 10,
+    threshold: float | None = None,
+    templates: Any = None,
+    allow_image_paths: bool = True,
+    tag: str | None = None,
+) -> list[dict]:
     """Parse, compose and search in one call: the hits for a text/image query string (`tag`: only images
     tagged with this label)."""
     check_encoder(index, encoder)

@@ -106,13 +106,15 @@ class ItemRecord:
     captured_at: str | None = None
 
 
-_RECORD_SQL = ("SELECT p.content_id, p.path, p.size, p.mtime, c.sha256, p.added_at, p.source, p.captured_at "
-               "FROM paths p JOIN contents c ON c.id = p.content_id")
+_RECORD_SQL = (
+    "SELECT p.content_id, p.path, p.size, p.mtime, c.sha256, p.added_at, p.source, p.captured_at "
+    "FROM paths p JOIN contents c ON c.id = p.content_id"
+)
 
 
 def _chunks(items: Sequence, size: int = _SQL_VARS) -> Iterator[Sequence]:
     for start in range(0, len(items), size):
-        yield items[start:start + size]
+        yield items[start : start + size]
 
 
 class Store:
@@ -122,24 +124,29 @@ class Store:
         self.folder = Path(folder)
         db_path = self.folder / DB_NAME
         if create is None and not db_path.exists():
-            raise ClipAppError(f"No index at {self.folder}. Build one first, e.g. "
-                               f"`python -m clipapp index IMAGE_FOLDER --index {self.folder}`.")
+            raise ClipAppError(
+                f"No index at {self.folder}. Build one first, e.g. "
+                f"`python -m clipapp index IMAGE_FOLDER --index {self.folder}`."
+            )
         try:
-            self.db = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False,
-                                      timeout=BUSY_TIMEOUT_S)
+            self.db = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_S)
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: a kill -9 loses no commit
             if create is not None:
                 self._initialise(create)
             self.meta = dict(self.db.execute("SELECT key, value FROM meta"))
         except sqlite3.DatabaseError as exc:
-            raise ClipAppError(f"The index database {db_path} cannot be read ({exc}). Rebuild the index "
-                               "(delete the folder and index the images again).") from exc
+            raise ClipAppError(
+                f"The index database {db_path} cannot be read ({exc}). Rebuild the index "
+                "(delete the folder and index the images again)."
+            ) from exc
         if self.meta.get("format") != FORMAT_NAME:
             raise ClipAppError(f"{db_path} is not a clipapp image index.")
         if int(self.meta.get("format_version", 0)) > FORMAT_VERSION:
-            raise ClipAppError(f"The index at {self.folder} was written by a newer clipapp (format "
-                               f"{self.meta['format_version']}, this one reads {FORMAT_VERSION}). Upgrade clipapp.")
+            raise ClipAppError(
+                f"The index at {self.folder} was written by a newer clipapp (format "
+                f"{self.meta['format_version']}, this one reads {FORMAT_VERSION}). Upgrade clipapp."
+            )
         self.dim = int(self.meta["embed_dim"])
         self.row_bytes = 4 * self.dim
         self._vector_fd = os.open(self.folder / VECTORS_NAME, os.O_RDWR | os.O_CREAT, 0o644)
@@ -147,16 +154,24 @@ class Store:
         self._lock = threading.RLock()
         top = self.max_content_id()
         if top is not None and os.fstat(self._vector_fd).st_size < (top + 1) * self.row_bytes:
-            raise ClipAppError(f"The index at {self.folder} is damaged: {VECTORS_NAME} is shorter than its "
-                                   "database says. Rebuild it (delete the folder and index the images again).")
+            raise ClipAppError(
+                f"The index at {self.folder} is damaged: {VECTORS_NAME} is shorter than its "
+                "database says. Rebuild it (delete the folder and index the images again)."
+            )
 
     def _initialise(self, meta: dict) -> None:
         self.db.execute("BEGIN IMMEDIATE")
         for statement in SCHEMA.split(";"):
             if statement.strip():
                 self.db.execute(statement)
-        rows = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "next_id": 0, "commits": 0,
-                "created_at": time.time(), **meta}
+        rows = {
+            "format": FORMAT_NAME,
+            "format_version": FORMAT_VERSION,
+            "next_id": 0,
+            "commits": 0,
+            "created_at": time.time(),
+            **meta,
+        }
         self.db.executemany("INSERT OR IGNORE INTO meta VALUES (?, ?)", [(k, str(v)) for k, v in rows.items()])
         self.db.execute("COMMIT")
 
@@ -246,8 +261,10 @@ class Store:
 
     def file_stats(self, prefix: str) -> dict[str, tuple[int, float]]:
         """{path: (size, mtime)} of the 'file' records under `prefix`: all a no-change re-sync needs."""
-        rows = self.db.execute("SELECT path, size, mtime FROM paths WHERE path >= ? AND path < ? AND source = 'file'",
-                               (prefix, prefix + "\U0010ffff"))
+        rows = self.db.execute(
+            "SELECT path, size, mtime FROM paths WHERE path >= ? AND path < ? AND source = 'file'",
+            (prefix, prefix + "\U0010ffff"),
+        )
         return {path: (size, mtime) for path, size, mtime in rows}
 
     def id_for_hash(self, sha256: str) -> int | None:
@@ -261,7 +278,8 @@ class Store:
         for chunk in _chunks(unique):
             marks = ",".join("?" * len(chunk))
             for content_id, path in self.db.execute(
-                    f"SELECT content_id, path FROM paths WHERE content_id IN ({marks}) ORDER BY seq", chunk):
+                f"SELECT content_id, path FROM paths WHERE content_id IN ({marks}) ORDER BY seq", chunk
+            ):
                 found.setdefault(content_id, []).append(path)
         return found
 
@@ -270,16 +288,19 @@ class Store:
         return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
 
     def removed_since(self, seq: int, *, below: int) -> np.ndarray:
-        rows = self.db.execute("SELECT content_id FROM removed_contents WHERE seq > ? AND content_id < ?",
-                               (seq, below)).fetchall()
+        rows = self.db.execute(
+            "SELECT content_id FROM removed_contents WHERE seq > ? AND content_id < ?", (seq, below)
+        ).fetchall()
         return np.asarray([r[0] for r in rows], dtype=np.int64)
 
     # -- vectors ----------------------------------------------------------------------------------------------
     def _check_rows(self, stop: int) -> None:
         size = os.fstat(self._vector_fd).st_size // self.row_bytes
         if size < stop:
-            raise ClipAppError(f"The index at {self.folder} is damaged: {VECTORS_NAME} has {size} rows, its "
-                               f"database needs {stop}. Rebuild it (delete the folder and index the images again).")
+            raise ClipAppError(
+                f"The index at {self.folder} is damaged: {VECTORS_NAME} has {size} rows, its "
+                f"database needs {stop}. Rebuild it (delete the folder and index the images again)."
+            )
 
     def vectors_for(self, ids: np.ndarray) -> np.ndarray:
         """float32 (len(ids), dim) copy of the vectors of these content ids, in the given order.
@@ -298,7 +319,7 @@ class Store:
         buffer = memoryview(out).cast("B")
         fd, size = self._vector_fd, self.row_bytes
         for row, item_id in enumerate(ids.tolist()):
-            os.preadv(fd, [buffer[row * size:(row + 1) * size]], item_id * size)
+            os.preadv(fd, [buffer[row * size : (row + 1) * size]], item_id * size)
         return out
 
     def vector_rows(self, start: int, stop: int) -> np.ndarray:
@@ -331,32 +352,40 @@ class Store:
         if not ids:
             return ids
         self._write_vectors(first, vectors)
-        self.db.executemany("INSERT INTO contents (id, sha256, added_at) VALUES (?, ?, ?)",
-                            zip(ids, sha256s, [now] * len(ids)))
+        self.db.executemany(
+            "INSERT INTO contents (id, sha256, added_at) VALUES (?, ?, ?)",
+            zip(ids, sha256s, [now] * len(ids), strict=True),
+        )
         self.set_meta("next_id", first + len(ids))
         return ids
 
-    def put_contents_at(self, ids: Sequence[int], sha256s: Sequence[str], added_at: Sequence[float],
-                        vectors: np.ndarray) -> None:
+    def put_contents_at(
+        self, ids: Sequence[int], sha256s: Sequence[str], added_at: Sequence[float], vectors: np.ndarray
+    ) -> None:
         """Migration only: content rows with given (increasing) ids, vectors at those rows."""
         ids = np.asarray(ids, dtype=np.int64)
         for start in range(0, len(ids), 65536):
-            block = ids[start:start + 65536]
+            block = ids[start : start + 65536]
             # Runs of consecutive ids are written in one pwrite each; gaps stay dead space.
             breaks = np.flatnonzero(np.diff(block) != 1) + 1
             for run in np.split(np.arange(len(block)), breaks):
                 if len(run):
-                    self._write_vectors(int(block[run[0]]), vectors[start + run[0]:start + run[-1] + 1])
-        self.db.executemany("INSERT INTO contents (id, sha256, added_at) VALUES (?, ?, ?)",
-                            zip(ids.tolist(), sha256s, added_at))
+                    self._write_vectors(int(block[run[0]]), vectors[start + run[0] : start + run[-1] + 1])
+        self.db.executemany(
+            "INSERT INTO contents (id, sha256, added_at) VALUES (?, ?, ?)",
+            zip(ids.tolist(), sha256s, added_at, strict=True),
+        )
 
     def put_paths(self, rows: Iterable[tuple]) -> None:
         """(path, content_id, size, mtime, added_at, source, captured_at) rows; an existing path is replaced
         (and moves to the end of the insertion order, as a newly added path)."""
         rows = list(rows)
         self.db.executemany("DELETE FROM paths WHERE path = ?", [(r[0],) for r in rows])
-        self.db.executemany("INSERT INTO paths (path, content_id, size, mtime, added_at, source, captured_at) "
-                            "VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+        self.db.executemany(
+            "INSERT INTO paths (path, content_id, size, mtime, added_at, source, captured_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            rows,
+        )
 
     def update_stat(self, path: str, size: int, mtime: float) -> None:
         self.db.execute("UPDATE paths SET size = ?, mtime = ? WHERE path = ?", (int(size), float(mtime), path))
@@ -375,9 +404,14 @@ class Store:
         orphans = []
         for chunk in _chunks(sorted({int(i) for i in ids})):
             marks = ",".join("?" * len(chunk))
-            orphans += [r[0] for r in self.db.execute(
-                f"SELECT id FROM contents WHERE id IN ({marks}) AND NOT EXISTS "
-                "(SELECT 1 FROM paths WHERE content_id = contents.id)", chunk)]
+            orphans += [
+                r[0]
+                for r in self.db.execute(
+                    f"SELECT id FROM contents WHERE id IN ({marks}) AND NOT EXISTS "
+                    "(SELECT 1 FROM paths WHERE content_id = contents.id)",
+                    chunk,
+                )
+            ]
         for chunk in _chunks(orphans):
             marks = ",".join("?" * len(chunk))
             self.db.execute(f"DELETE FROM contents WHERE id IN ({marks})", chunk)
@@ -393,12 +427,17 @@ class Store:
         self.db.executemany("INSERT OR REPLACE INTO tags VALUES (?, ?, ?)", rows)
 
     def tags_of(self, content_id: int) -> list[tuple[str, float]]:
-        return [(label, float(prob)) for label, prob in self.db.execute(
-            "SELECT label, prob FROM tags WHERE content_id = ? ORDER BY prob DESC, label", (content_id,))]
+        return [
+            (label, float(prob))
+            for label, prob in self.db.execute(
+                "SELECT label, prob FROM tags WHERE content_id = ? ORDER BY prob DESC, label", (content_id,)
+            )
+        ]
 
     def ids_with_tag(self, label: str, min_prob: float = 0.0) -> np.ndarray:
-        rows = self.db.execute("SELECT content_id FROM tags WHERE label = ? AND prob >= ? ORDER BY content_id",
-                               (label, min_prob)).fetchall()
+        rows = self.db.execute(
+            "SELECT content_id FROM tags WHERE label = ? AND prob >= ? ORDER BY content_id", (label, min_prob)
+        ).fetchall()
         return np.asarray([r[0] for r in rows], dtype=np.int64)
 
     def tag_counts(self) -> dict[str, int]:
@@ -408,4 +447,6 @@ class Store:
         """(content id, its first path) for the next `limit` contents with id > `after`, by id."""
         return self.db.execute(
             "SELECT c.id, (SELECT path FROM paths WHERE content_id = c.id ORDER BY seq LIMIT 1) "
-            "FROM contents c WHERE c.id > ? ORDER BY c.id LIMIT ?", (after, limit)).fetchall()
+            "FROM contents c WHERE c.id > ? ORDER BY c.id LIMIT ?",
+            (after, limit),
+        ).fetchall()

@@ -114,8 +114,9 @@ def normalize_rows(vectors: np.ndarray, *, what: str = "vector") -> np.ndarray:
     return np.ascontiguousarray(array)
 
 
-def exact_top_k(database: np.ndarray, queries: np.ndarray, k: int, *, block_bytes: int = 64 << 20,
-                exclude: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def exact_top_k(
+    database: np.ndarray, queries: np.ndarray, k: int, *, block_bytes: int = 64 << 20, exclude: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Brute-force inner-product top-k: (scores, row numbers), each (q, min(k, n)), best first.
 
     Processed in blocks of database rows so the (q, block) score matrix stays under `block_bytes` (and a memory
@@ -129,9 +130,9 @@ def exact_top_k(database: np.ndarray, queries: np.ndarray, k: int, *, block_byte
         return best_scores, best_rows
     block = max(k, block_bytes // (4 * max(q, 1)))
     for start in range(0, n, block):
-        scores = queries @ np.asarray(database[start:start + block]).T
+        scores = queries @ np.asarray(database[start : start + block]).T
         if exclude is not None:
-            scores[:, exclude[start:start + block]] = -np.inf
+            scores[:, exclude[start : start + block]] = -np.inf
         kk = min(k, scores.shape[1])
         part = np.argpartition(scores, scores.shape[1] - kk, axis=1)[:, -kk:]
         all_scores = np.concatenate([best_scores, np.take_along_axis(scores, part, axis=1)], axis=1)
@@ -140,19 +141,29 @@ def exact_top_k(database: np.ndarray, queries: np.ndarray, k: int, *, block_byte
         best_scores = np.take_along_axis(all_scores, keep, axis=1)
         best_rows = np.take_along_axis(all_rows, keep, axis=1)
     order = np.argsort(-best_scores, axis=1, kind="stable")
-    best_scores, best_rows = np.take_along_axis(best_scores, order, axis=1), np.take_along_axis(best_rows, order, axis=1)
+    best_scores, best_rows = (
+        np.take_along_axis(best_scores, order, axis=1),
+        np.take_along_axis(best_rows, order, axis=1),
+    )
     best_rows[~np.isfinite(best_scores)] = -1
     return best_scores, best_rows
 
 
-def exact_over_ids(ids: np.ndarray, queries: np.ndarray, k: int, read_rows, *, exclude: np.ndarray | None = None,
-                   chunk_rows: int = 262_144) -> tuple[np.ndarray, np.ndarray]:
+def exact_over_ids(
+    ids: np.ndarray,
+    queries: np.ndarray,
+    k: int,
+    read_rows,
+    *,
+    exclude: np.ndarray | None = None,
+    chunk_rows: int = 262_144,
+) -> tuple[np.ndarray, np.ndarray]:
     """Exact top-k among the stored vectors of `ids` (read `chunk_rows` at a time): (scores, ids), -1 = none."""
     scores_out = np.full((len(queries), k), -np.inf, dtype=np.float32)
     ids_out = np.full((len(queries), k), -1, dtype=np.int64)
     for start in range(0, len(ids), chunk_rows):
-        chunk = ids[start:start + chunk_rows]
-        mask = None if exclude is None else exclude[start:start + chunk_rows]
+        chunk = ids[start : start + chunk_rows]
+        mask = None if exclude is None else exclude[start : start + chunk_rows]
         scores, rows = exact_top_k(read_rows(chunk), queries, k, exclude=mask)
         merged_scores = np.concatenate([scores_out, scores], axis=1)
         merged_ids = np.concatenate([ids_out, np.where(rows >= 0, chunk[np.maximum(rows, 0)], -1)], axis=1)
@@ -239,8 +250,9 @@ class SearchStructure:
             return None if selector is None else faiss.SearchParameters(sel=selector)
         return faiss.SearchParametersIVF(sel=selector, nprobe=nprobe or self.structure.nprobe)
 
-    def search(self, queries: np.ndarray, k: int, vectors_for, *, selector=None, nprobe: int | None = None
-               ) -> tuple[np.ndarray, np.ndarray]:
+    def search(
+        self, queries: np.ndarray, k: int, vectors_for, *, selector=None, nprobe: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """(scores, ids), (q, k), best first; -1 ids where fewer were found. IVF-PQ: exact re-rank."""
         params = self.search_params(selector, nprobe)
         if self.structure.kind != "ivfpq":
@@ -263,19 +275,28 @@ def rerank(queries: np.ndarray, candidates: np.ndarray, k: int, vectors_for) -> 
     """Exact scores of each query's candidate ids (from the stored float vectors), best k first."""
     out_scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
     out_ids = np.full((len(queries), k), -1, dtype=np.int64)
-    for row, (query, ids) in enumerate(zip(queries, candidates)):
+    for row, (query, ids) in enumerate(zip(queries, candidates, strict=True)):
         ids = ids[ids >= 0]
         if not len(ids):
             continue
         ids = np.sort(ids)  # reads in file order
         scores = vectors_for(ids) @ query
         top = np.argsort(-scores, kind="stable")[:k]
-        out_scores[row, :len(top)], out_ids[row, :len(top)] = scores[top], ids[top]
+        out_scores[row, : len(top)], out_ids[row, : len(top)] = scores[top], ids[top]
     return out_scores, out_ids
 
 
-def build(count: int, dim: int, settings: IndexSettings, ids: np.ndarray, read_rows, *, next_id: int,
-          removal_seq: int, progress=None) -> SearchStructure:
+def build(
+    count: int,
+    dim: int,
+    settings: IndexSettings,
+    ids: np.ndarray,
+    read_rows,
+    *,
+    next_id: int,
+    removal_seq: int,
+    progress=None,
+) -> SearchStructure:
     """Build the structure the policy picks over the vectors of `ids` (increasing content ids).
 
     `read_rows(ids)` returns their float32 vectors (the store's vector file); vectors are streamed in chunks.
@@ -303,7 +324,7 @@ def build(count: int, dim: int, settings: IndexSettings, ids: np.ndarray, read_r
         structure = IndexStructure(kind=kind, nlist=nlist, trained_on=count, pq_m=m, rerank=RERANK if m else 0)
     built = SearchStructure(index, structure, next_id=next_id, removal_seq=removal_seq)
     for start in range(0, len(ids), ADD_CHUNK):
-        chunk = ids[start:start + ADD_CHUNK]
+        chunk = ids[start : start + ADD_CHUNK]
         built.add(read_rows(chunk), chunk)
         notify(min(len(ids), start + ADD_CHUNK), count, "Building the search index")
     if kind != "flat":
@@ -318,8 +339,15 @@ def build(count: int, dim: int, settings: IndexSettings, ids: np.ndarray, read_r
     return built
 
 
-def calibrate_nprobe(built: SearchStructure, ids: np.ndarray, read_rows, *, target: float,
-                     n_queries: int = CALIBRATION_QUERIES, k: int = CALIBRATION_K) -> tuple[int, float]:
+def calibrate_nprobe(
+    built: SearchStructure,
+    ids: np.ndarray,
+    read_rows,
+    *,
+    target: float,
+    n_queries: int = CALIBRATION_QUERIES,
+    k: int = CALIBRATION_K,
+) -> tuple[int, float]:
     """Smallest nprobe whose recall@k (after re-rank) against exact search reaches `target`: (nprobe, recall).
 
     Queries are held out: a fixed sample of stored vectors that both the exact and the approximate search skip,
@@ -338,7 +366,7 @@ def calibrate_nprobe(built: SearchStructure, ids: np.ndarray, read_rows, *, targ
 
     def recall_at(nprobe: int) -> float:
         _, found = built.search(queries, k, read_rows, selector=selector, nprobe=nprobe)
-        hits = sum(len(t & set(f.tolist())) for t, f in zip(truth, found))
+        hits = sum(len(t & set(f.tolist())) for t, f in zip(truth, found, strict=True))
         return hits / max(1, sum(len(t) for t in truth))
 
     measured: dict[int, float] = {}
@@ -368,8 +396,13 @@ def save_cache(folder: Path, built: SearchStructure) -> None:
     name = f"faiss-{built.next_id}-{built.removal_seq}.index"
     with atomic_path(folder / name) as tmp:
         faiss.write_index(built.index, str(tmp))
-    meta = {"file": name, "next_id": built.next_id, "removal_seq": built.removal_seq, "ntotal": built.ntotal,
-            "structure": asdict(built.structure)}
+    meta = {
+        "file": name,
+        "next_id": built.next_id,
+        "removal_seq": built.removal_seq,
+        "ntotal": built.ntotal,
+        "structure": asdict(built.structure),
+    }
     with atomic_path(folder / CACHE_META) as tmp:
         tmp.write_text(json.dumps(meta, indent=1), encoding="utf-8")
     built.saved_ntotal, built.changes = built.ntotal, 0

@@ -90,9 +90,15 @@ class SyncReport:
         return asdict(self)
 
 
-def sync_folder(index: ImageIndex, folder: str | os.PathLike, encoder: Encoder, *,
-                progress: ProgressFn | None = None, batch_size: int = 32,
-                save_every_batches: int = 1) -> dict:
+def sync_folder(
+    index: ImageIndex,
+    folder: str | os.PathLike,
+    encoder: Encoder,
+    *,
+    progress: ProgressFn | None = None,
+    batch_size: int = 32,
+    save_every_batches: int = 1,
+) -> dict:
     """Bring the index up to date with the image files under `folder` (recursive; hidden files skipped).
 
     Only new or changed files are embedded: a file whose size and mtime match its record is trusted unchanged
@@ -150,8 +156,16 @@ def sync_folder(index: ImageIndex, folder: str | os.PathLike, encoder: Encoder, 
                 to_encode.setdefault(info.sha256, []).append((info, previous is not None))
         report.removed = index.remove_paths(gone)
         commit()
-        _embed_new_content(index, encoder, to_encode, report, notify=notify, batch_size=batch_size,
-                           save_every_batches=save_every_batches, commit=commit)
+        _embed_new_content(
+            index,
+            encoder,
+            to_encode,
+            report,
+            notify=notify,
+            batch_size=batch_size,
+            save_every_batches=save_every_batches,
+            commit=commit,
+        )
     finally:
         commit()  # also on errors and interrupts: whatever was embedded is kept
     if index.path is not None and (report.added or report.updated or report.removed):
@@ -170,6 +184,7 @@ def _count_change(report: SyncReport, *, existed: bool) -> None:
 
 def _hash_files(paths: list[str], notify: ProgressFn, report: SyncReport) -> dict[str, tuple[str, str | None]]:
     """(sha256, EXIF capture date) of each readable file, in a few threads (I/O bound; hashlib releases the GIL)."""
+
     def attempt(path: str) -> tuple[str, str | None, str | None, str | None]:
         try:
             return path, file_sha256(path), capture_date(path), None
@@ -190,9 +205,17 @@ def _hash_files(paths: list[str], notify: ProgressFn, report: SyncReport) -> dic
     return hashes
 
 
-def _embed_new_content(index: ImageIndex, encoder: Encoder, to_encode: dict[str, list[tuple[FileInfo, bool]]],
-                       report: SyncReport, *, notify: ProgressFn, batch_size: int, save_every_batches: int,
-                       commit) -> None:
+def _embed_new_content(
+    index: ImageIndex,
+    encoder: Encoder,
+    to_encode: dict[str, list[tuple[FileInfo, bool]]],
+    report: SyncReport,
+    *,
+    notify: ProgressFn,
+    batch_size: int,
+    save_every_batches: int,
+    commit,
+) -> None:
     # One file per distinct content is encoded; its duplicates become aliases in the same add_items call.
     if not to_encode:
         return
@@ -215,7 +238,7 @@ def _embed_new_content(index: ImageIndex, encoder: Encoder, to_encode: dict[str,
     for done, (path, vector, error) in enumerate(results, 1):
         files = group_of[path]
         if vector is None:
-            for info, existed in files:
+            for info, _existed in files:
                 report.skipped.append({"path": info.path, "error": error or "could not be encoded"})
             # A file that changed into something unreadable no longer matches its old vector.
             index.remove_paths([info.path for info, existed in files if existed])
@@ -233,8 +256,9 @@ def _embed_new_content(index: ImageIndex, encoder: Encoder, to_encode: dict[str,
     flush()
 
 
-def add_images(index: ImageIndex, images: Sequence[tuple[str, Any]], encoder: Encoder, *,
-               batch_size: int = 32, save: bool = True) -> dict:
+def add_images(
+    index: ImageIndex, images: Sequence[tuple[str, Any]], encoder: Encoder, *, batch_size: int = 32, save: bool = True
+) -> dict:
     """Index uploaded PIL images under the given names (no files on disk; content hash = pixels).
 
     Same name with the same pixels: nothing to do; same pixels under another name: an alias, not re-encoded;
@@ -263,12 +287,13 @@ def add_images(index: ImageIndex, images: Sequence[tuple[str, Any]], encoder: En
     hashes = list(unique)
     vectors_by_hash: dict[str, np.ndarray] = {}
     for start in range(0, len(hashes), batch_size):
-        chunk = hashes[start:start + batch_size]
-        for digest, vector in zip(chunk, encoder.encode_images([unique[h] for h in chunk])):
+        chunk = hashes[start : start + batch_size]
+        for digest, vector in zip(chunk, encoder.encode_images([unique[h] for h in chunk]), strict=True):
             vectors_by_hash[digest] = vector
     if to_encode:
-        index.add_items(np.stack([vectors_by_hash[info.sha256] for info, _, _ in to_encode]),
-                        [info for info, _, _ in to_encode])
+        index.add_items(
+            np.stack([vectors_by_hash[info.sha256] for info, _, _ in to_encode]), [info for info, _, _ in to_encode]
+        )
         for _, _, existed in to_encode:
             _count_change(report, existed=existed)
     if save and index.path is not None:

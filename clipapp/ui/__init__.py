@@ -54,9 +54,14 @@ def build_app(ctx: AppContext) -> gr.Blocks:
 def launch_options(ctx: AppContext) -> dict:
     """Arguments for `demo.launch` (or `gr.mount_gradio_app`) that follow from the context: the folders whose
     images the page may show, and the page's CSS."""
-    return {"allowed_paths": [str(ctx.examples_dir), *(str(root) for root in ctx.allowed_roots),
-                              str(ctx.state_dir / "sessions")],
-            "css": CSS}
+    return {
+        "allowed_paths": [
+            str(ctx.examples_dir),
+            *(str(root) for root in ctx.allowed_roots),
+            str(ctx.state_dir / "sessions"),
+        ],
+        "css": CSS,
+    }
 
 
 def queue_length(demo: gr.Blocks) -> int:
@@ -70,5 +75,6 @@ def build_server(ctx: AppContext, *, auth: Optional[tuple[str, str]] = None, max
 
     demo = build_app(ctx)
     app = create_app(ctx.sessions, auth=auth, max_upload=max_upload, queue_length=lambda: queue_length(demo))
-    return gr.mount_gradio_app(app, demo, path="", auth=auth, max_file_size=max_upload, show_error=False,
-                               **launch_options(ctx))
+    return gr.mount_gradio_app(
+        app, demo, path="", auth=auth, max_file_size=max_upload, show_error=False, **launch_options(ctx)
+    )

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Callable, Iterator, Optional, Sequence
 
 import gradio as gr
-
 from gradio.data_classes import ListFiles
 from pydantic import model_validator
 
@@ -45,8 +44,9 @@ class AppContext:
     jobs: JobBoard = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self.sessions = SessionStore(self.service, self.state_dir, self.examples_dir, self.allowed_roots,
-                                     ttl_s=self.session_ttl_s)
+        self.sessions = SessionStore(
+            self.service, self.state_dir, self.examples_dir, self.allowed_roots, ttl_s=self.session_ttl_s
+        )
         self.jobs = JobBoard()
 
     @property

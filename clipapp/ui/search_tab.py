@@ -10,11 +10,10 @@ import gradio as gr
 
 from clipapp import tasks
 from clipapp.errors import ClipAppError
+from clipapp.finetune.intake import add_to_selection, parse_selection, selection_text
 from clipapp.prompts import DEFAULT_TEMPLATES
 from clipapp.sessions import EXAMPLES, MY_UPLOADS, describe_duration
-from clipapp.finetune.intake import add_to_selection, parse_selection, selection_text
-from clipapp.ui.common import (IMAGE_FILE_TYPES, AppContext, Files, display_name, session_of, uploaded_paths,
-                               user_errors)
+from clipapp.ui.common import IMAGE_FILE_TYPES, AppContext, Files, display_name, session_of, uploaded_paths, user_errors
 from clipapp.ui.zero_shot_tab import TEMPLATE_CHOICES
 
 DEFAULT_K = 12
@@ -29,7 +28,9 @@ def _page_result(result: dict) -> dict:
 def gallery_of(result: Optional[dict]) -> list[tuple[str, str]]:
     """The page's gallery for a result: drawn by a chained event, so API callers get the JSON without 12 image
     files copied into Gradio's cache and downloaded by their client on every search."""
-    return [(hit["image"], f"{hit['score']:.3f}  {display_name(hit['image'])}") for hit in (result or {}).get("results", [])]
+    return [
+        (hit["image"], f"{hit['score']:.3f}  {display_name(hit['image'])}") for hit in (result or {}).get("results", [])
+    ]
 
 
 def _threshold(value) -> Optional[float]:
@@ -69,12 +70,18 @@ def build_tab(ctx: AppContext) -> SearchHandles:
     registry = ctx.sessions
     with gr.Row():
         with gr.Column(scale=1):
-            source = gr.Dropdown(registry.sources(), value=EXAMPLES, label="Index",
-                                 info="the built-in examples, a server folder allowed with --allowed-root, or your uploads")
+            source = gr.Dropdown(
+                registry.sources(),
+                value=EXAMPLES,
+                label="Index",
+                info="the built-in examples, a server folder allowed with --allowed-root, or your uploads",
+            )
             uploads = Files(label="Add images to 'my uploads'", file_types=IMAGE_FILE_TYPES, type="filepath")
-            gr.Markdown(f"Uploads to 'my uploads' are private to this browser session and kept on the server for "
-                        f"{describe_duration(ctx.session_ttl_s)} after its last use, then deleted.",
-                        elem_id="uploads-kept")
+            gr.Markdown(
+                f"Uploads to 'my uploads' are private to this browser session and kept on the server for "
+                f"{describe_duration(ctx.session_ttl_s)} after its last use, then deleted.",
+                elem_id="uploads-kept",
+            )
             build_button = gr.Button("Build / update index")
             status = gr.JSON(label="Index report")
         with gr.Column(scale=2):
@@ -85,13 +92,22 @@ def build_tab(ctx: AppContext) -> SearchHandles:
                 templates = gr.Dropdown(TEMPLATE_CHOICES, value=DEFAULT_TEMPLATES, label="Prompt templates")
                 k = gr.Slider(1, 100, value=DEFAULT_K, step=1, label="Results (k)")
                 threshold = gr.Slider(-1, 1, value=-1, step=0.01, label="Min score (-1 = none)")
-                tag = gr.Dropdown(tag_choices({}), value=ANY_TAG, allow_custom_value=True, label="Only tagged",
-                                  info="images tagged by `classify --index --tag` (with counts)")
+                tag = gr.Dropdown(
+                    tag_choices({}),
+                    value=ANY_TAG,
+                    allow_custom_value=True,
+                    label="Only tagged",
+                    info="images tagged by `classify --index --tag` (with counts)",
+                )
             with gr.Row():
                 query_image = gr.File(label="Search by image", file_types=IMAGE_FILE_TYPES, type="filepath", scale=3)
                 image_button = gr.Button("Search by image", scale=1)
-            gallery = gr.Gallery(label="Results (click one to search by it, or to select it in select mode)",
-                                 columns=6, height=520, allow_preview=False)
+            gallery = gr.Gallery(
+                label="Results (click one to search by it, or to select it in select mode)",
+                columns=6,
+                height=520,
+                allow_preview=False,
+            )
             results = gr.JSON(label="Results", visible=False)
             with gr.Accordion("Collect classes from these results, then fine-tune", open=True):
                 select_mode = gr.Checkbox(False, label="Select mode: clicking a result selects it (or unselects it)")
@@ -124,12 +140,27 @@ def build_tab(ctx: AppContext) -> SearchHandles:
             result["refused_uploads"] = problems
         return result
 
-    def by_text(source_, query_, templates_=DEFAULT_TEMPLATES, k_=DEFAULT_K, threshold_=-1, tag_=ANY_TAG,
-                request: gr.Request = None):
+    def by_text(
+        source_,
+        query_,
+        templates_=DEFAULT_TEMPLATES,
+        k_=DEFAULT_K,
+        threshold_=-1,
+        tag_=ANY_TAG,
+        request: gr.Request = None,
+    ):
         with registry.searchable(source_, session_of(request)) as index:
             # Image terms in a typed query would make the server read its own files: text only here.
-            result = tasks.search_text(ctx.service, index, query_, k=int(k_), threshold=_threshold(threshold_),
-                                       templates=templates_, allow_image_paths=False, tag=tag_ or None)
+            result = tasks.search_text(
+                ctx.service,
+                index,
+                query_,
+                k=int(k_),
+                threshold=_threshold(threshold_),
+                templates=templates_,
+                allow_image_paths=False,
+                tag=tag_ or None,
+            )
         return _page_result(result)
 
     def by_image(source_, image_, k_=DEFAULT_K, threshold_=-1, tag_=ANY_TAG, request: gr.Request = None):
@@ -137,8 +168,9 @@ def build_tab(ctx: AppContext) -> SearchHandles:
         if not paths:
             raise ClipAppError("Upload an image to search by.")
         with registry.searchable(source_, session_of(request)) as index:
-            result = tasks.search_image(ctx.service, index, paths[0], k=int(k_), threshold=_threshold(threshold_),
-                                        tag=tag_ or None)
+            result = tasks.search_image(
+                ctx.service, index, paths[0], k=int(k_), threshold=_threshold(threshold_), tag=tag_ or None
+            )
         return _page_result(result)
 
     def tags_of(source_, request: gr.Request):
@@ -152,8 +184,7 @@ def build_tab(ctx: AppContext) -> SearchHandles:
             classes = add_to_selection(parse_selection(selection_), class_name_, paths, index)
         return selection_text(classes), selection_markdown(classes), ""
 
-    def by_click(source_, current, k_, threshold_, select_mode_, selected_, evt: gr.SelectData,
-                 request: gr.Request):
+    def by_click(source_, current, k_, threshold_, select_mode_, selected_, evt: gr.SelectData, request: gr.Request):
         hits = (current or {}).get("results", [])
         if evt.index is None or evt.index >= len(hits):
             raise ClipAppError("Click a search result to search by it.")
@@ -167,28 +198,57 @@ def build_tab(ctx: AppContext) -> SearchHandles:
         return _page_result(result), gr.skip()
 
     # Indexing is a heavy job: its own group, one at a time, so it never takes the model group's slots.
-    build_button.click(user_errors(index_images), [source, uploads], status, api_name="index_images",
-                       concurrency_id="index", concurrency_limit=1).success(
-        user_errors(tags_of), source, tag, api_visibility="private")
+    build_button.click(
+        user_errors(index_images),
+        [source, uploads],
+        status,
+        api_name="index_images",
+        concurrency_id="index",
+        concurrency_limit=1,
+    ).success(user_errors(tags_of), source, tag, api_visibility="private")
     model = {"concurrency_id": "model", "concurrency_limit": ctx.model_concurrency}
     text_inputs = [source, query, templates, k, threshold, tag]
-    show = {"fn": gallery_of, "inputs": results, "outputs": gallery, "concurrency_id": "figures",
-            "concurrency_limit": 2, "api_visibility": "private"}
+    show = {
+        "fn": gallery_of,
+        "inputs": results,
+        "outputs": gallery,
+        "concurrency_id": "figures",
+        "concurrency_limit": 2,
+        "api_visibility": "private",
+    }
     search_button.click(user_errors(by_text), text_inputs, results, api_name="search_text", **model).success(**show)
     query.submit(user_errors(by_text), text_inputs, results, api_visibility="private", **model).success(**show)
-    image_button.click(user_errors(by_image), [source, query_image, k, threshold, tag], results,
-                       api_name="search_image", **model).success(**show)
+    image_button.click(
+        user_errors(by_image), [source, query_image, k, threshold, tag], results, api_name="search_image", **model
+    ).success(**show)
     # In select mode the results stay as they are (gr.skip), so the chained redraw is skipped too.
-    gallery.select(user_errors(by_click), [source, results, k, threshold, select_mode, selected],
-                   [results, selected], api_visibility="private", **model).success(**show)
+    gallery.select(
+        user_errors(by_click),
+        [source, results, k, threshold, select_mode, selected],
+        [results, selected],
+        api_visibility="private",
+        **model,
+    ).success(**show)
     # The tag list follows the index: on choosing it, after building it, and on opening the dropdown.
-    refresh = {"fn": user_errors(tags_of), "inputs": source, "outputs": tag, "api_visibility": "private",
-               "concurrency_id": "figures", "concurrency_limit": 2}
+    refresh = {
+        "fn": user_errors(tags_of),
+        "inputs": source,
+        "outputs": tag,
+        "api_visibility": "private",
+        "concurrency_id": "figures",
+        "concurrency_limit": 2,
+    }
     source.change(**refresh)
     tag.focus(**refresh)
-    add_button.click(user_errors(add_to_class), [class_name, selected, selection, source],
-                     [selection, collected, selected], api_name="add_to_class", concurrency_id="figures",
-                     concurrency_limit=2)
-    clear_button.click(lambda: ("", selection_markdown({})), None, [selection, collected], queue=False,
-                       api_visibility="private")
+    add_button.click(
+        user_errors(add_to_class),
+        [class_name, selected, selection, source],
+        [selection, collected, selected],
+        api_name="add_to_class",
+        concurrency_id="figures",
+        concurrency_limit=2,
+    )
+    clear_button.click(
+        lambda: ("", selection_markdown({})), None, [selection, collected], queue=False, api_visibility="private"
+    )
     return SearchHandles(finetune_button=finetune_button, source=source, selection=selection)

@@ -19,11 +19,13 @@ from clipapp import tasks
 from clipapp.data import load_image
 from clipapp.heatmap_image import png_bytes, similarity_heatmap_image
 from clipapp.prompts import DEFAULT_TEMPLATES
-from clipapp.ui.common import (IMAGE_FILE_TYPES, AppContext, Files, display_name, session_of, uploaded_paths,
-                               user_errors)
+from clipapp.ui.common import IMAGE_FILE_TYPES, AppContext, Files, display_name, session_of, uploaded_paths, user_errors
 
-TEMPLATE_CHOICES = [("simple (7 templates)", "simple"), ("openai (80 templates)", "openai"),
-                    ("none (label as written)", "none")]
+TEMPLATE_CHOICES = [
+    ("simple (7 templates)", "simple"),
+    ("openai (80 templates)", "openai"),
+    ("none (label as written)", "none"),
+]
 DEFAULT_TOP_K = 5
 RESULT_IMAGE_PX = 140  # height of the image beside each image's bars
 # Images no larger than that slot (28 x 28 Fashion-MNIST, the 112 x 112 examples) are enlarged into it: keep their
@@ -39,14 +41,27 @@ def _load(ctx: AppContext, files) -> list[tasks.NamedImage]:
     return tasks.load_named_images(paths, names=[display_name(p) for p in paths], limits=ctx.service.limits)
 
 
-def classify_images(ctx: AppContext, files, labels: str, templates: str = DEFAULT_TEMPLATES,
-                    custom_template: str = "", top_k: float = DEFAULT_TOP_K, adapter=None):
+def classify_images(
+    ctx: AppContext,
+    files,
+    labels: str,
+    templates: str = DEFAULT_TEMPLATES,
+    custom_template: str = "",
+    top_k: float = DEFAULT_TOP_K,
+    adapter=None,
+):
     """-> (results JSON as in the CLI, what the heatmap needs: the cosines this classification computed)."""
     images = _load(ctx, files)
-    chosen = custom_template.strip() if custom_template and custom_template.strip() else (templates or DEFAULT_TEMPLATES)
+    chosen = (
+        custom_template.strip() if custom_template and custom_template.strip() else (templates or DEFAULT_TEMPLATES)
+    )
     found = tasks.classification(ctx.service, images, labels, templates=chosen, classifier=adapter)
-    figure = {"matrix": found.scores.cosine.tolist(), "texts": found.labels, "images": uploaded_paths(files),
-              "title": "Cosine similarity of images and label classifiers"}
+    figure = {
+        "matrix": found.scores.cosine.tolist(),
+        "texts": found.labels,
+        "images": uploaded_paths(files),
+        "title": "Cosine similarity of images and label classifiers",
+    }
     return found.to_dict(int(top_k if top_k is not None else DEFAULT_TOP_K)), figure
 
 
@@ -54,8 +69,12 @@ def similarity_matrix(ctx: AppContext, files, texts: str):
     """-> (similarity JSON as in the CLI, what the heatmap of images x texts as written needs)."""
     images = _load(ctx, files)
     result = tasks.similarity(ctx.service, images, texts)
-    return result, {"matrix": result["matrix"], "texts": result["texts"], "images": uploaded_paths(files),
-                    "title": None}
+    return result, {
+        "matrix": result["matrix"],
+        "texts": result["texts"],
+        "images": uploaded_paths(files),
+        "title": None,
+    }
 
 
 class HeatmapFiles:
@@ -82,8 +101,10 @@ def adapter_markdown(adapter) -> str:
     if adapter is None:
         return ""
     classes = ", ".join(adapter.class_names[:12]) + (" …" if len(adapter.class_names) > 12 else "")
-    return (f"**Using the fine-tuned adapter `{adapter.name}`** ({adapter.mode}) for Classify: classes {classes}. "
-            "The labels box is ignored while it is active.")
+    return (
+        f"**Using the fine-tuned adapter `{adapter.name}`** ({adapter.mode}) for Classify: classes {classes}. "
+        "The labels box is ignored while it is active."
+    )
 
 
 def _is_small(path: str) -> bool:
@@ -101,9 +122,14 @@ def _examples(ctx: AppContext, files, labels) -> None:
     photo_set = ([[photos, PHOTO_LABELS]], "Photos (CLIP notebook)")
     fashion_set = ([[fashion, FASHION_LABELS]], "Clothing (Fashion-MNIST)")
     if ctx.is_demo_model:
-        sets = [(fashion_set[0], "Examples the demo model knows: clothing (Fashion-MNIST)"),
-                (photo_set[0], "Photos: these need a general CLIP model (the demo model knows clothing only; "
-                               "start the app with --model ViT-B-32:laion2b_s34b_b79k)")]
+        sets = [
+            (fashion_set[0], "Examples the demo model knows: clothing (Fashion-MNIST)"),
+            (
+                photo_set[0],
+                "Photos: these need a general CLIP model (the demo model knows clothing only; "
+                "start the app with --model ViT-B-32:laion2b_s34b_b79k)",
+            ),
+        ]
     else:
         sets = [photo_set, fashion_set]
     for examples, label in sets:
@@ -120,13 +146,15 @@ def build_tab(ctx: AppContext, adapter_state: Optional[gr.State] = None) -> None
             with gr.Group(visible=False) as adapter_box:
                 adapter_note = gr.Markdown(elem_id="adapter-note")
                 back_button = gr.Button("Back to plain zero-shot", size="sm")
-            labels = gr.Textbox(label="Labels (comma or newline separated)", lines=3,
-                                placeholder="cat, dog, a cup of coffee")
+            labels = gr.Textbox(
+                label="Labels (comma or newline separated)", lines=3, placeholder="cat, dog, a cup of coffee"
+            )
             with gr.Row():
                 templates = gr.Dropdown(TEMPLATE_CHOICES, value=DEFAULT_TEMPLATES, label="Prompt templates")
                 top_k = gr.Slider(1, 10, value=DEFAULT_TOP_K, step=1, label="Top-k")
-            custom_template = gr.Textbox(value="", label="Custom template (overrides the choice above)",
-                                         placeholder="a photo of a {}.")
+            custom_template = gr.Textbox(
+                value="", label="Custom template (overrides the choice above)", placeholder="a photo of a {}."
+            )
             with gr.Row():
                 classify_button = gr.Button("Classify", variant="primary")
                 similarity_button = gr.Button("Similarity of labels as written")
@@ -145,17 +173,35 @@ def build_tab(ctx: AppContext, adapter_state: Optional[gr.State] = None) -> None
                     with gr.Row(equal_height=True):
                         if item["image"] in paths:
                             path = paths[item["image"]]
-                            gr.Image(path, show_label=False, height=RESULT_IMAGE_PX, scale=1, interactive=False, buttons=[],
-                                     elem_classes=["pixelated"] if _is_small(path) else None)
-                        gr.Label({t["label"]: t["prob"] for t in item["top"]}, label=item["image"],
-                                 num_top_classes=len(item["top"]), scale=3)
+                            gr.Image(
+                                path,
+                                show_label=False,
+                                height=RESULT_IMAGE_PX,
+                                scale=1,
+                                interactive=False,
+                                buttons=[],
+                                elem_classes=["pixelated"] if _is_small(path) else None,
+                            )
+                        gr.Label(
+                            {t["label"]: t["prob"] for t in item["top"]},
+                            label=item["image"],
+                            num_top_classes=len(item["top"]),
+                            scale=3,
+                        )
 
             heatmap = gr.Image(label="Similarity heatmap", type="filepath", interactive=False, elem_id="heatmap")
             similarity_json = gr.JSON(label="Similarity matrix", visible=False)
     figure_state = gr.State(None)
 
-    def run_classify(files_, labels_, templates_=DEFAULT_TEMPLATES, custom_="", k_=DEFAULT_TOP_K, adapter_name=None,
-                     request: gr.Request = None):
+    def run_classify(
+        files_,
+        labels_,
+        templates_=DEFAULT_TEMPLATES,
+        custom_="",
+        k_=DEFAULT_TOP_K,
+        adapter_name=None,
+        request: gr.Request = None,
+    ):
         adapter = ctx.sessions.adapter(session_of(request), adapter_name) if adapter_name else None
         return classify_images(ctx, files_, labels_, templates_, custom_, k_, adapter=adapter)
 
@@ -170,14 +216,21 @@ def build_tab(ctx: AppContext, adapter_state: Optional[gr.State] = None) -> None
     if adapter_state is not None:
         inputs.append(adapter_state)
         # The session's fine-tuned adapter replaces the labels: say so next to the button, and offer the way back.
-        adapter_state.change(user_errors(show_adapter), adapter_state, [adapter_box, adapter_note],
-                             api_visibility="private", queue=False)
-        back_button.click(lambda: (None, gr.Group(visible=False), ""), None, [adapter_state, adapter_box, adapter_note],
-                          api_visibility="private", queue=False)
+        adapter_state.change(
+            user_errors(show_adapter), adapter_state, [adapter_box, adapter_note], api_visibility="private", queue=False
+        )
+        back_button.click(
+            lambda: (None, gr.Group(visible=False), ""),
+            None,
+            [adapter_state, adapter_box, adapter_note],
+            api_visibility="private",
+            queue=False,
+        )
     model = {"concurrency_id": "model", "concurrency_limit": ctx.model_concurrency}
     figures = {"concurrency_id": "figures", "concurrency_limit": 2, "api_visibility": "private"}
-    classify_button.click(user_errors(run_classify), inputs, [results, figure_state], api_name="classify",
-                          **model).success(user_errors(heatmaps.draw), figure_state, heatmap, **figures)
-    similarity_button.click(user_errors(run_similarity), [files, labels],
-                            [similarity_json, figure_state], api_name="similarity",
-                            **model).success(user_errors(heatmaps.draw), figure_state, heatmap, **figures)
+    classify_button.click(
+        user_errors(run_classify), inputs, [results, figure_state], api_name="classify", **model
+    ).success(user_errors(heatmaps.draw), figure_state, heatmap, **figures)
+    similarity_button.click(
+        user_errors(run_similarity), [files, labels], [similarity_json, figure_state], api_name="similarity", **model
+    ).success(user_errors(heatmaps.draw), figure_state, heatmap, **figures)
