@@ -23,6 +23,7 @@ import numpy as np
 
 from clipapp.errors import ClipAppError
 from clipapp.index import structure as st
+from clipapp.index.results import Hit, SearchResult
 from clipapp.index.store import DB_NAME, FileInfo, ItemRecord, Store
 from clipapp.index.structure import IndexSettings, IndexStructure, SearchStructure, normalize_rows
 
@@ -506,11 +507,11 @@ class ImageIndex:
     # -- search -----------------------------------------------------------------------------------------------
     def search(
         self, query_vectors: np.ndarray, k: int = 10, threshold: float | None = None, *, tag: str | None = None
-    ) -> list[list[dict]]:
-        """Nearest images by cosine similarity, one list per query row (a (d,) vector is one query).
+    ) -> list[SearchResult]:
+        """Nearest images by cosine similarity, one `SearchResult` per query row (a (d,) vector is one query).
 
-        A hit is {"id", "path", "score", "aliases"}, best first; at most `k` hits, fewer if the index is smaller
-        or if `threshold` (minimum score) cuts them. `tag`: only images tagged with this label. Query rows are
+        Its hits (`Hit`: id, path, score, aliases) are best first; at most `k`, fewer if the index is smaller or
+        if `threshold` (minimum score) cuts them. `tag`: only images tagged with this label. Query rows are
         L2-normalized here.
         """
         if int(k) < 1:
@@ -530,7 +531,7 @@ class ImageIndex:
             self._refresh()
             k = min(int(k), self._count)
             if k == 0:
-                return [[] for _ in range(len(queries))]
+                return [SearchResult() for _ in range(len(queries))]
             scores, ids = self._search_ids(queries, k, tag)
             hit_ids = ids[ids >= 0]
             paths = self._store.paths_for_ids(hit_ids.tolist()) if len(hit_ids) else {}
@@ -559,15 +560,17 @@ class ImageIndex:
         return scores, ids
 
     @staticmethod
-    def _hits(scores: np.ndarray, ids: np.ndarray, threshold: float | None, paths: dict) -> list[dict]:
+    def _hits(
+        scores: np.ndarray, ids: np.ndarray, threshold: float | None, paths: dict[int, list[str]]
+    ) -> SearchResult:
         hits = []
         for score, item_id in zip(scores.tolist(), ids.tolist(), strict=True):
             if item_id < 0 or (threshold is not None and score < threshold):
                 continue
             item_paths = paths.get(item_id)
             if item_paths:
-                hits.append({"id": item_id, "path": item_paths[0], "score": score, "aliases": item_paths[1:]})
-        return hits
+                hits.append(Hit(id=item_id, path=item_paths[0], score=score, aliases=tuple(item_paths[1:])))
+        return SearchResult(tuple(hits))
 
     # -- commit -----------------------------------------------------------------------------------------------
     def save(self) -> int:

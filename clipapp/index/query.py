@@ -13,6 +13,7 @@ import numpy as np
 from clipapp.data import IMAGE_EXTENSIONS
 from clipapp.errors import ClipAppError
 from clipapp.index.image_index import ImageIndex
+from clipapp.index.results import SearchResult
 from clipapp.index.sync import Encoder, check_encoder
 
 IMAGE_TERM_PREFIX = "img:"
@@ -114,7 +115,7 @@ def query_index(
     templates: Any = None,
     allow_image_paths: bool = True,
     tag: str | None = None,
-) -> list[dict]:
+) -> SearchResult:
     """Parse, compose and search in one call: the hits for a text/image query string (`tag`: only images
     tagged with this label)."""
     check_encoder(index, encoder)

@@ -11,6 +11,7 @@ import gradio as gr
 from clipapp import tasks
 from clipapp.errors import ClipAppError
 from clipapp.finetune.intake import add_to_selection, parse_selection, selection_text
+from clipapp.index.results import GRADIO_FILE_KEY
 from clipapp.prompts import DEFAULT_TEMPLATES
 from clipapp.sessions import EXAMPLES, MY_UPLOADS, describe_duration
 from clipapp.ui.common import IMAGE_FILE_TYPES, AppContext, Files, display_name, session_of, uploaded_paths, user_errors
@@ -19,17 +20,13 @@ from clipapp.ui.zero_shot_tab import TEMPLATE_CHOICES
 DEFAULT_K = 12
 
 
-def _page_result(result: dict) -> dict:
-    """The JSON for the page and the API. It names each hit's file "image", not "path": gradio_client takes any
-    {"path": ...} dict for a file to download and would drop the score."""
-    return {"results": [{"image": hit["path"], "score": hit["score"]} for hit in result["results"]]}
-
-
 def gallery_of(result: Optional[dict]) -> list[tuple[str, str]]:
-    """The page's gallery for a result: drawn by a chained event, so API callers get the JSON without 12 image
-    files copied into Gradio's cache and downloaded by their client on every search."""
+    """The page's gallery for a result's JSON (`SearchResult.for_gradio`, which names each hit's file "image"):
+    drawn by a chained event, so API callers get the JSON without 12 image files copied into Gradio's cache and
+    downloaded by their client on every search."""
     return [
-        (hit["image"], f"{hit['score']:.3f}  {display_name(hit['image'])}") for hit in (result or {}).get("results", [])
+        (hit[GRADIO_FILE_KEY], f"{hit['score']:.3f}  {display_name(hit[GRADIO_FILE_KEY])}")
+        for hit in (result or {}).get("results", [])
     ]
 
 
@@ -135,7 +132,7 @@ def build_tab(ctx: AppContext) -> SearchHandles:
         def report(done: int, total: int, message: str) -> None:
             progress(done / max(total, 1), desc=message)
 
-        result = registry.update(source_, session, progress=report)
+        result = registry.update(source_, session, progress=report).to_dict()
         if problems:
             result["refused_uploads"] = problems
         return result
@@ -161,7 +158,7 @@ def build_tab(ctx: AppContext) -> SearchHandles:
                 allow_image_paths=False,
                 tag=tag_ or None,
             )
-        return _page_result(result)
+        return result.for_gradio()
 
     def by_image(source_, image_, k_=DEFAULT_K, threshold_=-1, tag_=ANY_TAG, request: gr.Request = None):
         paths = uploaded_paths(image_)
@@ -171,7 +168,7 @@ def build_tab(ctx: AppContext) -> SearchHandles:
             result = tasks.search_image(
                 ctx.service, index, paths[0], k=int(k_), threshold=_threshold(threshold_), tag=tag_ or None
             )
-        return _page_result(result)
+        return result.for_gradio()
 
     def tags_of(source_, request: gr.Request):
         with registry.searchable(source_, session_of(request)) as index:
@@ -189,13 +186,13 @@ def build_tab(ctx: AppContext) -> SearchHandles:
         if evt.index is None or evt.index >= len(hits):
             raise ClipAppError("Click a search result to search by it.")
         if select_mode_:
-            return gr.skip(), _toggled(selected_, hits[evt.index]["image"])
+            return gr.skip(), _toggled(selected_, hits[evt.index][GRADIO_FILE_KEY])
         with registry.searchable(source_, session_of(request)) as index:
-            vector = index.vector_for_path(hits[evt.index]["image"])
+            vector = index.vector_for_path(hits[evt.index][GRADIO_FILE_KEY])
             if vector is None:
                 raise ClipAppError("That image is no longer in the index; search again.")
             result = tasks.search_vector(index, vector, k=int(k_), threshold=_threshold(threshold_))
-        return _page_result(result), gr.skip()
+        return result.for_gradio(), gr.skip()
 
     # Indexing is a heavy job: its own group, one at a time, so it never takes the model group's slots.
     build_button.click(
