@@ -44,9 +44,6 @@ class SearchResult:
 
     hits: tuple[Hit, ...] = ()
 
-    def __len__(self) -> int:
-        return len(self.hits)
-
     def to_dict(self, *, file_key: str = "path") -> dict[str, Any]:
         """The JSON of `clipapp search --json` and /v1/search: {"results": [{"id", "path", "score", "aliases"}]}."""
         return {"results": [hit.to_dict(file_key=file_key) for hit in self.hits]}
