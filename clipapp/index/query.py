@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -84,21 +84,21 @@ def compose_query(
     kinds = [(weight, term, image_term_path(term) if allow_image_paths else None) for weight, term in terms]
     texts = [term for _, term, image in kinds if image is None]
     images = [image for _, _, image in kinds if image is not None]
-    text_vectors = iter(())
+    text_vectors: Iterator[np.ndarray] = iter(())
     if texts:
         text_vectors = iter(
             encoder.text_embeddings(texts, templates) if templates is not None else encoder.encode_texts(texts)
         )
-    image_vectors = []
+    encoded_images = []
     for path, vector, error in encoder.encode_image_files(images) if images else ():
         if vector is None:
             raise ClipAppError(f"Query image {path}: {error or 'could not be read'}")
-        image_vectors.append(vector)
-    image_vectors = iter(image_vectors)
+        encoded_images.append(vector)
+    image_vectors = iter(encoded_images)
     total = np.zeros(encoder.embed_dim, dtype=np.float64)
     for weight, _, image in kinds:
-        vector = next(image_vectors) if image is not None else next(text_vectors)
-        total += weight * np.asarray(vector, dtype=np.float64)
+        term_vector = next(image_vectors) if image is not None else next(text_vectors)
+        total += weight * np.asarray(term_vector, dtype=np.float64)
     norm = np.linalg.norm(total)
     if norm < 1e-6:
         raise ClipAppError("The query terms cancel each other out; there is nothing left to search for.")

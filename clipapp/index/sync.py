@@ -30,13 +30,22 @@ EXIF_DATETIME_ORIGINAL = 36867
 EXIF_DATETIME = 306
 
 
-class Encoder(Protocol):
-    spec: str
-    embed_dim: int
+class FileEncoder(Protocol):
+    """What `sync_folder` needs of a model: image files -> vectors (ClipService, or distributed.RayEncoder)."""
+
+    @property
+    def spec(self) -> str: ...
+
+    @property
+    def embed_dim(self) -> int: ...
 
     def encode_image_files(
         self, paths: list[str], *, batch_size: int = 32
     ) -> Iterator[tuple[str, np.ndarray | None, str | None]]: ...
+
+
+class Encoder(FileEncoder, Protocol):
+    """What uploads (`add_images`) and queries need besides: decoded images and texts (ClipService)."""
 
     def encode_images(self, images: list) -> np.ndarray: ...
 
@@ -70,7 +79,7 @@ def image_sha256(image) -> str:
     return digest.hexdigest()
 
 
-def check_encoder(index: ImageIndex, encoder: Encoder) -> None:
+def check_encoder(index: ImageIndex, encoder: FileEncoder) -> None:
     if encoder.spec != index.spec or int(encoder.embed_dim) != index.dim:
         where = index.path or "in memory"
         raise ClipAppError(
@@ -100,7 +109,7 @@ class _Tally:
 def sync_folder(
     index: ImageIndex,
     folder: str | os.PathLike,
-    encoder: Encoder,
+    encoder: FileEncoder,
     *,
     progress: ProgressFn | None = None,
     batch_size: int = 32,
@@ -214,7 +223,7 @@ def _hash_files(paths: list[str], notify: ProgressFn, tally: _Tally) -> dict[str
 
 def _embed_new_content(
     index: ImageIndex,
-    encoder: Encoder,
+    encoder: FileEncoder,
     to_encode: dict[str, list[tuple[FileInfo, bool]]],
     tally: _Tally,
     *,
@@ -288,7 +297,7 @@ def add_images(
             continue
         to_encode.append((info, image, previous is not None))
         seen_hashes.add(digest)
-    unique = {}
+    unique: dict[str, Any] = {}  # content hash -> one image with it
     for info, image, _ in to_encode:
         unique.setdefault(info.sha256, image)
     hashes = list(unique)

@@ -4,7 +4,7 @@ search it by text, by an uploaded image, or by clicking a result."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional
 
 import gradio as gr
 
@@ -120,7 +120,7 @@ def build_tab(ctx: AppContext) -> SearchHandles:
                     finetune_button = gr.Button("Fine-tune on these", variant="primary")
                     clear_button = gr.Button("Clear classes")
 
-    def index_images(source_=EXAMPLES, files_=None, request: gr.Request = None, progress=gr.Progress()):
+    def index_images(source_=EXAMPLES, files_=None, request: Optional[gr.Request] = None, progress=gr.Progress()):
         session = session_of(request)
         files = uploaded_paths(files_)
         problems = []
@@ -144,7 +144,7 @@ def build_tab(ctx: AppContext) -> SearchHandles:
         k_=DEFAULT_K,
         threshold_=-1,
         tag_=ANY_TAG,
-        request: gr.Request = None,
+        request: Optional[gr.Request] = None,
     ):
         with registry.searchable(source_, session_of(request)) as index:
             # Image terms in a typed query would make the server read its own files: text only here.
@@ -160,7 +160,7 @@ def build_tab(ctx: AppContext) -> SearchHandles:
             )
         return result.for_gradio()
 
-    def by_image(source_, image_, k_=DEFAULT_K, threshold_=-1, tag_=ANY_TAG, request: gr.Request = None):
+    def by_image(source_, image_, k_=DEFAULT_K, threshold_=-1, tag_=ANY_TAG, request: Optional[gr.Request] = None):
         paths = uploaded_paths(image_)
         if not paths:
             raise ClipAppError("Upload an image to search by.")
@@ -174,7 +174,9 @@ def build_tab(ctx: AppContext) -> SearchHandles:
         with registry.searchable(source_, session_of(request)) as index:
             return gr.Dropdown(choices=tag_choices(index.tag_counts()))
 
-    def add_to_class(class_name_, selected_=None, selection_=None, source_=EXAMPLES, request: gr.Request = None):
+    def add_to_class(
+        class_name_, selected_=None, selection_=None, source_=EXAMPLES, request: Optional[gr.Request] = None
+    ):
         """-> (the collected classes as NAME=PATH,PATH lines, their table, the emptied selection)."""
         paths = [line.strip() for line in (selected_ or "").splitlines() if line.strip()]
         with registry.searchable(source_, session_of(request)) as index:
@@ -203,9 +205,9 @@ def build_tab(ctx: AppContext) -> SearchHandles:
         concurrency_id="index",
         concurrency_limit=1,
     ).success(user_errors(tags_of), source, tag, api_visibility="private")
-    model = {"concurrency_id": "model", "concurrency_limit": ctx.model_concurrency}
+    model: dict[str, Any] = {"concurrency_id": "model", "concurrency_limit": ctx.model_concurrency}
     text_inputs = [source, query, templates, k, threshold, tag]
-    show = {
+    show: dict[str, Any] = {
         "fn": gallery_of,
         "inputs": results,
         "outputs": gallery,
@@ -227,7 +229,7 @@ def build_tab(ctx: AppContext) -> SearchHandles:
         **model,
     ).success(**show)
     # The tag list follows the index: on choosing it, after building it, and on opening the dropdown.
-    refresh = {
+    refresh: dict[str, Any] = {
         "fn": user_errors(tags_of),
         "inputs": source,
         "outputs": tag,
