@@ -6,6 +6,7 @@ the expensive runs happen once in module fixtures and the tests compare their re
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -315,3 +316,26 @@ def test_embed_actor_in_process(tiny_spec, tiny_service, tmp_path, photos):
     assert list(out["status"]) == ["fatal"] and "Weights file not found" in out["error"][0]
     out = EmbedActor(spec=tiny_spec, dim=64)({"path": np.array(paths[:1], dtype=object)})  # wrong size for the index
     assert list(out["status"]) == ["fatal"] and "32-d" in out["error"][0]
+
+
+def test_cli_index_json_is_the_same_report_with_and_without_ray(ray_cluster, tiny_spec, tmp_path, capsys):
+    """`clipapp index --json` prints SyncReport.to_dict() whichever path indexed: no reshaping for --ray."""
+    from clipapp.cli import main
+    from clipapp.index import SyncReport
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i, color in enumerate([(200, 10, 10), (10, 200, 10)]):
+        Image.new("RGB", (30, 30), color).save(folder / f"{i}.png")
+    shutil.copyfile(folder / "0.png", folder / DUPLICATE)
+    (folder / CORRUPT).write_bytes(b"\xff\xd8\xff\xe0 this is not really a jpeg")
+    reports = []
+    for name, ray in (("local", []), ("ray", ["--ray", "auto"])):
+        argv = ["index", str(folder), "--index", str(tmp_path / name), "--model", tiny_spec, "--precision", "fp32"]
+        assert main([*argv, *ray, "--json"]) == 0
+        reports.append(json.loads(capsys.readouterr().out))
+    local, on_ray = reports
+    assert list(on_ray) == list(local) == list(SyncReport().to_dict())
+    assert (on_ray["added"], on_ray["total"], on_ray["skipped"]) == (3, 3, [str(folder / CORRUPT)])
+    assert on_ray["errors"][str(folder / CORRUPT)]
+    assert on_ray == local  # the same counts, the same skipped files, the same reasons
