@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-SCORE_DECIMALS = 6  # cosines are float32: digits past the 6th are noise, and they bloat the JSON
+SCORE_DECIMALS = 6  # float32 cosines hold ~7 significant digits; 6 decimals, as the JSON always had
 
 # gradio_client (2.7.2, checked against a live app by tests/test_search_api.py) takes any JSON object with a string
 # "path" key for a file to download and replaces it with the local copy: the hit's score and id would be lost, and
