@@ -420,7 +420,6 @@ def cmd_index(args) -> None:
             spec=resolve_spec(args.model),
             precision="fp32" if args.precision == "auto" else args.precision,
         )
-        report = {**report, "skipped": [item["path"] for item in report["skipped"]]}
         if max_memory is not None:
             with ImageIndex.open(args.index) as index:
                 index.set_max_memory(max_memory)
@@ -433,12 +432,12 @@ def cmd_index(args) -> None:
         service = _service(args)
         with tqdm_progress(disable=args.json or not sys.stderr.isatty(), unit="img") as progress:
             report = tasks.index_folder(service, args.folder, args.index, progress=progress, max_memory=max_memory)
-        report.pop("errors")
     text = (
-        f"added {report['added']}, updated {report['updated']}, removed {report['removed']}, "
-        f"skipped {len(report['skipped'])}; {report['total']} images in {args.index}"
+        f"added {report.added}, updated {report.updated}, removed {report.removed}, "
+        f"skipped {len(report.skipped)}; {report.total} images in {args.index}"
     )
-    _emit(args, report, "\n".join([text, *[f"skipped: {path}" for path in report["skipped"]]]))
+    skipped = [f"skipped: {item.path}: {item.error}" for item in report.skipped]
+    _emit(args, report.to_dict(), "\n".join([text, *skipped]))
 
 
 def cmd_search(args) -> None:
@@ -453,7 +452,12 @@ def cmd_search(args) -> None:
         )
     else:
         result = tasks.search_image(service, index, args.image, k=args.k, threshold=args.threshold, tag=args.tag)
-    _emit(args, result, "\n".join(f"{hit['score']:.3f}  {hit['path']}" for hit in result["results"]) or "no results")
+    payload = result.to_dict()
+    lines = [
+        f"{hit['score']:.3f}  {hit['path']}" + (f"  (also {', '.join(hit['aliases'])})" if hit["aliases"] else "")
+        for hit in payload["results"]
+    ]
+    _emit(args, payload, "\n".join(lines) or "no results")
 
 
 def _add_search_commands(sub) -> None:

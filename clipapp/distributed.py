@@ -50,7 +50,7 @@ from typing import Any, Iterator, Optional
 import numpy as np
 
 from clipapp.errors import ClipAppError
-from clipapp.index import ImageIndex, ProgressFn, sync_folder
+from clipapp.index import ImageIndex, ProgressFn, SyncReport, sync_folder
 from clipapp.storage import atomic_path
 
 log = logging.getLogger(__name__)
@@ -556,9 +556,8 @@ def sync_folder_ray(
     progress: Optional[ProgressFn] = None,
     num_cpus: Optional[int] = None,
     stats: Optional[dict] = None,
-) -> dict:
-    """`clipapp.index.sync_folder` with the embedding on a Ray cluster; returns the same report:
-    {"added", "updated", "removed", "skipped": [{"path", "error"}], "total"}.
+) -> SyncReport:
+    """`clipapp.index.sync_folder` with the embedding on a Ray cluster; returns the same `SyncReport`.
 
     address: "auto" (a running cluster, else a private local one with `num_cpus` CPUs), "local", "HOST:6379" or
     "ray://HOST:10001"; see `ray_session`. Ray is only started if some file needs embedding.
@@ -638,7 +637,7 @@ def index_folder_ray(
     address: str = "auto",
     spec: Optional[str] = None,
     **options: Any,
-) -> dict:
+) -> SyncReport:
     """`python -m clipapp index DIR --index PATH --ray ADDRESS`: open (or create) the index and sync it on Ray.
 
     spec: default the existing index's model, else $CLIPAPP_MODEL / the default spec. Other keyword options go to

@@ -186,7 +186,7 @@ def create_app(
             raise ClipAppError("Send either a text query or an image to search by.")
         with sessions.searchable(source, "") as index:
             if query:
-                return tasks.search_text(
+                result = tasks.search_text(
                     service,
                     index,
                     query,
@@ -196,8 +196,11 @@ def create_app(
                     allow_image_paths=False,
                     tag=tag or None,
                 )
-            return tasks.search_image(
-                service, index, _named_uploads([image], service)[0].image, k=k, threshold=threshold, tag=tag or None
-            )
+            else:
+                assert image is not None  # checked above: exactly one of query and image
+                result = tasks.search_image(
+                    service, index, _named_uploads([image], service)[0].image, k=k, threshold=threshold, tag=tag or None
+                )
+        return result.to_dict()
 
     return app

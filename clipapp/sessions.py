@@ -24,7 +24,7 @@ from typing import Callable, Iterator, Optional, Sequence
 from clipapp import tasks
 from clipapp.data import IMAGE_EXTENSIONS, load_image
 from clipapp.errors import ClipAppError
-from clipapp.index import ImageIndex
+from clipapp.index import ImageIndex, SyncReport
 from clipapp.service import ClipService
 from clipapp.storage import file_sha256
 
@@ -173,7 +173,7 @@ class SessionStore:
             if self._indexes[path].users == 0:
                 del self._indexes[path]
 
-    def update(self, source: str, session: str, progress=None) -> dict:
+    def update(self, source: str, session: str, progress=None) -> SyncReport:
         """Bring the source's index up to date with its folder; the report of `tasks.sync_index`."""
         folder, index_path = self.folder_and_index_path(source, session)
         if source == MY_UPLOADS:

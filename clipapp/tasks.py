@@ -1,12 +1,14 @@
-"""The app's operations as plain functions over a ClipService, returning JSON-ready dicts.
+"""The app's operations as plain functions over a ClipService, returning typed results (or JSON-ready dicts).
 
-The CLI prints these dicts and the UI renders them, so both give the same answers by construction.
+The CLI, the /v1 API and the UI turn each result into JSON with its one `to_dict`, so all give the same answers by
+construction.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import TYPE_CHECKING, Optional, Sequence
 
 import numpy as np
 from PIL import Image
@@ -16,6 +18,9 @@ from clipapp.data import DEFAULT_LIMITS, ImageLimits, ImageSource, load_image
 from clipapp.errors import ClipAppError
 from clipapp.prompts import DEFAULT_TEMPLATES, parse_labels
 from clipapp.service import ClipService, ZeroShotResult
+
+if TYPE_CHECKING:  # the index (faiss) is imported only by the actions that use it
+    from clipapp.index import ImageIndex, SearchResult, SyncReport
 
 MAX_IMAGES_PER_REQUEST = 64
 MAX_TEXTS_PER_REQUEST = 200
@@ -142,23 +147,22 @@ def similarity(service: ClipService, images: Sequence[NamedImage], texts: str | 
 
 
 # -- search ---------------------------------------------------------------------------------------------------------
-def sync_index(service: ClipService, index, folder, *, progress=None) -> dict:
-    """Bring an open index up to date with the images under `folder` (incremental).
-
-    Returns {"added", "updated", "removed", "skipped": [paths], "total"} as in docs/architecture.md, plus "errors"
-    by path.
-    """
+def sync_index(service: ClipService, index: ImageIndex, folder: str | os.PathLike, *, progress=None) -> SyncReport:
+    """Bring an open index up to date with the images under `folder` (incremental): `sync_folder`'s report, whose
+    `to_dict` is the JSON of docs/architecture.md ("Command line", `index`)."""
     from clipapp.index import sync_folder
 
-    report = sync_folder(index, folder, service, progress=progress)
-    return {
-        **report,
-        "skipped": [item["path"] for item in report["skipped"]],
-        "errors": {item["path"]: item["error"] for item in report["skipped"]},
-    }
+    return sync_folder(index, folder, service, progress=progress)
 
 
-def index_folder(service: ClipService, folder, index_path, *, progress=None, max_memory: Optional[int] = None) -> dict:
+def index_folder(
+    service: ClipService,
+    folder: str | os.PathLike,
+    index_path: str | os.PathLike,
+    *,
+    progress=None,
+    max_memory: Optional[int] = None,
+) -> SyncReport:
     """Create or update the index at `index_path` from the images under `folder`; see `sync_index`.
 
     `max_memory`: bytes the search structure may hold in RAM (kept with the index; None: leave it as it is)."""
@@ -171,13 +175,9 @@ def index_folder(service: ClipService, folder, index_path, *, progress=None, max
         return sync_index(service, index, folder, progress=progress)
 
 
-def _hits(hits: list[dict]) -> dict:
-    return {"results": [{"path": hit["path"], "score": round(float(hit["score"]), 6)} for hit in hits]}
-
-
 def search_text(
     service: ClipService,
-    index,
+    index: ImageIndex,
     query: str,
     *,
     k: int = 10,
@@ -185,38 +185,38 @@ def search_text(
     templates: str | Sequence[str] | None = None,
     allow_image_paths: bool = True,
     tag: Optional[str] = None,
-) -> dict:
-    """Text (or rclip-style `a + b - c`) query -> {"results": [{"path", "score"}]}, best first.
-    `tag`: only images tagged with this label."""
+) -> SearchResult:
+    """Text (or rclip-style `a + b - c`) query -> its hits, best first. `tag`: only images tagged with this label."""
     from clipapp.index import query_index
 
-    return _hits(
-        query_index(
-            index,
-            query,
-            service,
-            k=k,
-            threshold=threshold,
-            templates=templates,
-            allow_image_paths=allow_image_paths,
-            tag=tag,
-        )
+    return query_index(
+        index,
+        query,
+        service,
+        k=k,
+        threshold=threshold,
+        templates=templates,
+        allow_image_paths=allow_image_paths,
+        tag=tag,
     )
 
 
 def search_image(
     service: ClipService,
-    index,
+    index: ImageIndex,
     image: ImageSource,
     *,
     k: int = 10,
     threshold: Optional[float] = None,
     tag: Optional[str] = None,
-) -> dict:
-    """Images most like `image` (a path, bytes or PIL image) -> {"results": [{"path", "score"}]}."""
+) -> SearchResult:
+    """Images most like `image` (a path, bytes or PIL image), best first."""
     vector = service.encode_images([image])
-    return _hits(index.search(vector, k=k, threshold=threshold, tag=tag)[0])
+    return index.search(vector, k=k, threshold=threshold, tag=tag)[0]
 
 
-def search_vector(index, vector: np.ndarray, *, k: int = 10, threshold: Optional[float] = None) -> dict:
-    return _hits(index.search(vector, k=k, threshold=threshold)[0])
+def search_vector(
+    index: ImageIndex, vector: np.ndarray, *, k: int = 10, threshold: Optional[float] = None
+) -> SearchResult:
+    """Images most like an embedding (e.g. an indexed image's own vector: the page's click-to-search)."""
+    return index.search(vector, k=k, threshold=threshold)[0]

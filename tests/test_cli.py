@@ -91,7 +91,26 @@ def test_index_and_search_commands(capsys, tiny_spec, photos, tmp_path):
     by_text = run_json(capsys, "search", "--index", str(index), "--text", "cat + snow - grass", "--model", tiny_spec,
                        "--json")
     assert len(by_text["results"]) == 3
-    assert {"path", "score"} == set(by_text["results"][0])
+    assert {"id", "path", "score", "aliases"} == set(by_text["results"][0])
+
+
+def test_index_json_is_the_sync_report(capsys, tiny_spec, photos, tmp_path):
+    from clipapp.index import SyncReport
+
+    folder, index = tmp_path / "pics", tmp_path / "index"
+    folder.mkdir()
+    (folder / photos[0].name).write_bytes(photos[0].read_bytes())
+    (folder / "copy.jpg").write_bytes(photos[0].read_bytes())
+    (folder / "broken.jpg").write_bytes(b"nope")
+    report = run_json(capsys, "index", str(folder), "--index", str(index), "--model", tiny_spec, "--json")
+    assert list(report) == list(SyncReport().to_dict())
+    assert (report["added"], report["updated"], report["removed"], report["total"]) == (2, 0, 0, 2)
+    assert report["skipped"] == [str(folder / "broken.jpg")] and list(report["errors"]) == report["skipped"]
+    assert report["errors"][str(folder / "broken.jpg")]  # why it was skipped, not an empty string
+    assert main(["index", str(folder), "--index", str(index), "--model", tiny_spec]) == 0
+    text = capsys.readouterr().out
+    assert "added 0, updated 0, removed 0, skipped 1; 2 images in" in text
+    assert f"skipped: {folder / 'broken.jpg'}: {report['errors'][str(folder / 'broken.jpg')]}" in text
 
 
 def test_search_refuses_an_index_of_another_model(capsys, tiny_spec, photos, tmp_path):

@@ -6,6 +6,7 @@ the expensive runs happen once in module fixtures and the tests compare their re
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -101,9 +102,9 @@ def _vectors_by_path(index: ImageIndex) -> dict[str, np.ndarray]:
 def test_same_report_and_paths(single, on_ray):
     (_, single_report), (_, ray_report, stats) = single, on_ray
     assert ray_report == single_report
-    assert ray_report["added"] == N_IMAGES + 1 and ray_report["total"] == N_IMAGES + 1
-    assert [s["path"].endswith(CORRUPT) for s in ray_report["skipped"]] == [True]
-    assert "broken.jpg: could not be read" in ray_report["skipped"][0]["error"]
+    assert ray_report.added == N_IMAGES + 1 and ray_report.total == N_IMAGES + 1
+    assert [s.path.endswith(CORRUPT) for s in ray_report.skipped] == [True]
+    assert "broken.jpg: could not be read" in ray_report.skipped[0].error
     assert stats["plan"]["num_actors"] == 2 and stats["plan"]["num_gpus"] == 0
     assert stats["embedded"] == N_IMAGES and stats["reused"] == 0
 
@@ -128,16 +129,16 @@ def test_same_search_results(single, on_ray):
     queries = np.concatenate([rng.standard_normal((3, single_index.dim)).astype(np.float32),
                               single_index.vectors()[:2]])
     for expected, got in zip(single_index.search(queries, k=5), ray_index.search(queries, k=5)):
-        assert [h["path"] for h in got] == [h["path"] for h in expected]
-        np.testing.assert_allclose([h["score"] for h in got], [h["score"] for h in expected], atol=1e-5)
+        assert [h.path for h in got.hits] == [h.path for h in expected.hits]
+        np.testing.assert_allclose([h.score for h in got.hits], [h.score for h in expected.hits], atol=1e-5)
 
 
 def test_rerun_on_unchanged_folder_embeds_nothing(on_ray, image_dir, tiny_spec):
     path, first, _ = on_ray
     stats: dict = {}
     report = sync_folder_ray(ImageIndex.open(path), image_dir, address="auto", spec=tiny_spec, stats=stats)
-    assert (report["added"], report["updated"], report["removed"]) == (0, 0, 0)
-    assert report["total"] == first["total"] and report["skipped"] == first["skipped"]
+    assert (report.added, report.updated, report.removed) == (0, 0, 0)
+    assert report.total == first.total and report.skipped == first.skipped
     # The broken file's result is kept in the skipped shard: nothing went to Ray this time.
     assert stats["embedded"] == 0 and stats["plan"] is None and stats["reused"] == 1
     assert [p.name for p in (path / ".ray-shards").iterdir()] == ["shard-skipped.npz"]
@@ -168,7 +169,7 @@ def test_resumes_from_shards_of_an_interrupted_run(single, image_dir, tiny_spec,
     index = ImageIndex.open_or_create(tmp_path / "index", tiny_spec, single_index.dim)
     stats: dict = {}
     report = sync_folder_ray(index, image_dir, spec=tiny_spec, shard_dir=shard_dir, stats=stats)
-    assert report["added"] == N_IMAGES + 1 and [s["path"] for s in report["skipped"]] == [corrupt]
+    assert report.added == N_IMAGES + 1 and [s.path for s in report.skipped] == [corrupt]
     assert stats["reused"] == N_IMAGES + 1  # one file per distinct content plus the broken one
     expected = _vectors_by_path(single_index)
     for path, vector in _vectors_by_path(ImageIndex.open(tmp_path / "index")).items():
@@ -184,7 +185,7 @@ def test_incremental_changes_and_index_folder_ray(ray_cluster, tiny_spec, tiny_s
     for i, color in enumerate([(200, 10, 10), (10, 200, 10), (10, 10, 200)]):
         Image.new("RGB", (30, 30), color).save(folder / f"{i}.png")
     first = index_folder_ray(folder, tmp_path / "index", spec=tiny_spec, address="auto")
-    assert (first["added"], first["total"]) == (3, 3)
+    assert (first.added, first.total) == (3, 3)
 
     Image.new("RGB", (30, 30), (240, 240, 0)).save(folder / "0.png")  # changed (other size/mtime and bytes)
     os.utime(folder / "0.png", (1_000_000, 1_000_000))
@@ -193,7 +194,7 @@ def test_incremental_changes_and_index_folder_ray(ray_cluster, tiny_spec, tiny_s
     reference = ImageIndex.in_memory(tiny_service.spec, tiny_service.embed_dim)
     sync_folder(reference, folder, tiny_service)
     report = index_folder_ray(folder, tmp_path / "index", address="auto")  # spec: the index's own
-    assert (report["added"], report["updated"], report["removed"], report["total"]) == (1, 1, 1, 3)
+    assert (report.added, report.updated, report.removed, report.total) == (1, 1, 1, 3)
     got, expected = _vectors_by_path(ImageIndex.open(tmp_path / "index")), _vectors_by_path(reference)
     assert set(got) == set(expected)
     for path in expected:
@@ -315,3 +316,26 @@ def test_embed_actor_in_process(tiny_spec, tiny_service, tmp_path, photos):
     assert list(out["status"]) == ["fatal"] and "Weights file not found" in out["error"][0]
     out = EmbedActor(spec=tiny_spec, dim=64)({"path": np.array(paths[:1], dtype=object)})  # wrong size for the index
     assert list(out["status"]) == ["fatal"] and "32-d" in out["error"][0]
+
+
+def test_cli_index_json_is_the_same_report_with_and_without_ray(ray_cluster, tiny_spec, tmp_path, capsys):
+    """`clipapp index --json` prints SyncReport.to_dict() whichever path indexed: no reshaping for --ray."""
+    from clipapp.cli import main
+    from clipapp.index import SyncReport
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i, color in enumerate([(200, 10, 10), (10, 200, 10)]):
+        Image.new("RGB", (30, 30), color).save(folder / f"{i}.png")
+    shutil.copyfile(folder / "0.png", folder / DUPLICATE)
+    (folder / CORRUPT).write_bytes(b"\xff\xd8\xff\xe0 this is not really a jpeg")
+    reports = []
+    for name, ray in (("local", []), ("ray", ["--ray", "auto"])):
+        argv = ["index", str(folder), "--index", str(tmp_path / name), "--model", tiny_spec, "--precision", "fp32"]
+        assert main([*argv, *ray, "--json"]) == 0
+        reports.append(json.loads(capsys.readouterr().out))
+    local, on_ray = reports
+    assert list(on_ray) == list(local) == list(SyncReport().to_dict())
+    assert (on_ray["added"], on_ray["total"], on_ray["skipped"]) == (3, 3, [str(folder / CORRUPT)])
+    assert on_ray["errors"][str(folder / CORRUPT)]
+    assert on_ray == local  # the same counts, the same skipped files, the same reasons

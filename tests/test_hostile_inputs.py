@@ -63,7 +63,7 @@ def test_every_image_that_passes_gets_a_heatmap_and_a_gallery_entry(tiny_service
     drawn = Image.open(HeatmapFiles().draw(figure))
     assert drawn.width > 40 * len(odd_files) and drawn.height > 100
     assert ctx.sessions.store_uploads("s1", [str(p) for p in odd_files]) == []
-    assert ctx.sessions.update("my uploads", "s1")["total"] == len(odd_files)
+    assert ctx.sessions.update("my uploads", "s1").total == len(odd_files)
 
 
 def test_shape_limits_name_the_limit(tiny_service, bad_files):

@@ -50,7 +50,7 @@ def test_similarity_embed_and_search(api, tiny_service, photos):
     images = api.post("/v1/embed", files=_files(photos[:1])).json()
     assert images["items"] == [photos[0].name] and np.linalg.norm(images["vectors"][0]) == pytest.approx(1, abs=1e-4)
     hits = api.post("/v1/search", data={"query": "a cat", "k": 3}).json()["results"]
-    assert len(hits) == 3 and {"path", "score"} == set(hits[0])
+    assert len(hits) == 3 and {"id", "path", "score", "aliases"} == set(hits[0])
     by_image = api.post("/v1/search", files=_files(photos[:1], field="image"), data={"k": 1}).json()["results"]
     assert by_image[0]["path"].endswith(photos[0].name) and by_image[0]["score"] == pytest.approx(1, abs=1e-4)
 

@@ -19,6 +19,7 @@ import sys
 import textwrap
 import time
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +32,8 @@ from clipapp.index import (
     VECTORS_NAME,
     FileInfo,
     ImageIndex,
+    SearchResult,
+    SyncReport,
     add_images,
     compose_query,
     ivf_nlist_for,
@@ -157,23 +160,23 @@ def test_exact_search_equals_numpy_brute_force():
     results = index.search(queries, k=10)
     assert index.index_type == "flat"
     expected_scores, expected_ids = numpy_top_k(vectors, queries, 10)
-    assert [[hit["id"] for hit in hits] for hits in results] == expected_ids.tolist()
-    np.testing.assert_allclose([[hit["score"] for hit in hits] for hits in results], expected_scores, atol=1e-5)
-    assert results[0][0]["path"] == f"/photos/{expected_ids[0, 0]:07d}.jpg"
+    assert [[hit.id for hit in result.hits] for result in results] == expected_ids.tolist()
+    np.testing.assert_allclose([[hit.score for hit in r.hits] for r in results], expected_scores, atol=1e-5)
+    assert results[0].hits[0].path == f"/photos/{expected_ids[0, 0]:07d}.jpg"
 
 
 def test_search_edge_cases():
     index = ImageIndex.in_memory(SPEC, 8)
-    assert index.search(random_unit(1, 8)[0], k=5) == [[]]  # empty index
-    assert index.search(random_unit(3, 8), k=5) == [[], [], []]
+    assert index.search(random_unit(1, 8)[0], k=5) == [SearchResult()]  # empty index
+    assert index.search(random_unit(3, 8), k=5) == [SearchResult()] * 3
     vectors = random_unit(4, 8, seed=3)
     index.add_items(vectors, infos_for(range(4)))
-    hits = index.search(vectors[2], k=100)[0]  # (d,) query, k beyond the index
-    assert len(hits) == 4 and hits[0]["id"] == 2
-    assert [h["score"] for h in hits] == sorted((h["score"] for h in hits), reverse=True)
-    assert all(h["score"] >= 0.5 for h in index.search(vectors[2], k=4, threshold=0.5)[0])
-    assert index.search(vectors[2], k=4, threshold=1.01) == [[]]
-    assert index.search(vectors[2] * 7.0, k=1)[0][0]["score"] == pytest.approx(1.0, abs=1e-5)  # normalized here
+    hits = index.search(vectors[2], k=100)[0].hits  # (d,) query, k beyond the index
+    assert len(hits) == 4 and hits[0].id == 2
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+    assert all(h.score >= 0.5 for h in index.search(vectors[2], k=4, threshold=0.5)[0].hits)
+    assert index.search(vectors[2], k=4, threshold=1.01) == [SearchResult()]
+    assert index.search(vectors[2] * 7.0, k=1)[0].hits[0].score == pytest.approx(1.0, abs=1e-5)  # normalized here
     with pytest.raises(ClipAppError, match="8-d"):
         index.search(random_unit(1, 9), k=1)
     with pytest.raises(ClipAppError, match="k must be"):
@@ -193,7 +196,7 @@ def test_approximate_index_recall_on_100k_clustered_vectors():
     assert structure.nprobe < structure.nlist and structure.measured_recall >= 0.95
     results = index.search(queries, k=10)
     _, truth = numpy_top_k(vectors, queries, 10)
-    recall = np.mean([len({h["id"] for h in hits} & set(row)) / 10 for hits, row in zip(results, truth.tolist())])
+    recall = np.mean([len({h.id for h in r.hits} & set(row)) / 10 for r, row in zip(results, truth.tolist())])
     assert recall >= 0.95, (recall, structure)
 
 
@@ -204,10 +207,10 @@ def test_index_switches_between_exact_and_ivf():
     index.ensure_built()
     assert index.index_type == "flat"
     index.add_items(vectors[400:], infos_for(range(400, 1200)))  # grows past the threshold
-    assert index.search(vectors[700], k=1)[0][0]["id"] == 700
+    assert index.search(vectors[700], k=1)[0].hits[0].id == 700
     assert index.index_type == "ivf" and index.structure.trained_on == 1200
     index.remove_paths([f"/photos/{i:07d}.jpg" for i in range(1000)])  # below half the threshold
-    assert len(index) == 200 and index.search(vectors[1100], k=1)[0][0]["id"] == 1100
+    assert len(index) == 200 and index.search(vectors[1100], k=1)[0].hits[0].id == 1100
     assert index.index_type == "flat"
 
 
@@ -218,10 +221,10 @@ def test_ivf_removal_and_large_k():
     index.ensure_built()
     assert index.index_type == "ivf"
     index.remove_paths(["/photos/0000007.jpg"])
-    assert all(hit["id"] != 7 for hit in index.search(vectors[7], k=20)[0])
-    hits = index.search(vectors[8], k=5000)[0]  # more than the probed lists hold: answered exactly
-    assert len(hits) == 2999 and hits[0]["id"] == 8
-    assert [h["score"] for h in hits] == sorted((h["score"] for h in hits), reverse=True)
+    assert all(hit.id != 7 for hit in index.search(vectors[7], k=20)[0].hits)
+    hits = index.search(vectors[8], k=5000)[0].hits  # more than the probed lists hold: answered exactly
+    assert len(hits) == 2999 and hits[0].id == 8
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -245,7 +248,7 @@ def test_persistence_round_trip(tmp_path, threshold):
     np.testing.assert_array_equal(loaded.vectors(), index.vectors())
     np.testing.assert_array_equal(loaded.ids(), index.ids())
     assert loaded.search(queries, k=7) == index.search(queries, k=7)
-    assert loaded.search(vectors[3], k=1)[0][0]["aliases"] == ["/photos/copy-of-3.jpg"]
+    assert loaded.search(vectors[3], k=1)[0].hits[0].aliases == ("/photos/copy-of-3.jpg",)
     with sqlite3.connect(tmp_path / "idx" / DB_NAME) as db:  # readable with ordinary tools
         meta = dict(db.execute("SELECT key, value FROM meta"))
         assert (meta["model_spec"], meta["embed_dim"], meta["format_version"]) == (SPEC, "16", "2")
@@ -286,7 +289,7 @@ def test_commit_writes_only_what_changed(tmp_path, monkeypatch):
 
     monkeypatch.setattr(structure, "build", no_rebuild)
     reopened = ImageIndex.open(folder)
-    assert [hits[0]["id"] for hits in reopened.search(vectors[3000:], k=1)] == list(range(3000, 3010))
+    assert [result.hits[0].id for result in reopened.search(vectors[3000:], k=1)] == list(range(3000, 3010))
     assert reopened.record("/photos/0000001.jpg").mtime == 5.0 and len(reopened) == 3010
 
 
@@ -325,7 +328,7 @@ def _assert_is_complete_generation(folder: Path, allowed_counts: set[int]) -> Im
     assert sorted(r.path for r in index.records()) == [f"/img/{i:07d}.jpg" for i in range(n)]
     assert all(r.sha256 == f"{r.id:064x}" and r.path == f"/img/{r.id:07d}.jpg" for r in index.records())
     probes = np.array([0, n // 2, n - 1])
-    assert [hits[0]["id"] for hits in index.search(_kill_vectors(probes), k=1)] == probes.tolist()
+    assert [result.hits[0].id for result in index.search(_kill_vectors(probes), k=1)] == probes.tolist()
     assert index._search.ntotal == n
     return index
 
@@ -420,28 +423,28 @@ def test_sync_is_incremental(tmp_path, photo_folder):
     encoder = FakeEncoder()
     index = ImageIndex.open_or_create(tmp_path / "idx", SPEC, DIM)
     report = sync_folder(index, photo_folder, encoder)
-    assert report == {"added": 5, "updated": 0, "removed": 0, "skipped": [], "total": 5}
+    assert report == SyncReport(added=5, updated=0, removed=0, total=5)
     assert sorted(Path(p).name for p in encoder.encoded_paths) == ["C.JPEG", "a.png", "b.jpg", "d.png", "e.webp"]
 
     encoder = FakeEncoder()
     index = ImageIndex.open(tmp_path / "idx", expected_spec=SPEC)
     report = sync_folder(index, photo_folder, encoder)  # nothing changed
-    assert report == {"added": 0, "updated": 0, "removed": 0, "skipped": [], "total": 5}
+    assert report == SyncReport(added=0, updated=0, removed=0, total=5)
     assert encoder.calls == Counter()
 
     generation = index.generation
     os.utime(photo_folder / "a.png", (time.time() + 100, time.time() + 100))  # touched, same bytes
     report = sync_folder(index, photo_folder, encoder)
-    assert report["added"] == report["updated"] == 0 and encoder.calls == Counter()
+    assert report.added == report.updated == 0 and encoder.calls == Counter()
     assert index.generation == generation + 1  # the new mtime is remembered: no hashing next time
 
     write_image(photo_folder / "b.jpg", 99)  # changed content
     (photo_folder / "trips" / "d.png").unlink()  # deleted
     report = sync_folder(index, photo_folder, encoder)
-    assert report == {"added": 0, "updated": 1, "removed": 1, "skipped": [], "total": 4}
+    assert report == SyncReport(added=0, updated=1, removed=1, total=4)
     assert encoder.encoded_paths == [str((photo_folder / "b.jpg").resolve())]
     b_vector = encoder._embed(Image.open(photo_folder / "b.jpg"))
-    assert index.search(b_vector, k=1)[0][0]["path"] == str((photo_folder / "b.jpg").resolve())
+    assert index.search(b_vector, k=1)[0].hits[0].path == str((photo_folder / "b.jpg").resolve())
     assert len(index) == 4 and len(ImageIndex.open(tmp_path / "idx")) == 4
 
 
@@ -450,22 +453,23 @@ def test_sync_stores_duplicates_once_and_keeps_moved_files(tmp_path, photo_folde
     index = ImageIndex.create(tmp_path / "idx", SPEC, DIM)
     shutil.copy(photo_folder / "a.png", photo_folder / "a-copy.png")
     report = sync_folder(index, photo_folder, encoder)
-    assert report["added"] == 6 and len(index) == 5 and index.path_count == 6
+    assert report.added == 6 and len(index) == 5 and index.path_count == 6
     assert len(encoder.encoded_paths) == 5  # the copy was not encoded
     a_vector = index.vector_for_path(str((photo_folder / "a.png").resolve()))
-    hit = index.search(a_vector, k=1)[0][0]
-    assert {hit["path"], *hit["aliases"]} == {str((photo_folder / n).resolve()) for n in ("a.png", "a-copy.png")}
+    hit = index.search(a_vector, k=1)[0].hits[0]
+    assert {hit.path, *hit.aliases} == {str((photo_folder / n).resolve()) for n in ("a.png", "a-copy.png")}
 
     encoder = FakeEncoder()
     shutil.copy(photo_folder / "b.jpg", photo_folder / "trips" / "b-again.jpg")  # a new copy of indexed content
     (photo_folder / "C.JPEG").rename(photo_folder / "trips" / "C-moved.jpeg")  # a move
     (photo_folder / "a.png").unlink()  # the original goes, its copy stays
     report = sync_folder(index, photo_folder, encoder)
-    assert report == {"added": 2, "updated": 0, "removed": 2, "skipped": [], "total": 6}
+    assert report == SyncReport(added=2, updated=0, removed=2, total=6)
     assert encoder.calls == Counter()  # nothing re-encoded
     assert len(index) == 5
-    assert index.search(a_vector, k=1)[0][0] == {**hit, "path": str((photo_folder / "a-copy.png").resolve()),
-                                                 "aliases": []}
+    assert index.search(a_vector, k=1)[0].hits[0] == replace(
+        hit, path=str((photo_folder / "a-copy.png").resolve()), aliases=()
+    )
 
 
 def test_sync_skips_unreadable_files_and_keeps_going(tmp_path, photo_folder):
@@ -474,16 +478,16 @@ def test_sync_skips_unreadable_files_and_keeps_going(tmp_path, photo_folder):
     encoder = FakeEncoder()
     index = ImageIndex.create(tmp_path / "idx", SPEC, DIM)
     report = sync_folder(index, photo_folder, encoder, batch_size=2)
-    assert report["added"] == 5 and report["total"] == 5
-    assert sorted(Path(s["path"]).name for s in report["skipped"]) == ["broken.jpg", "empty.png"]
-    assert all(s["error"] for s in report["skipped"])
+    assert report.added == 5 and report.total == 5
+    assert sorted(Path(s.path).name for s in report.skipped) == ["broken.jpg", "empty.png"]
+    assert all(s.error for s in report.skipped)
 
     write_image(photo_folder / "a.png", 1)  # rewritten identically...
     (photo_folder / "b.jpg").write_bytes(b"garbage now")  # ...while b.jpg gets corrupted
     report = sync_folder(index, photo_folder, encoder)
-    assert {Path(s["path"]).name for s in report["skipped"]} == {"broken.jpg", "empty.png", "b.jpg"}
+    assert {Path(s.path).name for s in report.skipped} == {"broken.jpg", "empty.png", "b.jpg"}
     assert index.record(str((photo_folder / "b.jpg").resolve())) is None  # its old vector no longer applies
-    assert report["total"] == 4
+    assert report.total == 4
 
 
 def test_sync_only_touches_its_own_folder_and_checkpoints(tmp_path):
@@ -507,8 +511,8 @@ def test_sync_only_touches_its_own_folder_and_checkpoints(tmp_path):
     shutil.rmtree(second)
     second.mkdir()
     report = sync_folder(index, first, FakeEncoder())
-    assert report["removed"] == 0 and report["total"] == 14  # the other folder's records are not this sync's
-    assert sync_folder(index, second, FakeEncoder())["removed"] == 7
+    assert report.removed == 0 and report.total == 14  # the other folder's records are not this sync's
+    assert sync_folder(index, second, FakeEncoder()).removed == 7
     with pytest.raises(ClipAppError, match="not a folder"):
         sync_folder(index, tmp_path / "missing", FakeEncoder())
 
@@ -530,14 +534,14 @@ def test_add_images_for_uploads(tmp_path):
     red = Image.new("RGB", (10, 10), (250, 10, 10))
     noise = Image.fromarray(np.random.default_rng(3).integers(0, 256, (12, 12, 3), dtype=np.uint8))
     report = add_images(index, [("red.png", red), ("noise.png", noise), ("red-again.png", red.copy())], encoder)
-    assert report == {"added": 3, "updated": 0, "removed": 0, "skipped": [], "total": 3}
+    assert report == SyncReport(added=3, updated=0, removed=0, total=3)
     assert encoder.calls["images"] == 2  # identical pixels encoded once
     assert index.record("red.png").source == "upload"
-    assert add_images(index, [("red.png", red)], encoder)["added"] == 0 and encoder.calls["images"] == 2
+    assert add_images(index, [("red.png", red)], encoder).added == 0 and encoder.calls["images"] == 2
     report = add_images(index, [("red.png", noise)], encoder)  # same name, new pixels
-    assert report["updated"] == 1 and encoder.calls["images"] == 2  # and that content was already known
+    assert report.updated == 1 and encoder.calls["images"] == 2  # and that content was already known
     loaded = ImageIndex.open(tmp_path / "idx")
-    assert loaded.search(encoder._embed(noise), k=1)[0][0]["aliases"] == ["red.png"]
+    assert loaded.search(encoder._embed(noise), k=1)[0].hits[0].aliases == ("red.png",)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -590,9 +594,9 @@ def test_query_index_finds_an_image_by_image_and_text(tmp_path, photo_folder):
     index = ImageIndex.in_memory(SPEC, DIM)
     sync_folder(index, photo_folder, encoder)
     target = str((photo_folder / "trips" / "d.png").resolve())
-    assert query_index(index, target, encoder, k=1)[0]["path"] == target
-    hits = query_index(index, "a dog", encoder, k=3)
-    assert len(hits) == 3 and hits[0]["score"] >= hits[-1]["score"]
+    assert query_index(index, target, encoder, k=1).hits[0].path == target
+    hits = query_index(index, "a dog", encoder, k=3).hits
+    assert len(hits) == 3 and hits[0].score >= hits[-1].score
     with pytest.raises(ClipAppError, match="runs model"):
         query_index(index, "a dog", FakeEncoder(spec="other"), k=3)
 
@@ -606,9 +610,9 @@ def test_sync_and_query_with_the_real_clip_service(tmp_path, tiny_service, photo
     (folder / "broken.jpg").write_bytes(b"not a jpeg")
     index = ImageIndex.open_or_create(tmp_path / "idx", tiny_service.spec, tiny_service.embed_dim)
     report = sync_folder(index, folder, tiny_service, batch_size=2)
-    assert report["added"] == 4 and [Path(s["path"]).name for s in report["skipped"]] == ["broken.jpg"]
+    assert report.added == 4 and [Path(s.path).name for s in report.skipped] == ["broken.jpg"]
     target = str((folder / photos[1].name).resolve())
-    assert query_index(index, target, tiny_service, k=1)[0]["path"] == target
-    assert len(query_index(index, "a cat + a photo - text", tiny_service, k=3, templates=["a photo of {}."])) == 3
+    assert query_index(index, target, tiny_service, k=1).hits[0].path == target
+    assert len(query_index(index, "a cat + a photo - text", tiny_service, k=3, templates=["a photo of {}."]).hits) == 3
     with pytest.raises(ClipAppError, match="--model"):
         ImageIndex.open(tmp_path / "idx", expected_spec="demo")

@@ -19,7 +19,7 @@ import pytest
 from PIL import Image
 
 from clipapp.errors import ClipAppError
-from clipapp.index import DB_NAME, FileInfo, ImageIndex, migrate, structure, sync_folder
+from clipapp.index import DB_NAME, FileInfo, ImageIndex, SearchResult, migrate, structure, sync_folder
 from tests.test_index import DIM, SPEC, FakeEncoder, clustered_unit, infos_for, random_unit, write_image
 
 REPO_DIR = Path(__file__).resolve().parent.parent
@@ -61,10 +61,10 @@ def test_old_index_converts_once_without_reencoding_and_searches_the_same(tmp_pa
     assert len(index) == expected["count"]
     queries = np.asarray(expected["queries"], dtype=np.float32)
     results = index.search(queries, k=expected["k"])
-    for hits, old_hits in zip(results, expected["hits"]):
-        assert [(h["id"], h["path"], h["aliases"]) for h in hits] == [
+    for result, old_hits in zip(results, expected["hits"]):
+        assert [(h.id, h.path, list(h.aliases)) for h in result.hits] == [
             (h["id"], h["path"], h["aliases"]) for h in old_hits]
-        np.testing.assert_allclose([h["score"] for h in hits], [h["score"] for h in old_hits], atol=1e-6)
+        np.testing.assert_allclose([h.score for h in result.hits], [h["score"] for h in old_hits], atol=1e-6)
     old_records = sorted(old_meta["items"], key=lambda r: r["path"])
     new_records = sorted((vars(r) for r in index.records()), key=lambda r: r["path"])
     assert [{k: r[k] for k in old_records[0]} for r in new_records] == old_records
@@ -75,7 +75,7 @@ def test_old_index_converts_once_without_reencoding_and_searches_the_same(tmp_pa
 
     monkeypatch.setattr(migrate, "_convert", lambda *a: (_ for _ in ()).throw(AssertionError("converted twice")))
     again = ImageIndex.open(folder)
-    assert again.search(queries, k=expected["k"])[0][0]["id"] == expected["hits"][0][0]["id"]
+    assert again.search(queries, k=expected["k"])[0].hits[0].id == expected["hits"][0][0]["id"]
     new_id = again.add_items(random_unit(1, again.dim, seed=3), infos_for([999_999]))[0]
     assert new_id == old_meta["next_id"]  # ids continue after the old ones
 
@@ -131,7 +131,7 @@ def test_another_process_commits_are_seen_on_the_next_search(tmp_path, monkeypat
     served = ImageIndex.create(folder, SPEC, 16, exact_threshold=1000)
     served.add_items(vectors[:1200], infos_for(range(1200)))
     served.save()
-    assert served.search(vectors[1205], k=1)[0][0]["id"] != 1205 and served.index_type == "ivf"
+    assert served.search(vectors[1205], k=1)[0].hits[0].id != 1205 and served.index_type == "ivf"
     np.save(tmp_path / "new.npy", vectors[1200:])
     writer = _run("""
         import sys, numpy as np
@@ -145,8 +145,8 @@ def test_another_process_commits_are_seen_on_the_next_search(tmp_path, monkeypat
     _, err = writer.communicate(timeout=120)
     assert writer.returncode == 0, err
     monkeypatch.setattr(structure, "build", _no_rebuild)  # the delta is applied, not a rebuild
-    assert [hits[0]["id"] for hits in served.search(vectors[1200:], k=1)] == list(range(1200, 1210))
-    assert all(hit["id"] != 7 for hit in served.search(vectors[7], k=5)[0])
+    assert [result.hits[0].id for result in served.search(vectors[1200:], k=1)] == list(range(1200, 1210))
+    assert all(hit.id != 7 for hit in served.search(vectors[7], k=5)[0].hits)
     assert len(served) == 1209 and served.record("/photos/0000007.jpg") is None
 
 
@@ -176,9 +176,9 @@ def test_two_processes_syncing_one_index_do_not_corrupt_it(tmp_path):
     encoder = FakeEncoder()
     for path in sorted(photos.iterdir()):
         vector = encoder._embed(Image.open(path))
-        assert index.search(vector, k=1)[0][0]["path"] == str(path.resolve())
+        assert index.search(vector, k=1)[0].hits[0].path == str(path.resolve())
         np.testing.assert_allclose(index.vector_for_path(str(path.resolve())), vector, atol=1e-6)
-    assert sync_folder(index, photos, encoder)["added"] == 0 and encoder.calls["encode_image_files"] == 0
+    assert sync_folder(index, photos, encoder).added == 0 and encoder.calls["encode_image_files"] == 0
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -219,7 +219,7 @@ def test_sync_killed_midway_keeps_committed_batches_and_a_second_sync_finishes(t
     for record in index.records():  # every committed row has its own, whole vector
         np.testing.assert_allclose(index.vector(record.id), encoder._embed(Image.open(record.path)), atol=1e-6)
     report = sync_folder(index, photos, encoder)
-    assert report["added"] == 80 - committed and report["total"] == 80
+    assert report.added == 80 - committed and report.total == 80
     assert len(encoder.encoded_paths) == 80 - committed  # resumed: the committed images were not encoded again
 
 
@@ -251,7 +251,7 @@ def test_kill_during_faiss_rebuild_loses_nothing(tmp_path):
         reopened = ImageIndex.open(folder)
         assert len(reopened) == 20_000
         probes = [0, 12_345, 19_999]
-        assert [hits[0]["id"] for hits in reopened.search(vectors[probes], k=1)] == probes
+        assert [result.hits[0].id for result in reopened.search(vectors[probes], k=1)] == probes
         reopened.close()
     reopened = ImageIndex.open(folder)
     reopened.rebuild()  # a successful cache write removes what killed writers left behind
@@ -280,11 +280,11 @@ def test_tags_are_stored_read_back_and_filter_search(tmp_path):
     cat_ids = np.arange(0, 1000, 3)
     truth = (queries @ vectors[cat_ids].T).argsort(axis=1)[:, ::-1][:, :10]
     # 334 tagged > exact_threshold: answered by the faiss structure with an id selector
-    for hits, expected in zip(index.search(queries, k=10, tag="cat"), truth):
-        assert all(h["id"] % 3 == 0 for h in hits) and len(hits) == 10
-        assert len({h["id"] for h in hits} & set(cat_ids[expected].tolist())) >= 8
-    assert [h["id"] for h in index.search(vectors[5], k=5, tag="dog")[0]] == [1]  # small set: exact
-    assert index.search(vectors[5], k=5, tag="unicorn") == [[]]
+    for result, expected in zip(index.search(queries, k=10, tag="cat"), truth):
+        assert all(h.id % 3 == 0 for h in result.hits) and len(result.hits) == 10
+        assert len({h.id for h in result.hits} & set(cat_ids[expected].tolist())) >= 8
+    assert [h.id for h in index.search(vectors[5], k=5, tag="dog")[0].hits] == [1]  # small set: exact
+    assert index.search(vectors[5], k=5, tag="unicorn") == [SearchResult()]
     assert index.set_tags({"/photos/0000003.jpg": []}) == 1 and index.tags("/photos/0000003.jpg") == []
     index.remove_paths(["/photos/0000006.jpg"])
     assert index.tag_counts()["cat"] == 332
@@ -337,10 +337,10 @@ def test_memory_budget_chooses_compressed_codes_with_exact_rerank(tmp_path):
     assert index.memory_bytes()["faiss"] <= budget
     results = index.search(queries, k=10)  # fresh queries, not stored vectors
     truth = (queries @ vectors.T).argsort(axis=1)[:, ::-1][:, :10]
-    recall = np.mean([len({h["id"] for h in hits} & set(row.tolist())) / 10 for hits, row in zip(results, truth)])
+    recall = np.mean([len({h.id for h in r.hits} & set(row.tolist())) / 10 for r, row in zip(results, truth)])
     assert recall >= 0.95, (recall, s)
-    exact = queries[0] @ vectors[results[0][0]["id"]]
-    assert results[0][0]["score"] == pytest.approx(float(exact), abs=1e-5)  # re-ranked scores are exact
+    exact = queries[0] @ vectors[results[0].hits[0].id]
+    assert results[0].hits[0].score == pytest.approx(float(exact), abs=1e-5)  # re-ranked scores are exact
     index.set_max_memory(None)  # no budget: IVF-Flat is due only after the collection doubles
     assert index.structure.kind == "ivfpq"
 

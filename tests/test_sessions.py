@@ -27,7 +27,7 @@ def _store(tiny_service, tmp_path, **kwargs) -> SessionStore:
 
 def _upload(store: SessionStore, session: str, photos, n: int = 2) -> None:
     assert store.store_uploads(session, [str(p) for p in photos[:n]]) == []
-    assert store.update(MY_UPLOADS, session)["total"] == n
+    assert store.update(MY_UPLOADS, session).total == n
 
 
 def test_open_indexes_are_capped_and_reopen_from_disk(tiny_service, tmp_path, photos):
@@ -46,7 +46,7 @@ def test_an_index_in_use_is_not_evicted(tiny_service, tmp_path, photos):
     with store.searchable(MY_UPLOADS, "s1") as held:
         _upload(store, "s2", photos)  # s2 is newer, but s1 is in use: s2 is the one unloaded
         assert store.open_index_count() == 1
-        hits = held.search(tiny_service.encode_texts(["a cat"]), k=2)[0]
+        hits = held.search(tiny_service.encode_texts(["a cat"]), k=2)[0].hits
         assert len(hits) == 2
     with store.searchable(MY_UPLOADS, "s1") as again:
         assert again is held  # still the open one, never a second copy beside it

@@ -11,25 +11,28 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 import tempfile
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
+from typing import TextIO
 
 import faiss
 import numpy as np
 
 from clipapp.errors import ClipAppError
 from clipapp.index import structure as st
+from clipapp.index.results import Hit, SearchResult
 from clipapp.index.store import DB_NAME, FileInfo, ItemRecord, Store
 from clipapp.index.structure import IndexSettings, IndexStructure, SearchStructure, normalize_rows
 
-try:  # serialises writers of the faiss cache file; absent on Windows, where they are simply unlocked
-    import fcntl
-except ImportError:  # pragma: no cover
+if sys.platform == "win32":  # pragma: no cover - no fcntl: writers of the faiss cache are simply unlocked
     fcntl = None
+else:  # serialises writers of the faiss cache file
+    import fcntl
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +49,8 @@ class folder_lock:
     """Exclusive advisory lock on INDEX/.lock (faiss cache writes, migration)."""
 
     def __init__(self, folder: Path):
-        self.folder, self.handle = Path(folder), None
+        self.folder = Path(folder)
+        self.handle: TextIO | None = None
 
     def __enter__(self):
         if fcntl is not None:
@@ -213,7 +217,7 @@ class ImageIndex:
         """The search structure in use (loaded or built on first use)."""
         with self._lock:
             self.ensure_built()
-            return self._search.structure
+            return self.ensure_built().structure
 
     @property
     def index_type(self) -> str:
@@ -277,7 +281,7 @@ class ImageIndex:
                 ids = np.asarray([r[0] for r in rows], dtype=np.int64)
                 vectors = self._store.vectors_for(ids)
                 if every_path:
-                    paths_of = self._store.paths_for_ids(ids)
+                    paths_of = self._store.paths_for_ids(ids.tolist())
                     repeat = [len(paths_of.get(int(i), ())) for i in ids]
                     paths = [p for i in ids for p in paths_of.get(int(i), ())]
                     vectors = np.repeat(vectors, repeat, axis=0)
@@ -314,7 +318,7 @@ class ImageIndex:
         if version != self._data_version:
             self._data_version = version
             self._count = self._store.content_count()
-            self.settings = IndexSettings(**json.loads(self._store.get_meta("settings", "{}")))
+            self.settings = IndexSettings(**json.loads(self._store.get_meta("settings") or "{}"))
             self._catch_up()
 
     def _catch_up(self) -> None:
@@ -365,7 +369,8 @@ class ImageIndex:
         with self._lock:
             self._begin()
             known = self._ids_for_hashes([info.sha256 for info in infos])
-            new_rows, new_hashes = [], []
+            new_rows: list[int] = []
+            new_hashes: list[str] = []
             for row, info in enumerate(infos):
                 if info.sha256 not in known:
                     known[info.sha256] = -1 - len(new_rows)  # placeholder: the k-th new content
@@ -451,17 +456,19 @@ class ImageIndex:
             return len(ids)
 
     # -- search structure -------------------------------------------------------------------------------------
-    def ensure_built(self, progress=None) -> None:
-        """Load the saved structure (catching up with the store) or build it if the policy says so."""
+    def ensure_built(self, progress=None) -> SearchStructure:
+        """Load the saved structure (catching up with the store) or build it if the policy says so; returns it."""
         with self._lock:
             self._refresh()
             if self._search is None and not self._cache_tried and self.path is not None:
                 self._cache_tried = True
                 self._search = st.load_cache(self.path)
                 self._catch_up()
-            if self._search is None or self._search.needs_rebuild(self._count, self.dim, self.settings):
-                self._rebuild(progress)
+            search = self._search
+            if search is None or search.needs_rebuild(self._count, self.dim, self.settings):
+                search = self._rebuild(progress)
             self._maybe_save_cache()
+            return search
 
     def rebuild(self, progress=None) -> None:
         """Force a rebuild from the stored vectors (retrains and recalibrates an IVF index)."""
@@ -470,11 +477,11 @@ class ImageIndex:
             self._rebuild(progress)
             self._maybe_save_cache()
 
-    def _rebuild(self, progress=None) -> None:
+    def _rebuild(self, progress=None) -> SearchStructure:
         started = time.perf_counter()
         store = self._store
         ids = store.content_ids()
-        self._search = st.build(
+        search = self._search = st.build(
             len(ids),
             self.dim,
             self.settings,
@@ -486,11 +493,12 @@ class ImageIndex:
         )
         log.info(
             "built %s index over %d vectors in %.1fs %s",
-            self._search.structure.kind,
+            search.structure.kind,
             len(ids),
             time.perf_counter() - started,
-            self._search.structure,
+            search.structure,
         )
+        return search
 
     def _maybe_save_cache(self) -> None:
         built = self._search
@@ -506,11 +514,11 @@ class ImageIndex:
     # -- search -----------------------------------------------------------------------------------------------
     def search(
         self, query_vectors: np.ndarray, k: int = 10, threshold: float | None = None, *, tag: str | None = None
-    ) -> list[list[dict]]:
-        """Nearest images by cosine similarity, one list per query row (a (d,) vector is one query).
+    ) -> list[SearchResult]:
+        """Nearest images by cosine similarity, one `SearchResult` per query row (a (d,) vector is one query).
 
-        A hit is {"id", "path", "score", "aliases"}, best first; at most `k` hits, fewer if the index is smaller
-        or if `threshold` (minimum score) cuts them. `tag`: only images tagged with this label. Query rows are
+        Its hits (`Hit`: id, path, score, aliases) are best first; at most `k`, fewer if the index is smaller or
+        if `threshold` (minimum score) cuts them. `tag`: only images tagged with this label. Query rows are
         L2-normalized here.
         """
         if int(k) < 1:
@@ -530,7 +538,7 @@ class ImageIndex:
             self._refresh()
             k = min(int(k), self._count)
             if k == 0:
-                return [[] for _ in range(len(queries))]
+                return [SearchResult() for _ in range(len(queries))]
             scores, ids = self._search_ids(queries, k, tag)
             hit_ids = ids[ids >= 0]
             paths = self._store.paths_for_ids(hit_ids.tolist()) if len(hit_ids) else {}
@@ -545,29 +553,31 @@ class ImageIndex:
             tagged = store.ids_with_tag(tag)
             if len(tagged) <= self.settings.exact_threshold:  # small subset: exact, no structure needed
                 return st.exact_over_ids(tagged, queries, k, store.vectors_for)
-            self.ensure_built()
+            search = self.ensure_built()
             batch = faiss.IDSelectorBatch(tagged)
             with st.faiss_threads(threads):
-                return self._search.search(queries, k, store.vectors_for, selector=batch)
-        self.ensure_built()
+                return search.search(queries, k, store.vectors_for, selector=batch)
+        search = self.ensure_built()
         with st.faiss_threads(threads):
-            scores, ids = self._search.search(queries, k, store.vectors_for)
+            scores, ids = search.search(queries, k, store.vectors_for)
         short = np.flatnonzero((ids < 0).any(axis=1))
-        if len(short) and self._search.structure.kind != "flat":
+        if len(short) and search.structure.kind != "flat":
             # The probed lists held fewer than k vectors (large k): answer those queries exactly instead.
             scores[short], ids[short] = st.exact_over_ids(store.content_ids(), queries[short], k, store.vectors_for)
         return scores, ids
 
     @staticmethod
-    def _hits(scores: np.ndarray, ids: np.ndarray, threshold: float | None, paths: dict) -> list[dict]:
+    def _hits(
+        scores: np.ndarray, ids: np.ndarray, threshold: float | None, paths: dict[int, list[str]]
+    ) -> SearchResult:
         hits = []
         for score, item_id in zip(scores.tolist(), ids.tolist(), strict=True):
             if item_id < 0 or (threshold is not None and score < threshold):
                 continue
             item_paths = paths.get(item_id)
             if item_paths:
-                hits.append({"id": item_id, "path": item_paths[0], "score": score, "aliases": item_paths[1:]})
-        return hits
+                hits.append(Hit(id=item_id, path=item_paths[0], score=score, aliases=tuple(item_paths[1:])))
+        return SearchResult(tuple(hits))
 
     # -- commit -----------------------------------------------------------------------------------------------
     def save(self) -> int:

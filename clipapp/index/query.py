@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +13,7 @@ import numpy as np
 from clipapp.data import IMAGE_EXTENSIONS
 from clipapp.errors import ClipAppError
 from clipapp.index.image_index import ImageIndex
+from clipapp.index.results import SearchResult
 from clipapp.index.sync import Encoder, check_encoder
 
 IMAGE_TERM_PREFIX = "img:"
@@ -83,21 +84,21 @@ def compose_query(
     kinds = [(weight, term, image_term_path(term) if allow_image_paths else None) for weight, term in terms]
     texts = [term for _, term, image in kinds if image is None]
     images = [image for _, _, image in kinds if image is not None]
-    text_vectors = iter(())
+    text_vectors: Iterator[np.ndarray] = iter(())
     if texts:
         text_vectors = iter(
             encoder.text_embeddings(texts, templates) if templates is not None else encoder.encode_texts(texts)
         )
-    image_vectors = []
+    encoded_images = []
     for path, vector, error in encoder.encode_image_files(images) if images else ():
         if vector is None:
             raise ClipAppError(f"Query image {path}: {error or 'could not be read'}")
-        image_vectors.append(vector)
-    image_vectors = iter(image_vectors)
+        encoded_images.append(vector)
+    image_vectors = iter(encoded_images)
     total = np.zeros(encoder.embed_dim, dtype=np.float64)
     for weight, _, image in kinds:
-        vector = next(image_vectors) if image is not None else next(text_vectors)
-        total += weight * np.asarray(vector, dtype=np.float64)
+        term_vector = next(image_vectors) if image is not None else next(text_vectors)
+        total += weight * np.asarray(term_vector, dtype=np.float64)
     norm = np.linalg.norm(total)
     if norm < 1e-6:
         raise ClipAppError("The query terms cancel each other out; there is nothing left to search for.")
@@ -114,7 +115,7 @@ def query_index(
     templates: Any = None,
     allow_image_paths: bool = True,
     tag: str | None = None,
-) -> list[dict]:
+) -> SearchResult:
     """Parse, compose and search in one call: the hits for a text/image query string (`tag`: only images
     tagged with this label)."""
     check_encoder(index, encoder)

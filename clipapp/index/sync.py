@@ -11,7 +11,7 @@ import hashlib
 import os
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -21,6 +21,7 @@ from clipapp.data import list_image_files
 from clipapp.errors import ClipAppError
 from clipapp.index.image_index import ImageIndex
 from clipapp.index.progress import ProgressFn
+from clipapp.index.results import SkippedFile, SyncReport
 from clipapp.index.store import FileInfo
 from clipapp.storage import file_sha256
 
@@ -29,13 +30,22 @@ EXIF_DATETIME_ORIGINAL = 36867
 EXIF_DATETIME = 306
 
 
-class Encoder(Protocol):
-    spec: str
-    embed_dim: int
+class FileEncoder(Protocol):
+    """What `sync_folder` needs of a model: image files -> vectors (ClipService, or distributed.RayEncoder)."""
+
+    @property
+    def spec(self) -> str: ...
+
+    @property
+    def embed_dim(self) -> int: ...
 
     def encode_image_files(
         self, paths: list[str], *, batch_size: int = 32
     ) -> Iterator[tuple[str, np.ndarray | None, str | None]]: ...
+
+
+class Encoder(FileEncoder, Protocol):
+    """What uploads (`add_images`) and queries need besides: decoded images and texts (ClipService)."""
 
     def encode_images(self, images: list) -> np.ndarray: ...
 
@@ -69,7 +79,7 @@ def image_sha256(image) -> str:
     return digest.hexdigest()
 
 
-def check_encoder(index: ImageIndex, encoder: Encoder) -> None:
+def check_encoder(index: ImageIndex, encoder: FileEncoder) -> None:
     if encoder.spec != index.spec or int(encoder.embed_dim) != index.dim:
         where = index.path or "in memory"
         raise ClipAppError(
@@ -79,26 +89,32 @@ def check_encoder(index: ImageIndex, encoder: Encoder) -> None:
 
 
 @dataclass
-class SyncReport:
-    added: int = 0  # paths new to the index (aliases of known content included)
-    updated: int = 0  # indexed paths whose content changed
-    removed: int = 0  # indexed paths whose file is gone
-    skipped: list[dict] = field(default_factory=list)  # {"path", "error"}: unreadable, not an image
-    total: int = 0  # paths in the index afterwards
+class _Tally:
+    """The counts of a sync in progress; `freeze` makes them the `SyncReport` returned."""
 
-    def as_dict(self) -> dict:
-        return asdict(self)
+    added: int = 0
+    updated: int = 0
+    removed: int = 0
+    skipped: list[SkippedFile] = field(default_factory=list)
+
+    def skip(self, path: str, error: str) -> None:
+        self.skipped.append(SkippedFile(path=path, error=error))
+
+    def freeze(self, total: int) -> SyncReport:
+        return SyncReport(
+            added=self.added, updated=self.updated, removed=self.removed, skipped=tuple(self.skipped), total=total
+        )
 
 
 def sync_folder(
     index: ImageIndex,
     folder: str | os.PathLike,
-    encoder: Encoder,
+    encoder: FileEncoder,
     *,
     progress: ProgressFn | None = None,
     batch_size: int = 32,
     save_every_batches: int = 1,
-) -> dict:
+) -> SyncReport:
     """Bring the index up to date with the image files under `folder` (recursive; hidden files skipped).
 
     Only new or changed files are embedded: a file whose size and mtime match its record is trusted unchanged
@@ -109,22 +125,22 @@ def sync_folder(
     `skipped` (and its old record, if any, dropped); nothing here is fatal.
     Commits the bookkeeping first, then every `save_every_batches` batches of embedded images, and at the end
     (also on errors and interrupts), so a crash keeps everything but the batch in flight.
-    Returns {"added", "updated", "removed", "skipped": [{"path", "error"}], "total"}.
+    Returns the `SyncReport` (its `to_dict` is the JSON every front end shows).
     """
     check_encoder(index, encoder)
     root = Path(folder).expanduser()
     if not root.is_dir():
         raise ClipAppError(f"{folder}: not a folder.")
     root = root.resolve()
-    report = SyncReport()
-    notify = progress or (lambda done, total, message: None)
+    tally = _Tally()
+    notify: ProgressFn = progress or (lambda done, total, message: None)
 
     found: dict[str, tuple[int, float]] = {}
     for file_path in list_image_files(root):
         try:
             stat = file_path.stat()
         except OSError as exc:  # e.g. a dangling symlink
-            report.skipped.append({"path": str(file_path), "error": f"cannot read: {exc.strerror or exc}"})
+            tally.skip(str(file_path), f"cannot read: {exc.strerror or exc}")
             continue
         found[str(file_path)] = (stat.st_size, stat.st_mtime)
 
@@ -138,7 +154,7 @@ def sync_folder(
             index.save()
 
     try:
-        hashes = _hash_files(changed, notify, report)
+        hashes = _hash_files(changed, notify, tally)
         to_encode: dict[str, list[tuple[FileInfo, bool]]] = {}  # content hash -> files with it (in order)
         for path in changed:
             if path not in hashes:
@@ -151,16 +167,16 @@ def sync_folder(
                 continue
             info = FileInfo(path=path, size=size, mtime=mtime, sha256=digest, captured_at=captured_at)
             if index.add_alias(info) is not None:  # before removals, so a moved file keeps its vector
-                _count_change(report, existed=previous is not None)
+                _count_change(tally, existed=previous is not None)
             else:
                 to_encode.setdefault(info.sha256, []).append((info, previous is not None))
-        report.removed = index.remove_paths(gone)
+        tally.removed = index.remove_paths(gone)
         commit()
         _embed_new_content(
             index,
             encoder,
             to_encode,
-            report,
+            tally,
             notify=notify,
             batch_size=batch_size,
             save_every_batches=save_every_batches,
@@ -168,21 +184,21 @@ def sync_folder(
         )
     finally:
         commit()  # also on errors and interrupts: whatever was embedded is kept
-    if index.path is not None and (report.added or report.updated or report.removed):
+    if index.path is not None and (tally.added or tally.updated or tally.removed):
         index.ensure_built(progress=notify)  # the first search is fast, and the saved structure stays current
-    report.total = index.path_count
-    notify(1, 1, f"Indexed {report.total} images")
-    return report.as_dict()
+    total = index.path_count
+    notify(1, 1, f"Indexed {total} images")
+    return tally.freeze(total)
 
 
-def _count_change(report: SyncReport, *, existed: bool) -> None:
+def _count_change(tally: _Tally, *, existed: bool) -> None:
     if existed:
-        report.updated += 1
+        tally.updated += 1
     else:
-        report.added += 1
+        tally.added += 1
 
 
-def _hash_files(paths: list[str], notify: ProgressFn, report: SyncReport) -> dict[str, tuple[str, str | None]]:
+def _hash_files(paths: list[str], notify: ProgressFn, tally: _Tally) -> dict[str, tuple[str, str | None]]:
     """(sha256, EXIF capture date) of each readable file, in a few threads (I/O bound; hashlib releases the GIL)."""
 
     def attempt(path: str) -> tuple[str, str | None, str | None, str | None]:
@@ -197,7 +213,7 @@ def _hash_files(paths: list[str], notify: ProgressFn, report: SyncReport) -> dic
     with ThreadPoolExecutor(max_workers=4, thread_name_prefix="hash") as pool:
         for done, (path, digest, captured_at, error) in enumerate(pool.map(attempt, paths), 1):
             if digest is None:
-                report.skipped.append({"path": path, "error": error})
+                tally.skip(path, error or "cannot read")
             else:
                 hashes[path] = (digest, captured_at)
             if done % 256 == 0 or done == len(paths):
@@ -207,9 +223,9 @@ def _hash_files(paths: list[str], notify: ProgressFn, report: SyncReport) -> dic
 
 def _embed_new_content(
     index: ImageIndex,
-    encoder: Encoder,
+    encoder: FileEncoder,
     to_encode: dict[str, list[tuple[FileInfo, bool]]],
-    report: SyncReport,
+    tally: _Tally,
     *,
     notify: ProgressFn,
     batch_size: int,
@@ -229,7 +245,7 @@ def _embed_new_content(
         if pending:
             index.add_items(np.stack(pending_vectors), [info for info, _ in pending])
             for _, existed in pending:
-                _count_change(report, existed=existed)
+                _count_change(tally, existed=existed)
             pending.clear()
             pending_vectors.clear()
 
@@ -239,7 +255,7 @@ def _embed_new_content(
         files = group_of[path]
         if vector is None:
             for info, _existed in files:
-                report.skipped.append({"path": info.path, "error": error or "could not be encoded"})
+                tally.skip(info.path, error or "could not be encoded")
             # A file that changed into something unreadable no longer matches its old vector.
             index.remove_paths([info.path for info, existed in files if existed])
         else:
@@ -258,14 +274,14 @@ def _embed_new_content(
 
 def add_images(
     index: ImageIndex, images: Sequence[tuple[str, Any]], encoder: Encoder, *, batch_size: int = 32, save: bool = True
-) -> dict:
+) -> SyncReport:
     """Index uploaded PIL images under the given names (no files on disk; content hash = pixels).
 
     Same name with the same pixels: nothing to do; same pixels under another name: an alias, not re-encoded;
     same name with new pixels: replaced ("updated"). Returns the same report as `sync_folder` (removed = 0).
     """
     check_encoder(index, encoder)
-    report = SyncReport()
+    tally = _Tally()
     to_encode: list[tuple[FileInfo, Any, bool]] = []
     seen_hashes: set[str] = set()
     for name, image in images:
@@ -277,11 +293,11 @@ def add_images(
             continue
         info = FileInfo(path=name, size=len(image.tobytes()), mtime=0.0, sha256=digest, source="upload")
         if digest not in seen_hashes and index.add_alias(info) is not None:
-            _count_change(report, existed=previous is not None)
+            _count_change(tally, existed=previous is not None)
             continue
         to_encode.append((info, image, previous is not None))
         seen_hashes.add(digest)
-    unique = {}
+    unique: dict[str, Any] = {}  # content hash -> one image with it
     for info, image, _ in to_encode:
         unique.setdefault(info.sha256, image)
     hashes = list(unique)
@@ -295,11 +311,10 @@ def add_images(
             np.stack([vectors_by_hash[info.sha256] for info, _, _ in to_encode]), [info for info, _, _ in to_encode]
         )
         for _, _, existed in to_encode:
-            _count_change(report, existed=existed)
+            _count_change(tally, existed=existed)
     if save and index.path is not None:
         index.save()
-    report.total = index.path_count
-    return report.as_dict()
+    return tally.freeze(index.path_count)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -4,13 +4,14 @@ search it by text, by an uploaded image, or by clicking a result."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional
 
 import gradio as gr
 
 from clipapp import tasks
 from clipapp.errors import ClipAppError
 from clipapp.finetune.intake import add_to_selection, parse_selection, selection_text
+from clipapp.index.results import GRADIO_FILE_KEY
 from clipapp.prompts import DEFAULT_TEMPLATES
 from clipapp.sessions import EXAMPLES, MY_UPLOADS, describe_duration
 from clipapp.ui.common import IMAGE_FILE_TYPES, AppContext, Files, display_name, session_of, uploaded_paths, user_errors
@@ -19,17 +20,13 @@ from clipapp.ui.zero_shot_tab import TEMPLATE_CHOICES
 DEFAULT_K = 12
 
 
-def _page_result(result: dict) -> dict:
-    """The JSON for the page and the API. It names each hit's file "image", not "path": gradio_client takes any
-    {"path": ...} dict for a file to download and would drop the score."""
-    return {"results": [{"image": hit["path"], "score": hit["score"]} for hit in result["results"]]}
-
-
 def gallery_of(result: Optional[dict]) -> list[tuple[str, str]]:
-    """The page's gallery for a result: drawn by a chained event, so API callers get the JSON without 12 image
-    files copied into Gradio's cache and downloaded by their client on every search."""
+    """The page's gallery for a result's JSON (`SearchResult.for_gradio`, which names each hit's file "image"):
+    drawn by a chained event, so API callers get the JSON without 12 image files copied into Gradio's cache and
+    downloaded by their client on every search."""
     return [
-        (hit["image"], f"{hit['score']:.3f}  {display_name(hit['image'])}") for hit in (result or {}).get("results", [])
+        (hit[GRADIO_FILE_KEY], f"{hit['score']:.3f}  {display_name(hit[GRADIO_FILE_KEY])}")
+        for hit in (result or {}).get("results", [])
     ]
 
 
@@ -123,7 +120,7 @@ def build_tab(ctx: AppContext) -> SearchHandles:
                     finetune_button = gr.Button("Fine-tune on these", variant="primary")
                     clear_button = gr.Button("Clear classes")
 
-    def index_images(source_=EXAMPLES, files_=None, request: gr.Request = None, progress=gr.Progress()):
+    def index_images(source_=EXAMPLES, files_=None, request: Optional[gr.Request] = None, progress=gr.Progress()):
         session = session_of(request)
         files = uploaded_paths(files_)
         problems = []
@@ -135,7 +132,7 @@ def build_tab(ctx: AppContext) -> SearchHandles:
         def report(done: int, total: int, message: str) -> None:
             progress(done / max(total, 1), desc=message)
 
-        result = registry.update(source_, session, progress=report)
+        result = registry.update(source_, session, progress=report).to_dict()
         if problems:
             result["refused_uploads"] = problems
         return result
@@ -147,7 +144,7 @@ def build_tab(ctx: AppContext) -> SearchHandles:
         k_=DEFAULT_K,
         threshold_=-1,
         tag_=ANY_TAG,
-        request: gr.Request = None,
+        request: Optional[gr.Request] = None,
     ):
         with registry.searchable(source_, session_of(request)) as index:
             # Image terms in a typed query would make the server read its own files: text only here.
@@ -161,9 +158,9 @@ def build_tab(ctx: AppContext) -> SearchHandles:
                 allow_image_paths=False,
                 tag=tag_ or None,
             )
-        return _page_result(result)
+        return result.for_gradio()
 
-    def by_image(source_, image_, k_=DEFAULT_K, threshold_=-1, tag_=ANY_TAG, request: gr.Request = None):
+    def by_image(source_, image_, k_=DEFAULT_K, threshold_=-1, tag_=ANY_TAG, request: Optional[gr.Request] = None):
         paths = uploaded_paths(image_)
         if not paths:
             raise ClipAppError("Upload an image to search by.")
@@ -171,13 +168,15 @@ def build_tab(ctx: AppContext) -> SearchHandles:
             result = tasks.search_image(
                 ctx.service, index, paths[0], k=int(k_), threshold=_threshold(threshold_), tag=tag_ or None
             )
-        return _page_result(result)
+        return result.for_gradio()
 
     def tags_of(source_, request: gr.Request):
         with registry.searchable(source_, session_of(request)) as index:
             return gr.Dropdown(choices=tag_choices(index.tag_counts()))
 
-    def add_to_class(class_name_, selected_=None, selection_=None, source_=EXAMPLES, request: gr.Request = None):
+    def add_to_class(
+        class_name_, selected_=None, selection_=None, source_=EXAMPLES, request: Optional[gr.Request] = None
+    ):
         """-> (the collected classes as NAME=PATH,PATH lines, their table, the emptied selection)."""
         paths = [line.strip() for line in (selected_ or "").splitlines() if line.strip()]
         with registry.searchable(source_, session_of(request)) as index:
@@ -189,13 +188,13 @@ def build_tab(ctx: AppContext) -> SearchHandles:
         if evt.index is None or evt.index >= len(hits):
             raise ClipAppError("Click a search result to search by it.")
         if select_mode_:
-            return gr.skip(), _toggled(selected_, hits[evt.index]["image"])
+            return gr.skip(), _toggled(selected_, hits[evt.index][GRADIO_FILE_KEY])
         with registry.searchable(source_, session_of(request)) as index:
-            vector = index.vector_for_path(hits[evt.index]["image"])
+            vector = index.vector_for_path(hits[evt.index][GRADIO_FILE_KEY])
             if vector is None:
                 raise ClipAppError("That image is no longer in the index; search again.")
             result = tasks.search_vector(index, vector, k=int(k_), threshold=_threshold(threshold_))
-        return _page_result(result), gr.skip()
+        return result.for_gradio(), gr.skip()
 
     # Indexing is a heavy job: its own group, one at a time, so it never takes the model group's slots.
     build_button.click(
@@ -206,9 +205,9 @@ def build_tab(ctx: AppContext) -> SearchHandles:
         concurrency_id="index",
         concurrency_limit=1,
     ).success(user_errors(tags_of), source, tag, api_visibility="private")
-    model = {"concurrency_id": "model", "concurrency_limit": ctx.model_concurrency}
+    model: dict[str, Any] = {"concurrency_id": "model", "concurrency_limit": ctx.model_concurrency}
     text_inputs = [source, query, templates, k, threshold, tag]
-    show = {
+    show: dict[str, Any] = {
         "fn": gallery_of,
         "inputs": results,
         "outputs": gallery,
@@ -230,7 +229,7 @@ def build_tab(ctx: AppContext) -> SearchHandles:
         **model,
     ).success(**show)
     # The tag list follows the index: on choosing it, after building it, and on opening the dropdown.
-    refresh = {
+    refresh: dict[str, Any] = {
         "fn": user_errors(tags_of),
         "inputs": source,
         "outputs": tag,
