@@ -18,7 +18,7 @@ import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Optional, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 import torch
@@ -35,7 +35,7 @@ FORMAT_VERSION = 2  # 2: a linear head (free row norms and a bias); version-1 fi
 VISUAL_PREFIX = "visual."
 
 
-def adapter_paths(path: str | Path) -> tuple[Path, Path]:
+def adapter_paths(path: str | os.PathLike[str]) -> tuple[Path, Path]:
     """(`<name>.safetensors`, `<name>.json`) for `path` given with either suffix or none."""
     path = Path(path)
     if path.suffix.lower() in (".safetensors", ".json"):
@@ -61,17 +61,65 @@ def visual_kind(visual: nn.Module) -> str:
     )
 
 
+@runtime_checkable
+class _ViTMethods(Protocol):
+    """The methods of open_clip's `VisionTransformer` used here (open_clip ships no type information). Methods
+    only, and plain attributes: a runtime check finds them, while submodules live in the Module's own registry."""
+
+    grid_size: tuple[int, int]  # patches per side
+
+    def _embeds(self, x: torch.Tensor) -> torch.Tensor: ...
+
+    def _pool(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+
+@runtime_checkable
+class _ResNetMethods(Protocol):
+    """The method of open_clip's `ModifiedResNet` used here: its stem (three convolutions and a pool)."""
+
+    def stem(self, x: torch.Tensor) -> torch.Tensor: ...
+
+
+def _resnet(visual: nn.Module) -> _ResNetMethods:
+    if not isinstance(visual, _ResNetMethods):
+        raise ClipAppError(f"{type(visual).__name__} is not an open_clip ModifiedResNet.")
+    return visual
+
+
+def _vit(visual: nn.Module) -> _ViTMethods:
+    if not isinstance(visual, _ViTMethods):
+        raise ClipAppError(f"{type(visual).__name__} is not an open_clip VisionTransformer.")
+    return visual
+
+
+def vit_grid_size(visual: nn.Module) -> tuple[int, int]:
+    """(height, width) of a ViT tower's patch grid."""
+    return _vit(visual).grid_size
+
+
+def _vit_proj(visual: nn.Module) -> Optional[nn.Parameter]:
+    """The ViT's output projection; open_clip sets `proj = None` when it has none."""
+    return dict(visual.named_parameters(recurse=False)).get("proj")
+
+
+def _block_list(visual: nn.Module, name: str) -> nn.ModuleList | nn.Sequential:
+    blocks = visual.get_submodule(name)
+    if not isinstance(blocks, (nn.ModuleList, nn.Sequential)):
+        raise ClipAppError(f"{type(visual).__name__}.{name} is a {type(blocks).__name__}, not a list of blocks.")
+    return blocks
+
+
 def visual_blocks(visual: nn.Module) -> list[tuple[str, nn.Module]]:
     """The tower's blocks in forward order, with their parameter-name prefixes."""
     if visual_kind(visual) == "vit":
-        return [(f"transformer.resblocks.{i}", b) for i, b in enumerate(visual.transformer.resblocks)]
-    return [(f"layer{s}.{j}", b) for s in range(1, 5) for j, b in enumerate(getattr(visual, f"layer{s}"))]
+        return [(f"transformer.resblocks.{i}", b) for i, b in enumerate(_block_list(visual, "transformer.resblocks"))]
+    return [(f"layer{s}.{j}", b) for s in range(1, 5) for j, b in enumerate(_block_list(visual, f"layer{s}"))]
 
 
 def visual_top_names(visual: nn.Module) -> list[str]:
     """What sits above the blocks and is tuned with them: final norm and projection, or the attention pool."""
     if visual_kind(visual) == "vit":
-        return ["ln_post"] + (["proj"] if visual.proj is not None else [])
+        return ["ln_post"] + (["proj"] if _vit_proj(visual) is not None else [])
     return ["attnpool"]
 
 
@@ -97,7 +145,7 @@ def _run_blocks(visual: nn.Module, x: torch.Tensor, start: int, stop: Optional[i
 
 def visual_prefix(visual: nn.Module, pixels: torch.Tensor, first_tuned: int) -> torch.Tensor:
     """Activations entering block `first_tuned`: the frozen part of the tower (tokens N, L, D or maps N, C, H, W)."""
-    x = visual._embeds(pixels) if visual_kind(visual) == "vit" else visual.stem(pixels)
+    x = _vit(visual)._embeds(pixels) if visual_kind(visual) == "vit" else _resnet(visual).stem(pixels)
     return _run_blocks(visual, x, 0, first_tuned)
 
 
@@ -109,10 +157,11 @@ def visual_suffix(visual: nn.Module, x: torch.Tensor, first_tuned: int) -> torch
     """
     x = _run_blocks(visual, x, first_tuned, None)
     if visual_kind(visual) == "resnet":
-        return visual.attnpool(x)
-    pooled, _ = visual._pool(x)
-    if visual.proj is not None:
-        pooled = pooled @ visual.proj
+        return visual.get_submodule("attnpool")(x)
+    pooled, _ = _vit(visual)._pool(x)
+    proj = _vit_proj(visual)
+    if proj is not None:
+        pooled = pooled @ proj
     return pooled
 
 
@@ -124,8 +173,9 @@ def tuned_visual_copy(model: nn.Module, blocks: int) -> tuple[nn.Module, int, li
     """
     from clipapp.tricks import freeze_by_pattern, unfreeze_by_pattern
 
-    first = check_partial_visual(model.visual, blocks)
-    visual = copy.deepcopy(model.visual).float().eval()
+    resident = model.get_submodule("visual")
+    first = check_partial_visual(resident, blocks)
+    visual = copy.deepcopy(resident).float().eval()
     freeze_by_pattern(visual, ["*"])
     patterns = [f"{prefix}.*" for prefix, _ in visual_blocks(visual)[first:]]
     patterns += [
@@ -162,7 +212,8 @@ class Adapter:
     visual_blocks: int = 0
     config: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
-    _visual: Any = field(default=None, repr=False, compare=False)  # (id(model), tuned copy) built on first use
+    # (id(model), tuned copy) built on first use
+    _visual: Optional[tuple[int, nn.Module]] = field(default=None, repr=False, compare=False)
     _visual_lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -178,6 +229,8 @@ class Adapter:
                 f"Adapter {self.name!r}: head bias has {self.head_bias.size} values for "
                 f"{len(self.class_names)} classes."
             )
+        if (self.cache_keys is None) != (self.cache_values is None):
+            raise ClipAppError(f"Adapter {self.name!r}: a cache needs both its keys and its values.")
         from clipapp.finetune.config import MODES  # here, not at the top: clipapp.finetune imports this module
 
         if self.mode not in MODES:
@@ -220,7 +273,7 @@ class Adapter:
     def _tuned_visual(self, service: ClipService) -> nn.Module:
         with self._visual_lock:
             if self._visual is None or self._visual[0] != id(service.model):
-                visual = copy.deepcopy(service.trainable_model().visual).float().eval()
+                visual = copy.deepcopy(service.trainable_model().get_submodule("visual")).float().eval()
                 params = dict(visual.named_parameters())
                 for name, tensor in self.visual_state.items():
                     target = params[name[len(VISUAL_PREFIX) :]]
@@ -233,7 +286,7 @@ class Adapter:
     def logits_from_features(self, features: np.ndarray) -> np.ndarray:
         features = _normalize_rows(np.asarray(features, dtype=np.float32))
         logits = self.logit_scale * (features @ self.head.T) + self.head_bias
-        if self.cache_keys is not None and self.cache_alpha:
+        if self.cache_keys is not None and self.cache_values is not None and self.cache_alpha:
             affinity = np.exp(-self.cache_beta * (1.0 - features @ self.cache_keys.T))
             logits = logits + self.cache_alpha * (affinity @ self.cache_values)
         return logits.astype(np.float32)
@@ -277,7 +330,7 @@ class Adapter:
             "metrics": self.metrics,
         }
 
-    def save(self, path: str | Path) -> tuple[Path, Path]:
+    def save(self, path: str | os.PathLike[str]) -> tuple[Path, Path]:
         """Write `<path>.safetensors` and `<path>.json` so that a crash at any moment leaves a loadable adapter,
         the previous one or the new one, never a mix: the new tensors go to `<path>.safetensors.next`, the JSON
         (naming their sha256) is the commit point, then `.next` is renamed over the old tensors. `load_adapter`
@@ -398,12 +451,12 @@ def load_adapter(path: str | Path, *, expected_spec: Optional[str] = None) -> Ad
         raise
     except (KeyError, TypeError, ValueError) as exc:
         raise ClipAppError(f"Adapter {meta_path} is incomplete or inconsistent ({type(exc).__name__}: {exc}).") from exc
-    if has_cache and adapter.cache_values.shape != (adapter.cache_keys.shape[0], len(class_names)):
-        raise ClipAppError(f"Adapter {weights_path}: cache values do not match the cache keys and classes.")
-    if has_cache and adapter.cache_keys.shape[1] != adapter.dim:
-        raise ClipAppError(
-            f"Adapter {weights_path}: cache keys are {adapter.cache_keys.shape[1]}-d, the head {adapter.dim}-d."
-        )
+    keys, values = adapter.cache_keys, adapter.cache_values
+    if keys is not None and values is not None:  # both or neither: has_cache read both
+        if values.shape != (keys.shape[0], len(class_names)):
+            raise ClipAppError(f"Adapter {weights_path}: cache values do not match the cache keys and classes.")
+        if keys.shape[1] != adapter.dim:
+            raise ClipAppError(f"Adapter {weights_path}: cache keys are {keys.shape[1]}-d, the head {adapter.dim}-d.")
     return adapter
 
 
@@ -411,7 +464,7 @@ def check_visual_state(adapter: Adapter, service: ClipService) -> None:
     """Refuse tuned visual weights whose names or shapes do not fit the loaded model's visual tower."""
     if not adapter.visual_state:
         return
-    params = dict(service.trainable_model().visual.named_parameters())
+    params = dict(service.trainable_model().get_submodule("visual").named_parameters())
     for name, tensor in adapter.visual_state.items():
         target = params.get(name[len(VISUAL_PREFIX) :])
         if target is None or tuple(target.shape) != tuple(tensor.shape):

@@ -166,8 +166,8 @@ class PredictionBatch:
         return len(self.images)
 
     def select(self, rows: Sequence[int]) -> "PredictionBatch":
-        rows = np.asarray(rows, dtype=np.int64)
-        return PredictionBatch([self.images[i] for i in rows], self.labels, self.indices[rows], self.probs[rows])
+        picked = np.asarray(rows, dtype=np.int64)
+        return PredictionBatch([self.images[i] for i in picked], self.labels, self.indices[picked], self.probs[picked])
 
     def predictions(self) -> list[Prediction]:
         names = self.labels[self.indices].tolist()
@@ -254,13 +254,14 @@ def _consume(
     progress: Optional[ProgressFn],
     total: int,
 ) -> ClassifyReport:
-    if keep_results:
-        report.results = []
+    results: Optional[list[Prediction]] = [] if keep_results else None
+    if results is not None:
+        report.results = results
     for batch in predict(classifier, batches, k=k):
         for output in outputs:
             output.write(batch)
-        if keep_results:
-            report.results.extend(batch.predictions())
+        if results is not None:
+            results.extend(batch.predictions())
         report.classified += len(batch)
         if progress is not None:
             progress(report.classified + len(report.skipped), total)

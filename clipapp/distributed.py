@@ -36,6 +36,7 @@ that names the node, instead of quietly skipping every image.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import shutil
@@ -43,7 +44,7 @@ import socket
 import tempfile
 import time
 import uuid
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
@@ -354,6 +355,17 @@ def _read_shards(
 # ---------------------------------------------------------------------------------------------------------------
 # The encoder that sync_folder drives
 # ---------------------------------------------------------------------------------------------------------------
+@dataclasses.dataclass
+class RayStats:
+    """What one Ray indexing run did; `sync_folder_ray(stats=...)` receives it as a dict."""
+
+    reused: int = 0  # results taken from an earlier run's shards
+    embedded: int = 0  # vectors computed on Ray
+    ray_seconds: float = 0.0
+    startup_seconds: float = 0.0  # connecting to (or starting) Ray
+    plan: Optional[dict] = None  # cluster_plan's choice: actors, CPUs and GPUs each, device
+
+
 class RayEncoder:
     """Duck-typed encoder for `clipapp.index.sync_folder` whose `encode_image_files` runs on a Ray cluster.
 
@@ -379,7 +391,7 @@ class RayEncoder:
         self._header = {"spec": spec, "dim": self.embed_dim, "precision": precision}
         self.shard_files: list[Path] = []  # read or written in this run; removed after a successful save
         self.bad_images: dict[str, tuple[tuple[int, float], str]] = {}  # path -> ((size, mtime), error)
-        self.stats = {"reused": 0, "embedded": 0, "ray_seconds": 0.0, "startup_seconds": 0.0, "plan": None}
+        self.stats = RayStats()
 
     def encode_image_files(
         self, paths: list[str], *, batch_size: int = 32
@@ -402,7 +414,7 @@ class RayEncoder:
         for path, stat in stat_of.items():
             hit = previous.get(path)
             if hit is not None and (hit[0], hit[1]) == stat:
-                self.stats["reused"] += 1
+                self.stats.reused += 1
                 if hit[2] is None:
                     self.bad_images[path] = (stat, hit[3])
                 yield path, hit[2], hit[3] or None
@@ -416,7 +428,7 @@ class RayEncoder:
         started = time.perf_counter()
         plan = cluster_plan(ray, num_actors=self.num_actors, precision=self.precision)
         plan["num_actors"] = min(plan["num_actors"], max(1, -(-len(todo) // batch_size)))  # no idle model copies
-        self.stats["plan"] = plan
+        self.stats.plan = plan
         log.info("embedding %d images on Ray: %s", len(todo), plan)
         context = ray.data.DataContext.get_current()
         saved_bars = context.enable_progress_bars
@@ -462,11 +474,11 @@ class RayEncoder:
                     self.shard_files.append(shard)
                 for path, vector, error in results:
                     returned.add(path)
-                    self.stats["embedded"] += vector is not None
+                    self.stats.embedded += int(vector is not None)
                     yield path, vector, error
         finally:
             context.enable_progress_bars = saved_bars
-            self.stats["ray_seconds"] += time.perf_counter() - started
+            self.stats.ray_seconds += time.perf_counter() - started
         for path in todo:
             if path not in returned:  # not expected: Ray Data returns every row or raises
                 yield path, None, "not returned by the Ray job"
@@ -474,7 +486,7 @@ class RayEncoder:
     def _check_block(
         self, block: dict[str, np.ndarray], stat_of: dict[str, tuple[int, float]]
     ) -> list[tuple[str, Optional[np.ndarray], Optional[str]]]:
-        results = []
+        results: list[tuple[str, Optional[np.ndarray], Optional[str]]] = []
         for path, vector, status, error, node in zip(
             block["path"], block["vector"], block["status"], block["error"], block["node"], strict=True
         ):
@@ -522,15 +534,16 @@ class _LazySession:
 
     def __init__(self, address: str, num_cpus: Optional[int]):
         self.address, self.num_cpus = address, num_cpus
-        self._context = None
-        self._ray = None
+        self._context: AbstractContextManager[Any] | None = None
+        self._ray: Any = None  # the ray module (untyped) once connected
         self.startup_seconds = 0.0
 
-    def ray(self):
+    def ray(self) -> Any:
         if self._ray is None:
             started = time.perf_counter()
-            self._context = ray_session(self.address, num_cpus=self.num_cpus)
-            self._ray = self._context.__enter__()
+            context = ray_session(self.address, num_cpus=self.num_cpus)
+            self._ray = context.__enter__()
+            self._context = context
             self.startup_seconds = time.perf_counter() - started
         return self._ray
 
@@ -605,9 +618,9 @@ def sync_folder_ray(
         session.close()
         if temporary is not None:
             shutil.rmtree(temporary, ignore_errors=True)
-        encoder.stats["startup_seconds"] = session.startup_seconds
+        encoder.stats.startup_seconds = session.startup_seconds
         if stats is not None:
-            stats.update(encoder.stats)
+            stats.update(dataclasses.asdict(encoder.stats))
     log.info("Ray indexing: %s", encoder.stats)
     return report
 

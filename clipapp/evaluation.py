@@ -40,12 +40,8 @@ class EvalResult:
     top5_hits: int
     top5_k: int  # top-5 means top-min(5, n_classes)
     # per true class: the adapter's best class was none of the folder classes (a miss with no column in the matrix)
-    outside_by_class: Optional[np.ndarray] = None
+    outside_by_class: np.ndarray  # (n_classes,) counts
     skipped: list[Skipped] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        if self.outside_by_class is None:
-            self.outside_by_class = np.zeros(len(self.class_names), dtype=np.int64)
 
     @property
     def n(self) -> int:
@@ -135,7 +131,12 @@ def evaluate_folder(
         column_to_class[columns] = np.arange(n_classes)
         confusion = np.zeros((n_classes, n_classes), dtype=np.int64)
         result = EvalResult(
-            model=classifier.model, class_names=list(data.class_names), confusion=confusion, top5_hits=0, top5_k=k
+            model=classifier.model,
+            class_names=list(data.class_names),
+            confusion=confusion,
+            top5_hits=0,
+            top5_k=k,
+            outside_by_class=np.zeros(n_classes, dtype=np.int64),
         )
         done = 0
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import io
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -41,7 +42,8 @@ def _text_w(font: ImageFont.FreeTypeFont, text: str) -> int:
 
 
 def _wrap(text: str, font: ImageFont.FreeTypeFont, width: int, max_lines: int = 3) -> list[str]:
-    words, lines = " ".join(str(text).split()).split(" "), []
+    words = " ".join(str(text).split()).split(" ")
+    lines: list[str] = []
     while words and len(lines) < max_lines:
         line = words.pop(0)
         while words and _text_w(font, f"{line} {words[0]}") <= width:
@@ -58,7 +60,8 @@ def _stamp(text: str, size: int, ink: tuple[int, int, int]) -> Image.Image:
     strings, and pasting a tile costs a fraction of laying the text out again (Font.render was 80% of the time)."""
     font = _font(size)
     left, top, right, bottom = font.getbbox(text, anchor="mm")
-    tile = Image.new("RGBA", (right - left + 2, bottom - top + 2), ink + (0,))
+    # getbbox is typed float; FreeType's boxes are whole pixels, ceil keeps a fractional one inside the tile
+    tile = Image.new("RGBA", (math.ceil(right - left) + 2, math.ceil(bottom - top) + 2), ink + (0,))
     ImageDraw.Draw(tile).text((1 - left, 1 - top), text, fill=ink + (255,), font=font, anchor="mm")
     return tile
 

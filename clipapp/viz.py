@@ -62,7 +62,9 @@ def _text_width_in(fig: Figure, texts: Sequence[str], fontsize: float) -> float:
     """Widest rendered width of `texts` in inches (measured with the figure's Agg renderer)."""
     if not texts:
         return 0.0
-    renderer = fig.canvas.get_renderer()
+    canvas = fig.canvas
+    assert isinstance(canvas, FigureCanvasAgg)  # every figure here is made by _new_figure, on its own Agg canvas
+    renderer = canvas.get_renderer()
     prop = FontProperties(size=fontsize)
     widest = max(renderer.get_text_width_height_descent(t, prop, ismath=False)[0] for t in texts)
     return widest / fig.dpi
@@ -331,7 +333,7 @@ def topk_bars(
                 txt = f"{p:.3g}"
             else:
                 txt = "<0.1%" if 0 < p < 0.0005 else f"{p:.1%}"
-            ax.text(p + x_max * 0.015, yi, txt, va="center", ha="left", fontsize=value_fs)
+            ax.text(p + x_max * 0.015, float(yi), txt, va="center", ha="left", fontsize=value_fs)
         ax.set_xticks([])
         ax.tick_params(axis="y", length=0)
         for side in ("top", "right", "bottom"):
@@ -389,7 +391,7 @@ def training_curves(history: Mapping[str, Sequence[float]] | None, *, title: str
             if x_vals is not None and len(x_vals) == len(vals):
                 xs = np.asarray(x_vals, dtype=np.float64)
             else:
-                xs = np.arange(1, len(vals) + 1)
+                xs = np.arange(1, len(vals) + 1, dtype=np.float64)
             dashed = key.lower().startswith(("val", "test", "eval", "valid"))
             ax.plot(
                 xs,

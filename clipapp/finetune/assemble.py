@@ -6,12 +6,11 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn as nn
 
 from clipapp.adapter import Adapter
 from clipapp.finetune.config import FinetuneConfig
 from clipapp.finetune.features import TrainingSetup
-from clipapp.finetune.models import PartialClassifier
+from clipapp.finetune.models import PartialClassifier, head_of
 from clipapp.finetune.selection import wise_blend
 
 
@@ -27,7 +26,7 @@ def trained_adapter(
     model = setup.build_model()
     anchor = {k: v.detach().clone() for k, v in model.state_dict().items()}
     model.load_state_dict(wise_blend(anchor, final_state, alpha))
-    head = model.head if isinstance(model, PartialClassifier) else model
+    head = head_of(model)
     visual_state = _tuned_visual_state(setup) if isinstance(model, PartialClassifier) else {}
     return Adapter(
         head=head.weight.detach().cpu().numpy(),
@@ -40,10 +39,12 @@ def trained_adapter(
 
 
 def _tuned_visual_state(setup: TrainingSetup) -> dict[str, torch.Tensor]:
-    visual: nn.Module = setup.visual
+    visual, zero_visual = setup.visual, setup.zero_visual
+    if visual is None or zero_visual is None:
+        raise TypeError("A partial-mode TrainingSetup carries its tower copy and its start weights.")
     params = dict(visual.named_parameters())
     state = {f"visual.{n}": params[n].detach().cpu().clone() for n, p in params.items() if p.requires_grad}
-    visual.load_state_dict(setup.zero_visual, strict=False)
+    visual.load_state_dict(zero_visual, strict=False)
     return state
 
 

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from clipapp.adapter import tuned_visual_copy, visual_kind, visual_prefix
+from clipapp.adapter import tuned_visual_copy, visual_kind, visual_prefix, vit_grid_size
 from clipapp.errors import ImageLoadError
 from clipapp.finetune.config import FinetuneConfig, ProgressFn, StopFlag, stopped
 from clipapp.finetune.intake import LabelledImages
@@ -81,28 +81,36 @@ class Inputs:
     views: Optional[torch.Tensor] = None
     pixels: Optional[torch.Tensor] = None
 
+    def __post_init__(self) -> None:
+        if (self.views is None) == (self.pixels is None):
+            raise ValueError("Inputs takes either views or pixels.")
+
     @property
     def pixel_space(self) -> bool:
         return self.views is None
 
+    def _pixels(self) -> torch.Tensor:
+        assert self.pixels is not None  # __post_init__: pixels are set when views are not
+        return self.pixels
+
     def __len__(self) -> int:
-        return len(self.pixels) if self.pixel_space else self.views.shape[1]
+        return len(self._pixels()) if self.views is None else self.views.shape[1]
 
     def take(self, index: np.ndarray) -> "Inputs":
         idx = torch.as_tensor(index, dtype=torch.long)
-        if self.pixel_space:
-            return Inputs(pixels=self.pixels[idx])
+        if self.views is None:
+            return Inputs(pixels=self._pixels()[idx])
         return Inputs(views=self.views[:, idx])
 
     def plain(self, start: int, stop: int) -> torch.Tensor:
         """Rows start..stop of view 0 (or of the pixels)."""
-        return self.pixels[start:stop] if self.pixel_space else self.views[0, start:stop]
+        return self._pixels()[start:stop] if self.views is None else self.views[0, start:stop]
 
     def draw(self, batch: np.ndarray, rng: np.random.Generator) -> torch.Tensor:
         """A training batch: for each image, one of its views at random."""
         idx = torch.as_tensor(batch, dtype=torch.long)
-        if self.pixel_space:
-            return self.pixels[idx]
+        if self.views is None:
+            return self._pixels()[idx]
         if self.views.shape[0] == 1:
             return self.views[0, idx]
         view = torch.as_tensor(rng.integers(self.views.shape[0], size=len(batch)), dtype=torch.long)
@@ -155,6 +163,7 @@ def augmented_views(images: list, views: int, seed: int) -> list[list]:
 
 
 def _affordable_views(config: FinetuneConfig, n_images: int, bytes_per_view: int) -> int:
+    assert config.views is not None  # FinetuneConfig.__post_init__ fills None in from MODE_DEFAULTS
     return max(1, min(config.views, CACHE_BYTES // max(1, n_images * bytes_per_view)))
 
 
@@ -185,7 +194,7 @@ def prepare_training(
 
     grid = None
     if visual_kind(visual) == "vit":
-        height, width = visual.grid_size
+        height, width = vit_grid_size(visual)
         with torch.no_grad():
             length = visual_prefix(visual, pixels_of(encoded.images[:1]), first_tuned).shape[1]
         grid = TokenGrid(length - height * width, height, width)
@@ -193,6 +202,7 @@ def prepare_training(
         return TrainingSetup(build_model, Inputs(pixels=pixels_of(encoded.images)), grid, visual, zero_visual)
 
     cached, views = [], 1
+    assert config.views is not None  # FinetuneConfig.__post_init__ fills None in from MODE_DEFAULTS
     for i, images in enumerate(augmented_views(encoded.images, config.views, config.seed)):
         with torch.no_grad():
             cached.append(

@@ -11,7 +11,7 @@ import math
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import numpy as np
 import torch
@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from clipapp.finetune.config import WISE_ALPHA_UNVALIDATED, WISE_ALPHAS, FinetuneConfig, ProgressFn, StopFlag, stopped
 from clipapp.finetune.features import Inputs, TokenGrid
-from clipapp.finetune.models import PartialClassifier
+from clipapp.finetune.models import PartialClassifier, head_of, model_inputs
 from clipapp.finetune.selection import score, wise_applied
 
 
@@ -57,10 +57,12 @@ def make_optimizer(model: nn.Module, config: FinetuneConfig) -> torch.optim.Opti
     lr decay below the top one."""
     from clipapp.tricks import layerwise_lr_groups, make_sam
 
-    partial = isinstance(model, PartialClassifier)
-    head = model.head if partial else model
-    groups = [{"params": [head.weight, head.bias], "lr": config.lr / head.logit_scale, "weight_decay": 0.0}]
-    if partial:  # torch wants names in every group or none; the layer-wise groups carry them
+    head = head_of(model)
+    groups: list[dict[str, Any]] = [
+        {"params": [head.weight, head.bias], "lr": config.lr / head.logit_scale, "weight_decay": 0.0}
+    ]
+    if isinstance(model, PartialClassifier):
+        # torch wants names in every group or none; the layer-wise groups carry them
         groups[0]["param_names"] = ["head.weight", "head.bias"]
         # ResNet towers decay by stage (layer1..4); nothing below the tuned blocks trains, so no embedding group
         block_regex = r"\.layer(\d+)\." if hasattr(model._visual, "attnpool") else r"\.resblocks\.(\d+)\."
@@ -102,7 +104,7 @@ def predict(model: nn.Module, inputs: Inputs, batch_size: int = 256) -> torch.Te
             out = []
             for start in range(0, len(inputs), batch_size):
                 x = inputs.plain(start, start + batch_size)
-                out.append(model(model.prefix(x) if inputs.pixel_space else x))
+                out.append(model(model_inputs(model, x, inputs.pixel_space)))
             return torch.cat(out)
     finally:
         model.train(was_training)
@@ -123,15 +125,16 @@ class _Stepper:
         grid: Optional[TokenGrid],
         ema,
     ):
-        partial = isinstance(model, PartialClassifier)
         self.model, self.inputs, self.y, self.config, self.rng, self.ema = model, inputs, y, config, rng, ema
         self.n_classes, self.grid = n_classes, grid
-        self.head = model.head if partial else model
+        self.head = head_of(model)
         self.anchor_head = self.head.weight.detach().clone()  # the start: the zero-shot (or random) weights
         self.optimizer = make_optimizer(model, config)
         self.criterion = make_criterion(config, counts)
         # spatial: pixels, ResNet maps (N, C, H, W) or ViT tokens through the grid; never feature vectors
-        spatial = partial and (inputs.pixel_space or grid is not None or inputs.views.ndim >= 5)
+        spatial = isinstance(model, PartialClassifier) and (
+            inputs.views is None or grid is not None or inputs.views.ndim >= 5
+        )
         self.mixer = make_mixer(config, n_classes, rng, spatial=spatial)
 
     def mix(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -139,18 +142,18 @@ class _Stepper:
 
         if self.mixer is None:
             return x, soft_targets(y, self.n_classes, smoothing=self.config.label_smoothing)
-        use_grid = self.grid is not None and not self.inputs.pixel_space
-        mixed = self.grid.mix(self.mixer, x, y) if use_grid else self.mixer(x, y)
+        grid = None if self.inputs.pixel_space else self.grid
+        mixed = grid.mix(self.mixer, x, y) if grid is not None else self.mixer(x, y)
         return mixed.inputs, mixed.targets
 
     def __call__(self, batch: np.ndarray, lr_factor: float) -> tuple[float, int]:
         """Returns (loss, images whose logits' argmax matched the target's)."""
         from clipapp.tricks import clip_gradients, sam_step
+        from clipapp.tricks.sam import SamOptimizer
 
         config, model = self.config, self.model
         x, soft = self.mix(self.inputs.draw(batch, self.rng), self.y[torch.as_tensor(batch)])
-        if self.inputs.pixel_space:
-            x = model.prefix(x)
+        x = model_inputs(model, x, self.inputs.pixel_space)
         for group in self.optimizer.param_groups:
             group["lr"] = group["base_lr"] * lr_factor
         first_logits: list[torch.Tensor] = []
@@ -167,8 +170,9 @@ class _Stepper:
                 first_logits.append(logits.detach())
             return loss
 
-        if config.sam > 0:
-            loss = sam_step(self.optimizer, closure, model=model)
+        optimizer = self.optimizer
+        if isinstance(optimizer, SamOptimizer):  # make_optimizer made a SAM: config.sam > 0
+            loss = sam_step(optimizer, closure, model=model)
         else:
             self.optimizer.zero_grad(set_to_none=True)
             loss = closure()
@@ -308,6 +312,7 @@ def train_run(
     # An epoch is a pass over the training images, unless the caller fixes the steps (the refit on all images
     # replays the validation runs' schedule: same updates, same learning rates, batches drawn from more images).
     steps_per_epoch = steps_per_epoch or epoch_steps(len(train_idx), config)
+    assert config.epochs is not None  # FinetuneConfig.__post_init__ fills None in from MODE_DEFAULTS
     total_steps = max(1, config.epochs * steps_per_epoch)  # the schedule of a full run, also when stopping early
 
     validate(0, None, None)
@@ -342,8 +347,8 @@ def _finish(
 ) -> Run:
     """The best epoch's (EMA) weights when something was held out, else the last ones."""
     history, stopper = validate.history, validate.stopper
-    if validated and stopper.best_state is not None:
-        best_epoch = int(stopper.best_step)
+    if validated and stopper.best_state is not None and stopper.best_step is not None:  # set together
+        best_epoch = stopper.best_step
         best_alpha = history["wise_alpha"][best_epoch]
         stopper.restore(model)
     else:
@@ -399,8 +404,8 @@ def fastest_threads(
             best = math.inf
             for _ in range(repeats + 1):  # the first pass warms up
                 started = time.perf_counter()
-                model(model.prefix(x) if inputs.pixel_space else x).float().sum().backward()
+                model(model_inputs(model, x, inputs.pixel_space)).float().sum().backward()
                 best = min(best, time.perf_counter() - started)
             timings[n] = best
     model.zero_grad(set_to_none=True)
-    return min(timings, key=timings.get)
+    return min(timings, key=timings.__getitem__)

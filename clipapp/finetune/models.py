@@ -34,6 +34,8 @@ class PartialClassifier(nn.Module):
     images per batch would only corrupt their running statistics.
     """
 
+    _visual: nn.Module  # the whole tower copy, set in __init__ outside the Module registry
+
     def __init__(self, visual: nn.Module, first_tuned: int, head: HeadClassifier):
         super().__init__()
         self.blocks = nn.ModuleList([block for _, block in visual_blocks(visual)[first_tuned:]])
@@ -61,3 +63,21 @@ class PartialClassifier(nn.Module):
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(tokens))
+
+
+def head_of(model: nn.Module) -> HeadClassifier:
+    """The linear head of a trainable model (its EMA copy included): the model itself in head mode."""
+    head = model.head if isinstance(model, PartialClassifier) else model
+    if not isinstance(head, HeadClassifier):
+        raise TypeError(f"{type(model).__name__} is not a HeadClassifier or PartialClassifier.")
+    return head
+
+
+def model_inputs(model: nn.Module, x: torch.Tensor, pixel_space: bool) -> torch.Tensor:
+    """What `model` is called on: `x` itself, or, for pixels, the frozen part of the tower run on them first
+    (pixel space exists in partial mode only)."""
+    if not pixel_space:
+        return x
+    if not isinstance(model, PartialClassifier):
+        raise TypeError(f"Pixel inputs need a PartialClassifier, not {type(model).__name__}.")
+    return model.prefix(x)

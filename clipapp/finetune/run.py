@@ -8,6 +8,7 @@ better; refit on every image; assemble the adapter (assemble.py).
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from dataclasses import dataclass, field
@@ -114,7 +115,7 @@ def finetune(
         trained = _Trained({}, Selection(0, 1.0, after_logits, {}, held_out))
     else:
         setup = prepare_training(service, encoded, config, _start_weights(config, zero_shot))
-        if setup.views < config.views:
+        if config.views is not None and setup.views < config.views:
             notes.append(f"Cached {setup.views} views per image, not {config.views}: more would not fit in memory.")
         trained = _train_and_select(setup, encoded, plan, zero_logits, config, report, on_epoch, stop, service)
         notes += trained.notes
@@ -165,7 +166,8 @@ def _train_and_select(
     train_share = 1.0 - ENCODE_SHARE
     refits = plan.kind == "kfold" or (plan.kind == "holdout" and config.refit)
     n_runs = len(plan.splits) + (1 if refits else 0)
-    run_kwargs = dict(
+    run = functools.partial(
+        train_run,
         build_model=setup.build_model,
         inputs=setup.inputs,
         targets=targets,
@@ -174,14 +176,19 @@ def _train_and_select(
         grid=setup.grid,
         stop=stop,
     )
+    assert config.epochs is not None  # FinetuneConfig.__post_init__ fills None in from MODE_DEFAULTS
     threads = fastest_threads(setup.build_model(), setup.inputs, service.device, batch_size=config.batch_size)
     runs: list[Run] = []
     with torch_threads(threads):
         for i, (train_idx, val_idx) in enumerate(plan.splits):
             stage = f"fold {i + 1}/{len(plan.splits)}: " if plan.kind == "kfold" else ""
             base = ENCODE_SHARE + train_share * i / n_runs
+
+            def fold_progress(fraction: float, message: str, base: float = base) -> None:
+                report(base + train_share * fraction / n_runs, message)
+
             runs.append(
-                train_run(
+                run(
                     train_idx=train_idx,
                     val_idx=val_idx,
                     epochs=config.epochs,
@@ -189,21 +196,21 @@ def _train_and_select(
                     seed=config.seed + i,
                     stage=stage,
                     on_epoch=on_epoch,
-                    progress=lambda f, m, b=base: report(b + train_share * f / n_runs, m),
-                    **run_kwargs,
+                    progress=fold_progress,
                 )
             )
             if runs[-1].stopped:
                 break
         stopped = runs[-1].stopped
+        state: Optional[dict[str, torch.Tensor]]
         if plan.kind == "kfold" and not stopped:
             selection = choose_across_folds(runs, plan, len(targets), n_classes)
-            state = None
+            state = None  # the refit on every image trains the model (k-fold always refits)
         else:  # a held-out split (or no validation, or a stop): the last run's best weights are the model
-            val_idx = plan.splits[len(runs) - 1][1] if plan.kind != "none" else None
-            selection = choose_in_run(runs[-1], val_idx, len(targets), n_classes)
+            last_val = plan.splits[len(runs) - 1][1] if plan.kind != "none" else None
+            selection = choose_in_run(runs[-1], last_val, len(targets), n_classes)
             state = runs[-1].state
-        trained = _Trained(state, selection, stopped)
+        notes: list[str] = []
         if (
             selection.best_epoch > 0
             and config.require_gain
@@ -214,10 +221,18 @@ def _train_and_select(
         ):
             selection.best_epoch, selection.after_logits = 0, zero_logits.copy()
         if selection.best_epoch == 0:
-            trained.state = setup.build_model().state_dict()  # the start: the zero-shot classifier
-            trained.notes += _kept_zero_shot_notes(plan, np.bincount(targets))
+            state = setup.build_model().state_dict()  # the start: the zero-shot classifier
+            notes += _kept_zero_shot_notes(plan, np.bincount(targets))
         elif refits and not stopped:
-            _refit(trained, setup, plan, config, run_kwargs, report, n_runs)
+            refit = _refit(setup, plan, config, run, report, n_runs, selection.best_epoch)
+            if not refit.stopped or plan.kind == "kfold":
+                state = refit.state
+            if refit.stopped:
+                stopped = True
+                notes.append("Stopped while training on all images: kept the model trained without the held-out part.")
+    if state is None:  # not reached: k-fold refits or keeps zero-shot, every other plan has its run's state
+        raise RuntimeError("fine-tuning ended without a model state")
+    trained = _Trained(state, selection, stopped, notes)
     if config.wise_alpha is None and plan.kind != "none" and selection.best_epoch > 0:
         alpha = selection.best_alpha
         trained.notes.append(
@@ -242,21 +257,20 @@ def _kept_zero_shot_notes(plan: ValidationPlan, counts: np.ndarray) -> list[str]
 
 
 def _refit(
-    trained: _Trained,
     setup: TrainingSetup,
     plan: ValidationPlan,
     config: FinetuneConfig,
-    run_kwargs: dict,
+    run: Callable[..., Run],
     report: ProgressFn,
     n_runs: int,
-) -> None:
+    best_epoch: int,
+) -> Run:
     """Train again on every image for the chosen epoch count, with the validation runs' step schedule."""
     train_share = 1.0 - ENCODE_SHARE
-    best_epoch = trained.selection.best_epoch
     everything = np.arange(len(setup.inputs))
     report(ENCODE_SHARE + train_share * (n_runs - 1) / n_runs, f"training on all images for {best_epoch} epochs")
     fold_steps = epoch_steps(max(len(t) for t, _ in plan.splits), config)
-    run = train_run(
+    return run(
         train_idx=everything,
         val_idx=everything[:0],
         epochs=best_epoch,
@@ -265,15 +279,7 @@ def _refit(
         stage="all images: ",
         steps_per_epoch=fold_steps,
         progress=lambda f, m: report(ENCODE_SHARE + train_share * ((n_runs - 1) + f) / n_runs, m),
-        **run_kwargs,
     )
-    if run.stopped:
-        trained.stopped = True
-        trained.notes.append("Stopped while training on all images: kept the model trained without the held-out part.")
-        if plan.kind == "kfold":
-            trained.state = run.state
-    else:
-        trained.state = run.state
 
 
 def _result(

@@ -22,17 +22,18 @@ if TYPE_CHECKING:
 
 
 def stratified_split(
-    targets: Sequence[int], *, val_per_class: int = 0, val_fraction: float = 0.25, seed: int = 0
+    targets: Sequence[int] | np.ndarray, *, val_per_class: int = 0, val_fraction: float = 0.25, seed: int = 0
 ) -> tuple[np.ndarray, np.ndarray]:
     """(train indices, held-out indices), each class in both parts: every class needs at least 2 images.
 
     A class with n images holds out `val_per_class` of them, or round(n * val_fraction); always 1 to n - 1.
     """
-    targets = np.asarray(targets)
+    labels = np.asarray(targets)
     rng = np.random.default_rng(seed)
-    train, val = [], []
-    for label in np.unique(targets):
-        members = rng.permutation(np.flatnonzero(targets == label))
+    train: list[int] = []
+    val: list[int] = []
+    for label in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == label))
         if len(members) < 2:
             raise ClipAppError(f"Class {int(label)} has {len(members)} image(s); a held-out split needs at least 2.")
         n_val = val_per_class if val_per_class > 0 else int(round(len(members) * val_fraction))
@@ -42,16 +43,16 @@ def stratified_split(
     return np.sort(np.asarray(train, dtype=np.int64)), np.sort(np.asarray(val, dtype=np.int64))
 
 
-def stratified_folds(targets: Sequence[int], k: int, *, seed: int = 0) -> list[np.ndarray]:
+def stratified_folds(targets: Sequence[int] | np.ndarray, k: int, *, seed: int = 0) -> list[np.ndarray]:
     """`k` disjoint held-out index sets covering every sample. Classes are dealt round-robin, one after another,
     from a random starting fold: per class the folds differ by at most one image, and overall by at most one too
     (so with one image per class no fold is left empty)."""
-    targets = np.asarray(targets)
+    labels = np.asarray(targets)
     rng = np.random.default_rng(seed)
     folds: list[list[int]] = [[] for _ in range(k)]
     position = int(rng.integers(k))
-    for label in np.unique(targets):
-        for index in rng.permutation(np.flatnonzero(targets == label)):
+    for label in np.unique(labels):
+        for index in rng.permutation(np.flatnonzero(labels == label)):
             folds[position % k].append(int(index))
             position += 1
     return [np.sort(np.asarray(f, dtype=np.int64)) for f in folds]
@@ -76,6 +77,7 @@ def plan_validation(targets: np.ndarray, config: FinetuneConfig) -> ValidationPl
             targets, val_per_class=config.val_per_class, val_fraction=config.val_fraction, seed=config.seed
         )
         return ValidationPlan("holdout", [(train, val)])
+    assert config.max_folds is not None  # FinetuneConfig.__post_init__ fills None in from MODE_DEFAULTS
     k = int(min(config.max_folds, max(2, smallest), len(targets)))
     folds = stratified_folds(targets, k, seed=config.seed)
     return ValidationPlan("kfold", [(np.setdiff1d(all_indices, fold), fold) for fold in folds if len(fold)])
@@ -127,7 +129,7 @@ class Selection:
 
     best_epoch: int
     best_alpha: float
-    after_logits: np.ndarray | None  # (n images, classes), rows outside the held-out set are zeros
+    after_logits: np.ndarray  # (n images, classes), rows outside the held-out set are zeros (all: none held out)
     history: dict[str, list]
     held_out: np.ndarray  # the images the choice was made on (and the before/after numbers are from)
 
@@ -152,9 +154,8 @@ def choose_across_folds(runs: Sequence["Run"], plan: ValidationPlan, n_images: i
 
 def choose_in_run(run: "Run", val_idx: np.ndarray | None, n_images: int, n_classes: int) -> Selection:
     """A held-out split (or no validation): the run's own best epoch and blend."""
-    after_logits = None
+    after_logits = np.zeros((n_images, n_classes), dtype=np.float32)
     if val_idx is not None:
-        after_logits = np.zeros((n_images, n_classes), dtype=np.float32)
         after_logits[val_idx] = run.val_logits[run.best_epoch][run.alphas.index(run.best_alpha)]
     held_out = np.zeros(0, dtype=np.int64) if val_idx is None else np.asarray(val_idx)
     return Selection(run.best_epoch, run.best_alpha, after_logits, run.history, held_out)

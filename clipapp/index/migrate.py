@@ -83,7 +83,8 @@ def _convert(folder: Path, manifest: dict) -> None:
         },
     )
     records = meta["items"]
-    sha_of, added_of = {}, {}
+    sha_of: dict[int, str] = {}
+    added_of: dict[int, float] = {}
     for record in records:
         sha_of.setdefault(record["id"], record["sha256"])
         added_of[record["id"]] = min(added_of.get(record["id"], record["added_at"]), record["added_at"])

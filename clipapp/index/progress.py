@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tqdm import tqdm as Bar
 
 ProgressFn = Callable[[int, int, str], None]
 
@@ -13,20 +16,21 @@ class TqdmProgress:
 
     def __init__(self, **tqdm_kwargs: Any):
         self._kwargs = tqdm_kwargs
-        self._bar = None
+        self._bar: Bar | None = None
         self._message: str | None = None
 
     def __call__(self, done: int, total: int, message: str) -> None:
         from tqdm.auto import tqdm  # imported on use: the core index does not need tqdm
 
-        if self._bar is None:
-            self._bar = tqdm(total=total, desc=message, **self._kwargs)
-        elif message != self._message or total != self._bar.total:
-            self._bar.reset(total=total)
-            self._bar.set_description(message)
+        bar = self._bar
+        if bar is None:
+            bar = self._bar = tqdm(total=total, desc=message, **self._kwargs)
+        elif message != self._message or total != bar.total:
+            bar.reset(total=total)
+            bar.set_description(message)
         self._message = message
-        self._bar.n = done
-        self._bar.refresh()
+        bar.n = done
+        bar.refresh()
 
     def close(self) -> None:
         if self._bar is not None:

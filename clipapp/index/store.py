@@ -36,6 +36,7 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import overload
 
 import numpy as np
 
@@ -128,13 +129,15 @@ class Store:
                 f"No index at {self.folder}. Build one first, e.g. "
                 f"`python -m clipapp index IMAGE_FOLDER --index {self.folder}`."
             )
+        self._db: sqlite3.Connection | None = None  # None once closed
         try:
-            self.db = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_S)
-            self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: a kill -9 loses no commit
+            db = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_S)
+            self._db = db
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: a kill -9 loses no commit
             if create is not None:
                 self._initialise(create)
-            self.meta = dict(self.db.execute("SELECT key, value FROM meta"))
+            self.meta = dict(db.execute("SELECT key, value FROM meta"))
         except sqlite3.DatabaseError as exc:
             raise ClipAppError(
                 f"The index database {db_path} cannot be read ({exc}). Rebuild the index "
@@ -175,14 +178,21 @@ class Store:
         self.db.executemany("INSERT OR IGNORE INTO meta VALUES (?, ?)", [(k, str(v)) for k, v in rows.items()])
         self.db.execute("COMMIT")
 
+    @property
+    def db(self) -> sqlite3.Connection:
+        """The open connection; a closed store says so instead of failing on None."""
+        if self._db is None:
+            raise ClipAppError(f"The index at {self.folder} is closed; open it again to use it.")
+        return self._db
+
     def close(self) -> None:
         with self._lock:
-            if self.db is not None:
-                if self.db.in_transaction:
-                    self.db.execute("ROLLBACK")
-                self.db.close()
+            if self._db is not None:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                self._db.close()
                 os.close(self._vector_fd)
-                self.db = None
+                self._db = None
 
     # -- transactions -----------------------------------------------------------------------------------------
     @property
@@ -215,6 +225,10 @@ class Store:
         return int(self.db.execute("PRAGMA data_version").fetchone()[0])
 
     # -- meta -------------------------------------------------------------------------------------------------
+    @overload
+    def get_meta(self, key: str, default: str) -> str: ...
+    @overload
+    def get_meta(self, key: str, default: None = None) -> str | None: ...
     def get_meta(self, key: str, default: str | None = None) -> str | None:
         row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return default if row is None else row[0]
@@ -316,7 +330,7 @@ class Store:
         self._check_rows(int(ids.max()) + 1)
         if len(ids) > 1 and np.all(np.diff(ids) == 1):  # one run: one read
             return self.vector_rows(int(ids[0]), int(ids[-1]) + 1)
-        buffer = memoryview(out).cast("B")
+        buffer = out.data.cast("B")  # ndarray.data: the array's own buffer, C-contiguous
         fd, size = self._vector_fd, self.row_bytes
         for row, item_id in enumerate(ids.tolist()):
             os.preadv(fd, [buffer[row * size : (row + 1) * size]], item_id * size)
@@ -328,7 +342,7 @@ class Store:
         if stop <= start:
             return out
         self._check_rows(stop)
-        view, offset = memoryview(out).cast("B"), start * self.row_bytes
+        view, offset = out.data.cast("B"), start * self.row_bytes
         while view:
             got = os.preadv(self._vector_fd, [view], offset)
             if got <= 0:
@@ -338,7 +352,7 @@ class Store:
 
     def _write_vectors(self, first_id: int, vectors: np.ndarray) -> None:
         data = np.ascontiguousarray(vectors, dtype=np.float32)
-        view, offset = memoryview(data).cast("B"), first_id * self.row_bytes
+        view, offset = data.data.cast("B"), first_id * self.row_bytes
         while view:  # pwrite may write less than asked for large buffers
             written = os.pwrite(self._vector_fd, view, offset)
             view, offset = view[written:], offset + written
@@ -363,9 +377,9 @@ class Store:
         self, ids: Sequence[int], sha256s: Sequence[str], added_at: Sequence[float], vectors: np.ndarray
     ) -> None:
         """Migration only: content rows with given (increasing) ids, vectors at those rows."""
-        ids = np.asarray(ids, dtype=np.int64)
-        for start in range(0, len(ids), 65536):
-            block = ids[start : start + 65536]
+        id_array = np.asarray(ids, dtype=np.int64)
+        for start in range(0, len(id_array), 65536):
+            block = id_array[start : start + 65536]
             # Runs of consecutive ids are written in one pwrite each; gaps stay dead space.
             breaks = np.flatnonzero(np.diff(block) != 1) + 1
             for run in np.split(np.arange(len(block)), breaks):
@@ -373,7 +387,7 @@ class Store:
                     self._write_vectors(int(block[run[0]]), vectors[start + run[0] : start + run[-1] + 1])
         self.db.executemany(
             "INSERT INTO contents (id, sha256, added_at) VALUES (?, ?, ?)",
-            zip(ids.tolist(), sha256s, added_at, strict=True),
+            zip(id_array.tolist(), sha256s, added_at, strict=True),
         )
 
     def put_paths(self, rows: Iterable[tuple]) -> None:

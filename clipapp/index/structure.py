@@ -243,12 +243,23 @@ class SearchStructure:
 
     def remove(self, ids: np.ndarray) -> None:
         if len(ids):
-            self.changes += int(self.index.remove_ids(np.asarray(ids, dtype=np.int64)))
+            # faiss's stubs type remove_ids with the C++ IDSelector; its Python wrapper also takes an int64 id array
+            self.changes += int(self.index.remove_ids(np.asarray(ids, dtype=np.int64)))  # type: ignore[arg-type]
 
-    def search_params(self, selector=None, nprobe: int | None = None):
+    def search_params(
+        self, selector: faiss.IDSelector | None = None, nprobe: int | None = None
+    ) -> faiss.SearchParameters | None:
+        # attributes set one by one: faiss's stubs do not know the keyword constructor its wrapper adds
         if self.structure.kind == "flat":
-            return None if selector is None else faiss.SearchParameters(sel=selector)
-        return faiss.SearchParametersIVF(sel=selector, nprobe=nprobe or self.structure.nprobe)
+            if selector is None:
+                return None
+            flat = faiss.SearchParameters()
+            flat.sel = selector
+            return flat
+        ivf = faiss.SearchParametersIVF()
+        ivf.sel = selector
+        ivf.nprobe = nprobe or self.structure.nprobe
+        return ivf
 
     def search(
         self, queries: np.ndarray, k: int, vectors_for, *, selector=None, nprobe: int | None = None
@@ -303,19 +314,22 @@ def build(
     """
     kind = choose_kind(count, dim, settings)
     notify = progress or (lambda done, total, message: None)
+    index: faiss.Index
     if kind == "flat":
         index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
         structure = IndexStructure(kind="flat")
     else:
         nlist = ivf_nlist_for(count, max_nlist=settings.max_nlist)
         quantizer = faiss.IndexFlatIP(dim)
+        ivf: faiss.IndexIVF
         if kind == "ivf":
-            index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
+            ivf = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
             m = 0
         else:
             m = pq_m_for(count, dim, settings.max_memory)
-            index = faiss.IndexIVFPQ(quantizer, dim, nlist, m, 8, faiss.METRIC_INNER_PRODUCT)
-        index.cp.niter = KMEANS_ITERATIONS
+            ivf = faiss.IndexIVFPQ(quantizer, dim, nlist, m, 8, faiss.METRIC_INNER_PRODUCT)
+        ivf.cp.niter = KMEANS_ITERATIONS
+        index = ivf
         rng = np.random.default_rng(count)  # seeded: the same collection gives the same index
         n_train = min(count, max(TRAIN_POINTS_PER_CENTROID * nlist, PQ_TRAIN_POINTS if m else 0))
         train_ids = np.sort(rng.choice(ids, size=n_train, replace=False))

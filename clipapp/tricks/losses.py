@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -102,7 +103,9 @@ class FocalLoss(nn.Module):
         return focal_loss(logits, target, gamma=self.gamma, alpha=self.alpha, reduction=self.reduction)
 
 
-def class_balanced_weights(samples_per_class: Sequence[int] | torch.Tensor, beta: float = 0.9999) -> torch.Tensor:
+def class_balanced_weights(
+    samples_per_class: Sequence[int] | np.ndarray | torch.Tensor, beta: float = 0.9999
+) -> torch.Tensor:
     """Per-class weights from the effective number of samples: `(1 - beta) / (1 - beta**n)`, normalised to sum K.
 
     `beta` near 1 (0.999-0.9999) approaches inverse-frequency weighting; `beta = 0` gives all ones. A class
@@ -134,7 +137,7 @@ class ClassBalancedLoss(nn.Module):
 
     def __init__(
         self,
-        samples_per_class: Sequence[int] | torch.Tensor,
+        samples_per_class: Sequence[int] | np.ndarray | torch.Tensor,
         *,
         beta: float = 0.9999,
         loss_type: str = "softmax",

@@ -16,7 +16,7 @@ step. Pattern::
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import torch
 import torch.nn as nn
@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from pytorch_optimizer import SAM
 
 
+@runtime_checkable
 class SamOptimizer(Protocol):
     """What `sam_step` calls: `pytorch_optimizer.SAM`'s two-step interface."""
 

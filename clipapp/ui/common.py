@@ -8,7 +8,7 @@ import logging
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Optional, Sequence
+from typing import Callable, Iterator, Literal, Optional, Sequence, TypedDict
 
 import gradio as gr
 from gradio.data_classes import ListFiles
@@ -25,6 +25,20 @@ log = logging.getLogger(__name__)
 # Upload fields take every format the app reads (HEIC/HEIF and camera RAW too); the browser's "image" filter
 # would hide those.
 IMAGE_FILE_TYPES = sorted(IMAGE_EXTENSIONS)
+
+
+class ListenerOptions(TypedDict, total=False):
+    """Keyword options that several Gradio listeners share: `button.click(fn, inputs, outputs, **options)`.
+
+    A TypedDict rather than a plain dict, so mypy checks each key against the listener's signature (a
+    `dict[str, object]` unpacked into `click` matches none of its parameters). The value types are Gradio 6's.
+    """
+
+    concurrency_id: str | None
+    concurrency_limit: int | None | Literal["default"]
+    api_visibility: Literal["public", "private", "undocumented"]
+    queue: bool
+    show_progress: Literal["full", "minimal", "hidden"]
 
 
 @dataclass

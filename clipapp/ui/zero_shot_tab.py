@@ -19,7 +19,16 @@ from clipapp import tasks
 from clipapp.data import load_image
 from clipapp.heatmap_image import png_bytes, similarity_heatmap_image
 from clipapp.prompts import DEFAULT_TEMPLATES
-from clipapp.ui.common import IMAGE_FILE_TYPES, AppContext, Files, display_name, session_of, uploaded_paths, user_errors
+from clipapp.ui.common import (
+    IMAGE_FILE_TYPES,
+    AppContext,
+    Files,
+    ListenerOptions,
+    display_name,
+    session_of,
+    uploaded_paths,
+    user_errors,
+)
 
 TEMPLATE_CHOICES = [
     ("simple (7 templates)", "simple"),
@@ -200,7 +209,7 @@ def build_tab(ctx: AppContext, adapter_state: Optional[gr.State] = None) -> None
         custom_="",
         k_=DEFAULT_TOP_K,
         adapter_name=None,
-        request: gr.Request = None,
+        request: Optional[gr.Request] = None,
     ):
         adapter = ctx.sessions.adapter(session_of(request), adapter_name) if adapter_name else None
         return classify_images(ctx, files_, labels_, templates_, custom_, k_, adapter=adapter)
@@ -226,8 +235,8 @@ def build_tab(ctx: AppContext, adapter_state: Optional[gr.State] = None) -> None
             api_visibility="private",
             queue=False,
         )
-    model = {"concurrency_id": "model", "concurrency_limit": ctx.model_concurrency}
-    figures = {"concurrency_id": "figures", "concurrency_limit": 2, "api_visibility": "private"}
+    model: ListenerOptions = {"concurrency_id": "model", "concurrency_limit": ctx.model_concurrency}
+    figures: ListenerOptions = {"concurrency_id": "figures", "concurrency_limit": 2, "api_visibility": "private"}
     classify_button.click(
         user_errors(run_classify), inputs, [results, figure_state], api_name="classify", **model
     ).success(user_errors(heatmaps.draw), figure_state, heatmap, **figures)
