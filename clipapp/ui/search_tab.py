@@ -4,7 +4,7 @@ search it by text, by an uploaded image, or by clicking a result."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Optional
 
 import gradio as gr
 
@@ -14,7 +14,16 @@ from clipapp.finetune.intake import add_to_selection, parse_selection, selection
 from clipapp.index.results import GRADIO_FILE_KEY
 from clipapp.prompts import DEFAULT_TEMPLATES
 from clipapp.sessions import EXAMPLES, MY_UPLOADS, describe_duration
-from clipapp.ui.common import IMAGE_FILE_TYPES, AppContext, Files, display_name, session_of, uploaded_paths, user_errors
+from clipapp.ui.common import (
+    IMAGE_FILE_TYPES,
+    AppContext,
+    Files,
+    ListenerOptions,
+    display_name,
+    session_of,
+    uploaded_paths,
+    user_errors,
+)
 from clipapp.ui.zero_shot_tab import TEMPLATE_CHOICES
 
 DEFAULT_K = 12
@@ -205,40 +214,29 @@ def build_tab(ctx: AppContext) -> SearchHandles:
         concurrency_id="index",
         concurrency_limit=1,
     ).success(user_errors(tags_of), source, tag, api_visibility="private")
-    model: dict[str, Any] = {"concurrency_id": "model", "concurrency_limit": ctx.model_concurrency}
+    model: ListenerOptions = {"concurrency_id": "model", "concurrency_limit": ctx.model_concurrency}
+    figures: ListenerOptions = {"concurrency_id": "figures", "concurrency_limit": 2, "api_visibility": "private"}
+    model_private: ListenerOptions = {**model, "api_visibility": "private"}  # page-only events in the model group
     text_inputs = [source, query, templates, k, threshold, tag]
-    show: dict[str, Any] = {
-        "fn": gallery_of,
-        "inputs": results,
-        "outputs": gallery,
-        "concurrency_id": "figures",
-        "concurrency_limit": 2,
-        "api_visibility": "private",
-    }
-    search_button.click(user_errors(by_text), text_inputs, results, api_name="search_text", **model).success(**show)
-    query.submit(user_errors(by_text), text_inputs, results, api_visibility="private", **model).success(**show)
+    search_button.click(user_errors(by_text), text_inputs, results, api_name="search_text", **model).success(
+        gallery_of, results, gallery, **figures
+    )
+    query.submit(user_errors(by_text), text_inputs, results, **model_private).success(
+        gallery_of, results, gallery, **figures
+    )
     image_button.click(
         user_errors(by_image), [source, query_image, k, threshold, tag], results, api_name="search_image", **model
-    ).success(**show)
+    ).success(gallery_of, results, gallery, **figures)
     # In select mode the results stay as they are (gr.skip), so the chained redraw is skipped too.
     gallery.select(
         user_errors(by_click),
         [source, results, k, threshold, select_mode, selected],
         [results, selected],
-        api_visibility="private",
-        **model,
-    ).success(**show)
+        **model_private,
+    ).success(gallery_of, results, gallery, **figures)
     # The tag list follows the index: on choosing it, after building it, and on opening the dropdown.
-    refresh: dict[str, Any] = {
-        "fn": user_errors(tags_of),
-        "inputs": source,
-        "outputs": tag,
-        "api_visibility": "private",
-        "concurrency_id": "figures",
-        "concurrency_limit": 2,
-    }
-    source.change(**refresh)
-    tag.focus(**refresh)
+    source.change(user_errors(tags_of), source, tag, **figures)
+    tag.focus(user_errors(tags_of), source, tag, **figures)
     add_button.click(
         user_errors(add_to_class),
         [class_name, selected, selection, source],
