@@ -158,7 +158,8 @@ def tab(tiny_service, tmp_path_factory):
     import gradio as gr
 
     from clipapp.ui.common import AppContext
-    from clipapp.ui.finetune_tab import SETTING_NAMES, build_tab
+    from clipapp.ui.finetune_settings import SETTING_NAMES
+    from clipapp.ui.finetune_tab import build_tab
 
     ctx = AppContext(service=tiny_service, state_dir=tmp_path_factory.mktemp("state"))
     with gr.Blocks() as demo:
@@ -167,7 +168,7 @@ def tab(tiny_service, tmp_path_factory):
 
 
 def test_the_tabs_controls_carry_the_dataclass_defaults_and_metadata(tab):
-    from clipapp.ui.finetune_tab import LOSS
+    from clipapp.ui.finetune_settings import LOSS
 
     _, controls = tab
     fields = {f.name: f for f in dataclasses.fields(FinetuneConfig)}
@@ -191,20 +192,21 @@ def test_the_tabs_controls_carry_the_dataclass_defaults_and_metadata(tab):
 
 
 def test_the_page_left_as_it_is_makes_the_default_config(tab):
-    from clipapp.ui.finetune_tab import make_config
+    from clipapp.ui.finetune_settings import make_config
 
     _, controls = tab
     assert make_config({name: control.value for name, control in controls.items()}) == FinetuneConfig().validate()
 
 
 def test_choosing_focal_on_the_page_gives_the_configs_value_not_a_ui_constant(tab, monkeypatch):
-    from clipapp.ui.finetune_tab import make_config
+    from clipapp.ui.finetune_settings import make_config
 
     _, controls = tab
     page = {name: control.value for name, control in controls.items()}
     chosen = make_config({**page, "loss": "focal"})
     assert chosen.focal == settings()["focal"].setting.example > 0 and chosen.class_balanced == 0.0
-    assert make_config({**page, "loss": "class-balanced"}).class_balanced == settings()["class_balanced"].setting.example
+    balanced = make_config({**page, "loss": "class-balanced"})
+    assert balanced.class_balanced == settings()["class_balanced"].setting.example and balanced.focal == 0.0
     focal = settings()["focal"]  # change the metadata's value: the page follows it
     monkeypatch.setitem(settings(), "focal", dataclasses.replace(focal, setting=dataclasses.replace(
         focal.setting, example=3.5)))
