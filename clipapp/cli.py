@@ -182,33 +182,11 @@ def cmd_similarity(args) -> None:
     _emit(args, result, "\n".join([f"model: {result['model']}", "\t" + header, *rows]))
 
 
-def _finetune_config(args):
-    from clipapp.finetune import FinetuneConfig
+def _finetune_config(args: argparse.Namespace):
+    """The parsed `finetune` flags -> the config: one flag per setting, named after its field (`_add_settings`)."""
+    from clipapp.finetune.config import FinetuneConfig, settings
 
-    names = (
-        "mode",
-        "epochs",
-        "lr",
-        "blocks",
-        "views",
-        "mix_space",
-        "mixup",
-        "cutmix",
-        "label_smoothing",
-        "ema",
-        "sam",
-        "focal",
-        "class_balanced",
-        "clip_grad",
-        "wise_alpha",
-        "patience",
-        "seed",
-        "templates",
-    )
-    values = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
-    if args.shots_val is not None:
-        values["val_per_class"] = args.shots_val
-    return FinetuneConfig(**values).validate()
+    return FinetuneConfig.from_settings({name: getattr(args, name) for name in settings()})
 
 
 def _metrics_line(name: str, metrics) -> str:
@@ -311,10 +289,46 @@ def cmd_eval(args) -> None:
     _emit(args, result.to_dict(), "\n".join(lines))
 
 
-def _add_finetune_commands(sub) -> None:
-    from clipapp.finetune import MIX_SPACES, MODE_DEFAULTS, MODES, FinetuneConfig  # --help shows the defaults
+_METAVARS = {int: "N", float: "X", str: "TEXT"}
 
-    defaults = FinetuneConfig()
+
+def _setting_type(spec):
+    """argparse's `type=` for a setting: the setting's own parsing, its refusal as argparse's usage error."""
+
+    def parse(text: str):
+        try:
+            return spec.parse(text)
+        except ClipAppError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return parse
+
+
+def _add_settings(parser: argparse.ArgumentParser) -> None:
+    """One flag per `FinetuneConfig` setting, from its metadata: name, help, choices, type and the default shown."""
+    from clipapp.finetune.config import settings
+
+    group = parser.add_argument_group("fine-tune settings (FinetuneConfig; 'auto' where the default is automatic)")
+    for spec in settings().values():
+        help_text = spec.describe().replace("%", "%%")
+        if spec.type is bool:
+            action = group.add_argument(
+                spec.flag, dest=spec.name, action=argparse.BooleanOptionalAction, default=spec.default
+            )
+            action.help = help_text  # after: Python 3.11's BooleanOptionalAction would append the default again
+            continue
+        group.add_argument(
+            spec.flag,
+            dest=spec.name,
+            type=_setting_type(spec),
+            choices=spec.setting.choices or None,
+            default=spec.default,
+            metavar=None if spec.setting.choices else _METAVARS[spec.type],
+            help=help_text,
+        )
+
+
+def _add_finetune_commands(sub) -> None:
     p = sub.add_parser(
         "finetune",
         help="few-shot adaptation from DATA_DIR/<class>/<images> (or a .zip of it), "
@@ -336,64 +350,8 @@ def _add_finetune_commands(sub) -> None:
         "found in (search results); checked to exist and hold images",
     )
     p.add_argument("--out", required=True, help="adapter path: writes OUT.safetensors and OUT.json")
-    p.add_argument(
-        "--mode",
-        choices=MODES,
-        help=f"{defaults.mode} (default). head: linear head from the zero-shot weights; cache: "
-        "training-free Tip-Adapter-style cache; partial: also the last visual blocks",
-    )
-    p.add_argument(
-        "--templates", help="prompt templates for the zero-shot start: simple (default), openai, none, or one"
-    )
-    p.add_argument(
-        "--epochs",
-        type=int,
-        help="at most this many epochs (default: "
-        + ", ".join(f"{m} {d['epochs']}" for m, d in MODE_DEFAULTS.items())
-        + "; early stopping picks the best)",
-    )
-    p.add_argument("--lr", type=float, help=f"learning rate of the head in logit units (default {defaults.lr:g})")
-    p.add_argument(
-        "--shots-val",
-        type=int,
-        help="held-out images per class (default: k-fold while a class has "
-        f"fewer than {defaults.kfold_below} images, {defaults.val_fraction:g} of each class above)",
-    )
-    p.add_argument(
-        "--blocks",
-        type=int,
-        help=f"partial mode: how many of the last visual blocks to tune (default {defaults.blocks})",
-    )
-    p.add_argument(
-        "--views",
-        type=int,
-        help="augmented views per image, encoded once (default: "
-        + ", ".join(f"{m} {d['views']}" for m, d in MODE_DEFAULTS.items())
-        + ")",
-    )
-    p.add_argument(
-        "--mix-space",
-        choices=MIX_SPACES,
-        help=f"partial mode: mix cached activations or pixels "
-        f"(default {defaults.mix_space}; pixels runs the frozen blocks at every step)",
-    )
-    p.add_argument("--mixup", type=float, help=f"mixup alpha (default {defaults.mixup:g}; 0 = off)")
-    p.add_argument("--cutmix", type=float, help=f"CutMix alpha, partial mode (default {defaults.cutmix:g}; 0 = off)")
-    p.add_argument("--label-smoothing", type=float, help=f"default {defaults.label_smoothing:g} (0 = off)")
-    p.add_argument("--ema", type=float, help=f"weight EMA decay (default {defaults.ema:g}; 0 = off)")
-    p.add_argument("--sam", type=float, help="SAM rho, e.g. 0.05 (0 = off)")
-    p.add_argument("--focal", type=float, help="focal loss gamma, e.g. 2 (0 = cross-entropy)")
-    p.add_argument("--class-balanced", type=float, help="class-balanced loss beta, e.g. 0.999 (imbalanced classes)")
-    p.add_argument("--clip-grad", type=float, help="max gradient norm (0 = off)")
-    p.add_argument(
-        "--wise-alpha",
-        type=float,
-        help="WiSE-FT blend: 0 = zero-shot weights, 1 = fine-tuned "
-        "(default: the best of 0, 0.25, ..., 1 on the held-out images)",
-    )
-    p.add_argument("--patience", type=int, help="early-stopping patience in epochs")
-    p.add_argument("--seed", type=int)
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    _add_settings(p)
     p.set_defaults(func=cmd_finetune)
 
     p = sub.add_parser("eval", help="top-1/top-5 accuracy on DATA_DIR/<class>/<images>, zero-shot or with --adapter")

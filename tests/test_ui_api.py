@@ -95,7 +95,7 @@ def test_an_untouched_epochs_setting_is_each_modes_own_schedule():
     from clipapp.ui.finetune_tab import make_config
 
     for mode in ("head", "partial"):
-        config = make_config(mode, None, 2, 0.2, 0.1, 0.99, 0.0, "cross-entropy", "auto", 0)
+        config = make_config({"mode": mode, "epochs": None, "blocks": 2, "loss": "cross-entropy", "wise_alpha": "auto"})
         assert config.epochs == MODE_DEFAULTS[mode]["epochs"]
     assert MODE_DEFAULTS["head"]["epochs"] != MODE_DEFAULTS["partial"]["epochs"]
-    assert make_config("head", 7, 2, 0.2, 0.1, 0.99, 0.0, "cross-entropy", "auto", 0).epochs == 7
+    assert make_config({"mode": "head", "epochs": 7}).epochs == 7

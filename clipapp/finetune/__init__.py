@@ -24,9 +24,16 @@ Modules, one concern each: config (settings), intake (labelled images in), featu
 cache), models, loop (one training run), selection (splits, WiSE, the sign test, the cache blend), assemble (the
 adapter), results, run (`finetune` itself). The tricks live in `clipapp.tricks`. No
 Gradio here.
+
+Importing the package is cheap: the settings (config) load at once, every other name loads its module (and torch)
+on first use (PEP 562), so the CLI's parser can read `FinetuneConfig` without paying for torch.
 """
 
-from clipapp.finetune.assemble import cache_adapter, trained_adapter
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from clipapp.finetune.config import (
     CACHE_ALPHAS,
     CACHE_BETAS,
@@ -41,35 +48,91 @@ from clipapp.finetune.config import (
     ProgressFn,
     StopFlag,
 )
-from clipapp.finetune.features import EncodedImages, Inputs, TokenGrid, encode_labelled, prepare_training
-from clipapp.finetune.intake import (
-    MAX_ZIP_BYTES,
-    MAX_ZIP_FILES,
-    MAX_ZIP_RATIO,
-    LabelledImages,
-    check_index,
-    extract_labelled_zip,
-    labelled_class_lists,
-    labelled_csv,
-    labelled_folder,
-    labelled_paths,
-    labelled_uploads,
-    parse_class_spec,
-)
-from clipapp.finetune.loop import Run, epoch_steps, train_run
-from clipapp.finetune.models import HeadClassifier, PartialClassifier
-from clipapp.finetune.results import FinetuneResult, FinetuneStopped, confusion_counts, metrics_from_logits
-from clipapp.finetune.run import finetune, finetune_folder, finetune_labelled
-from clipapp.finetune.selection import (
-    ValidationPlan,
-    beats_zero_shot,
-    fit_cache,
-    plan_validation,
-    stratified_folds,
-    stratified_split,
-    wise_applied,
-    wise_blend,
-)
+
+if TYPE_CHECKING:
+    from clipapp.finetune.assemble import cache_adapter, trained_adapter
+    from clipapp.finetune.features import EncodedImages, Inputs, TokenGrid, encode_labelled, prepare_training
+    from clipapp.finetune.intake import (
+        MAX_ZIP_BYTES,
+        MAX_ZIP_FILES,
+        MAX_ZIP_RATIO,
+        LabelledImages,
+        check_index,
+        extract_labelled_zip,
+        labelled_class_lists,
+        labelled_csv,
+        labelled_folder,
+        labelled_paths,
+        labelled_uploads,
+        parse_class_spec,
+    )
+    from clipapp.finetune.loop import Run, epoch_steps, train_run
+    from clipapp.finetune.models import HeadClassifier, PartialClassifier
+    from clipapp.finetune.results import FinetuneResult, FinetuneStopped, confusion_counts, metrics_from_logits
+    from clipapp.finetune.run import finetune, finetune_folder, finetune_labelled
+    from clipapp.finetune.selection import (
+        ValidationPlan,
+        beats_zero_shot,
+        fit_cache,
+        plan_validation,
+        stratified_folds,
+        stratified_split,
+        wise_applied,
+        wise_blend,
+    )
+
+# name -> the module (of this package) that defines it, imported on first use
+_LAZY = {
+    "cache_adapter": "assemble",
+    "trained_adapter": "assemble",
+    "EncodedImages": "features",
+    "Inputs": "features",
+    "TokenGrid": "features",
+    "encode_labelled": "features",
+    "prepare_training": "features",
+    "MAX_ZIP_BYTES": "intake",
+    "MAX_ZIP_FILES": "intake",
+    "MAX_ZIP_RATIO": "intake",
+    "LabelledImages": "intake",
+    "check_index": "intake",
+    "extract_labelled_zip": "intake",
+    "labelled_class_lists": "intake",
+    "labelled_csv": "intake",
+    "labelled_folder": "intake",
+    "labelled_paths": "intake",
+    "labelled_uploads": "intake",
+    "parse_class_spec": "intake",
+    "Run": "loop",
+    "epoch_steps": "loop",
+    "train_run": "loop",
+    "HeadClassifier": "models",
+    "PartialClassifier": "models",
+    "FinetuneResult": "results",
+    "FinetuneStopped": "results",
+    "confusion_counts": "results",
+    "metrics_from_logits": "results",
+    "finetune": "run",
+    "finetune_folder": "run",
+    "finetune_labelled": "run",
+    "ValidationPlan": "selection",
+    "beats_zero_shot": "selection",
+    "fit_cache": "selection",
+    "plan_validation": "selection",
+    "stratified_folds": "selection",
+    "stratified_split": "selection",
+    "wise_applied": "selection",
+    "wise_blend": "selection",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value  # the next lookup is a plain one
+    return value
+
 
 __all__ = [
     "CACHE_ALPHAS",

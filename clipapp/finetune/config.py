@@ -1,14 +1,22 @@
 """Every setting of a fine-tune, in one place: `FinetuneConfig`, the modes and the fixed grids selection tries.
 
+Each field carries its description as data (`Setting` in the field's metadata, the open_clip / Hugging Face
+`field(metadata=...)` manner): help, choices, the CLI flag, the web page's control. The `finetune` command's flags
+(clipapp/cli.py) and the Fine-tune tab's controls (clipapp/ui/finetune_tab.py) are generated from it, so a setting,
+its default and its help are written once (docs/architecture.md, "Command line"). No torch and no Gradio here: the
+CLI's parser imports this module for `--help`.
+
 The defaults are chosen from measurements on bench/bench_fewshot.py (README, "Few-shot fine-tuning").
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import threading
-from dataclasses import dataclass
-from typing import Any, Callable, Optional
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Optional
 
 from clipapp.errors import ClipAppError
 from clipapp.prompts import DEFAULT_TEMPLATES, resolve_templates
@@ -38,6 +46,47 @@ MODE_DEFAULTS: dict[str, dict[str, int]] = {
 }
 
 
+SETTING = "setting"  # the key of a field's `Setting` in its dataclass metadata
+CROSS_ENTROPY = "cross-entropy"
+# The losses one picks by name (the Fine-tune page's Loss choice): each is a trick that is off at 0 and is turned on
+# at its `Setting.example`; cross-entropy is all of them off. The CLI sets the numbers themselves and may combine
+# them (focal loss with class-balanced weights).
+NAMED_LOSSES = ("focal", "class_balanced")
+
+
+@dataclass(frozen=True)
+class Control:
+    """How the Fine-tune page shows a setting; clipapp/ui/finetune_tab.py turns it into a Gradio component."""
+
+    kind: str  # slider | number | radio (of the setting's choices) | dropdown (of `options` and "auto")
+    minimum: float = 0.0
+    maximum: float = 1.0
+    step: float = 1.0
+    options: tuple[float, ...] = ()  # a dropdown's values besides "auto" (any other number may be typed)
+
+
+@dataclass(frozen=True)
+class Setting:
+    """A `FinetuneConfig` field's metadata: what `clipapp finetune --help` and the Fine-tune page say about it."""
+
+    help: str
+    choices: tuple[str, ...] = ()  # the values allowed (`FinetuneConfig.validate` checks them)
+    choice_help: tuple[str, ...] = ()  # one phrase per choice
+    flag: str = ""  # the CLI flag when it is not the field's name with dashes
+    label: str = ""  # the page's short label (default: the help)
+    auto: str = ""  # what the default None means; the mode-dependent fields say MODE_DEFAULTS
+    example: Optional[float] = None  # a trick off at 0: the value that typically turns it on (help's "e.g.")
+    control: Optional[Control] = None  # shown on the Fine-tune page
+
+
+def _setting(default: Any, help: str, **meta: Any) -> Any:
+    return field(default=default, metadata={SETTING: Setting(help=help, **meta)})
+
+
+def _listed(values: tuple[float, ...]) -> str:
+    return ", ".join(f"{v:g}" for v in values)
+
+
 @dataclass
 class FinetuneConfig:
     """Every setting of a fine-tune, as plain data (`to_dict` / `from_dict` round-trip through JSON).
@@ -45,62 +94,139 @@ class FinetuneConfig:
     A trick is off at 0 (mixup, cutmix, label_smoothing, ema, sam, focal, class_balanced, clip_grad).
     """
 
-    mode: str = "partial"  # head | cache | partial
-    head_init: str = "zero-shot"  # zero-shot | random (a plain linear probe, for comparison only)
-    templates: str | list[str] = DEFAULT_TEMPLATES
-    epochs: Optional[int] = None  # None: the mode's default (MODE_DEFAULTS)
-    # head learning rate (AdamW, cosine schedule over `epochs`) in logit units: the weights move by lr / logit_scale,
-    # so a model with a sharp temperature (CLIP's 100) and one with a soft one (the demo model's 12) see the same
-    # change in logits per step. EMA, WiSE, early stopping and the sign test keep it in check
-    lr: float = 0.6
-    batch_size: int = 16
-    # an epoch is a pass over the training images, but at least this many steps: with 4 images per class a pass is
-    # 2 steps, too few updates over `epochs` (digits, 4 shots, 6 seeds: 48.7% -> 51.7% top-1 in bench_fewshot)
-    min_epoch_steps: int = 5
-    # L2 pull of the head towards its start, the zero-shot weights (L2-SP). Off by default: with the held-out choice
-    # of the WiSE blend and the zero-shot fallback it measured no better (bench_fewshot), and it hurts where the
-    # zero-shot prior is wrong (classes the model has never seen)
-    anchor_weight: float = 0.0
-    # WiSE-FT blend: 0 = zero-shot weights, 1 = the fine-tuned ones; None = the best of WISE_ALPHAS on held-out data
-    wise_alpha: Optional[float] = None
+    mode: str = _setting(
+        "partial",
+        "what to train",
+        choices=MODES,
+        choice_help=(
+            "a linear head from the zero-shot weights (fast)",
+            "a training-free cache adapter, Tip-Adapter style",
+            "the last visual blocks and the head (slow on a CPU)",
+        ),
+        label="What to train",
+        control=Control("radio"),
+    )
+    head_init: str = _setting(
+        "zero-shot",
+        "the head's start",
+        choices=HEAD_INITS,
+        choice_help=("the class prompts' text embeddings", "a plain linear probe, for comparison only"),
+    )
+    templates: str | list[str] = _setting(
+        DEFAULT_TEMPLATES, "prompt templates for the zero-shot start: simple, openai, none, or one template with {}"
+    )
+    epochs: Optional[int] = _setting(
+        None,
+        "at most this many epochs; early stopping picks the best",
+        label="Epochs (max; early stopping)",
+        control=Control("slider", 0, 200, 1),
+    )
+    # in logit units: the weights move by lr / logit_scale, so a model with a sharp temperature (CLIP's 100) and one
+    # with a soft one (the demo model's 12) see the same change in logits per step. EMA, WiSE, early stopping and the
+    # sign test keep it in check
+    lr: float = _setting(0.6, "learning rate of the head in logit units (AdamW, cosine schedule over the epochs)")
+    batch_size: int = _setting(16, "images per training step")
+    # with 4 images per class a pass is 2 steps, too few updates over `epochs` (digits, 4 shots, 6 seeds: 48.7% ->
+    # 51.7% top-1 in bench_fewshot)
+    min_epoch_steps: int = _setting(5, "an epoch is a pass over the training images, but at least this many steps")
+    # Off by default: with the held-out choice of the WiSE blend and the zero-shot fallback it measured no better
+    # (bench_fewshot), and it hurts where the zero-shot prior is wrong (classes the model has never seen)
+    anchor_weight: float = _setting(0.0, "L2 pull of the head towards the zero-shot weights (L2-SP); 0 = off")
+    wise_alpha: Optional[float] = _setting(
+        None,
+        "WiSE-FT blend: 0 = the zero-shot weights, 1 = the fine-tuned ones",
+        auto=f"the best of {_listed(WISE_ALPHAS)} on the held-out images",
+        label="WiSE-FT alpha (0 = zero-shot weights, 1 = fine-tuned; auto = best on held-out images)",
+        control=Control("dropdown", options=WISE_ALPHAS),
+    )
     # partial fine-tuning of the visual tower
-    blocks: int = 2
-    visual_lr: float = 5e-4  # the top tuned block; lower ones decay by layer_decay per block
-    layer_decay: float = 0.75
-    weight_decay: float = 0.05  # AdamW decay of the tuned visual matrices (never of the head)
-    mix_space: str = "activations"  # partial mode: activations (the frozen part runs once per view) | pixels
-    # augmented views per image whose frozen-part outputs are cached (view 0 is the image itself); training draws
-    # one view per image and step. 1 = no augmentation; None: the mode's default (MODE_DEFAULTS)
-    views: Optional[int] = None
+    blocks: int = _setting(
+        2,
+        "partial mode: how many of the last visual blocks to tune",
+        label="Visual blocks (partial mode)",
+        control=Control("slider", 1, 12, 1),
+    )
+    visual_lr: float = _setting(
+        5e-4, "partial mode: learning rate of the top tuned block; lower ones decay by layer_decay per block"
+    )
+    layer_decay: float = _setting(0.75, "partial mode: learning-rate factor from one tuned block to the one below")
+    weight_decay: float = _setting(0.05, "partial mode: AdamW decay of the tuned visual matrices (never of the head)")
+    mix_space: str = _setting(
+        "activations",
+        "partial mode: where mixup and CutMix mix",
+        choices=MIX_SPACES,
+        choice_help=("the cached activations (the frozen part runs once per view)", "the frozen blocks run every step"),
+    )
+    views: Optional[int] = _setting(
+        None,
+        "augmented views per image whose frozen-part outputs are cached (view 0 is the image itself); training "
+        "draws one per image and step; 1 = no augmentation",
+    )
     # tricks (the first three are on by default: measured better than without in bench/bench_fewshot.py)
-    mixup: float = 0.2  # Beta(alpha, alpha); on features in head mode, on cached activations (or pixels) in partial
-    cutmix: float = 0.0  # partial mode only: boxes of the cached spatial maps / token grid (or of the pixels)
-    label_smoothing: float = 0.1
-    ema: float = 0.99  # decay
-    sam: float = 0.0  # rho, e.g. 0.05
-    focal: float = 0.0  # gamma, e.g. 2
-    class_balanced: float = 0.0  # beta, e.g. 0.999: weights classes by their effective number of images
-    clip_grad: float = 0.0  # max gradient norm
+    mixup: float = _setting(
+        0.2,
+        "mixup alpha, Beta(alpha, alpha): on features in head mode, on cached activations (or pixels) in partial "
+        "mode; 0 = off",
+        label="Mixup alpha (0 = off)",
+        control=Control("slider", 0, 1, 0.05),
+    )
+    cutmix: float = _setting(
+        0.0, "partial mode: CutMix alpha, boxes of the cached spatial maps / token grid (or of the pixels); 0 = off"
+    )
+    label_smoothing: float = _setting(
+        0.1, "label smoothing; 0 = off", label="Label smoothing", control=Control("slider", 0, 0.3, 0.01)
+    )
+    ema: float = _setting(
+        0.99,
+        "weight EMA decay; 0 = off",
+        label="Weight EMA decay (0 = off)",
+        control=Control("slider", 0, 0.999, 0.001),
+    )
+    sam: float = _setting(
+        0.0, "SAM rho; 0 = off", example=0.05, label="SAM rho (0 = off)", control=Control("slider", 0, 0.2, 0.01)
+    )
+    focal: float = _setting(0.0, "focal loss gamma (hard examples); 0 = cross-entropy", example=2.0)
+    class_balanced: float = _setting(
+        0.0,
+        "class-balanced loss beta: weights classes by their effective number of images (imbalanced classes); 0 = off",
+        example=0.999,
+    )
+    clip_grad: float = _setting(0.0, "max gradient norm; 0 = off")
     # validation and early stopping
-    patience: int = 8
-    monitor: str = "val_loss"
-    val_per_class: int = 0  # held-out images per class; 0 = val_fraction of each class (at least 1)
-    val_fraction: float = 0.25
-    # k-fold while a class has fewer images than this: every image is held out once, so the epoch count and the WiSE
-    # blend are chosen on all of them instead of on a noisy handful (cheap for the head; each fold is a run)
-    kfold_below: int = 20
-    max_folds: Optional[int] = None  # None: the mode's default (MODE_DEFAULTS)
-    refit: bool = True  # after a held-out split, train again on every image for the chosen epoch count
-    # keep the zero-shot classifier unless the adapted one is better on the held-out images by a one-sided sign test
-    # at `gain_p_value` (over the images exactly one of the two gets right). The same images chose the epoch and the
-    # WiSE blend, so one or two more right is noise; a model that has learnt something wins by a clear margin
-    require_gain: bool = True
-    gain_p_value: float = 0.05
-    # cache adapter; None = picked on the held-out data
-    cache_alpha: Optional[float] = None
-    cache_beta: Optional[float] = None
-    seed: int = 0
-    max_images: int = 5000
+    patience: int = _setting(8, "early-stopping patience in epochs")
+    monitor: str = _setting("val_loss", "what early stopping watches", choices=MONITORS)
+    val_per_class: int = _setting(
+        0,
+        "held-out images per class; 0 = val_fraction of each class (at least 1), and k-fold while a class has fewer "
+        "than kfold_below images",
+        flag="shots-val",
+    )
+    val_fraction: float = _setting(0.25, "held-out share of each class when val_per_class is 0")
+    # k-fold: every image is held out once, so the epoch count and the WiSE blend are chosen on all of them instead of
+    # on a noisy handful (cheap for the head; each fold is a run)
+    kfold_below: int = _setting(20, "k-fold while a class has fewer images than this")
+    max_folds: Optional[int] = _setting(None, "at most this many folds")
+    refit: bool = _setting(True, "after a held-out split, train again on every image for the chosen epoch count")
+    # the same images chose the epoch and the WiSE blend, so one or two more right is noise; a model that has learnt
+    # something wins by a clear margin
+    require_gain: bool = _setting(
+        True,
+        "keep the zero-shot classifier unless the adapted one is better on the held-out images by a one-sided sign "
+        "test at gain_p_value (over the images exactly one of the two gets right)",
+    )
+    gain_p_value: float = _setting(0.05, "the sign test's p-value")
+    cache_alpha: Optional[float] = _setting(
+        None,
+        "cache mode: weight of the cache's logits",
+        auto=f"the best of {_listed(CACHE_ALPHAS)} on the held-out images",
+    )
+    cache_beta: Optional[float] = _setting(
+        None,
+        "cache mode: sharpness of the cache's affinities",
+        auto=f"the best of {_listed(CACHE_BETAS)} on the held-out images",
+    )
+    seed: int = _setting(0, "random seed", label="Seed", control=Control("number"))
+    max_images: int = _setting(5000, "at most this many labelled images")
 
     def __post_init__(self) -> None:
         for name, value in MODE_DEFAULTS.get(self.mode, MODE_DEFAULTS["head"]).items():
@@ -112,12 +238,14 @@ class FinetuneConfig:
             if not ok:
                 raise ClipAppError(f"Fine-tune setting: {message}")
 
-        need(self.mode in MODES, f"mode must be one of {', '.join(MODES)}, got {self.mode!r}.")
-        need(self.head_init in HEAD_INITS, f"head_init must be one of {', '.join(HEAD_INITS)}, got {self.head_init!r}.")
-        need(self.monitor in MONITORS, f"monitor must be one of {', '.join(MONITORS)}, got {self.monitor!r}.")
-        need(self.mix_space in MIX_SPACES, f"mix_space must be one of {', '.join(MIX_SPACES)}, got {self.mix_space!r}.")
-        need(1 <= int(self.views) <= 32, f"views must be between 1 and 32, got {self.views}.")
-        need(0 <= int(self.epochs) <= 1000, f"epochs must be between 0 and 1000, got {self.epochs}.")
+        for spec in settings().values():
+            choices, value = spec.setting.choices, getattr(self, spec.name)
+            need(not choices or value in choices, f"{spec.name} must be one of {', '.join(choices)}, got {value!r}.")
+        need(self.views is not None and 1 <= self.views <= 32, f"views must be between 1 and 32, got {self.views}.")
+        need(
+            self.epochs is not None and 0 <= self.epochs <= 1000,
+            f"epochs must be between 0 and 1000, got {self.epochs}.",
+        )
         need(self.lr > 0 and self.visual_lr > 0, "learning rates must be positive.")
         need(self.batch_size >= 1, f"batch size must be at least 1, got {self.batch_size}.")
         need(self.min_epoch_steps >= 1, f"min_epoch_steps must be at least 1, got {self.min_epoch_steps}.")
@@ -139,7 +267,10 @@ class FinetuneConfig:
         need(self.patience >= 1, f"patience must be at least 1, got {self.patience}.")
         need(self.val_per_class >= 0, f"val_per_class must be >= 0, got {self.val_per_class}.")
         need(0.0 < self.val_fraction < 1.0, f"val_fraction must be in (0, 1), got {self.val_fraction}.")
-        need(self.kfold_below >= 2 and self.max_folds >= 2, "kfold_below and max_folds must be at least 2.")
+        need(
+            self.kfold_below >= 2 and self.max_folds is not None and self.max_folds >= 2,
+            "kfold_below and max_folds must be at least 2.",
+        )
         need(self.max_images >= 2, "max_images must be at least 2.")
         need(0.0 < self.gain_p_value <= 1.0, f"gain_p_value must be in (0, 1], got {self.gain_p_value}.")
         resolve_templates(self.templates)  # raises on a template without {}
@@ -160,6 +291,117 @@ class FinetuneConfig:
                 f"Unknown fine-tune setting(s): {', '.join(unknown)} (known: {', '.join(sorted(known))})."
             )
         return cls(**data).validate()
+
+    @classmethod
+    def from_settings(cls, values: Mapping[str, Any]) -> "FinetuneConfig":
+        """Settings as the CLI parses them or the page sends them (a slider's 3.0 for an int, "auto" for None) ->
+        a validated config; a setting not given keeps its default."""
+        known = settings()
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            raise ClipAppError(f"Unknown fine-tune setting(s): {', '.join(unknown)}.")
+        return cls(**{name: known[name].parse(value) for name, value in values.items()}).validate()
+
+
+@dataclass(frozen=True)
+class SettingField:
+    """One `FinetuneConfig` field with its `Setting`, its default and its value type resolved."""
+
+    name: str
+    default: Any  # the dataclass default; None = automatic (`Setting.auto`, or the mode's MODE_DEFAULTS)
+    type: type  # bool, int, float or str
+    optional: bool  # None (automatic) is a value
+    setting: Setting
+
+    @property
+    def flag(self) -> str:
+        return "--" + (self.setting.flag or self.name.replace("_", "-"))
+
+    def default_text(self) -> str:
+        if self.default is None:
+            if any(self.name in defaults for defaults in MODE_DEFAULTS.values()):
+                return "the mode's: " + ", ".join(f"{mode} {d[self.name]}" for mode, d in MODE_DEFAULTS.items())
+            return self.setting.auto
+        if isinstance(self.default, bool):
+            return "yes" if self.default else "no"
+        return f"{self.default:g}" if isinstance(self.default, float) else str(self.default)
+
+    def describe(self) -> str:
+        """The help, with the choices, a typical value and the default: `finetune --help` and the page's info."""
+        text = self.setting.help
+        if self.setting.choice_help:
+            text += (
+                " ("
+                + "; ".join(f"{c}: {h}" for c, h in zip(self.setting.choices, self.setting.choice_help, strict=True))
+                + ")"
+            )
+        if self.setting.example is not None:
+            text += f", e.g. {self.setting.example:g}"
+        return f"{text} (default: {self.default_text()})"
+
+    def parse(self, value: Any) -> Any:
+        """A value typed or sent for this setting -> its type: None (or "" / "auto" where None is a value) is the
+        default; "3" and 3.0 are the int 3. Raises ClipAppError naming the setting."""
+        if isinstance(value, str):
+            value = value.strip()
+            if value.lower() in ("", "auto"):
+                value = None
+        if value is None:
+            return None if self.optional else self.default
+        try:
+            if self.type is bool:
+                if isinstance(value, str):
+                    if value.lower() not in _BOOLEANS:
+                        raise ValueError(value)
+                    return _BOOLEANS[value.lower()]
+                return bool(value)
+            if self.type is int:
+                number = float(value)
+                if not number.is_integer():
+                    raise ValueError(value)
+                return int(number)
+            return self.type(value)
+        except (TypeError, ValueError):
+            wanted = {bool: "yes or no", int: "a whole number", float: "a number"}.get(self.type, "a text")
+            also = " (or auto)" if self.optional else ""
+            raise ClipAppError(f"Fine-tune setting {self.name}: expected {wanted}{also}, got {value!r}.") from None
+
+
+_BOOLEANS = {"true": True, "yes": True, "on": True, "1": True, "false": False, "no": False, "off": False, "0": False}
+
+
+@functools.cache
+def settings() -> dict[str, SettingField]:
+    """Every field of `FinetuneConfig` that has a `Setting`, in the dataclass's order, by name."""
+    hints = typing.get_type_hints(FinetuneConfig)
+    found = {}
+    for f in dataclasses.fields(FinetuneConfig):
+        if SETTING not in f.metadata:
+            continue
+        args = typing.get_args(hints[f.name]) or (hints[f.name],)
+        kind = next(a for a in args if a in (bool, int, float, str))
+        found[f.name] = SettingField(f.name, f.default, kind, type(None) in args, f.metadata[SETTING])
+    return found
+
+
+def loss_names() -> tuple[str, ...]:
+    """The losses one picks by name: cross-entropy, then each of NAMED_LOSSES as its flag says it (focal, ...)."""
+    return (CROSS_ENTROPY, *(settings()[name].flag.removeprefix("--") for name in NAMED_LOSSES))
+
+
+def loss_settings(loss: str) -> dict[str, float]:
+    """A loss by name -> the settings that make it: its own at its `Setting.example`, the other NAMED_LOSSES off."""
+    names = loss_names()
+    if loss not in names:
+        raise ClipAppError(f"Loss must be one of {', '.join(names)}, got {loss!r}.")
+    chosen = dict(zip(names[1:], NAMED_LOSSES, strict=True)).get(loss)
+    return {name: float(settings()[name].setting.example or 0.0) if name == chosen else 0.0 for name in NAMED_LOSSES}
+
+
+def loss_name(config: FinetuneConfig) -> str:
+    """The named loss a config's numbers make (the first one on), cross-entropy when none is."""
+    on = [name for name, value in zip(loss_names()[1:], NAMED_LOSSES, strict=True) if getattr(config, value) > 0]
+    return on[0] if on else CROSS_ENTROPY
 
 
 def stopped(stop: StopFlag) -> bool:

@@ -1,6 +1,7 @@
 """The Fine-tune tab: labelled images (a zip of class folders, or per-class uploads) -> an adapter, with live curves,
 before/after accuracy and a confusion matrix. The adapter becomes this browser session's classifier in the Zero-shot
-tab and can be downloaded. The work itself is `clipapp.finetune.finetune`; this file only collects inputs and draws.
+tab and can be downloaded. The work itself is `clipapp.finetune.finetune`; this file only collects inputs and draws
+(the settings' controls: clipapp/ui/finetune_settings.py).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import gradio as gr
 import numpy as np
@@ -28,31 +29,28 @@ from clipapp.finetune import (
     labelled_folder,
     labelled_uploads,
 )
-from clipapp.finetune.intake import labelled_selection
+from clipapp.finetune.intake import LabelledImages, labelled_selection
 from clipapp.jobs import Job
 from clipapp.sessions import EXAMPLES
 from clipapp.ui.common import IMAGE_FILE_TYPES, AppContext, Files, display_name, session_of, uploaded_paths, user_errors
+from clipapp.ui.finetune_settings import (
+    DEFAULTS,
+    PAGE_SETTINGS,
+    SETTING_NAMES,
+    SettingControl,
+    make_config,
+    settings_control,
+    settings_handler,
+)
 
 log = logging.getLogger(__name__)
 
 CLASS_ROWS = 4  # per-class upload rows; more classes come as a zip
 MAX_UI_IMAGES = 2000  # one fine-tune holds the CPU for everyone: keep a browser request to a few-shot size
 CURVE_REFRESH_S = 0.4  # redraw the live curves at most this often
-MODE_CHOICES = [
-    ("Linear head from the zero-shot weights (fast, default)", "head"),
-    ("Cache adapter, training-free (Tip-Adapter)", "cache"),
-    ("Last visual blocks + head (slow on a CPU)", "partial"),
-]
-LOSS_CHOICES = [
-    ("cross-entropy", "cross-entropy"),
-    ("focal (hard examples)", "focal"),
-    ("class-balanced (imbalanced classes)", "class-balanced"),
-]
-WISE_CHOICES = ["auto", "0", "0.25", "0.5", "0.75", "1"]
-DEFAULTS = FinetuneConfig()
 
 
-def collect_labelled(zip_file, rows: list[tuple[str, object]], workdir: Path):
+def collect_labelled(zip_file, rows: list[tuple[str, Optional[Sequence]]], workdir: Path) -> LabelledImages:
     """(zip of class folders) + (class name, uploaded files) rows -> LabelledImages; a class may come from both."""
     items, names = [], []
     if zip_file:
@@ -60,7 +58,7 @@ def collect_labelled(zip_file, rows: list[tuple[str, object]], workdir: Path):
         folder = labelled_folder(root)
         for path, target in zip(folder.sources, folder.targets, strict=True):
             items.append((path, folder.class_names[target]))
-            names.append(display_name(path))
+            names.append(display_name(str(path)))  # a folder's sources are paths
     for class_name, files in rows:
         paths = uploaded_paths(files)
         class_name = " ".join((class_name or "").split())
@@ -81,43 +79,6 @@ def collect_labelled(zip_file, rows: list[tuple[str, object]], workdir: Path):
             "Use `python -m clipapp finetune` for more."
         )
     return labelled_uploads(items, names=names)
-
-
-def make_config(
-    mode: str,
-    epochs: float,
-    blocks: float,
-    mixup: float,
-    label_smoothing: float,
-    ema: float,
-    sam: float,
-    loss: str,
-    wise_alpha: float,
-    seed: float,
-) -> FinetuneConfig:
-    return FinetuneConfig(
-        mode=mode or DEFAULTS.mode,
-        epochs=None if epochs is None else int(epochs),
-        blocks=int(blocks),
-        mixup=float(mixup),
-        label_smoothing=float(label_smoothing),
-        ema=float(ema),
-        sam=float(sam),
-        focal=2.0 if loss == "focal" else 0.0,
-        class_balanced=0.999 if loss == "class-balanced" else 0.0,
-        wise_alpha=parse_wise_alpha(wise_alpha),
-        seed=int(seed),
-    ).validate()
-
-
-def parse_wise_alpha(value) -> Optional[float]:
-    """ "auto" (or empty) -> None, chosen on held-out data; otherwise a number in [0, 1]."""
-    if value is None or str(value).strip().lower() in ("", "auto"):
-        return None
-    try:
-        return float(value)
-    except ValueError:
-        raise ClipAppError(f"WiSE-FT alpha must be 'auto' or a number between 0 and 1, got {value!r}.") from None
 
 
 def summary_markdown(result, adapter_name: str) -> str:
@@ -158,7 +119,7 @@ def _downloadable(paths: list[Path]) -> list[str]:
     if all(any(root in p.resolve().parents for root in roots) and not p.name.startswith(".") for p in paths):
         return [str(p) for p in paths]
     folder = Path(tempfile.mkdtemp(prefix="clipapp-adapter-"))
-    return [shutil.copy2(p, folder / p.name) for p in paths]
+    return [str(shutil.copy2(p, folder / p.name)) for p in paths]
 
 
 def session_adapter_name(request: Optional[gr.Request]) -> str:
@@ -168,7 +129,7 @@ def session_adapter_name(request: Optional[gr.Request]) -> str:
 
 def follow_finetune(
     ctx: AppContext,
-    data: Callable[[], object],
+    data: Callable[[], LabelledImages],
     config: FinetuneConfig,
     request: Optional[gr.Request],
     progress,
@@ -235,7 +196,7 @@ def follow_finetune(
 
 @dataclass
 class FinetuneHandles:
-    settings: list  # the settings components, in make_config's order
+    settings: list  # the settings' controls, in SETTING_NAMES order
     outputs: list  # what follow_finetune yields into
 
 
@@ -256,28 +217,12 @@ def build_tab(ctx: AppContext, adapter_state: gr.State) -> FinetuneHandles:
                             label=f"Class {i + 1} images", file_types=IMAGE_FILE_TYPES, type="filepath", scale=2
                         )
                     rows += [name, files]
+            controls: dict[str, SettingControl] = {}
             with gr.Accordion("Settings (good defaults preset)", open=False):
-                mode = gr.Radio(MODE_CHOICES, value=DEFAULTS.mode, label="What to train")
-                with gr.Row():
-                    epochs = gr.Slider(0, 200, value=DEFAULTS.epochs, step=1, label="Epochs (max; early stopping)")
-                    blocks = gr.Slider(1, 12, value=DEFAULTS.blocks, step=1, label="Visual blocks (partial mode)")
-                with gr.Row():
-                    mixup = gr.Slider(0, 1, value=DEFAULTS.mixup, step=0.05, label="Mixup alpha (0 = off)")
-                    label_smoothing = gr.Slider(
-                        0, 0.3, value=DEFAULTS.label_smoothing, step=0.01, label="Label smoothing"
-                    )
-                with gr.Row():
-                    ema = gr.Slider(0, 0.999, value=DEFAULTS.ema, step=0.001, label="Weight EMA decay (0 = off)")
-                    sam = gr.Slider(0, 0.2, value=DEFAULTS.sam, step=0.01, label="SAM rho (0 = off)")
-                loss = gr.Radio(LOSS_CHOICES, value="cross-entropy", label="Loss")
-                with gr.Row():
-                    wise_alpha = gr.Dropdown(
-                        WISE_CHOICES,
-                        value="auto",
-                        allow_custom_value=True,
-                        label="WiSE-FT alpha (0 = zero-shot weights, 1 = fine-tuned; auto = best on held-out images)",
-                    )
-                    seed = gr.Number(value=DEFAULTS.seed, precision=0, label="Seed")
+                for row in PAGE_SETTINGS:
+                    with gr.Row():
+                        for setting in row:
+                            controls[setting] = settings_control(setting)
             with gr.Row():
                 run_button = gr.Button("Fine-tune", variant="primary")
                 stop_button = gr.Button("Stop")
@@ -292,31 +237,9 @@ def build_tab(ctx: AppContext, adapter_state: gr.State) -> FinetuneHandles:
                 interactive=False,
             )
 
-    def run_finetune(
-        zip_file=None,
-        class_1=None,
-        images_1=None,
-        class_2=None,
-        images_2=None,
-        class_3=None,
-        images_3=None,
-        class_4=None,
-        images_4=None,
-        mode=DEFAULTS.mode,
-        epochs=None,
-        blocks=DEFAULTS.blocks,
-        mixup=DEFAULTS.mixup,
-        label_smoothing=DEFAULTS.label_smoothing,
-        ema=DEFAULTS.ema,
-        sam=DEFAULTS.sam,
-        loss="cross-entropy",
-        wise_alpha="auto",
-        seed=DEFAULTS.seed,
-        request: gr.Request = None,
-        progress=gr.Progress(),
-    ):
-        config = make_config(mode, epochs, blocks, mixup, label_smoothing, ema, sam, loss, wise_alpha, seed)
-        class_rows = [(class_1, images_1), (class_2, images_2), (class_3, images_3), (class_4, images_4)]
+    def run_finetune(values, zip_file=None, request=None, progress=None, **rows):
+        config = make_config(values)
+        class_rows = [(rows[f"class_{i}"], rows[f"images_{i}"]) for i in range(1, CLASS_ROWS + 1)]
         workdir = Path(tempfile.mkdtemp(prefix="clipapp-finetune-"))
 
         # The images extracted from the zip are read while training: removed by the job when it has ended.
@@ -334,19 +257,21 @@ def build_tab(ctx: AppContext, adapter_state: gr.State) -> FinetuneHandles:
         if session:
             ctx.jobs.stop(session)
 
-    settings = [mode, epochs, blocks, mixup, label_smoothing, ema, sam, loss, wise_alpha, seed]
+    setting_controls = [controls[name] for name in SETTING_NAMES]
     # Each mode has its own measured schedule (MODE_DEFAULTS): head 80 epochs, partial 30; the slider follows it.
-    mode.change(
+    controls["mode"].change(
         lambda m: gr.update(value=MODE_DEFAULTS[m or DEFAULTS.mode]["epochs"]),
-        mode,
-        epochs,
+        controls["mode"],
+        controls["epochs"],
         api_visibility="private",
         queue=False,
     )
     outputs = [summary, curves, confusion, report, download, adapter_state]
+    upload_parameters = [("zip_file", None)]
+    upload_parameters += [(f"{kind}_{i}", None) for i in range(1, CLASS_ROWS + 1) for kind in ("class", "images")]
     run_button.click(
-        user_errors(run_finetune),
-        [zip_file, *rows, *settings],
+        user_errors(settings_handler(run_finetune, upload_parameters)),
+        [zip_file, *rows, *setting_controls],
         outputs,
         api_name="finetune",
         concurrency_id="finetune",
@@ -354,7 +279,7 @@ def build_tab(ctx: AppContext, adapter_state: gr.State) -> FinetuneHandles:
     )
     # Not queued behind the fine-tune it stops: its own group, no limit.
     stop_button.click(stop_finetune, None, None, concurrency_limit=None, api_visibility="private")
-    return FinetuneHandles(settings=settings, outputs=outputs)
+    return FinetuneHandles(settings=setting_controls, outputs=outputs)
 
 
 def wire_selection(
@@ -368,23 +293,8 @@ def wire_selection(
     """The Search tab's "Fine-tune on these": show the Fine-tune tab, then run its flow (its settings, its outputs)
     on the classes collected from search results. Every path must be an image of the chosen index."""
 
-    def finetune_selection(
-        selection_=None,
-        source_=EXAMPLES,
-        mode=DEFAULTS.mode,
-        epochs=None,
-        blocks=DEFAULTS.blocks,
-        mixup=DEFAULTS.mixup,
-        label_smoothing=DEFAULTS.label_smoothing,
-        ema=DEFAULTS.ema,
-        sam=DEFAULTS.sam,
-        loss="cross-entropy",
-        wise_alpha="auto",
-        seed=DEFAULTS.seed,
-        request: gr.Request = None,
-        progress=gr.Progress(),
-    ):
-        config = make_config(mode, epochs, blocks, mixup, label_smoothing, ema, sam, loss, wise_alpha, seed)
+    def finetune_selection(values, selection_=None, source_=EXAMPLES, request=None, progress=None):
+        config = make_config(values)
         session = session_of(request)
         # Checked here, before the job starts, so a refused path is a message at once.
         with ctx.sessions.searchable(source_, session) as index:
@@ -394,7 +304,7 @@ def wire_selection(
         yield from follow_finetune(ctx, lambda: data, config, request, progress)
 
     button.click(lambda: gr.Tabs(selected="fine-tune"), None, tabs, queue=False, api_visibility="private").then(
-        user_errors(finetune_selection),
+        user_errors(settings_handler(finetune_selection, [("selection_", None), ("source_", EXAMPLES)])),
         [selection, source, *handles.settings],
         handles.outputs,
         api_name="finetune_selection",
