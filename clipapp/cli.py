@@ -28,7 +28,7 @@ def _service(args):
 
 
 def _limits(args):
-    from clipapp.data import ImageLimits
+    from clipapp.limits import ImageLimits
 
     return ImageLimits(max_pixels=args.max_pixels)
 
@@ -312,7 +312,7 @@ def cmd_eval(args) -> None:
 
 
 def _add_finetune_commands(sub) -> None:
-    from clipapp.finetune import MIX_SPACES, MODE_DEFAULTS, MODES, FinetuneConfig  # --help shows the defaults
+    from clipapp.finetune.config import MIX_SPACES, MODE_DEFAULTS, MODES, FinetuneConfig  # --help shows the defaults
 
     defaults = FinetuneConfig()
     p = sub.add_parser(

@@ -6,6 +6,9 @@ Spec strings (docs/architecture.md):
   NAME:/path/to/weights     a local checkpoint (.safetensors, or .pt/.bin read with weights_only=True)
   NAME:random               the architecture with random weights (tests and benchmarks only)
   hf-hub:ORG/REPO           an open_clip model on the Hugging Face hub
+
+open_clip is imported inside the functions that need it: importing it pulls torchvision and torch._dynamo (~2.6 s
+measured), which `import clipapp.service` (every CLI command's `--help`, the tests) need not pay.
 """
 
 from __future__ import annotations
@@ -18,7 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-import open_clip
 import torch
 
 from clipapp.device import select_device, select_precision
@@ -56,6 +58,8 @@ def register_model_configs(folder: Optional[Path] = None) -> None:
     folder = Path(folder).resolve()
     with _registry_lock:
         if folder not in _registered_dirs and folder.is_dir():
+            import open_clip
+
             open_clip.add_model_config(folder)
             _registered_dirs.add(folder)
 
@@ -91,6 +95,8 @@ def parse_spec(spec: Optional[str]) -> ModelSpec:
             f"Model spec {text!r} not understood: use demo, NAME:TAG (e.g. {DEFAULT_SPEC}), "
             "NAME:/path/to/weights, NAME:random or hf-hub:ORG/REPO."
         )
+    import open_clip
+
     register_model_configs()
     if name not in open_clip.list_models():
         raise ModelLoadError(
@@ -160,6 +166,8 @@ def resolve_pretrained_weights(name: str, tag: str) -> tuple[Optional[str], Opti
 
     Returns (path or tag to pass to open_clip, None) when loadable, or (None, reason) when not.
     """
+    import open_clip
+
     cfg = open_clip.get_pretrained_cfg(name, tag)
     hub_id = cfg.get("hf_hub", "")
     if hub_id:
@@ -205,6 +213,8 @@ def resolve_spec(spec: Optional[str] = None, *, allow_fallback: bool = True) -> 
 
 
 def _create(name: str, pretrained: Optional[str], device: torch.device, precision: str):
+    import open_clip
+
     model, _, preprocess = open_clip.create_model_and_transforms(
         name, pretrained=pretrained, device=device, precision=precision, weights_only=True
     )
@@ -223,6 +233,8 @@ def load_model(
     When a pretrained tag cannot be had (offline and not cached) and `allow_fallback` is set, the bundled demo
     model is loaded instead and `notice` says why. A missing or unreadable local checkpoint is always an error.
     """
+    import open_clip
+
     start = time.perf_counter()
     parsed = parse_spec(spec)
     torch_device = select_device(device)

@@ -11,13 +11,11 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from itertools import islice
-from typing import Callable, Iterable, Iterator, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Optional, Sequence
 
 import numpy as np
-import open_clip
 import torch
 import torch.nn.functional as F
-from open_clip.transformer import text_global_pool
 from PIL import Image
 
 from clipapp.batching import MicroBatcher
@@ -25,6 +23,9 @@ from clipapp.data import DEFAULT_LIMITS, ImageLimits, ImageSource, load_image
 from clipapp.errors import ClipAppError
 from clipapp.models import LoadedModel, load_model
 from clipapp.prompts import DEFAULT_TEMPLATES, fill_template, resolve_templates
+
+if TYPE_CHECKING:  # open_clip itself is imported where a model is built (clipapp.models): it costs ~2.6 s
+    import open_clip
 
 PAD_TOKEN_ID = 0  # open_clip's SimpleTokenizer pads with 0
 
@@ -364,6 +365,8 @@ class ClipService:
 def _supports_trimmed_text(model: torch.nn.Module) -> bool:
     """The causal text tower of open_clip's CLIP pools at the end-of-text token, whose features depend only on
     earlier positions, so running it only up to the longest prompt gives the same embeddings."""
+    import open_clip
+
     return (
         isinstance(model, open_clip.CLIP)
         and getattr(model, "attn_mask", None) is not None
@@ -376,6 +379,8 @@ def encode_text_trimmed(model: open_clip.CLIP, tokens: torch.Tensor) -> torch.Te
 
     Mirrors open_clip's `CLIP.encode_text` step by step with the positional embedding and causal mask sliced.
     """
+    from open_clip.transformer import text_global_pool
+
     positions = torch.arange(tokens.shape[1], device=tokens.device)
     length = int(((tokens != PAD_TOKEN_ID) * (positions + 1)).max())
     tokens = tokens[:, :length]
