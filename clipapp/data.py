@@ -187,7 +187,7 @@ def open_raw(source, name: str, *, limits: ImageLimits = DEFAULT_LIMITS, min_sid
                     preview.load()
                     preview = preview.transpose(_RAW_FLIP[sizes.flip])
                 return preview
-            half = bool(min_side) and min(sizes.width, sizes.height) // 2 >= min_side
+            half = min_side is not None and 0 < min_side <= min(sizes.width, sizes.height) // 2
             rgb = raw.postprocess(use_camera_wb=True, half_size=half, output_bps=8)
             return Image.fromarray(rgb)
     except rawpy.LibRawError as exc:

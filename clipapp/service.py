@@ -11,7 +11,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from itertools import islice
-from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
@@ -21,7 +21,7 @@ from PIL import Image
 from clipapp.batching import MicroBatcher
 from clipapp.data import DEFAULT_LIMITS, ImageLimits, ImageSource, load_image
 from clipapp.errors import ClipAppError
-from clipapp.models import LoadedModel, load_model
+from clipapp.models import LoadedModel, load_model, towers
 from clipapp.prompts import DEFAULT_TEMPLATES, fill_template, resolve_templates
 
 if TYPE_CHECKING:  # open_clip itself is imported where a model is built (clipapp.models): it costs ~2.6 s
@@ -122,7 +122,7 @@ class ClipService:
             else None
         )
         with torch.no_grad():
-            self.logit_scale = float(self.model.logit_scale.exp())
+            self.logit_scale = float(towers(self.model).logit_scale.exp())
             bias = getattr(self.model, "logit_bias", None)
             # SigLIP-family models are trained with a sigmoid loss and carry a learnt bias: their probabilities are
             # sigmoid(logit_scale * cos + logit_bias), independent per label (as their authors and the HF pipeline).
@@ -200,7 +200,7 @@ class ClipService:
         if not paths:
             return
 
-        def prepare(path: str):
+        def prepare(path: str) -> tuple[Any, Optional[str]]:  # (a PIL image for `encoder`, else pixels; error)
             try:
                 image = self.decode(path)
                 return (image if encoder is not None else self.preprocess(image)), None
@@ -223,14 +223,18 @@ class ClipService:
                 submit_next()
                 prepared = [f.result() for f in futures]
                 good = [pixels for pixels, _ in prepared if pixels is not None]
-                encode = encoder or (lambda rows: self._encode_pixels(rows, batch_size=batch_size))
-                vectors = iter(encode(good)) if good else iter(())
+                if not good:
+                    vectors: Iterator[np.ndarray] = iter(())
+                elif encoder is not None:
+                    vectors = iter(encoder(good))
+                else:
+                    vectors = iter(self._encode_pixels(good, batch_size=batch_size))
                 for path, (pixels, error) in zip(chunk, prepared, strict=True):
                     yield path, (next(vectors) if pixels is not None else None), error
 
     def _forward_images(self, pixels: torch.Tensor) -> torch.Tensor:
         with self._model_lock, torch.inference_mode(), self._autocast():
-            features = self.model.encode_image(pixels.to(self.device, dtype=self._dtype))
+            features = towers(self.model).encode_image(pixels.to(self.device, dtype=self._dtype))
         return F.normalize(features.float(), dim=-1).cpu()
 
     def _encode_pixels(self, rows: list[torch.Tensor], *, batch_size: int) -> np.ndarray:
@@ -292,9 +296,10 @@ class ClipService:
                         self._text_cache.popitem(last=False)
             self.stats.add(prompts_encoded=len(missing))
         with self._cache_lock:
-            found = {t: self._text_cache.get(t) for t in set(texts)}
+            cached = {t: self._text_cache.get(t) for t in set(texts)}
+        found = {t: v for t, v in cached.items() if v is not None}
         # A text evicted by another thread between the two lock holds is simply encoded again.
-        lost = [t for t, v in found.items() if v is None]
+        lost = [t for t in cached if t not in found]
         if lost:
             found.update(zip(lost, self._encode_prompts(lost), strict=True))
         return np.stack([found[t] for t in texts]).astype(np.float32, copy=False)
@@ -305,7 +310,7 @@ class ClipService:
             if self._can_trim_text:
                 features = encode_text_trimmed(self.model, tokens)
             else:
-                features = self.model.encode_text(tokens)
+                features = towers(self.model).encode_text(tokens)
         return F.normalize(features.float(), dim=-1).cpu().numpy()
 
     def text_embeddings(
