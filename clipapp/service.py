@@ -11,7 +11,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from itertools import islice
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
@@ -192,18 +192,24 @@ class ClipService:
         encoder: Optional[Callable[[list[Image.Image]], np.ndarray]] = None,
     ) -> Iterator[tuple[str, Optional[np.ndarray], Optional[str]]]:
         """Yield (path, vector or None, error or None) in order; decoding runs in threads, overlapped with
-        encoding, holding at most `prefetch_batches + 1` batches of pixels in memory.
+        encoding, holding at most `prefetch_batches + 1` batches of decoded images in memory.
+
+        The threads only decode (Pillow, which releases the GIL); the preprocessing's tensor work runs in the
+        encoding thread. Run in the decode threads, it made every forward pass ~3x slower (demo model, 2 CPUs:
+        63 ms per 64-image batch of 28x28 PNGs and 107 ms of 800x600 photos, against 21-25 ms on images in
+        memory): torch ops in other threads compete with the forward's own (each such thread brings its own
+        OpenMP team, and holds the GIL between ops). Decode-only threads keep the forward at its in-memory 21-23 ms
+        (bench/bench_classify.py shows the whole CLI path).
 
         `encoder`: embeds a batch of decoded images instead of this model's image tower (an adapter with its own
-        tuned visual blocks); the threads then only decode."""
+        tuned visual blocks)."""
         paths = [str(p) for p in paths]
         if not paths:
             return
 
-        def prepare(path: str) -> tuple[Any, Optional[str]]:  # (a PIL image for `encoder`, else pixels; error)
+        def prepare(path: str) -> tuple[Optional[Image.Image], Optional[str]]:
             try:
-                image = self.decode(path)
-                return (image if encoder is not None else self.preprocess(image)), None
+                return self.decode(path), None
             except ClipAppError as exc:
                 return None, str(exc)
 
@@ -222,15 +228,16 @@ class ClipService:
                 chunk, futures = pending.popleft()
                 submit_next()
                 prepared = [f.result() for f in futures]
-                good = [pixels for pixels, _ in prepared if pixels is not None]
+                good = [image for image, _ in prepared if image is not None]
                 if not good:
                     vectors: Iterator[np.ndarray] = iter(())
                 elif encoder is not None:
                     vectors = iter(encoder(good))
                 else:
-                    vectors = iter(self._encode_pixels(good, batch_size=batch_size))
-                for path, (pixels, error) in zip(chunk, prepared, strict=True):
-                    yield path, (next(vectors) if pixels is not None else None), error
+                    rows = [self.preprocess(image) for image in good]
+                    vectors = iter(self._encode_pixels(rows, batch_size=batch_size))
+                for path, (image, error) in zip(chunk, prepared, strict=True):
+                    yield path, (next(vectors) if image is not None else None), error
 
     def _forward_images(self, pixels: torch.Tensor) -> torch.Tensor:
         with self._model_lock, torch.inference_mode(), self._autocast():
