@@ -97,8 +97,8 @@ def test_help_and_argument_errors_import_no_torch():
 
 
 def test_the_probe_sees_torch_when_it_is_imported():
-    """The checks above can fail: the same probe, after the fine-tune package is imported in full, reports torch."""
-    out = _run("import clipapp.finetune\n" + CLI_PROBE)
+    """The checks above can fail: the same probe, after the service (which needs torch) is imported, reports it."""
+    out = _run("import clipapp.service\n" + CLI_PROBE)
     assert "torch" in out["heavy"]
 
 
