@@ -29,7 +29,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from clipapp.prompts import TEMPLATE_SETS, fill_template  # noqa: E402
+from clipapp.prompts import fill_template, resolve_templates  # noqa: E402
 from clipapp.service import ClipService  # noqa: E402
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "assets" / "examples"
@@ -61,7 +61,7 @@ def bench_basic(args) -> None:
     model, preprocess, tokenizer = service.model, service.preprocess, service.tokenizer
     print(f"## raw open_clip vs ClipService\n\nmodel {service.description}; torch threads {torch.get_num_threads()}")
 
-    templates = TEMPLATE_SETS["openai"]
+    templates = resolve_templates("openai")
     prompts = [fill_template(templates[i % len(templates)], LABELS[i // len(templates) % len(LABELS)])
                for i in range(args.prompts)]
 

@@ -28,7 +28,7 @@ def _service(args):
 
 
 def _limits(args):
-    from clipapp.data import ImageLimits
+    from clipapp.limits import ImageLimits
 
     return ImageLimits(max_pixels=args.max_pixels)
 

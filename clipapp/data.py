@@ -14,9 +14,14 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from pillow_heif import register_heif_opener
 
 from clipapp.errors import ClipAppError, ImageLoadError
+from clipapp.limits import (  # noqa: F401 - re-exported: the decoder applies them
+    DEFAULT_LIMITS,
+    MAX_ASPECT_RATIO,
+    MAX_IMAGE_PIXELS,
+    MAX_RESIZED_PIXELS,
+    ImageLimits,
+)
 
-# 40 megapixels covers any camera; beyond it a file is a decompression bomb or a mistake.
-MAX_IMAGE_PIXELS = 40_000_000
 # Camera RAW files, decoded by LibRaw (rawpy); some are TIFF inside, so they are told apart by extension.
 RAW_EXTENSIONS = frozenset(
     {
@@ -48,30 +53,7 @@ HEIF_EXTENSIONS = frozenset({".heic", ".heif", ".hif"})
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"} | HEIF_EXTENSIONS | RAW_EXTENSIONS
 )
-# A model's preprocessing scales the shorter side to its input size first, so a 1 x 20000 image became 224 x 4.5
-# million pixels (6.1 GB of RSS on ViT-B-32). These two bound what any image can make it allocate: the longer side
-# at most 20x the shorter (panoramas are up to ~10:1), and at most 8 M pixels after that resize (~100 MB as floats).
-MAX_ASPECT_RATIO = 20.0
-MAX_RESIZED_PIXELS = 8_000_000
 BACKGROUND = (255, 255, 255)
-
-
-@dataclass(frozen=True)
-class ImageLimits:
-    """What an image may be, checked from its header before any pixel is decoded (`check_image_shape`). The one
-    source of these limits: the service holds one (`ClipService(limits=...)`), the app's and the CLI's
-    `--max-pixels` set it."""
-
-    max_pixels: int = MAX_IMAGE_PIXELS
-    max_aspect: float = MAX_ASPECT_RATIO
-    max_resized_pixels: int = MAX_RESIZED_PIXELS
-
-    def __post_init__(self):
-        if int(self.max_pixels) < 1 or float(self.max_aspect) < 1 or int(self.max_resized_pixels) < 1:
-            raise ClipAppError(f"Image limits must be positive (and the aspect ratio at least 1): {self}.")
-
-
-DEFAULT_LIMITS = ImageLimits()
 
 ImageSource = Union[str, os.PathLike, bytes, BinaryIO, Image.Image]
 
@@ -205,7 +187,7 @@ def open_raw(source, name: str, *, limits: ImageLimits = DEFAULT_LIMITS, min_sid
                     preview.load()
                     preview = preview.transpose(_RAW_FLIP[sizes.flip])
                 return preview
-            half = bool(min_side) and min(sizes.width, sizes.height) // 2 >= min_side
+            half = min_side is not None and 0 < min_side <= min(sizes.width, sizes.height) // 2
             rgb = raw.postprocess(use_camera_wb=True, half_size=half, output_bps=8)
             return Image.fromarray(rgb)
     except rawpy.LibRawError as exc:

@@ -6,6 +6,9 @@ Spec strings (docs/architecture.md):
   NAME:/path/to/weights     a local checkpoint (.safetensors, or .pt/.bin read with weights_only=True)
   NAME:random               the architecture with random weights (tests and benchmarks only)
   hf-hub:ORG/REPO           an open_clip model on the Hugging Face hub
+
+open_clip is imported inside the functions that need it: importing it pulls torchvision and torch._dynamo (~2.6 s
+measured), which `import clipapp.service` (every CLI command's `--help`, the tests) need not pay.
 """
 
 from __future__ import annotations
@@ -16,9 +19,8 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Protocol, cast
 
-import open_clip
 import torch
 
 from clipapp.device import select_device, select_precision
@@ -56,8 +58,26 @@ def register_model_configs(folder: Optional[Path] = None) -> None:
     folder = Path(folder).resolve()
     with _registry_lock:
         if folder not in _registered_dirs and folder.is_dir():
+            import open_clip
+
             open_clip.add_model_config(folder)
             _registered_dirs.add(folder)
+
+
+class ClipTowers(Protocol):
+    """The calls clipapp makes on an open_clip model (CLIP, CustomTextCLIP or their int8 copies). torch types a
+    Module's attributes as `Tensor | Module`, so `model.encode_image(...)` on an `nn.Module` does not type-check."""
+
+    logit_scale: torch.Tensor
+
+    def encode_image(self, image: torch.Tensor) -> torch.Tensor: ...
+
+    def encode_text(self, text: torch.Tensor) -> torch.Tensor: ...
+
+
+def towers(model: torch.nn.Module) -> ClipTowers:
+    """`model` seen through `ClipTowers` (every model `load_model` returns has them)."""
+    return cast(ClipTowers, model)
 
 
 @dataclass(frozen=True)
@@ -71,6 +91,13 @@ class ModelSpec:
 
     def __str__(self) -> str:
         return self.text
+
+    @property
+    def tag(self) -> str:
+        """The pretrained tag (or weights path) of a pretrained, file or demo spec."""
+        if self.weights is None:
+            raise ModelLoadError(f"Model spec {self.text!r} names no weights.")
+        return self.weights
 
 
 def default_spec() -> str:
@@ -91,6 +118,8 @@ def parse_spec(spec: Optional[str]) -> ModelSpec:
             f"Model spec {text!r} not understood: use demo, NAME:TAG (e.g. {DEFAULT_SPEC}), "
             "NAME:/path/to/weights, NAME:random or hf-hub:ORG/REPO."
         )
+    import open_clip
+
     register_model_configs()
     if name not in open_clip.list_models():
         raise ModelLoadError(
@@ -160,6 +189,8 @@ def resolve_pretrained_weights(name: str, tag: str) -> tuple[Optional[str], Opti
 
     Returns (path or tag to pass to open_clip, None) when loadable, or (None, reason) when not.
     """
+    import open_clip
+
     cfg = open_clip.get_pretrained_cfg(name, tag)
     hub_id = cfg.get("hf_hub", "")
     if hub_id:
@@ -197,7 +228,7 @@ def resolve_spec(spec: Optional[str] = None, *, allow_fallback: bool = True) -> 
     For processes that hand the spec to others (Ray workers) and must agree with the app on the model."""
     parsed = parse_spec(spec)
     if parsed.kind == "pretrained" and allow_fallback:
-        weights, reason = resolve_pretrained_weights(parsed.name, parsed.weights)
+        weights, reason = resolve_pretrained_weights(parsed.name, parsed.tag)
         if weights is None:
             log.warning("Using the demo model instead of %s: %s.", parsed.text, reason)
             return DEMO_SPEC
@@ -205,6 +236,8 @@ def resolve_spec(spec: Optional[str] = None, *, allow_fallback: bool = True) -> 
 
 
 def _create(name: str, pretrained: Optional[str], device: torch.device, precision: str):
+    import open_clip
+
     model, _, preprocess = open_clip.create_model_and_transforms(
         name, pretrained=pretrained, device=device, precision=precision, weights_only=True
     )
@@ -223,6 +256,8 @@ def load_model(
     When a pretrained tag cannot be had (offline and not cached) and `allow_fallback` is set, the bundled demo
     model is loaded instead and `notice` says why. A missing or unreadable local checkpoint is always an error.
     """
+    import open_clip
+
     start = time.perf_counter()
     parsed = parse_spec(spec)
     torch_device = select_device(device)
@@ -234,7 +269,7 @@ def load_model(
     loaded_spec = parsed
 
     if parsed.kind == "pretrained":
-        weights, reason = resolve_pretrained_weights(parsed.name, parsed.weights)
+        weights, reason = resolve_pretrained_weights(parsed.name, parsed.tag)
         if weights is None:
             if not allow_fallback:
                 raise ModelLoadError(f"Cannot load {parsed.text}: {reason}.")
@@ -248,7 +283,7 @@ def load_model(
     try:
         weights = None if kind in ("random", "hf-hub") else loaded_spec.weights
         if kind in ("file", "demo"):
-            path = Path(weights).expanduser()
+            path = Path(loaded_spec.tag).expanduser()
             if not path.is_file():
                 raise ModelLoadError(f"Weights file not found: {path}")
             weights = str(path)
@@ -271,7 +306,7 @@ def load_model(
         model, cosine, speedup = quantize_int8(model, preprocess, tokenizer)
         precision_note = f"int8: min cosine {cosine:.4f} to fp32, {speedup:.2f}x its speed on probe inputs"
     embed_dim = _embed_dim(model)
-    context_length = int(getattr(tokenizer, "context_length", None) or getattr(model, "context_length", 77))
+    context_length = int(getattr(tokenizer, "context_length", None) or getattr(model, "context_length", None) or 77)
     loaded = LoadedModel(
         model=model,
         preprocess=preprocess,
@@ -300,7 +335,7 @@ def _embed_dim(model: torch.nn.Module) -> int:
     if output_dim:
         return int(output_dim)
     with torch.no_grad():
-        return int(model.encode_text(torch.zeros(1, 77, dtype=torch.long)).shape[-1])
+        return int(towers(model).encode_text(torch.zeros(1, 77, dtype=torch.long)).shape[-1])
 
 
 def save_state_dict(state_dict: dict[str, torch.Tensor], path: str | os.PathLike) -> None:
@@ -392,8 +427,8 @@ def quantize_int8(model: torch.nn.Module, preprocess, tokenizer) -> tuple[torch.
         cosines = [
             torch.nn.functional.cosine_similarity(reference(inputs), candidate(inputs), dim=-1).min()
             for reference, candidate, inputs in (
-                (model.encode_image, quantized.encode_image, pixels),
-                (model.encode_text, quantized.encode_text, tokens),
+                (towers(model).encode_image, towers(quantized).encode_image, pixels),
+                (towers(model).encode_text, towers(quantized).encode_text, tokens),
             )
         ]
     speedup = _probe_seconds(model, pixels, tokens) / _probe_seconds(quantized, pixels, tokens)
@@ -406,7 +441,7 @@ def _probe_seconds(model: torch.nn.Module, pixels: torch.Tensor, tokens: torch.T
     with torch.inference_mode():
         for _ in range(3):
             start = time.perf_counter()
-            model.encode_image(pixels)
-            model.encode_text(tokens)
+            towers(model).encode_image(pixels)
+            towers(model).encode_text(tokens)
             best = min(best, time.perf_counter() - start)
     return best

@@ -3,21 +3,30 @@
 from __future__ import annotations
 
 import re
+from functools import cache
 from typing import Sequence
-
-from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES, SIMPLE_IMAGENET_TEMPLATES
 
 from clipapp.errors import ClipAppError
 
 PLACEHOLDER = "{}"
 
-# open_clip keeps its templates as lambdas; calling them with the placeholder gives format strings.
-TEMPLATE_SETS: dict[str, tuple[str, ...]] = {
-    "simple": tuple(t(PLACEHOLDER) for t in SIMPLE_IMAGENET_TEMPLATES),
-    "openai": tuple(t(PLACEHOLDER) for t in OPENAI_IMAGENET_TEMPLATES),
-    "none": (PLACEHOLDER,),
-}
+TEMPLATE_SET_NAMES = ("simple", "openai", "none")
 DEFAULT_TEMPLATES = "simple"
+
+
+@cache
+def template_sets() -> dict[str, tuple[str, ...]]:
+    """The named template sets, read from open_clip on first use: importing open_clip imports torch and torchvision
+    (2-5 s), and the CLI's parser imports this module through the fine-tune settings, so `--help` must not."""
+    from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES, SIMPLE_IMAGENET_TEMPLATES
+
+    # open_clip keeps its templates as lambdas; calling them with the placeholder gives format strings.
+    return {
+        "simple": tuple(t(PLACEHOLDER) for t in SIMPLE_IMAGENET_TEMPLATES),
+        "openai": tuple(t(PLACEHOLDER) for t in OPENAI_IMAGENET_TEMPLATES),
+        "none": (PLACEHOLDER,),
+    }
+
 
 # Beyond this a request is almost surely a mistake, and it would hold the shared model for minutes on a CPU.
 MAX_LABELS = 1000
@@ -31,8 +40,8 @@ def resolve_templates(choice: str | Sequence[str] | None = DEFAULT_TEMPLATES) ->
         choice = DEFAULT_TEMPLATES
     if isinstance(choice, str):
         key = choice.strip()
-        if key.lower() in TEMPLATE_SETS:
-            return TEMPLATE_SETS[key.lower()]
+        if key.lower() in TEMPLATE_SET_NAMES:
+            return template_sets()[key.lower()]
         templates: tuple[str, ...] = (key,)
     else:
         templates = tuple(choice)
@@ -40,7 +49,7 @@ def resolve_templates(choice: str | Sequence[str] | None = DEFAULT_TEMPLATES) ->
         if template.count(PLACEHOLDER) != 1:
             raise ClipAppError(
                 f"Template {template!r} must contain exactly one '{{}}' where the label goes "
-                f"(or choose one of: {', '.join(TEMPLATE_SETS)})."
+                f"(or choose one of: {', '.join(TEMPLATE_SET_NAMES)})."
             )
     return templates
 

@@ -20,8 +20,8 @@ AUTH_ENV = "CLIPAPP_AUTH"
 
 def add_limit_arguments(parser: argparse.ArgumentParser) -> None:
     """`--max-pixels`, the image limit a user may change, on the app and on every CLI command; its default is the
-    one in `clipapp.data.ImageLimits`."""
-    from clipapp.data import MAX_IMAGE_PIXELS
+    one in `clipapp.limits.ImageLimits`."""
+    from clipapp.limits import MAX_IMAGE_PIXELS
 
     parser.add_argument(
         "--max-pixels",
@@ -89,7 +89,7 @@ def run(args: argparse.Namespace) -> None:
 
     import uvicorn
 
-    from clipapp.data import ImageLimits
+    from clipapp.limits import ImageLimits
     from clipapp.service import ClipService
     from clipapp.ui import build_server
     from clipapp.ui.common import AppContext

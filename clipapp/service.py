@@ -11,20 +11,21 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from itertools import islice
-from typing import Callable, Iterable, Iterator, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Optional, Sequence
 
 import numpy as np
-import open_clip
 import torch
 import torch.nn.functional as F
-from open_clip.transformer import text_global_pool
 from PIL import Image
 
 from clipapp.batching import MicroBatcher
 from clipapp.data import DEFAULT_LIMITS, ImageLimits, ImageSource, load_image
 from clipapp.errors import ClipAppError
-from clipapp.models import LoadedModel, load_model
+from clipapp.models import LoadedModel, load_model, towers
 from clipapp.prompts import DEFAULT_TEMPLATES, fill_template, resolve_templates
+
+if TYPE_CHECKING:  # open_clip itself is imported where a model is built (clipapp.models): it costs ~2.6 s
+    import open_clip
 
 PAD_TOKEN_ID = 0  # open_clip's SimpleTokenizer pads with 0
 
@@ -121,7 +122,7 @@ class ClipService:
             else None
         )
         with torch.no_grad():
-            self.logit_scale = float(self.model.logit_scale.exp())
+            self.logit_scale = float(towers(self.model).logit_scale.exp())
             bias = getattr(self.model, "logit_bias", None)
             # SigLIP-family models are trained with a sigmoid loss and carry a learnt bias: their probabilities are
             # sigmoid(logit_scale * cos + logit_bias), independent per label (as their authors and the HF pipeline).
@@ -191,18 +192,24 @@ class ClipService:
         encoder: Optional[Callable[[list[Image.Image]], np.ndarray]] = None,
     ) -> Iterator[tuple[str, Optional[np.ndarray], Optional[str]]]:
         """Yield (path, vector or None, error or None) in order; decoding runs in threads, overlapped with
-        encoding, holding at most `prefetch_batches + 1` batches of pixels in memory.
+        encoding, holding at most `prefetch_batches + 1` batches of decoded images in memory.
+
+        The threads only decode (Pillow, which releases the GIL); the preprocessing's tensor work runs in the
+        encoding thread. Run in the decode threads, it made every forward pass ~3x slower (demo model, 2 CPUs:
+        63 ms per 64-image batch of 28x28 PNGs and 107 ms of 800x600 photos, against 21-25 ms on images in
+        memory): torch ops in other threads compete with the forward's own (each such thread brings its own
+        OpenMP team, and holds the GIL between ops). Decode-only threads keep the forward at its in-memory 21-23 ms
+        (bench/bench_classify.py shows the whole CLI path).
 
         `encoder`: embeds a batch of decoded images instead of this model's image tower (an adapter with its own
-        tuned visual blocks); the threads then only decode."""
+        tuned visual blocks)."""
         paths = [str(p) for p in paths]
         if not paths:
             return
 
-        def prepare(path: str):
+        def prepare(path: str) -> tuple[Optional[Image.Image], Optional[str]]:
             try:
-                image = self.decode(path)
-                return (image if encoder is not None else self.preprocess(image)), None
+                return self.decode(path), None
             except ClipAppError as exc:
                 return None, str(exc)
 
@@ -221,15 +228,20 @@ class ClipService:
                 chunk, futures = pending.popleft()
                 submit_next()
                 prepared = [f.result() for f in futures]
-                good = [pixels for pixels, _ in prepared if pixels is not None]
-                encode = encoder or (lambda rows: self._encode_pixels(rows, batch_size=batch_size))
-                vectors = iter(encode(good)) if good else iter(())
-                for path, (pixels, error) in zip(chunk, prepared, strict=True):
-                    yield path, (next(vectors) if pixels is not None else None), error
+                good = [image for image, _ in prepared if image is not None]
+                if not good:
+                    vectors: Iterator[np.ndarray] = iter(())
+                elif encoder is not None:
+                    vectors = iter(encoder(good))
+                else:
+                    rows = [self.preprocess(image) for image in good]
+                    vectors = iter(self._encode_pixels(rows, batch_size=batch_size))
+                for path, (image, error) in zip(chunk, prepared, strict=True):
+                    yield path, (next(vectors) if image is not None else None), error
 
     def _forward_images(self, pixels: torch.Tensor) -> torch.Tensor:
         with self._model_lock, torch.inference_mode(), self._autocast():
-            features = self.model.encode_image(pixels.to(self.device, dtype=self._dtype))
+            features = towers(self.model).encode_image(pixels.to(self.device, dtype=self._dtype))
         return F.normalize(features.float(), dim=-1).cpu()
 
     def _encode_pixels(self, rows: list[torch.Tensor], *, batch_size: int) -> np.ndarray:
@@ -291,9 +303,10 @@ class ClipService:
                         self._text_cache.popitem(last=False)
             self.stats.add(prompts_encoded=len(missing))
         with self._cache_lock:
-            found = {t: self._text_cache.get(t) for t in set(texts)}
+            cached = {t: self._text_cache.get(t) for t in set(texts)}
+        found = {t: v for t, v in cached.items() if v is not None}
         # A text evicted by another thread between the two lock holds is simply encoded again.
-        lost = [t for t, v in found.items() if v is None]
+        lost = [t for t in cached if t not in found]
         if lost:
             found.update(zip(lost, self._encode_prompts(lost), strict=True))
         return np.stack([found[t] for t in texts]).astype(np.float32, copy=False)
@@ -304,7 +317,7 @@ class ClipService:
             if self._can_trim_text:
                 features = encode_text_trimmed(self.model, tokens)
             else:
-                features = self.model.encode_text(tokens)
+                features = towers(self.model).encode_text(tokens)
         return F.normalize(features.float(), dim=-1).cpu().numpy()
 
     def text_embeddings(
@@ -364,6 +377,8 @@ class ClipService:
 def _supports_trimmed_text(model: torch.nn.Module) -> bool:
     """The causal text tower of open_clip's CLIP pools at the end-of-text token, whose features depend only on
     earlier positions, so running it only up to the longest prompt gives the same embeddings."""
+    import open_clip
+
     return (
         isinstance(model, open_clip.CLIP)
         and getattr(model, "attn_mask", None) is not None
@@ -376,6 +391,8 @@ def encode_text_trimmed(model: open_clip.CLIP, tokens: torch.Tensor) -> torch.Te
 
     Mirrors open_clip's `CLIP.encode_text` step by step with the positional embedding and causal mask sliced.
     """
+    from open_clip.transformer import text_global_pool
+
     positions = torch.arange(tokens.shape[1], device=tokens.device)
     length = int(((tokens != PAD_TOKEN_ID) * (positions + 1)).max())
     tokens = tokens[:, :length]
