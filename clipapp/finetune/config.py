@@ -283,24 +283,25 @@ class FinetuneConfig:
         return data
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "FinetuneConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ClipAppError(
-                f"Unknown fine-tune setting(s): {', '.join(unknown)} (known: {', '.join(sorted(known))})."
-            )
+    def from_dict(cls, data: Mapping[str, Any]) -> "FinetuneConfig":
+        _check_known(data)
         return cls(**data).validate()
 
     @classmethod
     def from_settings(cls, values: Mapping[str, Any]) -> "FinetuneConfig":
         """Settings as the CLI parses them or the page sends them (a slider's 3.0 for an int, "auto" for None) ->
         a validated config; a setting not given keeps its default."""
-        known = settings()
-        unknown = sorted(set(values) - set(known))
-        if unknown:
-            raise ClipAppError(f"Unknown fine-tune setting(s): {', '.join(unknown)}.")
+        known = _check_known(values)
         return cls(**{name: known[name].parse(value) for name, value in values.items()}).validate()
+
+
+def _check_known(values: Mapping[str, Any]) -> dict[str, SettingField]:
+    """Every field has a `Setting`, so the settings are the names a config (a file's or a caller's) may hold."""
+    known = settings()
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise ClipAppError(f"Unknown fine-tune setting(s): {', '.join(unknown)} (known: {', '.join(sorted(known))}).")
+    return known
 
 
 @dataclass(frozen=True)
@@ -317,9 +318,14 @@ class SettingField:
     def flag(self) -> str:
         return "--" + (self.setting.flag or self.name.replace("_", "-"))
 
+    @property
+    def mode_dependent(self) -> bool:
+        """Left at None, the setting is the chosen mode's own (MODE_DEFAULTS: epochs, views, max_folds)."""
+        return self.default is None and any(self.name in defaults for defaults in MODE_DEFAULTS.values())
+
     def default_text(self) -> str:
         if self.default is None:
-            if any(self.name in defaults for defaults in MODE_DEFAULTS.values()):
+            if self.mode_dependent:
                 return "the mode's: " + ", ".join(f"{mode} {d[self.name]}" for mode, d in MODE_DEFAULTS.items())
             return self.setting.auto
         if isinstance(self.default, bool):

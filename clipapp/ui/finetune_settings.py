@@ -11,10 +11,8 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 import gradio as gr
 
 from clipapp.finetune.config import (
-    MODE_DEFAULTS,
     NAMED_LOSSES,
     FinetuneConfig,
-    SettingField,
     loss_name,
     loss_names,
     loss_settings,
@@ -45,24 +43,20 @@ def make_config(values: Mapping[str, Any]) -> FinetuneConfig:
     return FinetuneConfig.from_settings({**values, **loss_settings(str(loss))})
 
 
-def _mode_dependent(spec: SettingField) -> bool:
-    return spec.default is None and any(spec.name in defaults for defaults in MODE_DEFAULTS.values())
-
-
 def page_value(name: str) -> Any:
     """A control's initial value: the field's default (for a mode-dependent one, the default mode's value)."""
     if name == LOSS:
         return loss_name(DEFAULTS)
     spec = settings()[name]
     if spec.default is None:
-        return getattr(DEFAULTS, name) if _mode_dependent(spec) else "auto"
+        return getattr(DEFAULTS, name) if spec.mode_dependent else "auto"
     return spec.default
 
 
 def api_default(name: str) -> Any:
     """A setting's default in the API: the page's, except that a mode-dependent one left out (None) is the chosen
     mode's own (MODE_DEFAULTS), not the default mode's."""
-    return None if name != LOSS and _mode_dependent(settings()[name]) else page_value(name)
+    return None if name != LOSS and settings()[name].mode_dependent else page_value(name)
 
 
 def _loss_control() -> gr.Radio:
