@@ -21,7 +21,7 @@ from typing import Callable, Iterable, Iterator, Optional, Sequence
 import numpy as np
 import torch
 
-from clipapp.data import list_image_files
+from clipapp.data import SkippedFile, list_image_files
 from clipapp.errors import ClipAppError
 from clipapp.prompts import DEFAULT_TEMPLATES, parse_labels
 
@@ -44,12 +44,6 @@ class Prediction:
 
 
 @dataclass
-class Skipped:
-    path: str
-    error: str
-
-
-@dataclass
 class ClassifyReport:
     """What a run did; `to_dict` is the JSON of `classify` (README "Classify a whole folder or index"), with
     `results` when they were kept."""
@@ -59,7 +53,7 @@ class ClassifyReport:
     multi_label: bool
     classified: int = 0
     resumed: int = 0  # already in the output file(s) from an earlier run, not classified again
-    skipped: list[Skipped] = field(default_factory=list)
+    skipped: list[SkippedFile] = field(default_factory=list)
     results: Optional[list[Prediction]] = None
 
     def to_dict(self) -> dict:
@@ -69,7 +63,7 @@ class ClassifyReport:
             "probabilities": "sigmoid" if self.multi_label else "softmax",
             "classified": self.classified,
             "resumed": self.resumed,
-            "skipped": [{"path": s.path, "error": s.error} for s in self.skipped],
+            "skipped": [s.to_dict() for s in self.skipped],
         }
         if self.results is not None:
             payload["results"] = [p.to_dict() for p in self.results]
@@ -190,14 +184,14 @@ def predict(classifier: Classifier, batches: VectorBatches, *, k: int = 5) -> It
 def file_features(
     encoded: Iterable[tuple[str, Optional[np.ndarray], Optional[str]]],
     *,
-    on_skip: Callable[[Skipped], None],
+    on_skip: Callable[[SkippedFile], None],
     batch_size: int = DEFAULT_BATCH,
 ) -> Iterator[tuple[list[str], np.ndarray]]:
     """(path, vector or None, error) from an encoder -> (paths, vectors) batches; failures go to `on_skip`."""
     paths, vectors = [], []
     for path, vector, error in encoded:
         if vector is None:
-            on_skip(Skipped(path, error or "could not be read"))
+            on_skip(SkippedFile(path, error or "could not be read"))
             continue
         paths.append(path)
         vectors.append(vector)
@@ -297,7 +291,7 @@ def classify_files(
     if progress is not None:
         progress(0, len(todo))
 
-    def skip(item: Skipped) -> None:
+    def skip(item: SkippedFile) -> None:
         report.skipped.append(item)
         if progress is not None:
             progress(report.classified + len(report.skipped), len(todo))

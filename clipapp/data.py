@@ -22,6 +22,19 @@ from clipapp.limits import (  # noqa: F401 - re-exported: the decoder applies th
     ImageLimits,
 )
 
+
+@dataclass(frozen=True)
+class SkippedFile:
+    """A file a batch job (classify, eval, an index sync) could not use, and why: unreadable, not an image, refused
+    by the decoder's limits."""
+
+    path: str
+    error: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"path": self.path, "error": self.error}
+
+
 # Camera RAW files, decoded by LibRaw (rawpy); some are TIFF inside, so they are told apart by extension.
 RAW_EXTENSIONS = frozenset(
     {

@@ -19,13 +19,12 @@ from clipapp.classify import (
     DEFAULT_BATCH,
     Classifier,
     ProgressFn,
-    Skipped,
     adapter_classifier,
     encode_files,
     file_features,
     zero_shot_classifier,
 )
-from clipapp.data import ImageFolder
+from clipapp.data import ImageFolder, SkippedFile
 from clipapp.errors import ClipAppError
 from clipapp.prompts import DEFAULT_TEMPLATES
 
@@ -41,7 +40,7 @@ class EvalResult:
     top5_k: int  # top-5 means top-min(5, n_classes)
     # per true class: the adapter's best class was none of the folder classes (a miss with no column in the matrix)
     outside_by_class: np.ndarray  # (n_classes,) counts
-    skipped: list[Skipped] = field(default_factory=list)
+    skipped: list[SkippedFile] = field(default_factory=list)
 
     @property
     def n(self) -> int:
@@ -71,7 +70,7 @@ class EvalResult:
             "per_class": self.per_class(),
             "class_names": list(self.class_names),
             "confusion": self.confusion.tolist(),
-            "skipped": [{"path": s.path, "error": s.error} for s in self.skipped],
+            "skipped": [s.to_dict() for s in self.skipped],
         }
 
 
@@ -140,7 +139,7 @@ def evaluate_folder(
         )
         done = 0
 
-        def skip(item: Skipped) -> None:
+        def skip(item: SkippedFile) -> None:
             nonlocal done
             result.skipped.append(item)
             done += 1

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from clipapp.data import SkippedFile
+
 SCORE_DECIMALS = 6  # float32 cosines hold ~7 significant digits; 6 decimals, as the JSON always had
 
 # gradio_client (2.7.2, checked against a live app by tests/test_search_api.py) takes any JSON object with a string
@@ -53,14 +55,6 @@ class SearchResult:
         each hit's "path" named "image", because gradio_client downloads any {"path": ...} object and would drop the
         score (GRADIO_FILE_KEY)."""
         return self.to_dict(file_key=GRADIO_FILE_KEY)
-
-
-@dataclass(frozen=True)
-class SkippedFile:
-    """A file a sync could not index, and why (unreadable, not an image, refused by the decoder's limits)."""
-
-    path: str
-    error: str
 
 
 @dataclass(frozen=True)
