@@ -49,7 +49,7 @@ def peak_rss_mb() -> float:
 
 
 def labels() -> list[str]:
-    from clipapp.fashion_mnist import CLASS_NAMES
+    from clipapp.images.fashion_mnist import CLASS_NAMES
 
     return [c.lower() for c in CLASS_NAMES]
 
@@ -66,7 +66,7 @@ def write_photo_jpegs(folder: Path, n: int) -> None:
 
 
 def write_fashion_pngs(folder: Path, n: int) -> None:
-    from clipapp.fashion_mnist import load_fashion_mnist, to_pil_images
+    from clipapp.images.fashion_mnist import load_fashion_mnist, to_pil_images
 
     images, _ = load_fashion_mnist("test")
     folder.mkdir(parents=True, exist_ok=True)
@@ -79,8 +79,8 @@ def worker_ours(model: str, folder: str, out: str) -> dict:
     import open_clip  # noqa: F401 - imports are outside the timing, in both workers
     import torch
 
-    import clipapp.service  # noqa: F401
-    from clipapp.cli import main
+    import clipapp.model.service  # noqa: F401
+    from clipapp.app.cli import main
 
     torch.manual_seed(0)  # NAME:random: the same random weights as the notebook worker's
     start = time.perf_counter()
@@ -96,7 +96,7 @@ def worker_notebook(model: str, folder: str, out: str) -> dict:
     import torch
     from PIL import Image
 
-    from clipapp.models import DEMO_WEIGHTS, register_model_configs
+    from clipapp.model.loading import DEMO_WEIGHTS, register_model_configs
 
     torch.manual_seed(0)
     start = time.perf_counter()
@@ -172,8 +172,8 @@ def bench_files(args, tmp: Path) -> None:
 def bench_int8(args) -> None:
     import numpy as np
 
-    from clipapp.fashion_mnist import load_fashion_mnist, to_pil_images
-    from clipapp.service import ClipService
+    from clipapp.images.fashion_mnist import load_fashion_mnist, to_pil_images
+    from clipapp.model.service import ClipService
 
     print("## int8 vs fp32 (`--precision auto` on a CPU), demo model\n")
     images, targets = load_fashion_mnist("test")
@@ -202,8 +202,8 @@ def bench_int8(args) -> None:
 def bench_index(args) -> None:
     import numpy as np
 
-    from clipapp.classify import Classifier, classify_vectors
-    from clipapp.predictions import CsvPredictions
+    from clipapp.classify.predictions import CsvPredictions
+    from clipapp.classify.stream import Classifier, classify_vectors
 
     n, dim, n_labels, batch = args.index_vectors, 512, 1000, 8192
     print(f"## classify --index: {n:,} stored {dim}-d vectors x {n_labels:,} labels, top-{TOP_K} to CSV\n")
@@ -250,9 +250,9 @@ def bench_index(args) -> None:
 def bench_index_store(args, vectors, paths, classifier) -> None:
     """The whole `classify --index PATH [--tag]` path on a real index folder: the vectors read from the SQLite
     store's vector file (`iter_vectors`), scored, and with --tag each image's top-5 (prob >= 0.01) stored as tags."""
-    from clipapp.classify import VECTOR_BATCH, classify_vectors
+    from clipapp.classify.predictions import IndexTags
+    from clipapp.classify.stream import VECTOR_BATCH, classify_vectors
     from clipapp.index import FileInfo, ImageIndex
-    from clipapp.predictions import IndexTags
 
     n = len(paths)
     with tempfile.TemporaryDirectory() as tmp:

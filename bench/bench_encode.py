@@ -29,8 +29,8 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from clipapp.prompts import fill_template, resolve_templates  # noqa: E402
-from clipapp.service import ClipService  # noqa: E402
+from clipapp.model.prompts import fill_template, resolve_templates  # noqa: E402
+from clipapp.model.service import ClipService  # noqa: E402
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "assets" / "examples"
 LABELS = ["cat", "dog", "car", "airplane", "ship", "truck", "horse", "bird", "frog", "deer", "rocket", "coffee",

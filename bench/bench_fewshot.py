@@ -46,7 +46,7 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from clipapp.finetune import FinetuneConfig, finetune, labelled_uploads, metrics_from_logits  # noqa: E402
-from clipapp.service import ClipService  # noqa: E402
+from clipapp.model.service import ClipService  # noqa: E402
 
 DIGIT_NAMES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 NO_TRICKS = dict(mixup=0.0, label_smoothing=0.0, ema=0.0)
@@ -106,7 +106,7 @@ def digits(side: int) -> Dataset:
 
 
 def fashion(eval_cap: int, pool_size: int, seed: int) -> Dataset:
-    from clipapp.fashion_mnist import CLASS_NAMES, load_fashion_mnist, to_pil_images
+    from clipapp.images.fashion_mnist import CLASS_NAMES, load_fashion_mnist, to_pil_images
 
     train_x, train_y = load_fashion_mnist("train")
     test_x, test_y = load_fashion_mnist("test")

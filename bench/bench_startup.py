@@ -5,7 +5,7 @@
 Each figure is the wall time of a fresh interpreter (`python ...` as a user runs it), interleaved so that the
 contenders share the machine's noise:
   help             `python -m clipapp --help`
-  import service   `python -c "import clipapp.service"`
+  import service   `python -c "import clipapp.model.service"`
   first classify   `python -m clipapp classify PHOTO --labels ... --model demo --json`: one image on the bundled
                    demo model, from an empty interpreter to the printed answer
 The previous commit's `clipapp/` is extracted with `git archive BASE clipapp` into a temporary folder and run the same
@@ -92,8 +92,8 @@ def main() -> None:
         rows: dict[str, list[tuple[list[str], Path | None]]] = {
             "help": [([py, "-m", "clipapp", "--help"], ROOT), ([py, "-m", "clipapp", "--help"], base)],
             "import service": [
-                ([py, "-c", "import clipapp.service"], ROOT),
-                ([py, "-c", "import clipapp.service"], base),
+                ([py, "-c", "import clipapp.model.service"], ROOT),
+                ([py, "-c", "import clipapp.model.service"], base),
             ],
             "first classify": [([py, *classify], ROOT), ([py, *classify], base)],
         }

@@ -212,9 +212,9 @@ def run_sessions(args) -> None:
 
 def run_hostile(args) -> None:
     """Classify each hostile image in this process, resetting the peak-RSS counter before each one."""
-    from clipapp import tasks
+    from clipapp.app import actions
     from clipapp.errors import ClipAppError
-    from clipapp.service import ClipService
+    from clipapp.model.service import ClipService
     from tests.hostile import bad_image_files, odd_valid_image_files
 
     service = ClipService.load(args.hostile_model, device="cpu", precision="fp32")
@@ -227,8 +227,8 @@ def run_hostile(args) -> None:
         for path in files:
             Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
             try:
-                images = tasks.load_named_images([path], names=[path.name])
-                tasks.classify(service, images, "a, b")
+                images = actions.load_named_images([path], names=[path.name])
+                actions.classify(service, images, "a, b")
                 outcome = "classified"
             except ClipAppError as exc:
                 outcome = f"refused: {str(exc)[:90]}"
@@ -245,9 +245,9 @@ def run_figures(args) -> None:
 
     from PIL import Image
 
-    from clipapp import viz
-    from clipapp.heatmap_image import png_bytes, similarity_heatmap_image
-    from clipapp.data import load_image
+    from clipapp.images.decode import load_image
+    from clipapp.viz import figures as viz
+    from clipapp.viz.heatmap_image import png_bytes, similarity_heatmap_image
 
     photos = sorted((REPO / "assets" / "examples" / "photos").glob("*.jpg"))
     images = [load_image(photos[i % len(photos)], min_side=160) for i in range(20)]

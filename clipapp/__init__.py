@@ -1,3 +1,12 @@
-"""clipapp: CLIP zero-shot classification, image search and few-shot adaptation."""
+"""clipapp: CLIP zero-shot classification, image search and few-shot adaptation.
+
+The folders are the layers (docs/architecture.md): `app/` (front ends and the actions they share) over the core
+(`model/`, `classify/`, `index/`, `finetune/`, `tricks/`, `viz/`) over the support (`images/`, `storage`, `units`,
+`errors`, `extras`).
+"""
+
+from clipapp import _compat
 
 __version__ = "0.1.0"
+
+_compat.install()  # the pre-0.2 flat module paths, for one release

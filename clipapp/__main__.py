@@ -1,5 +1,5 @@
 import sys
 
-from clipapp.cli import main
+from clipapp.app.cli import main
 
 sys.exit(main())

@@ -33,7 +33,7 @@ if str(REPO_ROOT) not in sys.path:
 import open_clip  # noqa: E402
 from open_clip.zero_shot_classifier import build_zero_shot_classifier  # noqa: E402
 
-from clipapp.fashion_mnist import CLASS_NAMES, load_fashion_mnist, to_pil_images  # noqa: E402
+from clipapp.images.fashion_mnist import CLASS_NAMES, load_fashion_mnist, to_pil_images  # noqa: E402
 
 MODEL_NAME = "clipapp-demo"
 SUBSET = 1000

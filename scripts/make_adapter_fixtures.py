@@ -31,7 +31,7 @@ MODES = ("head", "cache", "partial")
 
 
 def _write_training_folder(root: Path) -> Path:
-    from clipapp.fashion_mnist import load_fashion_mnist, to_pil_images
+    from clipapp.images.fashion_mnist import load_fashion_mnist, to_pil_images
 
     images, labels = load_fashion_mnist("train")
     for label, name in CLASSES.items():
@@ -44,7 +44,7 @@ def _write_training_folder(root: Path) -> Path:
 
 def write_probe_images(folder: Path) -> list[Path]:
     """Two held-out test images per class (committed once, shared by every fixture)."""
-    from clipapp.fashion_mnist import load_fashion_mnist, to_pil_images
+    from clipapp.images.fashion_mnist import load_fashion_mnist, to_pil_images
 
     folder.mkdir(parents=True, exist_ok=True)
     images, labels = load_fashion_mnist("test")
@@ -68,16 +68,16 @@ def main() -> None:
     args = parser.parse_args()
 
     import clipapp
-    from clipapp.adapter import FORMAT_VERSION
     from clipapp.finetune import FinetuneConfig, finetune_folder
-    from clipapp.service import ClipService
+    from clipapp.finetune.adapter import FORMAT_VERSION
+    from clipapp.model.service import ClipService
 
     code = Path(clipapp.__file__).resolve().parents[1]
     commit = subprocess.run(["git", "-C", str(code), "rev-parse", "HEAD"], capture_output=True, text=True,
                             check=True).stdout.strip()
     probes = write_probe_images(args.images)
     service = ClipService.load("demo", device="cpu", precision="fp32")
-    from clipapp.models import DEMO_WEIGHTS
+    from clipapp.model.loading import DEMO_WEIGHTS
     known = {f.name for f in dataclasses.fields(FinetuneConfig)}
     args.out.mkdir(parents=True, exist_ok=True)
     expected = {"commit": commit, "format_version": FORMAT_VERSION, "spec": service.spec,

@@ -54,7 +54,7 @@ import open_clip  # noqa: E402
 from open_clip.transform import PreprocessCfg, image_transform_v2  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
 
-from clipapp.fashion_mnist import CLASS_NAMES, load_fashion_mnist, to_pil_images  # noqa: E402
+from clipapp.images.fashion_mnist import CLASS_NAMES, load_fashion_mnist, to_pil_images  # noqa: E402
 
 MODEL_NAME = "clipapp-demo"
 TIME_CHECK_AFTER_STEPS = 100  # the first steps are slow (allocation); judge the pace only after them

@@ -13,7 +13,7 @@ import open_clip
 import pytest
 import torch
 
-from clipapp.models import register_model_configs
+from clipapp.model.loading import register_model_configs
 
 TESTS_DIR = Path(__file__).resolve().parent
 REPO_DIR = TESTS_DIR.parent
@@ -26,7 +26,7 @@ register_model_configs(TESTS_DIR / "data")
 @pytest.fixture(scope="session")
 def tiny_weights(tmp_path_factory) -> Path:
     """A random tiny open_clip model saved as safetensors, loadable through a `NAME:/file` spec."""
-    from clipapp.models import save_state_dict
+    from clipapp.model.loading import save_state_dict
 
     torch.manual_seed(0)
     model = open_clip.create_model(TINY_MODEL)
@@ -42,7 +42,7 @@ def tiny_spec(tiny_weights) -> str:
 
 @pytest.fixture(scope="session")
 def tiny_service(tiny_spec):
-    from clipapp.service import ClipService
+    from clipapp.model.service import ClipService
 
     return ClipService.load(tiny_spec, device="cpu", precision="fp32")  # fp32: compared to open_clip at 1e-5
 
@@ -58,8 +58,8 @@ def photos() -> list[Path]:
 @pytest.fixture(scope="session")
 def app_url(tiny_service, tmp_path_factory):
     """The real Gradio app, launched on a free loopback port with the tiny model, for gradio_client tests."""
-    from clipapp.ui import build_app, launch_options
-    from clipapp.ui.common import AppContext
+    from clipapp.app.ui import build_app, launch_options
+    from clipapp.app.ui.common import AppContext
 
     root = tmp_path_factory.mktemp("served")
     ctx = AppContext(service=tiny_service, state_dir=root / "state", allowed_roots=(EXAMPLES_DIR,))

@@ -10,8 +10,8 @@ from typing import Iterator
 
 import uvicorn
 
-from clipapp.ui import build_server
-from clipapp.ui.common import AppContext
+from clipapp.app.ui import build_server
+from clipapp.app.ui.common import AppContext
 from tests.apprunner import free_port
 
 

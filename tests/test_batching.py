@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from clipapp.batching import MicroBatcher
+from clipapp.model.batching import MicroBatcher
 
 
 def test_each_caller_gets_its_own_rows_and_passes_are_shared():

@@ -11,11 +11,11 @@ import open_clip
 import pytest
 import torch
 
-from clipapp import classify as core
-from clipapp.cli import main
+from clipapp.app.cli import main
+from clipapp.classify import stream as core
+from clipapp.classify.predictions import CsvPredictions, JsonlPredictions, csv_header
 from clipapp.errors import ClipAppError
-from clipapp.fashion_mnist import CLASS_NAMES, load_fashion_mnist, to_pil_images
-from clipapp.predictions import CsvPredictions, JsonlPredictions, csv_header
+from clipapp.images.fashion_mnist import CLASS_NAMES, load_fashion_mnist, to_pil_images
 from tests.conftest import TINY_MODEL
 
 LABELS = [c.lower() for c in CLASS_NAMES]
@@ -148,16 +148,16 @@ def test_unreadable_files_are_listed_and_skipped(capsys, tiny_spec, fashion_fold
 
 
 def test_web_request_limit_says_how_to_do_more(photos):
-    from clipapp.tasks import load_named_images
+    from clipapp.app.actions import load_named_images
 
     with pytest.raises(ClipAppError, match=r"at most 64.*python -m clipapp classify FOLDER .*--csv"):
         load_named_images([photos[0]] * 65)
 
 
 def test_adapter_on_index_head_works_partial_refused(tiny_service, fashion_folder, tmp_path):
-    from clipapp.adapter import Adapter
+    from clipapp.app.actions import index_folder
+    from clipapp.finetune.adapter import Adapter
     from clipapp.index import ImageIndex
-    from clipapp.tasks import index_folder
 
     index_folder(tiny_service, fashion_folder, tmp_path / "index")
     index = ImageIndex.open(tmp_path / "index", expected_spec=tiny_service.spec)
@@ -191,8 +191,8 @@ def test_adapter_on_index_head_works_partial_refused(tiny_service, fashion_folde
 def siglip_service(tmp_path_factory):
     """A tiny open_clip CLIP with a logit bias, as SigLIP models have (tests/data/clipapp-tiny-biased.json; not
     named "siglip": open_clip would then pick its SigLIP tokenizer, which needs transformers)."""
-    from clipapp.models import save_state_dict
-    from clipapp.service import ClipService
+    from clipapp.model.loading import save_state_dict
+    from clipapp.model.service import ClipService
 
     torch.manual_seed(1)
     model = open_clip.create_model("clipapp-tiny-biased")
@@ -203,8 +203,8 @@ def siglip_service(tmp_path_factory):
 
 
 def test_siglip_models_get_independent_sigmoid_probabilities(siglip_service, photos):
-    from clipapp.tasks import NamedImage, classify
-    from clipapp.data import load_image
+    from clipapp.app.actions import NamedImage, classify
+    from clipapp.images.decode import load_image
 
     labels = ["cat", "rocket", "coffee", "astronaut"]
     result = siglip_service.zero_shot(photos, labels, templates="none")
@@ -253,8 +253,8 @@ def test_top_k_probabilities_equal_the_full_softmax_and_sigmoid():
 
 
 def test_index_copies_of_one_file_each_get_a_row(tiny_service, fashion_folder, tmp_path):
+    from clipapp.app.actions import index_folder
     from clipapp.index import ImageIndex
-    from clipapp.tasks import index_folder
 
     folder = tmp_path / "pics"
     folder.mkdir()

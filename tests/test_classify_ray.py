@@ -1,12 +1,12 @@
-"""`classify --ray`: the indexing Ray encoder (clipapp/distributed.py) gives the same predictions as the local path."""
+"""`classify --ray`: the indexing Ray encoder (clipapp/index/distributed.py) gives the same predictions as the local path."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from clipapp import classify as core
-from clipapp.distributed import ray_session
+from clipapp.classify import stream as core
+from clipapp.index.distributed import ray_session
 from tests.conftest import TESTS_DIR
 from tests.test_classify import LABELS, fashion_folder  # noqa: F401 - fixture
 

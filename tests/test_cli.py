@@ -10,7 +10,7 @@ import sys
 import pytest
 from PIL import Image
 
-from clipapp.cli import main
+from clipapp.app.cli import main
 from tests.conftest import REPO_DIR
 
 

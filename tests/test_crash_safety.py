@@ -63,7 +63,7 @@ def test_kill_during_indexing_leaves_a_loadable_index(tiny_spec, tmp_path):
 
 SAVER = r"""
 import sys, numpy as np
-from clipapp.adapter import Adapter
+from clipapp.finetune.adapter import Adapter
 path, generation = sys.argv[1], 0
 while True:
     generation += 1
@@ -83,7 +83,7 @@ def test_kill_during_adapter_saves_leaves_a_whole_adapter(tmp_path):
     import subprocess
     import sys
 
-    from clipapp.adapter import load_adapter
+    from clipapp.finetune.adapter import load_adapter
     from tests.conftest import REPO_DIR
 
     path = tmp_path / "adapters" / "mine"

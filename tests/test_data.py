@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from clipapp.data import ImageFolder, list_image_files, load_image
 from clipapp.errors import ClipAppError, ImageLoadError
+from clipapp.images.decode import ImageFolder, list_image_files, load_image
 
 
 def _png_bytes(image: Image.Image, **kwargs) -> bytes:

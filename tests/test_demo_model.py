@@ -9,7 +9,7 @@ import pytest
 import torch
 from open_clip.zero_shot_classifier import build_zero_shot_classifier
 
-from clipapp.fashion_mnist import CLASS_NAMES, load_fashion_mnist, to_pil_images
+from clipapp.images.fashion_mnist import CLASS_NAMES, load_fashion_mnist, to_pil_images
 
 DEMO_DIR = Path(__file__).resolve().parents[1] / "clipapp" / "assets" / "demo"
 MODEL_NAME = "clipapp-demo"
@@ -57,7 +57,7 @@ def test_demo_model_zero_shot_fashion_mnist_subset(demo_model):
 
 def test_demo_model_through_the_service_as_the_app_runs_it():
     """The app's path: spec `demo`, automatic precision (fp32 on a CPU), the 7 simple templates."""
-    from clipapp.service import ClipService
+    from clipapp.model.service import ClipService
 
     service = ClipService.load("demo", device="cpu")
     images, labels = load_fashion_mnist("test")

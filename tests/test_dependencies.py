@@ -38,12 +38,12 @@ PROBE = textwrap.dedent("""
     import contextlib, io, json, sys, tempfile
 
     from clipapp.errors import ClipAppError, MissingExtraError
-    import clipapp.service, clipapp.cli, clipapp.tricks, clipapp.distributed  # noqa: F401
+    import clipapp.model.service, clipapp.app.cli, clipapp.tricks, clipapp.index.distributed  # noqa: F401
     from clipapp.tricks import ExperimentLogger, run_sweep
     out = {}
     with contextlib.redirect_stdout(io.StringIO()) as help_text:
         try:
-            clipapp.cli.main(["--help"])
+            clipapp.app.cli.main(["--help"])
         except SystemExit as exc:
             out["help_exit"] = exc.code
     out["help_has_classify"] = "classify" in help_text.getvalue()
@@ -58,7 +58,7 @@ PROBE = textwrap.dedent("""
 
     out["random"] = message(lambda: run_sweep(lambda s: 0.0, {"a": (0.0, 1.0)}, method="random", n_trials=2))
     out["logger"] = message(lambda: ExperimentLogger(tempfile.mkdtemp()))
-    out["ray"] = message(clipapp.distributed._import_ray)
+    out["ray"] = message(clipapp.index.distributed._import_ray)
     out["leaked"] = sorted(m for m in sys.modules if m.split(".")[0] in EXTRAS and sys.modules[m] is not None)
     print(json.dumps(out))
 """)
@@ -153,7 +153,7 @@ def test_the_static_check_sees_lazy_and_eager_imports(tmp_path):
 
 
 def test_only_the_ui_imports_gradio():
-    """The core never imports Gradio (docs/architecture.md, "Layers"): only clipapp/ui/ does."""
+    """The core never imports Gradio (docs/architecture.md, "Layers"): only clipapp/app/ui/ does."""
     importers = sorted(str(path.relative_to(REPO)) for path in (REPO / "clipapp").rglob("*.py")
                        if any(module == "gradio" for module, _ in _imports(path)))
-    assert importers and all(name.startswith("clipapp/ui/") for name in importers), importers
+    assert importers and all(name.startswith("clipapp/app/ui/") for name in importers), importers

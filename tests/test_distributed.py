@@ -16,10 +16,19 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from clipapp.distributed import (EmbedActor, RayEncoder, _auto_address, _check_reachable, _write_shard,
-                                 cluster_plan, index_folder_ray, ray_session, sync_folder_ray)
 from clipapp.errors import ClipAppError
 from clipapp.index import ImageIndex, sync_folder
+from clipapp.index.distributed import (
+    EmbedActor,
+    RayEncoder,
+    _auto_address,
+    _check_reachable,
+    _write_shard,
+    cluster_plan,
+    index_folder_ray,
+    ray_session,
+    sync_folder_ray,
+)
 from tests.conftest import TESTS_DIR
 
 N_IMAGES = 24
@@ -165,7 +174,7 @@ def test_resumes_from_shards_of_an_interrupted_run(single, image_dir, tiny_spec,
     def no_ray(self):
         raise AssertionError("everything was in the shards; Ray must not be started")
 
-    monkeypatch.setattr("clipapp.distributed._LazySession.ray", no_ray)
+    monkeypatch.setattr("clipapp.index.distributed._LazySession.ray", no_ray)
     index = ImageIndex.open_or_create(tmp_path / "index", tiny_spec, single_index.dim)
     stats: dict = {}
     report = sync_folder_ray(index, image_dir, spec=tiny_spec, shard_dir=shard_dir, stats=stats)
@@ -320,7 +329,7 @@ def test_embed_actor_in_process(tiny_spec, tiny_service, tmp_path, photos):
 
 def test_cli_index_json_is_the_same_report_with_and_without_ray(ray_cluster, tiny_spec, tmp_path, capsys):
     """`clipapp index --json` prints SyncReport.to_dict() whichever path indexed: no reshaping for --ray."""
-    from clipapp.cli import main
+    from clipapp.app.cli import main
     from clipapp.index import SyncReport
 
     folder = tmp_path / "images"

@@ -9,7 +9,7 @@ import threading
 import numpy as np
 from PIL import Image
 
-from clipapp.service import ClipService
+from clipapp.model.service import ClipService
 
 
 def test_decode_threads_run_no_preprocessing_and_vectors_match_in_memory(tiny_spec, photos, tmp_path):

@@ -7,7 +7,7 @@ import argparse
 import logging
 
 import app
-from clipapp import cli, serve
+from clipapp.app import cli, serve
 
 
 def _options(parser: argparse.ArgumentParser) -> set[str]:
@@ -38,7 +38,7 @@ def test_serve_bad_auth_is_a_user_error_before_any_model_loads(capsys):
 
 
 def test_an_unexpected_error_exits_internal_error_with_the_traceback_logged(monkeypatch, caplog, capsys):
-    from clipapp import classify
+    from clipapp.classify import stream as classify
 
     def broken(*args, **kwargs):
         raise RuntimeError("boom in classify_files")

@@ -9,15 +9,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from clipapp.cli import main
-from clipapp.evaluation import evaluate_folder
-from clipapp.fashion_mnist import CLASS_NAMES
+from clipapp.app.cli import main
+from clipapp.classify.evaluation import evaluate_folder
+from clipapp.images.fashion_mnist import CLASS_NAMES
 from tests.test_classify import N_IMAGES, class_folder_name, fashion_folder  # noqa: F401 - fixture
 
 
 def reference_metrics(service, root):
     """Everything in memory, the plain way: encode all, one matrix product, argsort."""
-    from clipapp.data import ImageFolder
+    from clipapp.images.decode import ImageFolder
 
     data = ImageFolder.scan(root)
     features = service.encode_images([str(p) for p in data.paths])

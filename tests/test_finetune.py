@@ -13,13 +13,23 @@ import pytest
 import torch
 from PIL import Image
 
-from clipapp.adapter import adapter_paths, load_adapter
-from clipapp.cli import main
+from clipapp.app.cli import main
+from clipapp.classify.evaluation import evaluate_folder
 from clipapp.errors import ClipAppError
-from clipapp.evaluation import evaluate_folder
-from clipapp.finetune import (FinetuneConfig, FinetuneStopped, beats_zero_shot, extract_labelled_zip,
-                              finetune, finetune_folder, labelled_folder, labelled_uploads, plan_validation, stratified_folds,
-                              stratified_split)
+from clipapp.finetune import (
+    FinetuneConfig,
+    FinetuneStopped,
+    beats_zero_shot,
+    extract_labelled_zip,
+    finetune,
+    finetune_folder,
+    labelled_folder,
+    labelled_uploads,
+    plan_validation,
+    stratified_folds,
+    stratified_split,
+)
+from clipapp.finetune.adapter import adapter_paths, load_adapter
 
 CLASSES = ("red", "green", "blue")
 COLOURS = ((220, 40, 40), (40, 200, 60), (50, 60, 220))

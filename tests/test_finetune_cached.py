@@ -10,7 +10,7 @@ import torch
 from clipapp.finetune import FinetuneConfig, TokenGrid, encode_labelled, finetune, labelled_uploads, prepare_training
 from clipapp.finetune import features as features_module
 from clipapp.finetune.loop import fastest_threads
-from clipapp.service import ClipService
+from clipapp.model.service import ClipService
 from clipapp.tricks import WeightEma, cutmix, mixing
 from tests.test_finetune import colour_images
 
@@ -74,7 +74,7 @@ def test_every_default_trick_acts_on_the_cached_activations(service, colours, mo
         return setup
 
     monkeypatch.setattr("clipapp.finetune.run.prepare_training", prepare)
-    monkeypatch.setattr("clipapp.finetune.models.PartialClassifier.prefix",
+    monkeypatch.setattr("clipapp.finetune.trainable.PartialClassifier.prefix",
                         lambda self, pixels: calls["prefix"].append(1))
     finetune(service, colours, config)
 

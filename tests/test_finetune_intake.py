@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from clipapp.cli import main
+from clipapp.app.cli import main
 from clipapp.errors import ClipAppError
 from clipapp.finetune import labelled_class_lists, labelled_csv, labelled_paths, parse_class_spec
 from tests.test_finetune import CLASSES, colour_images, write_folder

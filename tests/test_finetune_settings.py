@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from clipapp.cli import _finetune_config, build_parser
+from clipapp.app.cli import _finetune_config, build_parser
 from clipapp.errors import ClipAppError
 from clipapp.finetune.config import (
     MODE_DEFAULTS,
@@ -157,9 +157,9 @@ def tab(tiny_service, tmp_path_factory):
     """The Fine-tune tab's Blocks, built (not launched) with its controls."""
     import gradio as gr
 
-    from clipapp.ui.common import AppContext
-    from clipapp.ui.finetune_settings import SETTING_NAMES
-    from clipapp.ui.finetune_tab import build_tab
+    from clipapp.app.ui.common import AppContext
+    from clipapp.app.ui.finetune_settings import SETTING_NAMES
+    from clipapp.app.ui.finetune_tab import build_tab
 
     ctx = AppContext(service=tiny_service, state_dir=tmp_path_factory.mktemp("state"))
     with gr.Blocks() as demo:
@@ -168,7 +168,7 @@ def tab(tiny_service, tmp_path_factory):
 
 
 def test_the_tabs_controls_carry_the_dataclass_defaults_and_metadata(tab):
-    from clipapp.ui.finetune_settings import LOSS
+    from clipapp.app.ui.finetune_settings import LOSS
 
     _, controls = tab
     fields = {f.name: f for f in dataclasses.fields(FinetuneConfig)}
@@ -192,14 +192,14 @@ def test_the_tabs_controls_carry_the_dataclass_defaults_and_metadata(tab):
 
 
 def test_the_page_left_as_it_is_makes_the_default_config(tab):
-    from clipapp.ui.finetune_settings import make_config
+    from clipapp.app.ui.finetune_settings import make_config
 
     _, controls = tab
     assert make_config({name: control.value for name, control in controls.items()}) == FinetuneConfig().validate()
 
 
 def test_choosing_focal_on_the_page_gives_the_configs_value_not_a_ui_constant(tab, monkeypatch):
-    from clipapp.ui.finetune_settings import make_config
+    from clipapp.app.ui.finetune_settings import make_config
 
     _, controls = tab
     page = {name: control.value for name, control in controls.items()}
@@ -214,8 +214,8 @@ def test_choosing_focal_on_the_page_gives_the_configs_value_not_a_ui_constant(ta
 
 
 def test_the_finetune_api_keeps_its_parameter_names(tiny_service, tmp_path):
-    from clipapp.ui import build_app
-    from clipapp.ui.common import AppContext
+    from clipapp.app.ui import build_app
+    from clipapp.app.ui.common import AppContext
 
     api = build_app(AppContext(service=tiny_service, state_dir=tmp_path)).get_api_info()["named_endpoints"]
     finetune = {p["parameter_name"]: p for p in api["/finetune"]["parameters"]}

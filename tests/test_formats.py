@@ -9,8 +9,8 @@ import pytest
 import tifffile
 from PIL import Image
 
-from clipapp.data import list_image_files, load_image
 from clipapp.errors import ImageLoadError
+from clipapp.images.decode import list_image_files, load_image
 
 EXIF_ORIENTATION = 0x0112
 ROTATE_CW = 6  # EXIF/TIFF orientation: the stored picture must be turned 90 degrees clockwise to stand upright

@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from clipapp.adapter import load_adapter
-from clipapp.models import DEMO_WEIGHTS
-from clipapp.service import ClipService
+from clipapp.finetune.adapter import load_adapter
+from clipapp.model.loading import DEMO_WEIGHTS
+from clipapp.model.service import ClipService
 from clipapp.storage import file_sha256
 
 FIXTURES = Path(__file__).resolve().parent / "data" / "adapters"

@@ -8,7 +8,7 @@ from gradio_client import handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
 
-from clipapp.cli import main
+from clipapp.app.cli import main
 from tests.hostile import HOSTILE_LABELS, bad_image_files, odd_valid_image_files
 
 GENERIC_FAILURE = "Something went wrong"
@@ -55,8 +55,8 @@ def test_odd_but_valid_images_are_classified(client, odd_files):
 def test_every_image_that_passes_gets_a_heatmap_and_a_gallery_entry(tiny_service, odd_files, tmp_path):
     """The page's heatmap draws every accepted image, 20:1 strips and a single pixel included, and the gallery
     of 'my uploads' lists them all."""
-    from clipapp.ui.common import AppContext
-    from clipapp.ui.zero_shot_tab import HeatmapFiles, classify_images
+    from clipapp.app.ui.common import AppContext
+    from clipapp.app.ui.zero_shot_tab import HeatmapFiles, classify_images
 
     ctx = AppContext(service=tiny_service, state_dir=tmp_path)
     _, figure = classify_images(ctx, [str(p) for p in odd_files], "red, green")
@@ -75,8 +75,8 @@ def test_shape_limits_name_the_limit(tiny_service, bad_files):
 
 
 def test_pixels_after_the_models_resize_are_bounded(tiny_service):
-    from clipapp.data import MAX_RESIZED_PIXELS, check_image_shape
     from clipapp.errors import ImageLoadError
+    from clipapp.images.decode import MAX_RESIZED_PIXELS, check_image_shape
 
     check_image_shape("ok.png", 224 * 20, 224, resize_side=224)  # 20:1 on a 224 model: 1 MP after the resize
     with pytest.raises(ImageLoadError, match="after that resize"):
@@ -158,14 +158,14 @@ def test_cli_search_and_index_refuse_bad_input(capsys, tiny_spec, bad_files, pho
 
 def test_image_limits_are_the_services_and_a_cli_flag(capsys, tiny_spec, tiny_weights, photos):
     """The limits are an argument of the service and a flag, not an environment variable read at import."""
-    from clipapp import tasks
-    from clipapp.cli import main
-    from clipapp.data import ImageLimits
-    from clipapp.errors import ClipAppError, ImageLoadError
-    from clipapp.models import load_model
-    from clipapp.service import ClipService
-
     from PIL import Image
+
+    from clipapp.app import actions
+    from clipapp.app.cli import main
+    from clipapp.errors import ClipAppError, ImageLoadError
+    from clipapp.images.decode import ImageLimits
+    from clipapp.model.loading import load_model
+    from clipapp.model.service import ClipService
 
     width, height = Image.open(photos[0]).size
     strict = ClipService(load_model(tiny_spec, device="cpu", precision="fp32"),
@@ -173,8 +173,8 @@ def test_image_limits_are_the_services_and_a_cli_flag(capsys, tiny_spec, tiny_we
     with pytest.raises(ImageLoadError, match="over the limit of"):
         strict.encode_images([photos[0]])
     with pytest.raises(ImageLoadError, match="over the limit of"):  # uploads decoded with the service's limits
-        tasks.load_named_images([photos[0]], limits=strict.limits)
-    assert len(tasks.load_named_images([photos[0]])) == 1  # the default limits let it through
+        actions.load_named_images([photos[0]], limits=strict.limits)
+    assert len(actions.load_named_images([photos[0]])) == 1  # the default limits let it through
     with pytest.raises(ClipAppError, match="must be positive"):
         ImageLimits(max_pixels=0)
     argv = ["classify", str(photos[0]), "--labels", "cat,dog", "--model", tiny_spec]

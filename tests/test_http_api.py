@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from clipapp import tasks
-from clipapp.http_api import create_app
-from clipapp.sessions import SessionStore
+from clipapp.app import actions
+from clipapp.app.http_api import create_app
+from clipapp.app.sessions import SessionStore
 from tests.conftest import EXAMPLES_DIR
 from tests.hostile import bad_image_files
 
@@ -31,7 +30,7 @@ def _files(paths, field="images"):
 def test_classify_matches_the_cli_json(api, tiny_service, photos):
     response = api.post("/v1/classify", files=_files(photos[:2]), data={"labels": "cat, rocket, coffee", "top_k": 2})
     assert response.status_code == 200
-    expected = tasks.classify(tiny_service, tasks.load_named_images(photos[:2], names=[p.name for p in photos[:2]]),
+    expected = actions.classify(tiny_service, actions.load_named_images(photos[:2], names=[p.name for p in photos[:2]]),
                               "cat, rocket, coffee", top_k=2)
     got = response.json()
     assert got["model"] == expected["model"]

@@ -346,7 +346,7 @@ def test_memory_budget_chooses_compressed_codes_with_exact_rerank(tmp_path):
 
 
 def test_cli_memory_budget_and_tag_filter(capsys, tiny_spec, photos, tmp_path):
-    from clipapp.cli import main
+    from clipapp.app.cli import main
 
     folder, index_path = tmp_path / "pics", tmp_path / "index"
     folder.mkdir()

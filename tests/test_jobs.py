@@ -1,4 +1,4 @@
-"""clipapp.jobs: a long job stops when asked, when its follower closes the event stream, or when nobody follows it."""
+"""clipapp.app.jobs: a long job stops when asked, when its follower closes the event stream, or when nobody follows it."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import threading
 
 import pytest
 
+from clipapp.app.jobs import Job, JobBoard
 from clipapp.errors import ClipAppError
-from clipapp.jobs import Job, JobBoard
 
 
 def _looping(started: threading.Event, steps: list):

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from clipapp.device import select_device, select_precision
 from clipapp.errors import ClipAppError, ModelLoadError
-from clipapp.models import DEFAULT_SPEC, load_model, parse_spec
+from clipapp.model.device import select_device, select_precision
+from clipapp.model.loading import DEFAULT_SPEC, load_model, parse_spec
 from tests.conftest import TINY_MODEL
 
 
@@ -108,7 +108,7 @@ def test_device_and_precision_choice():
 
 
 def test_int8_quantizes_linears_and_keeps_embeddings(tiny_spec, photos):
-    from clipapp.service import ClipService
+    from clipapp.model.service import ClipService
 
     fp32 = ClipService.load(tiny_spec, device="cpu", precision="fp32", micro_batch_window_s=0)
     int8 = ClipService.load(tiny_spec, device="cpu", precision="int8", micro_batch_window_s=0)
@@ -124,7 +124,7 @@ def test_int8_quantizes_linears_and_keeps_embeddings(tiny_spec, photos):
 
 def test_auto_precision_on_cpu_is_exact_fp32(tiny_spec, photos):
     """auto gives open_clip's own numbers on a CPU: fp32, no quantized layer, the same embeddings as fp32."""
-    from clipapp.service import ClipService
+    from clipapp.model.service import ClipService
 
     auto = ClipService.load(tiny_spec, device="cpu", micro_batch_window_s=0)
     fp32 = ClipService.load(tiny_spec, device="cpu", precision="fp32", micro_batch_window_s=0)
@@ -139,7 +139,7 @@ def test_linear_self_attention_is_an_exact_swap(tiny_spec):
     """The int8 path rewrites attention so its projections can be quantized; in fp32 nothing may change."""
     import copy
 
-    from clipapp.models import LinearSelfAttention, _with_linear_self_attention
+    from clipapp.model.loading import LinearSelfAttention, _with_linear_self_attention
 
     model = load_model(tiny_spec, device="cpu", precision="fp32")
     swapped = _with_linear_self_attention(copy.deepcopy(model.model))
@@ -153,7 +153,7 @@ def test_linear_self_attention_is_an_exact_swap(tiny_spec):
 
 def test_auto_on_a_gpu_is_fp16_autocast_over_fp32_weights(tiny_spec, photos):
     """As open_clip's zero-shot evaluation runs: weights stay fp32, forward passes run under autocast."""
-    from clipapp.service import ClipService
+    from clipapp.model.service import ClipService
 
     assert select_precision("auto", torch.device("cuda")) == "amp"  # the choice itself needs no GPU
     with pytest.raises(ClipAppError, match="GPU"):

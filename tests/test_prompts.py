@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from clipapp.errors import ClipAppError
-from clipapp.prompts import fill_template, parse_labels, resolve_templates
+from clipapp.model.prompts import fill_template, parse_labels, resolve_templates
 
 
 def test_parse_labels_splits_and_strips():

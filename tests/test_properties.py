@@ -9,9 +9,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from clipapp.data import load_image
 from clipapp.errors import ClipAppError, ImageLoadError
-from clipapp.prompts import MAX_LABELS, parse_labels
+from clipapp.images.decode import load_image
+from clipapp.model.prompts import MAX_LABELS, parse_labels
 
 label_text = st.text(alphabet=st.characters(codec="utf-8"), max_size=400)
 

@@ -31,7 +31,7 @@ def test_examples_index_works_on_first_search(client):
 
 
 def test_the_page_gallery_is_drawn_from_the_json():
-    from clipapp.ui.search_tab import gallery_of
+    from clipapp.app.ui.search_tab import gallery_of
 
     result = SearchResult((Hit(3, "/x/cat.jpg", 0.31234, ("/x/cat-copy.jpg",)), Hit(5, "/x/dog.jpg", 0.2)))
     assert result.for_gradio()["results"][0] == {"id": 3, "image": "/x/cat.jpg", "score": 0.31234,
@@ -65,8 +65,8 @@ def test_gradio_client_still_takes_a_path_key_for_a_file(tmp_path):
 
 
 def test_cli_v1_and_gradio_give_the_same_hits(tiny_service, tiny_spec, photos, tmp_path, capsys):
-    from clipapp.cli import main
-    from clipapp.ui.common import AppContext
+    from clipapp.app.cli import main
+    from clipapp.app.ui.common import AppContext
 
     folder = tmp_path / "pics"
     folder.mkdir()
@@ -132,8 +132,8 @@ def test_typed_query_never_reads_server_files(client):
 
 
 def test_registry_refuses_unlisted_sources_and_bad_sessions(tiny_service, tmp_path):
+    from clipapp.app.sessions import SessionStore
     from clipapp.errors import ClipAppError
-    from clipapp.sessions import SessionStore
 
     registry = SessionStore(tiny_service, tmp_path, EXAMPLES_DIR, allowed_roots=(tmp_path / "ok",))
     assert registry.sources() == ["examples", str(tmp_path / "ok"), "my uploads"]

@@ -11,9 +11,9 @@ from fastapi.testclient import TestClient
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 
+from clipapp.app.sessions import EXAMPLES
 from clipapp.errors import ClipAppError
 from clipapp.finetune.intake import add_to_selection, labelled_selection, parse_selection, selection_text
-from clipapp.sessions import EXAMPLES
 from tests.conftest import EXAMPLES_DIR
 
 FAST = {"mode": "head", "epochs": 3}  # a few epochs of the head: the loop, not the accuracy, is under test
@@ -22,8 +22,8 @@ FAST = {"mode": "head", "epochs": 3}  # a few epochs of the head: the loop, not 
 @pytest.fixture(scope="module")
 def served(tiny_service, tmp_path_factory):
     """The app with a context this module can reach (to tag its examples index)."""
-    from clipapp.ui import build_app, launch_options
-    from clipapp.ui.common import AppContext
+    from clipapp.app.ui import build_app, launch_options
+    from clipapp.app.ui.common import AppContext
 
     ctx = AppContext(service=tiny_service, state_dir=tmp_path_factory.mktemp("loop") / "state")
     demo = build_app(ctx)
@@ -112,8 +112,8 @@ def test_selection_rules(served):
 
 
 def test_tag_filter_in_the_search_tab_and_v1_search(served):
-    from clipapp.http_api import create_app
-    from clipapp.ui.search_tab import tag_choices
+    from clipapp.app.http_api import create_app
+    from clipapp.app.ui.search_tab import tag_choices
 
     url, ctx = served
     client = Client(url, verbose=False)
@@ -141,8 +141,8 @@ def test_tag_filter_in_the_search_tab_and_v1_search(served):
 def test_image_upload_fields_accept_heic_and_raw(tiny_service, tmp_path):
     import gradio as gr
 
-    from clipapp.ui import build_app
-    from clipapp.ui.common import AppContext
+    from clipapp.app.ui import build_app
+    from clipapp.app.ui.common import AppContext
 
     demo = build_app(AppContext(service=tiny_service, state_dir=tmp_path))
     fields = [block for block in demo.blocks.values()

@@ -13,7 +13,7 @@ from open_clip.zero_shot_metadata import SIMPLE_IMAGENET_TEMPLATES
 from PIL import Image
 
 from clipapp.errors import ClipAppError
-from clipapp.service import ClipService, encode_text_trimmed
+from clipapp.model.service import ClipService, encode_text_trimmed
 from tests.conftest import TINY_MODEL
 
 LABELS = ["astronaut", "cat", "cup of coffee", "rocket", "motorcycle", "a page of printed text"]

@@ -11,8 +11,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from gradio_client import Client, handle_file
 
-from clipapp.service import ClipService
-from clipapp.ui.common import AppContext
+from clipapp.app.ui.common import AppContext
+from clipapp.model.service import ClipService
 from tests.conftest import EXAMPLES_DIR
 from tests.serving import serving
 
@@ -86,7 +86,7 @@ def test_a_cancelled_finetune_stops_its_work(ctx, tmp_path, photos, monkeypatch)
         for i, photo in enumerate(photos[:8]):
             zf.write(photo, f"{'odd' if i % 2 else 'even'}/{photo.name}")
     started = threading.Event()
-    from clipapp.ui import finetune_tab
+    from clipapp.app.ui import finetune_tab
 
     seen_stop = []
 

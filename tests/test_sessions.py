@@ -1,4 +1,4 @@
-"""clipapp.sessions: per-session indexes and adapters are unloaded when idle (LRU with a cap) and session files
+"""clipapp.app.sessions: per-session indexes and adapters are unloaded when idle (LRU with a cap) and session files
 expire after the TTL."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ import os
 import numpy as np
 import pytest
 
+from clipapp.app.sessions import MY_UPLOADS, SessionStore, describe_duration, parse_duration
 from clipapp.errors import ClipAppError
-from clipapp.sessions import MY_UPLOADS, SessionStore, describe_duration, parse_duration
 from tests.conftest import EXAMPLES_DIR
 
 
@@ -77,7 +77,7 @@ def test_expiry_runs_on_its_own_as_sessions_are_used(tiny_service, tmp_path, pho
 
 
 def test_adapters_are_unloaded_when_idle_and_reload_from_disk(tiny_service, tmp_path):
-    from clipapp.adapter import Adapter
+    from clipapp.finetune.adapter import Adapter
 
     store = _store(tiny_service, tmp_path, max_loaded_adapters=2)
     dim = tiny_service.embed_dim

@@ -1,5 +1,5 @@
 """Start-up cost: `clipapp --help`, every subcommand's `--help` and argument errors import neither torch nor
-open_clip (together ~5 s on this machine: bench/bench_startup.py), and `import clipapp.service` does not import
+open_clip (together ~5 s on this machine: bench/bench_startup.py), and `import clipapp.model.service` does not import
 open_clip until a model is built. Checked through `sys.modules` in a fresh interpreter, never by the clock.
 """
 
@@ -20,7 +20,7 @@ HEAVY = ("torch", "open_clip", "torchvision")
 CLI_PROBE = textwrap.dedent("""
     import argparse, contextlib, io, json, sys
 
-    from clipapp.cli import build_parser, main
+    from clipapp.app.cli import build_parser, main
 
     sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
     commands = sorted(sub.choices)
@@ -76,7 +76,7 @@ def test_help_and_argument_errors_import_no_torch():
 
 def test_the_probe_sees_torch_when_it_is_imported():
     """The checks above can fail: the same probe, after the service (which needs torch) is imported, reports it."""
-    out = _run("import clipapp.service\n" + CLI_PROBE)
+    out = _run("import clipapp.model.service\n" + CLI_PROBE)
     assert "torch" in out["heavy"]
 
 
@@ -85,10 +85,10 @@ def test_service_imports_open_clip_only_when_a_model_is_built():
         textwrap.dedent("""
         import json, sys
 
-        import clipapp.service
+        import clipapp.model.service
 
         after_import = sorted(m for m in HEAVY if m in sys.modules)
-        service = clipapp.service.ClipService.load("demo")
+        service = clipapp.model.service.ClipService.load("demo")
         probs = service.zero_shot([__import__("PIL.Image").Image.new("RGB", (28, 28))], ["shirt", "boot"]).probs
         print(json.dumps({"after_import": after_import, "after_load": sorted(m for m in HEAVY if m in sys.modules),
                           "sum": float(probs.sum())}))
@@ -100,7 +100,7 @@ def test_service_imports_open_clip_only_when_a_model_is_built():
 
 
 def test_template_sets_read_lazily_are_the_named_ones():
-    from clipapp.prompts import TEMPLATE_SET_NAMES, resolve_templates, template_sets
+    from clipapp.model.prompts import TEMPLATE_SET_NAMES, resolve_templates, template_sets
 
     assert tuple(template_sets()) == TEMPLATE_SET_NAMES
     assert len(resolve_templates("simple")) == 7 and len(resolve_templates("openai")) == 80

@@ -153,7 +153,7 @@ def test_parameter_summary_counts_match_the_model():
 def test_package_exports_and_device_selection():
     for name in tricks.__all__:
         assert hasattr(tricks, name), name
-    from clipapp.device import select_device
+    from clipapp.model.device import select_device
 
     assert tricks.select_device is select_device
     assert tricks.select_device("cpu") == torch.device("cpu")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from clipapp.adapter import Adapter
 from clipapp.errors import ClipAppError
+from clipapp.finetune.adapter import Adapter
 from clipapp.index import ImageIndex
 from tests.test_index import DIM, SPEC, infos_for, random_unit
 

@@ -54,16 +54,16 @@ def test_each_image_is_encoded_once_per_classify(client, tiny_service, photos):
 
 
 def test_heatmap_shows_the_cosines_the_classification_computed(tiny_service, photos, tmp_path):
-    from clipapp import tasks
-    from clipapp.ui.common import AppContext
-    from clipapp.ui.zero_shot_tab import HeatmapFiles, classify_images
+    from clipapp.app import actions
+    from clipapp.app.ui.common import AppContext
+    from clipapp.app.ui.zero_shot_tab import HeatmapFiles, classify_images
 
     ctx = AppContext(service=tiny_service, state_dir=tmp_path)
     paths = [str(p) for p in photos[:2]]
     before = tiny_service.stats.images_encoded
     result, figure = classify_images(ctx, paths, "cat, rocket, coffee")
     assert tiny_service.stats.images_encoded - before == 2
-    direct = tasks.classification(tiny_service, tasks.load_named_images(paths), "cat, rocket, coffee")
+    direct = actions.classification(tiny_service, actions.load_named_images(paths), "cat, rocket, coffee")
     np.testing.assert_allclose(figure["matrix"], direct.scores.cosine, atol=1e-6)
     assert figure["texts"] == ["cat", "rocket", "coffee"] and figure["images"] == paths
     drawn = Image.open(HeatmapFiles().draw(figure))
@@ -91,8 +91,8 @@ def test_bad_input_is_a_message_and_the_server_keeps_serving(client, photos, tmp
 
 def test_an_untouched_epochs_setting_is_each_modes_own_schedule():
     """The API's default epochs (None) is the chosen mode's measured schedule, not the default mode's."""
+    from clipapp.app.ui.finetune_tab import make_config
     from clipapp.finetune import MODE_DEFAULTS
-    from clipapp.ui.finetune_tab import make_config
 
     for mode in ("head", "partial"):
         config = make_config({"mode": mode, "epochs": None, "blocks": 2, "loss": "cross-entropy", "wise_alpha": "auto"})

@@ -1,4 +1,4 @@
-"""Tests for clipapp.viz: every figure renders to a PNG; the heatmap carries the right texts, values, thumbnails."""
+"""Tests for clipapp.viz.figures: every figure renders to a PNG; the heatmap carries the right texts, values, thumbnails."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from matplotlib.figure import Figure
 from matplotlib.offsetbox import OffsetImage
 from PIL import Image
 
-from clipapp import viz
+from clipapp.viz import figures as viz
 
 
 def render(fig: Figure, dpi: int = 60) -> Image.Image:
@@ -278,7 +278,7 @@ def test_thumbnails_of_extreme_shapes_keep_every_side_and_small_images_stay_shar
 
 
 def test_pillow_heatmap_has_the_notebook_layout():
-    from clipapp.heatmap_image import similarity_heatmap_image
+    from clipapp.viz.heatmap_image import similarity_heatmap_image
 
     small = similarity_heatmap_image(np.array([[0.1, 0.3]]), sample_images(1), ["a cat", "a dog"])
     big = similarity_heatmap_image(np.random.default_rng(0).uniform(0, 0.4, (20, 30)), sample_images(20),

@@ -18,7 +18,7 @@ Weight-space ensembling (WiSE-FT) blends the tuned weights with the zero-shot on
 refit on every image for the chosen epoch count, and kept only if it beat zero-shot on the held-out images by a
 sign test (`beats_zero_shot`).
 The held-out images also choose the epoch count and `a`, so "after" is slightly optimistic;
-`clipapp.evaluation.evaluate_folder` on other images is not.
+`clipapp.classify.evaluation.evaluate_folder` on other images is not.
 
 Modules, one concern each: config (settings), intake (labelled images in), features (encoding and the activation
 cache), models, loop (one training run), selection (splits, WiSE, the sign test, the cache blend), assemble (the
@@ -67,7 +67,6 @@ if TYPE_CHECKING:
         parse_class_spec,
     )
     from clipapp.finetune.loop import Run, epoch_steps, train_run
-    from clipapp.finetune.models import HeadClassifier, PartialClassifier
     from clipapp.finetune.results import FinetuneResult, FinetuneStopped, confusion_counts, metrics_from_logits
     from clipapp.finetune.run import finetune, finetune_folder, finetune_labelled
     from clipapp.finetune.selection import (
@@ -80,6 +79,7 @@ if TYPE_CHECKING:
         wise_applied,
         wise_blend,
     )
+    from clipapp.finetune.trainable import HeadClassifier, PartialClassifier
 
 # name -> the module (of this package) that defines it, imported on first use
 _LAZY = {

@@ -7,11 +7,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from clipapp.adapter import Adapter
+from clipapp.finetune.adapter import Adapter
 from clipapp.finetune.config import FinetuneConfig
 from clipapp.finetune.features import TrainingSetup
-from clipapp.finetune.models import PartialClassifier, head_of
 from clipapp.finetune.selection import wise_blend
+from clipapp.finetune.trainable import PartialClassifier, head_of
 
 
 def trained_adapter(

@@ -2,9 +2,9 @@
 
 Each field carries its description as data (`Setting` in the field's metadata, the open_clip / Hugging Face
 `field(metadata=...)` manner): help, choices, the CLI flag, the web page's control. The `finetune` command's flags
-(clipapp/cli.py) and the Fine-tune tab's controls (clipapp/ui/finetune_tab.py) are generated from it, so a setting,
-its default and its help are written once (docs/architecture.md, "Command line"). No torch and no Gradio here: the
-CLI's parser imports this module for `--help`.
+(clipapp/app/cli.py) and the Fine-tune tab's controls (clipapp/app/ui/finetune_tab.py) are generated from it, so a
+setting, its default and its help are written once (docs/architecture.md, "Command line"). No torch and no Gradio
+here: the CLI's parser imports this module for `--help`.
 
 The defaults are chosen from measurements on bench/bench_fewshot.py (README, "Few-shot fine-tuning").
 """
@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Optional
 
 from clipapp.errors import ClipAppError
-from clipapp.prompts import DEFAULT_TEMPLATES, resolve_templates
+from clipapp.model.prompts import DEFAULT_TEMPLATES, resolve_templates
 
-MODES = ("head", "cache", "partial")  # also the modes an adapter file may name (clipapp.adapter)
+MODES = ("head", "cache", "partial")  # also the modes an adapter file may name (clipapp.finetune.adapter)
 MONITORS = ("val_loss", "val_acc")
 HEAD_INITS = ("zero-shot", "random")
 # where partial fine-tuning mixes: on the activations cached at the block boundary (manifold mixup; CutMix on the
@@ -56,7 +56,7 @@ NAMED_LOSSES = ("focal", "class_balanced")
 
 @dataclass(frozen=True)
 class Control:
-    """How the Fine-tune page shows a setting; clipapp/ui/finetune_tab.py turns it into a Gradio component."""
+    """How the Fine-tune page shows a setting; clipapp/app/ui/finetune_tab.py turns it into a Gradio component."""
 
     kind: str  # slider | number | radio (of the setting's choices) | dropdown (of `options` and "auto")
     minimum: float = 0.0

@@ -16,13 +16,13 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from clipapp.adapter import tuned_visual_copy, visual_kind, visual_prefix, vit_grid_size
 from clipapp.errors import ImageLoadError
+from clipapp.finetune.adapter import tuned_visual_copy, visual_kind, visual_prefix, vit_grid_size
 from clipapp.finetune.config import FinetuneConfig, ProgressFn, StopFlag, stopped
 from clipapp.finetune.intake import LabelledImages
-from clipapp.finetune.models import HeadClassifier, PartialClassifier
 from clipapp.finetune.results import FinetuneStopped
-from clipapp.service import ClipService
+from clipapp.finetune.trainable import HeadClassifier, PartialClassifier
+from clipapp.model.service import ClipService
 from clipapp.tricks import MixedBatch
 
 CACHE_BYTES = 2 << 30  # at most this much cached activations (views x images); fewer views beyond it

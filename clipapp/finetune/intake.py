@@ -19,9 +19,9 @@ from typing import Iterator, Optional, Sequence
 
 import numpy as np
 
-from clipapp.data import IMAGE_EXTENSIONS, ImageFolder, ImageSource
 from clipapp.errors import ClipAppError
-from clipapp.prompts import parse_labels
+from clipapp.images.decode import IMAGE_EXTENSIONS, ImageFolder, ImageSource
+from clipapp.model.prompts import parse_labels
 
 # Zip uploads: generous for a few-shot set, far below what would fill a disk or memory.
 MAX_ZIP_FILES = 5000

@@ -20,8 +20,8 @@ import torch.nn.functional as F
 
 from clipapp.finetune.config import WISE_ALPHA_UNVALIDATED, WISE_ALPHAS, FinetuneConfig, ProgressFn, StopFlag, stopped
 from clipapp.finetune.features import Inputs, TokenGrid
-from clipapp.finetune.models import PartialClassifier, head_of, model_inputs
 from clipapp.finetune.selection import score, wise_applied
+from clipapp.finetune.trainable import PartialClassifier, head_of, model_inputs
 
 
 @dataclass

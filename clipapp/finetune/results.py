@@ -10,8 +10,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from clipapp.adapter import Adapter
 from clipapp.errors import ClipAppError
+from clipapp.finetune.adapter import Adapter
 from clipapp.finetune.config import FinetuneConfig
 
 
@@ -38,7 +38,7 @@ class FinetuneResult:
         return list(self.adapter.class_names)
 
     def to_dict(self) -> dict[str, Any]:
-        from clipapp.adapter import _json_safe
+        from clipapp.finetune.adapter import _json_safe
 
         return _json_safe(
             {

@@ -35,8 +35,8 @@ from clipapp.finetune.selection import (
     fit_cache,
     plan_validation,
 )
-from clipapp.prompts import resolve_templates
-from clipapp.service import ClipService
+from clipapp.model.prompts import resolve_templates
+from clipapp.model.service import ClipService
 
 ENCODE_SHARE = 0.3  # of the progress bar
 

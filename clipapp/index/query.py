@@ -10,8 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from clipapp.data import IMAGE_EXTENSIONS
 from clipapp.errors import ClipAppError
+from clipapp.images.decode import IMAGE_EXTENSIONS
 from clipapp.index.image_index import ImageIndex
 from clipapp.index.results import SearchResult
 from clipapp.index.sync import Encoder, check_encoder

@@ -17,8 +17,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from clipapp.data import list_image_files
 from clipapp.errors import ClipAppError
+from clipapp.images.decode import list_image_files
 from clipapp.index.image_index import ImageIndex
 from clipapp.index.progress import ProgressFn
 from clipapp.index.results import SkippedFile, SyncReport

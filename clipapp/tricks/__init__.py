@@ -7,7 +7,7 @@ experiment logging and parameter summaries. Heavy dependencies (timm, pytorch_op
 are imported only when the trick that needs them is used.
 """
 
-from clipapp.device import select_device
+from clipapp.model.device import select_device
 from clipapp.tricks.early_stopping import EarlyStopping
 from clipapp.tricks.ema import WeightEma
 from clipapp.tricks.experiment_log import ExperimentLogger

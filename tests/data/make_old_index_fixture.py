@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 from clipapp.index import FileInfo, ImageIndex, sync_folder
-from clipapp.service import ClipService
+from clipapp.model.service import ClipService
 
 OUT = REPO / "tests" / "data" / "old_index_v1"
 

@@ -36,8 +36,8 @@ def test_bad_upload_shows_a_message(page, app_url, tmp_path):
 def test_demo_model_leads_with_what_it_knows(page, tmp_path):
     """With the bundled demo model, the first examples are clothing it knows, the photos are marked as needing a
     general CLIP model, and 28x28 images are shown enlarged with sharp pixels next to their bars."""
-    from clipapp.service import ClipService
-    from clipapp.ui.common import AppContext
+    from clipapp.app.ui.common import AppContext
+    from clipapp.model.service import ClipService
     from tests.serving import serving
 
     ctx = AppContext(service=ClipService.load("demo", device="cpu"), state_dir=tmp_path)

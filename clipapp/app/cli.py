@@ -19,7 +19,7 @@ EXIT_INTERNAL_ERROR = 1
 
 
 def _service(args):
-    from clipapp.service import ClipService
+    from clipapp.model.service import ClipService
 
     service = ClipService.load(args.model, device=args.device, precision=args.precision, limits=_limits(args))
     if service.notice:
@@ -28,7 +28,7 @@ def _service(args):
 
 
 def _limits(args):
-    from clipapp.limits import ImageLimits
+    from clipapp.images.limits import ImageLimits
 
     return ImageLimits(max_pixels=args.max_pixels)
 
@@ -57,23 +57,23 @@ def _progress_bar(args, unit: str = "img"):
 
 
 def _classifier(args, service):
-    from clipapp.classify import adapter_classifier, zero_shot_classifier
+    from clipapp.classify.stream import adapter_classifier, zero_shot_classifier
 
     if args.adapter:
-        from clipapp.adapter import load_adapter
+        from clipapp.finetune.adapter import load_adapter
 
         return adapter_classifier(service, load_adapter(args.adapter, expected_spec=service.spec))
     return zero_shot_classifier(service, args.labels or "", templates=args.templates)
 
 
 def _run_classify(args, service, classifier, outputs, keep: bool):
-    from clipapp import classify as core
+    from clipapp.classify import stream as core
 
     progress, close_bar = _progress_bar(args)
     try:
         if args.index:
+            from clipapp.classify.predictions import IndexTags
             from clipapp.index import ImageIndex
-            from clipapp.predictions import IndexTags
 
             index = ImageIndex.open(args.index, expected_spec=service.spec)
             if args.tag:
@@ -88,7 +88,7 @@ def _run_classify(args, service, classifier, outputs, keep: bool):
                 total=index.path_count,
             )
         if args.ray:
-            from clipapp.classify import ray_encoder
+            from clipapp.classify.stream import ray_encoder
 
             with ray_encoder(args.ray, service, precision=args.precision) as encoder:
                 return core.classify_files(
@@ -111,8 +111,8 @@ def _run_classify(args, service, classifier, outputs, keep: bool):
 
 
 def cmd_classify(args) -> None:
-    from clipapp import viz
-    from clipapp.predictions import open_outputs
+    from clipapp.classify.predictions import open_outputs
+    from clipapp.viz import figures as viz
 
     if bool(args.images) == bool(args.index):
         raise ClipAppError("Give image files or folders, or --index PATH (not both).")
@@ -136,7 +136,7 @@ def cmd_classify(args) -> None:
     if report.classified == 0 and not report.resumed and args.index:
         raise ClipAppError(f"The index {args.index} has no images yet: add some with `index FOLDER --index PATH`.")
     if report.classified == 0 and not report.resumed:
-        from clipapp.data import IMAGE_EXTENSIONS
+        from clipapp.images.decode import IMAGE_EXTENSIONS
 
         raise ClipAppError(
             "No images found: give image files, or folders that contain images "
@@ -146,7 +146,7 @@ def cmd_classify(args) -> None:
         if report.results is None or len(report.results) > MAX_BARS_IMAGES:
             print(f"note: --out draws at most {MAX_BARS_IMAGES} images printed on stdout; not drawn", file=sys.stderr)
         else:
-            from clipapp.data import load_image
+            from clipapp.images.decode import load_image
 
             bars = [(p.image, list(p.top)) for p in report.results]
             images = None if args.index else [load_image(p.image) for p in report.results]
@@ -167,11 +167,12 @@ def cmd_classify(args) -> None:
 
 
 def cmd_similarity(args) -> None:
-    from clipapp import tasks, viz
+    from clipapp.app import actions
+    from clipapp.viz import figures as viz
 
-    images = tasks.load_named_images(args.images, names=args.images, limits=_limits(args))
+    images = actions.load_named_images(args.images, names=args.images, limits=_limits(args))
     service = _service(args)
-    result = tasks.similarity(service, images, args.texts)
+    result = actions.similarity(service, images, args.texts)
     if args.out:
         fig = viz.similarity_heatmap(result["matrix"], [i.image for i in images], result["texts"])
         viz.save_figure(fig, args.out)
@@ -221,8 +222,8 @@ def _finetune_data(args):
 
 
 def cmd_finetune(args) -> None:
-    from clipapp.adapter import adapter_paths
     from clipapp.finetune import finetune_folder, finetune_labelled
+    from clipapp.finetune.adapter import adapter_paths
 
     config = _finetune_config(args)
     data = _finetune_data(args)
@@ -255,12 +256,12 @@ def cmd_finetune(args) -> None:
 
 
 def cmd_eval(args) -> None:
-    from clipapp.evaluation import evaluate_folder
+    from clipapp.classify.evaluation import evaluate_folder
 
     service = _service(args)
     adapter = None
     if args.adapter:
-        from clipapp.adapter import load_adapter
+        from clipapp.finetune.adapter import load_adapter
 
         adapter = load_adapter(args.adapter, expected_spec=service.spec)
     progress, close_bar = _progress_bar(args)
@@ -271,7 +272,7 @@ def cmd_eval(args) -> None:
     for item in result.skipped:
         print(f"skipped: {item.path} ({item.error})", file=sys.stderr)
     if args.out:
-        from clipapp import viz
+        from clipapp.viz import figures as viz
 
         viz.save_figure(viz.confusion_matrix_figure(result.confusion, result.class_names), args.out)
     width = max(len(name) for name in result.class_names)
@@ -367,9 +368,9 @@ def cmd_index(args) -> None:
 
     max_memory = parse_memory_size(args.max_index_memory)  # a bad size fails before any work
     if args.ray:
-        from clipapp.distributed import index_folder_ray
         from clipapp.index import ImageIndex
-        from clipapp.models import resolve_spec
+        from clipapp.index.distributed import index_folder_ray
+        from clipapp.model.loading import resolve_spec
 
         report = index_folder_ray(
             args.folder,
@@ -384,12 +385,12 @@ def cmd_index(args) -> None:
                 index.save()
                 index.ensure_built()
     else:
-        from clipapp import tasks
+        from clipapp.app import actions
         from clipapp.index import tqdm_progress
 
         service = _service(args)
         with tqdm_progress(disable=args.json or not sys.stderr.isatty(), unit="img") as progress:
-            report = tasks.index_folder(service, args.folder, args.index, progress=progress, max_memory=max_memory)
+            report = actions.index_folder(service, args.folder, args.index, progress=progress, max_memory=max_memory)
     text = (
         f"added {report.added}, updated {report.updated}, removed {report.removed}, "
         f"skipped {len(report.skipped)}; {report.total} images in {args.index}"
@@ -399,17 +400,17 @@ def cmd_index(args) -> None:
 
 
 def cmd_search(args) -> None:
-    from clipapp import tasks
+    from clipapp.app import actions
     from clipapp.index import ImageIndex
 
     service = _service(args)
     index = ImageIndex.open(args.index, expected_spec=service.spec)
     if args.text is not None:
-        result = tasks.search_text(
+        result = actions.search_text(
             service, index, args.text, k=args.k, threshold=args.threshold, templates=args.templates, tag=args.tag
         )
     else:
-        result = tasks.search_image(service, index, args.image, k=args.k, threshold=args.threshold, tag=args.tag)
+        result = actions.search_image(service, index, args.image, k=args.k, threshold=args.threshold, tag=args.tag)
     payload = result.to_dict()
     lines = [
         f"{hit['score']:.3f}  {hit['path']}" + (f"  (also {', '.join(hit['aliases'])})" if hit["aliases"] else "")
@@ -467,7 +468,7 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
         "autocast over fp32 weights), bf16, int8 (CPU)",
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
-    from clipapp.serve import add_limit_arguments
+    from clipapp.app.serve import add_limit_arguments
 
     add_limit_arguments(parser)
 
@@ -511,7 +512,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_finetune_commands(sub)
     for subparser in sub.choices.values():
         _add_common(subparser)
-    from clipapp import serve  # after the loop: serve has its own --model/--device/--precision and no --json
+    from clipapp.app import serve  # after the loop: serve has its own --model/--device/--precision and no --json
 
     serve_parser = sub.add_parser("serve", help="run the web app (the flags of app.py)")
     serve.add_arguments(serve_parser).set_defaults(func=serve.run)

@@ -1,7 +1,7 @@
 """Plain HTTP API beside the Gradio one: versioned JSON routes under /v1 and a /health probe; no Gradio here.
 
 Gradio's protocol (upload each file, join a queue, read an event stream) costs several round trips per call; these
-routes take one multipart POST and answer with the same JSON as the CLI (`clipapp.tasks`), so programs get the
+routes take one multipart POST and answer with the same JSON as the CLI (`clipapp.app.actions`), so programs get the
 same results at a fraction of the overhead. OpenAPI docs are at /docs. The same `--auth` login protects them
 (HTTP basic: Gradio's login only covers the routes Gradio owns), and the same limits apply, refused with a
 message: 400 for bad input, 413 for too much of it, 422 for a malformed request, 401 without the login.
@@ -19,10 +19,10 @@ from fastapi.responses import JSONResponse
 from fastapi.security import HTTPBasic, HTTPBasicCredentials
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from clipapp import tasks
+from clipapp.app import actions
+from clipapp.app.sessions import MY_UPLOADS, SessionStore
 from clipapp.errors import ClipAppError
-from clipapp.prompts import DEFAULT_TEMPLATES
-from clipapp.sessions import MY_UPLOADS, SessionStore
+from clipapp.model.prompts import DEFAULT_TEMPLATES
 from clipapp.units import parse_size
 
 API_VERSION = "v1"
@@ -33,16 +33,16 @@ class TooLarge(ClipAppError):
     """More input than the server accepts in one request (HTTP 413)."""
 
 
-def _named_uploads(files: list[UploadFile], service) -> list[tasks.NamedImage]:
-    if len(files) > tasks.MAX_IMAGES_PER_REQUEST:
-        raise TooLarge(tasks.too_many_images_message(len(files)))
+def _named_uploads(files: list[UploadFile], service) -> list[actions.NamedImage]:
+    if len(files) > actions.MAX_IMAGES_PER_REQUEST:
+        raise TooLarge(actions.too_many_images_message(len(files)))
     sources, names = [], []
     for i, upload in enumerate(files):
         buffer = io.BytesIO(upload.file.read())
         buffer.name = upload.filename or f"image {i + 1}"  # errors name the file as the caller sent it
         sources.append(buffer)
         names.append(buffer.name)
-    return tasks.load_named_images(sources, names=names, limits=service.limits)
+    return actions.load_named_images(sources, names=names, limits=service.limits)
 
 
 def _texts(values: list[str]) -> list[str]:
@@ -129,10 +129,10 @@ def create_app(
         templates: Annotated[
             str, Form(description="simple, openai, none, or one template with {}")
         ] = DEFAULT_TEMPLATES,
-        top_k: Annotated[int, Form(ge=1)] = tasks.DEFAULT_TOP_K,
+        top_k: Annotated[int, Form(ge=1)] = actions.DEFAULT_TOP_K,
     ) -> dict:
         """Zero-shot top-k labels per image, as `python -m clipapp classify --json`."""
-        return tasks.classify(service, _named_uploads(images, service), labels, templates=templates, top_k=top_k)
+        return actions.classify(service, _named_uploads(images, service), labels, templates=templates, top_k=top_k)
 
     @app.post(f"/{API_VERSION}/similarity", tags=["v1"], dependencies=guarded)
     def similarity(
@@ -140,7 +140,7 @@ def create_app(
         texts: Annotated[list[str], Form(description="texts as written: repeat the field or one per line")],
     ) -> dict:
         """Cosine similarity of every image with every text, as `python -m clipapp similarity --json`."""
-        return tasks.similarity(service, _named_uploads(images, service), _texts(texts))
+        return actions.similarity(service, _named_uploads(images, service), _texts(texts))
 
     @app.post(f"/{API_VERSION}/embed", tags=["v1"], dependencies=guarded)
     def embed(
@@ -157,7 +157,7 @@ def create_app(
             named = _named_uploads(images, service)
             items, vectors = [i.name for i in named], service.encode_images([i.image for i in named])
         else:
-            items = tasks.parse_texts(texts)
+            items = actions.parse_texts(texts)
             vectors = service.encode_texts(items)
         return {
             "model": service.spec,
@@ -186,7 +186,7 @@ def create_app(
             raise ClipAppError("Send either a text query or an image to search by.")
         with sessions.searchable(source, "") as index:
             if query:
-                result = tasks.search_text(
+                result = actions.search_text(
                     service,
                     index,
                     query,
@@ -198,7 +198,7 @@ def create_app(
                 )
             else:
                 assert image is not None  # checked above: exactly one of query and image
-                result = tasks.search_image(
+                result = actions.search_image(
                     service, index, _named_uploads([image], service)[0].image, k=k, threshold=threshold, tag=tag or None
                 )
         return result.to_dict()

@@ -20,8 +20,8 @@ AUTH_ENV = "CLIPAPP_AUTH"
 
 def add_limit_arguments(parser: argparse.ArgumentParser) -> None:
     """`--max-pixels`, the image limit a user may change, on the app and on every CLI command; its default is the
-    one in `clipapp.limits.ImageLimits`."""
-    from clipapp.limits import MAX_IMAGE_PIXELS
+    one in `clipapp.images.limits.ImageLimits`."""
+    from clipapp.images.limits import MAX_IMAGE_PIXELS
 
     parser.add_argument(
         "--max-pixels",
@@ -83,16 +83,16 @@ def run(args: argparse.Namespace) -> None:
     logging.getLogger().setLevel(logging.INFO)  # the CLI configured WARNING already: the server logs its address
     auth = parse_auth(args.auth)
 
-    from clipapp.sessions import parse_duration
+    from clipapp.app.sessions import parse_duration
 
     session_ttl_s = parse_duration(args.session_ttl)
 
     import uvicorn
 
-    from clipapp.limits import ImageLimits
-    from clipapp.service import ClipService
-    from clipapp.ui import build_server
-    from clipapp.ui.common import AppContext
+    from clipapp.app.ui import build_server
+    from clipapp.app.ui.common import AppContext
+    from clipapp.images.limits import ImageLimits
+    from clipapp.model.service import ClipService
 
     service = ClipService.load(
         args.model, device=args.device, precision=args.precision, limits=ImageLimits(max_pixels=args.max_pixels)

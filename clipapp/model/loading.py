@@ -8,7 +8,7 @@ Spec strings (docs/architecture.md):
   hf-hub:ORG/REPO           an open_clip model on the Hugging Face hub
 
 open_clip is imported inside the functions that need it: importing it pulls torchvision and torch._dynamo (~2.6 s
-measured), which `import clipapp.service` (every CLI command's `--help`, the tests) need not pay.
+measured), which `import clipapp.model.service` (every CLI command's `--help`, the tests) need not pay.
 """
 
 from __future__ import annotations
@@ -23,19 +23,19 @@ from typing import Any, Callable, Optional, Protocol, cast
 
 import torch
 
-from clipapp.device import select_device, select_precision
 from clipapp.errors import ModelLoadError
+from clipapp.model.device import select_device, select_precision
 
 log = logging.getLogger(__name__)
 
 DEFAULT_SPEC = "ViT-B-32:laion2b_s34b_b79k"
 DEMO_SPEC = "demo"
 DEMO_MODEL_NAME = "clipapp-demo"
-DEMO_MODEL_DIR = Path(__file__).resolve().parent / "assets" / "demo"  # package data: ships in the wheel
+DEMO_MODEL_DIR = Path(__file__).resolve().parents[1] / "assets" / "demo"  # package data: ships in the wheel
 DEMO_WEIGHTS = DEMO_MODEL_DIR / f"{DEMO_MODEL_NAME}.safetensors"
 SPEC_ENV = "CLIPAPP_MODEL"
 HUB_PROBE_SECONDS = 4.0
-PROBE_IMAGES_DIR = Path(__file__).resolve().parent.parent / "assets" / "examples" / "photos"  # a checkout only
+PROBE_IMAGES_DIR = Path(__file__).resolve().parents[2] / "assets" / "examples" / "photos"  # a checkout only
 PROBE_TEXTS = ("a photo of a cat.", "a photo of a rocket.", "a page of printed text.", "a red sneaker.")
 _WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt", ".npz")
 

@@ -1,7 +1,7 @@
 """The Fine-tune tab: labelled images (a zip of class folders, or per-class uploads) -> an adapter, with live curves,
 before/after accuracy and a confusion matrix. The adapter becomes this browser session's classifier in the Zero-shot
 tab and can be downloaded. The work itself is `clipapp.finetune.finetune`; this file only collects inputs and draws
-(the settings' controls: clipapp/ui/finetune_settings.py).
+(the settings' controls: clipapp/app/ui/finetune_settings.py).
 """
 
 from __future__ import annotations
@@ -19,7 +19,26 @@ from typing import Callable, Optional, Sequence
 import gradio as gr
 import numpy as np
 
-from clipapp import viz
+from clipapp.app.jobs import Job
+from clipapp.app.sessions import EXAMPLES
+from clipapp.app.ui.common import (
+    IMAGE_FILE_TYPES,
+    AppContext,
+    Files,
+    display_name,
+    session_of,
+    uploaded_paths,
+    user_errors,
+)
+from clipapp.app.ui.finetune_settings import (
+    DEFAULTS,
+    PAGE_SETTINGS,
+    SETTING_NAMES,
+    SettingControl,
+    make_config,
+    settings_control,
+    settings_handler,
+)
 from clipapp.errors import ClipAppError
 from clipapp.finetune import (
     MODE_DEFAULTS,
@@ -30,18 +49,7 @@ from clipapp.finetune import (
     labelled_uploads,
 )
 from clipapp.finetune.intake import LabelledImages, labelled_selection
-from clipapp.jobs import Job
-from clipapp.sessions import EXAMPLES
-from clipapp.ui.common import IMAGE_FILE_TYPES, AppContext, Files, display_name, session_of, uploaded_paths, user_errors
-from clipapp.ui.finetune_settings import (
-    DEFAULTS,
-    PAGE_SETTINGS,
-    SETTING_NAMES,
-    SettingControl,
-    make_config,
-    settings_control,
-    settings_handler,
-)
+from clipapp.viz import figures as viz
 
 log = logging.getLogger(__name__)
 

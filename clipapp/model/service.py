@@ -18,13 +18,13 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from clipapp.batching import MicroBatcher
-from clipapp.data import DEFAULT_LIMITS, ImageLimits, ImageSource, load_image
 from clipapp.errors import ClipAppError
-from clipapp.models import LoadedModel, load_model, towers
-from clipapp.prompts import DEFAULT_TEMPLATES, fill_template, resolve_templates
+from clipapp.images.decode import DEFAULT_LIMITS, ImageLimits, ImageSource, load_image
+from clipapp.model.batching import MicroBatcher
+from clipapp.model.loading import LoadedModel, load_model, towers
+from clipapp.model.prompts import DEFAULT_TEMPLATES, fill_template, resolve_templates
 
-if TYPE_CHECKING:  # open_clip itself is imported where a model is built (clipapp.models): it costs ~2.6 s
+if TYPE_CHECKING:  # open_clip itself is imported where a model is built (clipapp.model.loading): it costs ~2.6 s
     import open_clip
 
 PAD_TOKEN_ID = 0  # open_clip's SimpleTokenizer pads with 0

@@ -2,7 +2,7 @@
 that each hold the model; the results come back as shards and are merged into the index in this process.
 
 Core module: no Gradio. Ray is imported lazily (only when there is something to embed), so `import
-clipapp.distributed` costs nothing and a missing Ray is a clear `ClipAppError` rather than an ImportError.
+clipapp.index.distributed` costs nothing and a missing Ray is a clear `ClipAppError` rather than an ImportError.
 
 How it fits together
 --------------------
@@ -216,7 +216,7 @@ def _worker_env() -> dict[str, str]:
     env = {name: os.environ[name] for name in FORWARDED_ENV if name in os.environ}
     # Workers import clipapp from the same checkout path (a local cluster's workers would not find it otherwise,
     # e.g. under pytest's `pythonpath = .`); ${PYTHONPATH} keeps what the node already has.
-    root = str(Path(__file__).resolve().parent.parent)
+    root = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = root + os.pathsep + "${PYTHONPATH}"
     return env
 
@@ -251,7 +251,7 @@ class EmbedActor:
         self.service = None
         self.error: Optional[str] = None
         try:
-            from clipapp.service import ClipService
+            from clipapp.model.service import ClipService
 
             # No fallback to the demo model: every vector of an index must come from the same model.
             # No micro-batcher: a bulk job has no concurrent small requests to merge.
@@ -592,7 +592,7 @@ def sync_folder_ray(
     spec = (spec or index.spec).strip()
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ClipAppError(f"batch_size must be a positive whole number, not {batch_size!r}.")
-    from clipapp.device import PRECISIONS
+    from clipapp.model.device import PRECISIONS
 
     precision = (precision or "fp32").lower()
     if precision not in PRECISIONS or precision == "auto":
@@ -630,7 +630,7 @@ def model_embed_dim(spec: str) -> int:
     created on a driver that never loads the model; hf-hub models are loaded on the CPU to find out."""
     import open_clip
 
-    from clipapp.models import parse_spec, register_model_configs
+    from clipapp.model.loading import parse_spec, register_model_configs
 
     parsed = parse_spec(spec)
     if parsed.kind != "hf-hub":
@@ -638,7 +638,7 @@ def model_embed_dim(spec: str) -> int:
         config = open_clip.get_model_config(parsed.name)
         if config and "embed_dim" in config:
             return int(config["embed_dim"])
-    from clipapp.service import ClipService
+    from clipapp.model.service import ClipService
 
     return ClipService.load(spec, device="cpu", precision="fp32", allow_fallback=False).embed_dim
 
@@ -657,7 +657,7 @@ def index_folder_ray(
     `sync_folder_ray`. Returns its report.
     """
     from clipapp.index import stored_model_spec
-    from clipapp.models import default_spec
+    from clipapp.model.loading import default_spec
 
     folder_path = Path(index_path)
     if spec is None:

@@ -15,11 +15,8 @@ from typing import Optional
 import gradio as gr
 from PIL import Image
 
-from clipapp import tasks
-from clipapp.data import load_image
-from clipapp.heatmap_image import png_bytes, similarity_heatmap_image
-from clipapp.prompts import DEFAULT_TEMPLATES
-from clipapp.ui.common import (
+from clipapp.app import actions
+from clipapp.app.ui.common import (
     IMAGE_FILE_TYPES,
     AppContext,
     Files,
@@ -29,6 +26,9 @@ from clipapp.ui.common import (
     uploaded_paths,
     user_errors,
 )
+from clipapp.images.decode import load_image
+from clipapp.model.prompts import DEFAULT_TEMPLATES
+from clipapp.viz.heatmap_image import png_bytes, similarity_heatmap_image
 
 TEMPLATE_CHOICES = [
     ("simple (7 templates)", "simple"),
@@ -45,9 +45,9 @@ PHOTO_LABELS = "astronaut, cat, cup of coffee, rocket, motorcycle, horse, camera
 FASHION_LABELS = "t-shirt, trouser, pullover, dress, coat, sandal, shirt, sneaker, bag, ankle boot"
 
 
-def _load(ctx: AppContext, files) -> list[tasks.NamedImage]:
+def _load(ctx: AppContext, files) -> list[actions.NamedImage]:
     paths = uploaded_paths(files)
-    return tasks.load_named_images(paths, names=[display_name(p) for p in paths], limits=ctx.service.limits)
+    return actions.load_named_images(paths, names=[display_name(p) for p in paths], limits=ctx.service.limits)
 
 
 def classify_images(
@@ -64,7 +64,7 @@ def classify_images(
     chosen = (
         custom_template.strip() if custom_template and custom_template.strip() else (templates or DEFAULT_TEMPLATES)
     )
-    found = tasks.classification(ctx.service, images, labels, templates=chosen, classifier=adapter)
+    found = actions.classification(ctx.service, images, labels, templates=chosen, classifier=adapter)
     figure = {
         "matrix": found.scores.cosine.tolist(),
         "texts": found.labels,
@@ -77,7 +77,7 @@ def classify_images(
 def similarity_matrix(ctx: AppContext, files, texts: str):
     """-> (similarity JSON as in the CLI, what the heatmap of images x texts as written needs)."""
     images = _load(ctx, files)
-    result = tasks.similarity(ctx.service, images, texts)
+    result = actions.similarity(ctx.service, images, texts)
     return result, {
         "matrix": result["matrix"],
         "texts": result["texts"],

@@ -1,6 +1,6 @@
 """`eval`: accuracy on a labelled folder (DATA_DIR/<class>/<images>, or a .zip of one), streamed the way
-`classify` streams (clipapp/classify.py), so memory stays bounded whatever the size: per batch only counts are kept
-(top-1/top-5 hits, a confusion matrix), never the features or logits of the whole set.
+`classify` streams (clipapp/classify/stream.py), so memory stays bounded whatever the size: per batch only counts
+are kept (top-1/top-5 hits, a confusion matrix), never the features or logits of the whole set.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Iterator, Optional, Sequence
 
 import numpy as np
 
-from clipapp.classify import (
+from clipapp.classify.stream import (
     DEFAULT_BATCH,
     Classifier,
     ProgressFn,
@@ -24,9 +24,9 @@ from clipapp.classify import (
     file_features,
     zero_shot_classifier,
 )
-from clipapp.data import ImageFolder, SkippedFile
 from clipapp.errors import ClipAppError
-from clipapp.prompts import DEFAULT_TEMPLATES
+from clipapp.images.decode import ImageFolder, SkippedFile
+from clipapp.model.prompts import DEFAULT_TEMPLATES
 
 
 @dataclass

@@ -14,7 +14,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from pillow_heif import register_heif_opener
 
 from clipapp.errors import ClipAppError, ImageLoadError
-from clipapp.limits import (  # noqa: F401 - re-exported: the decoder applies them
+from clipapp.images.limits import (  # noqa: F401 - re-exported: the decoder applies them
     DEFAULT_LIMITS,
     MAX_ASPECT_RATIO,
     MAX_IMAGE_PIXELS,

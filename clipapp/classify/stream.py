@@ -7,7 +7,7 @@ The pieces (README "Classify a whole folder or index"):
   file_features    paths -> (paths, vectors) batches through `ClipService.encode_image_files` (threaded decoding
                    overlapped with encoding, memory bounded by a few batches); unreadable files reported
   predict          (paths, vectors) batches -> `PredictionBatch`es (top-k label indices and probabilities)
-Outputs (CSV, JSONL, resume) are in clipapp/predictions.py. Core: no Gradio.
+Outputs (CSV, JSONL, resume) are in clipapp/classify/predictions.py. Core: no Gradio.
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ from typing import Callable, Iterable, Iterator, Optional, Sequence
 import numpy as np
 import torch
 
-from clipapp.data import SkippedFile, list_image_files
 from clipapp.errors import ClipAppError
-from clipapp.prompts import DEFAULT_TEMPLATES, parse_labels
+from clipapp.images.decode import SkippedFile, list_image_files
+from clipapp.model.prompts import DEFAULT_TEMPLATES, parse_labels
 
 DEFAULT_BATCH = 64
 # Stored vectors are scored 8192 at a time: the (batch x labels) float32 logits stay at 33 MB for 1,000 labels
@@ -334,13 +334,13 @@ def classify_vectors(
 
 @contextmanager
 def ray_encoder(address: str, service, *, precision: str = "auto") -> Iterator:
-    """The Ray encoder that indexing uses (clipapp/distributed.py), for classifying files on a cluster: the same
+    """The Ray encoder that indexing uses (clipapp/index/distributed.py), for classifying files on a cluster: the same
     model as `service` on every actor; results come back as batches finish, in any order. Text embeddings and
     scoring stay in this process."""
     import shutil
     import tempfile
 
-    from clipapp.distributed import RayEncoder, _import_ray, _LazySession
+    from clipapp.index.distributed import RayEncoder, _import_ray, _LazySession
 
     _import_ray()
     shards = Path(tempfile.mkdtemp(prefix="clipapp-classify-shards-"))

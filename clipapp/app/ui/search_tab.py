@@ -8,13 +8,9 @@ from typing import Optional
 
 import gradio as gr
 
-from clipapp import tasks
-from clipapp.errors import ClipAppError
-from clipapp.finetune.intake import add_to_selection, parse_selection, selection_text
-from clipapp.index.results import GRADIO_FILE_KEY
-from clipapp.prompts import DEFAULT_TEMPLATES
-from clipapp.sessions import EXAMPLES, MY_UPLOADS, describe_duration
-from clipapp.ui.common import (
+from clipapp.app import actions
+from clipapp.app.sessions import EXAMPLES, MY_UPLOADS, describe_duration
+from clipapp.app.ui.common import (
     IMAGE_FILE_TYPES,
     AppContext,
     Files,
@@ -24,7 +20,11 @@ from clipapp.ui.common import (
     uploaded_paths,
     user_errors,
 )
-from clipapp.ui.zero_shot_tab import TEMPLATE_CHOICES
+from clipapp.app.ui.zero_shot_tab import TEMPLATE_CHOICES
+from clipapp.errors import ClipAppError
+from clipapp.finetune.intake import add_to_selection, parse_selection, selection_text
+from clipapp.index.results import GRADIO_FILE_KEY
+from clipapp.model.prompts import DEFAULT_TEMPLATES
 
 DEFAULT_K = 12
 
@@ -157,7 +157,7 @@ def build_tab(ctx: AppContext) -> SearchHandles:
     ):
         with registry.searchable(source_, session_of(request)) as index:
             # Image terms in a typed query would make the server read its own files: text only here.
-            result = tasks.search_text(
+            result = actions.search_text(
                 ctx.service,
                 index,
                 query_,
@@ -174,7 +174,7 @@ def build_tab(ctx: AppContext) -> SearchHandles:
         if not paths:
             raise ClipAppError("Upload an image to search by.")
         with registry.searchable(source_, session_of(request)) as index:
-            result = tasks.search_image(
+            result = actions.search_image(
                 ctx.service, index, paths[0], k=int(k_), threshold=_threshold(threshold_), tag=tag_ or None
             )
         return result.for_gradio()
@@ -202,7 +202,7 @@ def build_tab(ctx: AppContext) -> SearchHandles:
             vector = index.vector_for_path(hits[evt.index][GRADIO_FILE_KEY])
             if vector is None:
                 raise ClipAppError("That image is no longer in the index; search again.")
-            result = tasks.search_vector(index, vector, k=int(k_), threshold=_threshold(threshold_))
+            result = actions.search_vector(index, vector, k=int(k_), threshold=_threshold(threshold_))
         return result.for_gradio(), gr.skip()
 
     # Indexing is a heavy job: its own group, one at a time, so it never takes the model group's slots.

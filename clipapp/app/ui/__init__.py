@@ -1,6 +1,6 @@
-"""The Gradio app: layout of the three tabs in one place; every action calls the core via clipapp.tasks.
+"""The Gradio app: layout of the three tabs in one place; every action calls the core via clipapp.app.actions.
 
-`build_server` mounts the page on the FastAPI app of `clipapp.http_api` (the /v1 JSON routes and /health), so one
+`build_server` mounts the page on the FastAPI app of `clipapp.app.http_api` (the /v1 JSON routes and /health), so one
 process and one port serve the page, the Gradio API and the plain HTTP API.
 """
 
@@ -10,8 +10,8 @@ from typing import Optional
 
 import gradio as gr
 
-from clipapp.ui import finetune_tab, search_tab, zero_shot_tab
-from clipapp.ui.common import AppContext
+from clipapp.app.ui import finetune_tab, search_tab, zero_shot_tab
+from clipapp.app.ui.common import AppContext
 
 TITLE = "clipapp — CLIP zero-shot, search and few-shot fine-tuning"
 # Small images (28 x 28 Fashion-MNIST) are shown enlarged: keep their pixels square instead of a blur.
@@ -70,8 +70,8 @@ def queue_length(demo: gr.Blocks) -> int:
 
 
 def build_server(ctx: AppContext, *, auth: Optional[tuple[str, str]] = None, max_upload: Optional[str] = None):
-    """The FastAPI app serving /health, /v1/... (clipapp.http_api) and the Gradio page at /."""
-    from clipapp.http_api import create_app
+    """The FastAPI app serving /health, /v1/... (clipapp.app.http_api) and the Gradio page at /."""
+    from clipapp.app.http_api import create_app
 
     demo = build_app(ctx)
     app = create_app(ctx.sessions, auth=auth, max_upload=max_upload, queue_length=lambda: queue_length(demo))

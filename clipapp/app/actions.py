@@ -13,11 +13,11 @@ from typing import TYPE_CHECKING, Optional, Sequence
 import numpy as np
 from PIL import Image
 
-from clipapp.classify import ClassifyReport, Prediction
-from clipapp.data import DEFAULT_LIMITS, ImageLimits, ImageSource, load_image
+from clipapp.classify.stream import ClassifyReport, Prediction
 from clipapp.errors import ClipAppError
-from clipapp.prompts import DEFAULT_TEMPLATES, parse_labels
-from clipapp.service import ClipService, ZeroShotResult
+from clipapp.images.decode import DEFAULT_LIMITS, ImageLimits, ImageSource, load_image
+from clipapp.model.prompts import DEFAULT_TEMPLATES, parse_labels
+from clipapp.model.service import ClipService, ZeroShotResult
 
 if TYPE_CHECKING:  # the index (faiss) is imported only by the actions that use it
     from clipapp.index import ImageIndex, SearchResult, SyncReport

@@ -18,7 +18,7 @@ from typing import Optional
 
 import numpy as np
 
-from clipapp.classify import PredictionBatch
+from clipapp.classify.stream import PredictionBatch
 from clipapp.errors import ClipAppError
 
 FSYNC_EVERY_S = 5.0

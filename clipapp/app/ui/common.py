@@ -14,11 +14,11 @@ import gradio as gr
 from gradio.data_classes import ListFiles
 from pydantic import model_validator
 
-from clipapp.data import IMAGE_EXTENSIONS
+from clipapp.app.jobs import JobBoard
+from clipapp.app.sessions import DEFAULT_TTL_S, SessionStore
 from clipapp.errors import ClipAppError
-from clipapp.jobs import JobBoard
-from clipapp.service import ClipService
-from clipapp.sessions import DEFAULT_TTL_S, SessionStore
+from clipapp.images.decode import IMAGE_EXTENSIONS
+from clipapp.model.service import ClipService
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ class AppContext:
     service: ClipService
     state_dir: Path  # server-side indexes and adapters live under here
     allowed_roots: tuple[Path, ...] = ()  # server folders the browser may index
-    examples_dir: Path = Path(__file__).resolve().parents[2] / "assets" / "examples"
+    examples_dir: Path = Path(__file__).resolve().parents[3] / "assets" / "examples"
     session_ttl_s: float = DEFAULT_TTL_S  # --session-ttl: how long a session's uploads and adapters are kept
     # Model events that may run at once: enough for the service's micro-batcher to merge concurrent users' images
     # into shared forward passes (the forward passes themselves still run one at a time).
@@ -65,7 +65,7 @@ class AppContext:
 
     @property
     def is_demo_model(self) -> bool:
-        from clipapp.models import DEMO_SPEC
+        from clipapp.model.loading import DEMO_SPEC
 
         return self.service.spec == DEMO_SPEC
 

@@ -1,7 +1,7 @@
 """What an image may be (pixels, aspect ratio), the one source of these limits.
 
-Kept apart from the decoder (clipapp/data.py) because every command's parser shows `--max-pixels`'s default: this
-module imports nothing heavy, so `clipapp --help` does not pay for numpy, Pillow and pillow-heif (~0.4 s measured).
+Kept apart from the decoder (clipapp/images/decode.py) because every command's parser shows `--max-pixels`'s default:
+this module imports nothing heavy, so `clipapp --help` does not pay for numpy, Pillow and pillow-heif (~0.4 s measured).
 """
 
 from __future__ import annotations
@@ -21,8 +21,9 @@ MAX_RESIZED_PIXELS = 8_000_000
 
 @dataclass(frozen=True)
 class ImageLimits:
-    """What an image may be, checked from its header before any pixel is decoded (`clipapp.data.check_image_shape`).
-    The service holds one (`ClipService(limits=...)`), the app's and the CLI's `--max-pixels` set it."""
+    """What an image may be, checked from its header before any pixel is decoded
+    (`clipapp.images.decode.check_image_shape`). The service holds one (`ClipService(limits=...)`), the app's and
+    the CLI's `--max-pixels` set it."""
 
     max_pixels: int = MAX_IMAGE_PIXELS
     max_aspect: float = MAX_ASPECT_RATIO

@@ -21,7 +21,7 @@ from matplotlib.ticker import MaxNLocator
 from PIL import Image, ImageDraw, ImageFont
 
 from clipapp.errors import ClipAppError
-from clipapp.viz import HEATMAP_CMAP, shorten, thumbnail_rgba
+from clipapp.viz.figures import HEATMAP_CMAP, shorten, thumbnail_rgba
 
 FONT_FILE = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"  # matplotlib's own font
 MAX_GRID_W, MAX_GRID_H = 1200, 1800  # pixels: a 20 x 30 matrix fits, as the matplotlib figure's 12 x 18 inches

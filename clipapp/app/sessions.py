@@ -21,11 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Optional, Sequence
 
-from clipapp import tasks
-from clipapp.data import IMAGE_EXTENSIONS, load_image
+from clipapp.app import actions
 from clipapp.errors import ClipAppError
+from clipapp.images.decode import IMAGE_EXTENSIONS, load_image
 from clipapp.index import ImageIndex, SyncReport
-from clipapp.service import ClipService
+from clipapp.model.service import ClipService
 from clipapp.storage import file_sha256
 
 log = logging.getLogger(__name__)
@@ -174,13 +174,13 @@ class SessionStore:
                 del self._indexes[path]
 
     def update(self, source: str, session: str, progress=None) -> SyncReport:
-        """Bring the source's index up to date with its folder; the report of `tasks.sync_index`."""
+        """Bring the source's index up to date with its folder; the report of `actions.sync_index`."""
         folder, index_path = self.folder_and_index_path(source, session)
         if source == MY_UPLOADS:
             self.touch(session)
         folder.mkdir(parents=True, exist_ok=True)
         with self.use_index(index_path) as index:
-            return tasks.sync_index(self.service, index, folder, progress=progress)
+            return actions.sync_index(self.service, index, folder, progress=progress)
 
     @contextmanager
     def searchable(self, source: str, session: str) -> Iterator[ImageIndex]:
@@ -191,7 +191,7 @@ class SessionStore:
         with self.use_index(index_path) as index:
             if len(index) == 0:
                 folder.mkdir(parents=True, exist_ok=True)
-                tasks.sync_index(self.service, index, folder)
+                actions.sync_index(self.service, index, folder)
             yield index
 
     def store_uploads(self, session: str, files: Sequence[str], names: Optional[Sequence[str]] = None) -> list[str]:
@@ -234,7 +234,7 @@ class SessionStore:
 
     def adapter(self, session: str, name: str):
         """The session's adapter `name`, from memory or loaded again from disk."""
-        from clipapp.adapter import load_adapter
+        from clipapp.finetune.adapter import load_adapter
 
         path = self.adapter_path(session, name)
         self.touch(session)

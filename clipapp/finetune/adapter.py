@@ -25,9 +25,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from clipapp.data import ImageSource
 from clipapp.errors import ClipAppError
-from clipapp.service import ClipService, ZeroShotResult, batched
+from clipapp.images.decode import ImageSource
+from clipapp.model.service import ClipService, ZeroShotResult, batched
 from clipapp.storage import file_sha256
 
 ADAPTER_FORMAT = "clipapp-adapter"
@@ -335,7 +335,7 @@ class Adapter:
         the previous one or the new one, never a mix: the new tensors go to `<path>.safetensors.next`, the JSON
         (naming their sha256) is the commit point, then `.next` is renamed over the old tensors. `load_adapter`
         finishes that rename if a crash came between the two."""
-        from clipapp.models import save_state_dict
+        from clipapp.model.loading import save_state_dict
         from clipapp.storage import fsync_dir, write_json_atomic
 
         weights_path, meta_path = adapter_paths(path)

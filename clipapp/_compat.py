@@ -1,0 +1,103 @@
+"""Old import paths, kept working for one release with a DeprecationWarning (docs/architecture.md, "Old layout").
+
+The package was flat until 0.2; its modules moved into layer folders. `import clipapp.models` (or any moved name)
+still works: a meta-path finder answers each old module name with a module that hands out the new one's attributes
+and says where they live now.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.abc
+import importlib.machinery
+import sys
+import types
+import warnings
+from typing import Any, Optional, Sequence
+
+# old module -> the modules that now hold its public names, searched in order
+MOVED: dict[str, tuple[str, ...]] = {
+    "clipapp.models": ("clipapp.model.loading",),
+    "clipapp.service": ("clipapp.model.service",),
+    "clipapp.batching": ("clipapp.model.batching",),
+    "clipapp.device": ("clipapp.model.device",),
+    "clipapp.prompts": ("clipapp.model.prompts",),
+    "clipapp.data": ("clipapp.images.decode",),
+    "clipapp.limits": ("clipapp.images.limits",),
+    "clipapp.fashion_mnist": ("clipapp.images.fashion_mnist",),
+    "clipapp.predictions": ("clipapp.classify.predictions",),
+    "clipapp.evaluation": ("clipapp.classify.evaluation",),
+    "clipapp.distributed": ("clipapp.index.distributed",),
+    "clipapp.adapter": ("clipapp.finetune.adapter",),
+    "clipapp.finetune.models": ("clipapp.finetune.trainable",),
+    "clipapp.tasks": ("clipapp.app.actions",),
+    "clipapp.sessions": ("clipapp.app.sessions",),
+    "clipapp.jobs": ("clipapp.app.jobs",),
+    "clipapp.http_api": ("clipapp.app.http_api",),
+    "clipapp.serve": ("clipapp.app.serve",),
+    "clipapp.cli": ("clipapp.app.cli",),
+    "clipapp.heatmap_image": ("clipapp.viz.heatmap_image",),
+}
+# old package -> new package: the package and each of its modules
+MOVED_PACKAGES: dict[str, str] = {"clipapp.ui": "clipapp.app.ui"}
+# old modules whose name is now a package: the package's __init__ forwards through `forward_getattr`
+BECAME_PACKAGES: dict[str, tuple[str, ...]] = {
+    "clipapp.classify": ("clipapp.classify.stream",),
+    "clipapp.viz": ("clipapp.viz.figures",),
+}
+
+
+def _warn(old: str, new: str) -> None:
+    warnings.warn(f"{old} moved to {new}; the old path goes in the next release", DeprecationWarning, stacklevel=3)
+
+
+def forward_getattr(old: str, targets: Sequence[str]):
+    """A module `__getattr__` (PEP 562) that finds NAME in the modules that now hold it, with a warning."""
+
+    def __getattr__(name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        for target in targets:
+            module = importlib.import_module(target)
+            if hasattr(module, name):
+                _warn(f"{old}.{name}", f"{target}.{name}")
+                return getattr(module, name)
+        raise AttributeError(f"module {old!r} has no attribute {name!r}")
+
+    return __getattr__
+
+
+class _Forwarder(importlib.abc.Loader):
+    def __init__(self, old: str) -> None:
+        self.old = old
+
+    def create_module(self, spec: importlib.machinery.ModuleSpec) -> Optional[types.ModuleType]:
+        for old_package, new_package in MOVED_PACKAGES.items():
+            if self.old == old_package or self.old.startswith(old_package + "."):
+                new = new_package + self.old[len(old_package) :]
+                _warn(self.old, new)
+                return importlib.import_module(new)  # the module itself: its submodules and state are shared
+        module = types.ModuleType(self.old, f"Moved: see {', '.join(MOVED[self.old])}.")
+        module.__getattr__ = forward_getattr(self.old, MOVED[self.old])  # type: ignore[method-assign]
+        return module
+
+    def exec_module(self, module: types.ModuleType) -> None:
+        pass
+
+
+class _OldPaths(importlib.abc.MetaPathFinder):
+    def find_spec(
+        self, fullname: str, path: Any = None, target: Any = None
+    ) -> Optional[importlib.machinery.ModuleSpec]:
+        known = fullname in MOVED or any(
+            fullname == package or fullname.startswith(package + ".") for package in MOVED_PACKAGES
+        )
+        if not known:
+            return None
+        is_package = fullname in MOVED_PACKAGES
+        return importlib.machinery.ModuleSpec(fullname, _Forwarder(fullname), is_package=is_package)
+
+
+def install() -> None:
+    if not any(isinstance(finder, _OldPaths) for finder in sys.meta_path):
+        sys.meta_path.append(_OldPaths())
