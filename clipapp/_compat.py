@@ -100,4 +100,5 @@ class _OldPaths(importlib.abc.MetaPathFinder):
 
 def install() -> None:
     if not any(isinstance(finder, _OldPaths) for finder in sys.meta_path):
-        sys.meta_path.append(_OldPaths())
+        # first: below clipapp.ui (= clipapp.app.ui) the path finder would load a second copy of each module
+        sys.meta_path.insert(0, _OldPaths())
