@@ -23,7 +23,7 @@ from clipapp.finetune.config import (
 )
 
 REPO = Path(__file__).resolve().parents[1]
-# The flags `finetune` had before they were generated (README and scripts use them): flag -> field
+# The flags `finetune` had before they were generated (docs/ and scripts use them): flag -> field
 FLAGS_BEFORE = {
     "--mode": "mode", "--templates": "templates", "--epochs": "epochs", "--lr": "lr", "--shots-val": "val_per_class",
     "--blocks": "blocks", "--views": "views", "--mix-space": "mix_space", "--mixup": "mixup", "--cutmix": "cutmix",

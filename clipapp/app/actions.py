@@ -79,7 +79,7 @@ class Classification:
         return self.scores.labels
 
     def to_dict(self, top_k: int = DEFAULT_TOP_K) -> dict:
-        """The JSON of the CLI's `classify` (README "Classify a whole folder or index"), made by the one
+        """The JSON of the CLI's `classify` (docs/cli.md, "Classify a whole folder or index"), made by the one
         `ClassifyReport.to_dict` that the CLI's streaming path uses too."""
         results = [
             Prediction(name, tuple(top))

@@ -1,6 +1,6 @@
 """Classification at dataset scale: files, folders or an index's stored vectors -> per-image top-k predictions.
 
-The pieces (README "Classify a whole folder or index"):
+The pieces (docs/cli.md, "Classify a whole folder or index"):
   expand_sources   files and folders (recursive, the file rules of `index`) -> image paths, each once
   Classifier       features -> probabilities over labels, the model's own way (softmax, or SigLIP's sigmoids),
                    or an adapter's; built once per run, so the text embeddings are computed once
@@ -45,7 +45,7 @@ class Prediction:
 
 @dataclass
 class ClassifyReport:
-    """What a run did; `to_dict` is the JSON of `classify` (README "Classify a whole folder or index"), with
+    """What a run did; `to_dict` is the JSON of `classify` (docs/cli.md, "Classify a whole folder or index"), with
     `results` when they were kept."""
 
     model: str

@@ -6,7 +6,7 @@ Each field carries its description as data (`Setting` in the field's metadata, t
 setting, its default and its help are written once (docs/architecture.md, "Command line"). No torch and no Gradio
 here: the CLI's parser imports this module for `--help`.
 
-The defaults are chosen from measurements on bench/bench_fewshot.py (README, "Few-shot fine-tuning").
+The defaults are chosen from measurements on bench/bench_fewshot.py (docs/benchmarks.md, "Few-shot").
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The index's system of record: one SQLite database (WAL) plus an append-only float32 vector file.
 
-Layout of an index folder (schema documented for users in README.md, "The index on disk"):
+Layout of an index folder (schema documented for users in docs/index-format.md):
 
     index.sqlite   meta (model spec, dim, format version, settings, commit counter), contents (one row per
                    distinct image content: id, sha256, added_at), paths (one row per indexed path: path,
@@ -13,7 +13,7 @@ Layout of an index folder (schema documented for users in README.md, "The index 
                    deleted contents are dead space and are never read.
 
 Why a separate vector file rather than float32 BLOBs in SQLite (bench/bench_vector_storage.py, 1M x 512 on this
-2-core machine, figures in README "The image index on disk"): the faiss rebuild, the exact re-rank of compressed
+2-core machine, figures in docs/benchmarks.md): the faiss rebuild, the exact re-rank of compressed
 search and `iter_vectors` read vectors by id. From the file, 100 random rows (one query's re-rank) take ~0.2 ms and
 a full scan 2-3 s; as BLOBs 0.7 ms and 15-19 s, the database is 4.0 GB instead of 2.1 GB (one 2 KB row per 4 KB
 page) and the bulk write takes 1.7x longer. Rows are read with pread, not a memory map: a map's page faults also map

@@ -10,7 +10,7 @@ beyond), inner product on L2-normalized float32 = cosine:
   in RAM; every query's top `RERANK` candidates are re-scored exactly against the stored float vectors (the
   store's vector file, read with pread, so they cost page cache, not process memory).
   IVF-PQ rather than IVF-SQ8: SQ8 keeps d bytes per vector (512 MB at 1M x 512, half the 1 GB goal) where PQ
-  keeps d/4 and the exact re-rank restores the recall (figures in README, bench/bench_search.py).
+  keeps d/4 and the exact re-rank restores the recall (figures in docs/benchmarks.md, bench/bench_search.py).
 * IVF: nlist = 4*sqrt(n), at most `max_nlist` (default 1024: k-means time grows as nlist^2; measured at 1M x 512
   on 2 cores: 1000 lists train+fill in 23 s and answer in 1.4 ms, 2000 lists 76 s) and at least 39 training
   points per list (faiss' minimum). IVF rather than HNSW: it supports removal by id and cheap incremental adds.

@@ -3,7 +3,7 @@
 The same figure as `viz.similarity_heatmap` (OpenAI's CLIP notebook: texts as rows, thumbnails above the columns,
 the cosine in each cell, viridis, a colour bar), without matplotlib's artist machinery: at 20 images x 30 labels the
 matplotlib figure took ~0.3 s to build and ~1.1 s to draw and encode on this project's 2-core machine (600 Text
-artists laid out one by one); this draws and PNG-encodes it in a few tens of milliseconds (bench/load.py, README).
+artists laid out one by one); this draws and PNG-encodes it in a few tens of milliseconds (docs/benchmarks.md).
 Written by hand because no plotting library draws a table of numbers faster than Pillow's text calls.
 """
 
