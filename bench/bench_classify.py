@@ -96,7 +96,7 @@ def worker_notebook(model: str, folder: str, out: str) -> dict:
     import torch
     from PIL import Image
 
-    from clipapp.model.loading import DEMO_WEIGHTS, register_model_configs
+    from clipapp.model.spec import DEMO_WEIGHTS, register_model_configs
 
     torch.manual_seed(0)
     start = time.perf_counter()

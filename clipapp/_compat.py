@@ -17,7 +17,14 @@ from typing import Any, Optional, Sequence
 
 # old module -> the modules that now hold its public names, searched in order
 MOVED: dict[str, tuple[str, ...]] = {
-    "clipapp.models": ("clipapp.model.loading",),
+    # searched leaf first, so a name is reported where it is defined rather than where it is imported
+    "clipapp.models": (
+        "clipapp.model.hub",
+        "clipapp.model.checkpoint",
+        "clipapp.model.spec",
+        "clipapp.model.loading",
+        "clipapp.model.quantize",
+    ),
     "clipapp.service": ("clipapp.model.service",),
     "clipapp.batching": ("clipapp.model.batching",),
     "clipapp.device": ("clipapp.model.device",),
@@ -27,7 +34,7 @@ MOVED: dict[str, tuple[str, ...]] = {
     "clipapp.fashion_mnist": ("clipapp.images.fashion_mnist",),
     "clipapp.predictions": ("clipapp.classify.predictions",),
     "clipapp.evaluation": ("clipapp.classify.evaluation",),
-    "clipapp.distributed": ("clipapp.index.distributed",),
+    "clipapp.distributed": ("clipapp.index.distributed", "clipapp.model.loading"),  # model_embed_dim
     "clipapp.adapter": ("clipapp.finetune.adapter",),
     "clipapp.finetune.models": ("clipapp.finetune.trainable",),
     "clipapp.tasks": ("clipapp.app.actions",),

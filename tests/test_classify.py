@@ -191,7 +191,7 @@ def test_adapter_on_index_head_works_partial_refused(tiny_service, fashion_folde
 def siglip_service(tmp_path_factory):
     """A tiny open_clip CLIP with a logit bias, as SigLIP models have (tests/data/clipapp-tiny-biased.json; not
     named "siglip": open_clip would then pick its SigLIP tokenizer, which needs transformers)."""
-    from clipapp.model.loading import save_state_dict
+    from clipapp.model.checkpoint import save_state_dict
     from clipapp.model.service import ClipService
 
     torch.manual_seed(1)

@@ -335,7 +335,7 @@ class Adapter:
         the previous one or the new one, never a mix: the new tensors go to `<path>.safetensors.next`, the JSON
         (naming their sha256) is the commit point, then `.next` is renamed over the old tensors. `load_adapter`
         finishes that rename if a crash came between the two."""
-        from clipapp.model.loading import save_state_dict
+        from clipapp.model.checkpoint import save_state_dict
         from clipapp.storage import fsync_dir, write_json_atomic
 
         weights_path, meta_path = adapter_paths(path)
