@@ -108,3 +108,16 @@ class _OldPaths(importlib.abc.MetaPathFinder):
 def install() -> None:
     if not any(isinstance(finder, _OldPaths) for finder in sys.meta_path):
         sys.meta_path.append(_OldPaths())
+
+
+def renamed_getattr(module: str, renames: dict[str, str]):
+    """A module `__getattr__` (PEP 562) for names renamed in place: each old name answers the new one's object,
+    with a warning."""
+
+    def __getattr__(name: str) -> Any:
+        if name in renames:
+            _warn(f"{module}.{name}", f"{module}.{renames[name]}")
+            return getattr(sys.modules[module], renames[name])
+        raise AttributeError(f"module {module!r} has no attribute {name!r}")
+
+    return __getattr__

@@ -244,7 +244,7 @@ def test_top_k_probabilities_equal_the_full_softmax_and_sigmoid():
     rng = np.random.default_rng(0)
     logits = rng.normal(size=(50, 30)).astype(np.float32) * 5
     for multi_label in (False, True):
-        classifier = core.Classifier(labels=[str(i) for i in range(30)], model="m", multi_label=multi_label,
+        classifier = core.LabelScorer(labels=[str(i) for i in range(30)], model="m", multi_label=multi_label,
                                      logits=lambda f: f)
         indices, probs = classifier.top(logits, 4)
         full = classifier.probabilities(logits)
