@@ -96,7 +96,7 @@ def worker_notebook(model: str, folder: str, out: str) -> dict:
     import torch
     from PIL import Image
 
-    from clipapp.model.loading import DEMO_WEIGHTS, register_model_configs
+    from clipapp.model.spec import DEMO_WEIGHTS, register_model_configs
 
     torch.manual_seed(0)
     start = time.perf_counter()
@@ -203,7 +203,7 @@ def bench_index(args) -> None:
     import numpy as np
 
     from clipapp.classify.predictions import CsvPredictions
-    from clipapp.classify.stream import Classifier, classify_vectors
+    from clipapp.classify.stream import LabelScorer, classify_vectors
 
     n, dim, n_labels, batch = args.index_vectors, 512, 1000, 8192
     print(f"## classify --index: {n:,} stored {dim}-d vectors x {n_labels:,} labels, top-{TOP_K} to CSV\n")
@@ -221,7 +221,7 @@ def bench_index(args) -> None:
     def logits(features):  # what zero_shot_classifier builds: logit_scale (100) x cosine
         return np.multiply(features @ text_t, np.float32(100.0), dtype=np.float32)
 
-    classifier = Classifier(labels=label_names, model="synthetic", multi_label=False, logits=logits)
+    classifier = LabelScorer(labels=label_names, model="synthetic", multi_label=False, logits=logits)
 
     def batches():
         for start in range(0, n, batch):

@@ -17,7 +17,14 @@ from typing import Any, Optional, Sequence
 
 # old module -> the modules that now hold its public names, searched in order
 MOVED: dict[str, tuple[str, ...]] = {
-    "clipapp.models": ("clipapp.model.loading",),
+    # searched leaf first, so a name is reported where it is defined rather than where it is imported
+    "clipapp.models": (
+        "clipapp.model.hub",
+        "clipapp.model.checkpoint",
+        "clipapp.model.spec",
+        "clipapp.model.loading",
+        "clipapp.model.quantize",
+    ),
     "clipapp.service": ("clipapp.model.service",),
     "clipapp.batching": ("clipapp.model.batching",),
     "clipapp.device": ("clipapp.model.device",),
@@ -27,7 +34,7 @@ MOVED: dict[str, tuple[str, ...]] = {
     "clipapp.fashion_mnist": ("clipapp.images.fashion_mnist",),
     "clipapp.predictions": ("clipapp.classify.predictions",),
     "clipapp.evaluation": ("clipapp.classify.evaluation",),
-    "clipapp.distributed": ("clipapp.index.distributed",),
+    "clipapp.distributed": ("clipapp.index.distributed", "clipapp.model.loading"),  # model_embed_dim
     "clipapp.adapter": ("clipapp.finetune.adapter",),
     "clipapp.finetune.models": ("clipapp.finetune.trainable",),
     "clipapp.tasks": ("clipapp.app.actions",),
@@ -96,6 +103,19 @@ class _OldPaths(importlib.abc.MetaPathFinder):
             return None
         is_package = fullname in MOVED_PACKAGES
         return importlib.machinery.ModuleSpec(fullname, _Forwarder(fullname), is_package=is_package)
+
+
+def renamed_getattr(module: str, renames: dict[str, str]):
+    """A module `__getattr__` (PEP 562) for names renamed in place: each old name answers the new one's object,
+    with a warning."""
+
+    def __getattr__(name: str) -> Any:
+        if name in renames:
+            _warn(f"{module}.{name}", f"{module}.{renames[name]}")
+            return getattr(sys.modules[module], renames[name])
+        raise AttributeError(f"module {module!r} has no attribute {name!r}")
+
+    return __getattr__
 
 
 def install() -> None:

@@ -77,7 +77,7 @@ def main() -> None:
                             check=True).stdout.strip()
     probes = write_probe_images(args.images)
     service = ClipService.load("demo", device="cpu", precision="fp32")
-    from clipapp.model.loading import DEMO_WEIGHTS
+    from clipapp.model.spec import DEMO_WEIGHTS
     known = {f.name for f in dataclasses.fields(FinetuneConfig)}
     args.out.mkdir(parents=True, exist_ok=True)
     expected = {"commit": commit, "format_version": FORMAT_VERSION, "spec": service.spec,

@@ -13,7 +13,7 @@ import open_clip
 import pytest
 import torch
 
-from clipapp.model.loading import register_model_configs
+from clipapp.model.spec import register_model_configs
 
 TESTS_DIR = Path(__file__).resolve().parent
 REPO_DIR = TESTS_DIR.parent
@@ -26,7 +26,7 @@ register_model_configs(TESTS_DIR / "data")
 @pytest.fixture(scope="session")
 def tiny_weights(tmp_path_factory) -> Path:
     """A random tiny open_clip model saved as safetensors, loadable through a `NAME:/file` spec."""
-    from clipapp.model.loading import save_state_dict
+    from clipapp.model.checkpoint import save_state_dict
 
     torch.manual_seed(0)
     model = open_clip.create_model(TINY_MODEL)

@@ -191,7 +191,7 @@ def test_adapter_on_index_head_works_partial_refused(tiny_service, fashion_folde
 def siglip_service(tmp_path_factory):
     """A tiny open_clip CLIP with a logit bias, as SigLIP models have (tests/data/clipapp-tiny-biased.json; not
     named "siglip": open_clip would then pick its SigLIP tokenizer, which needs transformers)."""
-    from clipapp.model.loading import save_state_dict
+    from clipapp.model.checkpoint import save_state_dict
     from clipapp.model.service import ClipService
 
     torch.manual_seed(1)
@@ -244,7 +244,7 @@ def test_top_k_probabilities_equal_the_full_softmax_and_sigmoid():
     rng = np.random.default_rng(0)
     logits = rng.normal(size=(50, 30)).astype(np.float32) * 5
     for multi_label in (False, True):
-        classifier = core.Classifier(labels=[str(i) for i in range(30)], model="m", multi_label=multi_label,
+        classifier = core.LabelScorer(labels=[str(i) for i in range(30)], model="m", multi_label=multi_label,
                                      logits=lambda f: f)
         indices, probs = classifier.top(logits, 4)
         full = classifier.probabilities(logits)

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from clipapp.finetune.adapter import load_adapter
-from clipapp.model.loading import DEMO_WEIGHTS
+from clipapp.model.spec import DEMO_WEIGHTS
 from clipapp.model.service import ClipService
 from clipapp.storage import file_sha256
 

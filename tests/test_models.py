@@ -10,7 +10,8 @@ import torch
 
 from clipapp.errors import ClipAppError, ModelLoadError
 from clipapp.model.device import select_device, select_precision
-from clipapp.model.loading import DEFAULT_SPEC, load_model, parse_spec
+from clipapp.model.loading import load_model
+from clipapp.model.spec import DEFAULT_SPEC, parse_spec
 from tests.conftest import TINY_MODEL
 
 
@@ -139,7 +140,7 @@ def test_linear_self_attention_is_an_exact_swap(tiny_spec):
     """The int8 path rewrites attention so its projections can be quantized; in fp32 nothing may change."""
     import copy
 
-    from clipapp.model.loading import LinearSelfAttention, _with_linear_self_attention
+    from clipapp.model.quantize import LinearSelfAttention, _with_linear_self_attention
 
     model = load_model(tiny_spec, device="cpu", precision="fp32")
     swapped = _with_linear_self_attention(copy.deepcopy(model.model))
@@ -168,3 +169,24 @@ def test_auto_on_a_gpu_is_fp16_autocast_over_fp32_weights(tiny_spec, photos):
     assert amp_vectors.dtype == np.float32 and not np.array_equal(amp_vectors, fp32_vectors)  # autocast did run
     assert (amp_vectors * fp32_vectors).sum(axis=1).min() > 0.99
     assert (amp.encode_texts(["a cat"]) * reference.encode_texts(["a cat"])).sum() > 0.99
+
+
+def test_the_demo_fallback_is_decided_once_for_resolve_spec_and_load_model(monkeypatch):
+    """resolve_spec (what Ray workers are told) and load_model ask the same `choose`, so they agree."""
+    from clipapp.model.spec import choose, resolve_spec
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    chosen = choose(DEFAULT_SPEC)
+    assert chosen.load.text == "demo" and chosen.requested.text == DEFAULT_SPEC and "offline" in chosen.notice
+    assert resolve_spec(DEFAULT_SPEC) == "demo" == load_model(DEFAULT_SPEC, device="cpu").spec
+    assert resolve_spec(DEFAULT_SPEC, allow_fallback=False) == DEFAULT_SPEC  # not probed: loading says
+    with pytest.raises(ModelLoadError, match="not in the local cache"):
+        choose(DEFAULT_SPEC, allow_fallback=False)
+    assert choose("demo").notice is None
+
+
+def test_embed_dim_of_a_spec_matches_the_loaded_model(tiny_spec):
+    from clipapp.model.loading import embed_dim, model_embed_dim
+
+    loaded = load_model(tiny_spec, device="cpu", precision="fp32")
+    assert model_embed_dim(tiny_spec) == loaded.embed_dim == embed_dim(loaded.model) == 32

@@ -370,7 +370,7 @@ def cmd_index(args) -> None:
     if args.ray:
         from clipapp.index import ImageIndex
         from clipapp.index.distributed import index_folder_ray
-        from clipapp.model.loading import resolve_spec
+        from clipapp.model.spec import resolve_spec
 
         report = index_folder_ray(
             args.folder,

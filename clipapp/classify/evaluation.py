@@ -17,7 +17,7 @@ import numpy as np
 
 from clipapp.classify.stream import (
     DEFAULT_BATCH,
-    Classifier,
+    LabelScorer,
     ProgressFn,
     adapter_classifier,
     encode_files,
@@ -90,7 +90,7 @@ def labelled_root(data_dir: str | os.PathLike) -> Iterator[Path]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def _classifier_for(service, class_names: Sequence[str], adapter, templates) -> tuple[Classifier, np.ndarray]:
+def _classifier_for(service, class_names: Sequence[str], adapter, templates) -> tuple[LabelScorer, np.ndarray]:
     """The classifier and, per folder class, its column in the classifier's labels."""
     if adapter is None:
         return zero_shot_classifier(service, list(class_names), templates=templates), np.arange(len(class_names))

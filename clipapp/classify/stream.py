@@ -2,12 +2,14 @@
 
 The pieces (docs/cli.md, "Classify a whole folder or index"):
   expand_sources   files and folders (recursive, the file rules of `index`) -> image paths, each once
-  Classifier       features -> probabilities over labels, the model's own way (softmax, or SigLIP's sigmoids),
-                   or an adapter's; built once per run, so the text embeddings are computed once
+  LabelScorer      features -> probabilities over labels, the model's own way (softmax, or SigLIP's sigmoids),
+                   or an adapter's; built once per run, so the text embeddings are computed once; the arithmetic
+                   is clipapp/model/scoring.py's
   file_features    paths -> (paths, vectors) batches through `ClipService.encode_image_files` (threaded decoding
                    overlapped with encoding, memory bounded by a few batches); unreadable files reported
-  predict          (paths, vectors) batches -> `PredictionBatch`es (top-k label indices and probabilities)
+  predict_batches  (paths, vectors) batches -> `PredictionBatch`es (top-k label indices and probabilities)
 Outputs (CSV, JSONL, resume) are in clipapp/classify/predictions.py. Core: no Gradio.
+`Classifier` and `predict` are the pre-0.2 names of `LabelScorer` and `predict_batches` (a DeprecationWarning).
 """
 
 from __future__ import annotations
@@ -19,10 +21,11 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator, Optional, Sequence
 
 import numpy as np
-import torch
 
+from clipapp._compat import renamed_getattr
 from clipapp.errors import ClipAppError
 from clipapp.images.decode import SkippedFile, list_image_files
+from clipapp.model import scoring
 from clipapp.model.prompts import DEFAULT_TEMPLATES, parse_labels
 
 DEFAULT_BATCH = 64
@@ -91,7 +94,7 @@ def expand_sources(sources: Sequence[str | os.PathLike]) -> list[str]:
 
 # -- scoring ----------------------------------------------------------------------------------------------------
 @dataclass
-class Classifier:
+class LabelScorer:
     """Image features -> logits over `labels`, normalised the model's way: a softmax over the labels, or
     independent sigmoids (`multi_label`, SigLIP family). Build with `zero_shot_classifier` or `adapter_classifier`."""
 
@@ -103,23 +106,16 @@ class Classifier:
     image_encoder: Optional[Callable[[list], np.ndarray]] = None
 
     def probabilities(self, features: np.ndarray) -> np.ndarray:
-        logits = torch.from_numpy(self.logits(features))
-        return (torch.sigmoid(logits) if self.multi_label else logits.softmax(dim=-1)).numpy()
+        return scoring.probabilities(self.logits(features), multi_label=self.multi_label)
 
     def top(self, features: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """(label indices, probabilities), both (n, k), best first. The top k are found on the logits (the order is
-        the probabilities' order), so only k probabilities per image are formed: for the softmax, exp(logit - the
-        row's logsumexp)."""
-        logits = torch.from_numpy(self.logits(features))
-        k = max(1, min(int(k), logits.shape[1]))
-        values, indices = torch.topk(logits, k, dim=1)
-        probs = torch.sigmoid(values) if self.multi_label else torch.exp(values - torch.logsumexp(logits, 1, True))
-        return indices.numpy(), probs.numpy()
+        """(label indices, probabilities), both (n, k), best first (`scoring.top_k`)."""
+        return scoring.top_k(self.logits(features), k, multi_label=self.multi_label)
 
 
 def zero_shot_classifier(
     service, labels: str | Sequence[str], *, templates: str | Sequence[str] | None = DEFAULT_TEMPLATES
-) -> Classifier:
+) -> LabelScorer:
     labels = parse_labels(labels)
     weights_t = np.ascontiguousarray(service.text_embeddings(labels, templates).T)  # once for the whole run
 
@@ -127,10 +123,10 @@ def zero_shot_classifier(
         # numpy's product: 1.3x torch.mm's speed here for (8192 x 512) @ (512 x 1000) on 2 cores
         return service.label_logits(np.asarray(features, dtype=np.float32) @ weights_t)
 
-    return Classifier(labels=labels, model=service.spec, multi_label=service.multi_label, logits=logits)
+    return LabelScorer(labels=labels, model=service.spec, multi_label=service.multi_label, logits=logits)
 
 
-def adapter_classifier(service, adapter) -> Classifier:
+def adapter_classifier(service, adapter) -> LabelScorer:
     adapter.check_service(service)
     encoder = None
     if adapter.visual_state:
@@ -138,7 +134,7 @@ def adapter_classifier(service, adapter) -> Classifier:
         def encoder(images: list) -> np.ndarray:
             return adapter.image_features(service, images)
 
-    return Classifier(
+    return LabelScorer(
         labels=list(adapter.class_names),
         model=f"{service.spec} + adapter {adapter.name}",
         multi_label=False,
@@ -171,7 +167,7 @@ class PredictionBatch:
         ]
 
 
-def predict(classifier: Classifier, batches: VectorBatches, *, k: int = 5) -> Iterator[PredictionBatch]:
+def predict_batches(classifier: LabelScorer, batches: VectorBatches, *, k: int = 5) -> Iterator[PredictionBatch]:
     """One `PredictionBatch` per (paths, vectors) batch, in order."""
     labels = np.asarray(classifier.labels, dtype=object)
     for paths, vectors in batches:
@@ -203,7 +199,7 @@ def file_features(
 
 
 def encode_files(
-    service, paths: Sequence[str], classifier: Classifier, *, batch_size: int = DEFAULT_BATCH, encoder=None
+    service, paths: Sequence[str], classifier: LabelScorer, *, batch_size: int = DEFAULT_BATCH, encoder=None
 ) -> Iterator[tuple[str, Optional[np.ndarray], Optional[str]]]:
     """The indexing pipeline (`encode_image_files`, or a Ray encoder's) over `paths`, through the adapter's own
     tower when it has one."""
@@ -217,7 +213,7 @@ def encode_files(
     return service.encode_image_files(paths, batch_size=batch_size, encoder=classifier.image_encoder)
 
 
-def check_index_classifier(classifier: Classifier) -> None:
+def check_index_classifier(classifier: LabelScorer) -> None:
     if classifier.image_encoder is not None:
         raise ClipAppError(
             "This adapter fine-tuned visual blocks (mode partial): it needs the pixels, which an "
@@ -238,7 +234,7 @@ def _pending(paths: Iterable[str], outputs: Sequence) -> Iterator[str]:
 
 
 def _consume(
-    classifier: Classifier,
+    classifier: LabelScorer,
     batches: VectorBatches,
     report: ClassifyReport,
     *,
@@ -251,7 +247,7 @@ def _consume(
     results: Optional[list[Prediction]] = [] if keep_results else None
     if results is not None:
         report.results = results
-    for batch in predict(classifier, batches, k=k):
+    for batch in predict_batches(classifier, batches, k=k):
         for output in outputs:
             output.write(batch)
         if results is not None:
@@ -265,7 +261,7 @@ def _consume(
 def classify_files(
     service,
     sources: Sequence[str | os.PathLike],
-    classifier: Classifier,
+    classifier: LabelScorer,
     *,
     k: int = 5,
     outputs: Sequence = (),
@@ -305,7 +301,7 @@ def classify_files(
 
 def classify_vectors(
     batches: VectorBatches,
-    classifier: Classifier,
+    classifier: LabelScorer,
     *,
     k: int = 5,
     outputs: Sequence = (),
@@ -358,3 +354,6 @@ def ray_encoder(address: str, service, *, precision: str = "auto") -> Iterator:
     finally:
         session.close()
         shutil.rmtree(shards, ignore_errors=True)
+
+
+__getattr__ = renamed_getattr(__name__, {"Classifier": "LabelScorer", "predict": "predict_batches"})  # for 0.2 only

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 
 from clipapp.errors import ClipAppError
 from clipapp.images.decode import ImageSource
+from clipapp.model import scoring
 from clipapp.model.service import ClipService, ZeroShotResult, batched
 from clipapp.storage import file_sha256
 
@@ -292,7 +293,7 @@ class Adapter:
         return logits.astype(np.float32)
 
     def probs_from_features(self, features: np.ndarray) -> np.ndarray:
-        return torch.from_numpy(self.logits_from_features(features)).softmax(dim=-1).numpy()
+        return scoring.probabilities(self.logits_from_features(features))
 
     def cosine(self, service: ClipService, images: Sequence[ImageSource]) -> np.ndarray:
         """(n_images, n_classes) cosine of each image embedding to each class row of the head."""
@@ -303,7 +304,7 @@ class Adapter:
         features = self.image_features(service, images)
         return ZeroShotResult(
             labels=list(self.class_names),
-            probs=self.probs_from_features(features),
+            logits=self.logits_from_features(features),
             cosine=features @ _normalize_rows(self.head).T,
         )
 
@@ -335,7 +336,7 @@ class Adapter:
         the previous one or the new one, never a mix: the new tensors go to `<path>.safetensors.next`, the JSON
         (naming their sha256) is the commit point, then `.next` is renamed over the old tensors. `load_adapter`
         finishes that rename if a crash came between the two."""
-        from clipapp.model.loading import save_state_dict
+        from clipapp.model.checkpoint import save_state_dict
         from clipapp.storage import fsync_dir, write_json_atomic
 
         weights_path, meta_path = adapter_paths(path)

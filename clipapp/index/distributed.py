@@ -625,24 +625,6 @@ def sync_folder_ray(
     return report
 
 
-def model_embed_dim(spec: str) -> int:
-    """Embedding size of a model spec without loading its weights (from the open_clip config), so an index can be
-    created on a driver that never loads the model; hf-hub models are loaded on the CPU to find out."""
-    import open_clip
-
-    from clipapp.model.loading import parse_spec, register_model_configs
-
-    parsed = parse_spec(spec)
-    if parsed.kind != "hf-hub":
-        register_model_configs()
-        config = open_clip.get_model_config(parsed.name)
-        if config and "embed_dim" in config:
-            return int(config["embed_dim"])
-    from clipapp.model.service import ClipService
-
-    return ClipService.load(spec, device="cpu", precision="fp32", allow_fallback=False).embed_dim
-
-
 def index_folder_ray(
     folder: str | os.PathLike,
     index_path: str | os.PathLike,
@@ -657,7 +639,8 @@ def index_folder_ray(
     `sync_folder_ray`. Returns its report.
     """
     from clipapp.index import stored_model_spec
-    from clipapp.model.loading import default_spec
+    from clipapp.model.loading import model_embed_dim
+    from clipapp.model.spec import default_spec
 
     folder_path = Path(index_path)
     if spec is None:

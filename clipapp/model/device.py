@@ -43,7 +43,3 @@ def select_precision(precision: str, device: torch.device) -> str:
     if precision in ("fp16", "amp") and device.type == "cpu":
         raise ClipAppError(f"{precision} is only supported on a GPU; use fp32 (or bf16) on the CPU.")
     return precision
-
-
-def torch_dtype(precision: str) -> torch.dtype:
-    return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]

@@ -20,6 +20,7 @@ from PIL import Image
 
 from clipapp.errors import ClipAppError
 from clipapp.images.decode import DEFAULT_LIMITS, ImageLimits, ImageSource, load_image
+from clipapp.model import scoring
 from clipapp.model.batching import MicroBatcher
 from clipapp.model.loading import LoadedModel, load_model, towers
 from clipapp.model.prompts import DEFAULT_TEMPLATES, fill_template, resolve_templates
@@ -38,18 +39,25 @@ def batched(items: Iterable, size: int) -> Iterator[list]:
 
 @dataclass
 class ZeroShotResult:
-    """Per-image probabilities over `labels`, the model's own way (`ClipService.label_probabilities`): softmax of
-    logit_scale x cosine for CLIP, independent sigmoids for SigLIP-family models (`multi_label`)."""
+    """Per-image scores over `labels`, the model's own way (clipapp/model/scoring.py): `probs` is a softmax of
+    `logits` (logit_scale x cosine for CLIP) or, for SigLIP-family models (`multi_label`), independent sigmoids."""
 
     labels: list[str]
-    probs: np.ndarray  # (n_images, n_labels)
+    logits: np.ndarray  # (n_images, n_labels)
     cosine: np.ndarray  # (n_images, n_labels)
     multi_label: bool = False  # True: each probability stands alone (sigmoid); they need not sum to 1
+    probs: np.ndarray = field(init=False)  # (n_images, n_labels)
+
+    def __post_init__(self) -> None:
+        self.probs = scoring.probabilities(self.logits, multi_label=self.multi_label)
 
     def top(self, k: int = 5) -> list[list[tuple[str, float]]]:
-        k = max(1, min(int(k), len(self.labels)))
-        order = np.argsort(-self.probs, axis=1, kind="stable")[:, :k]
-        return [[(self.labels[j], float(row[j])) for j in idx] for row, idx in zip(self.probs, order, strict=True)]
+        """The k best (label, probability) of each image, best first."""
+        indices, probs = scoring.top_k(self.logits, k, multi_label=self.multi_label)
+        return [
+            [(self.labels[j], p) for j, p in zip(row, row_probs, strict=True)]
+            for row, row_probs in zip(indices.tolist(), probs.tolist(), strict=True)
+        ]
 
 
 @dataclass
@@ -356,22 +364,18 @@ class ClipService:
         weights = self.text_embeddings(labels, templates) if classifier is None else classifier
         cosine = features @ weights.T
         return ZeroShotResult(
-            labels=labels, probs=self.label_probabilities(cosine), cosine=cosine, multi_label=self.multi_label
+            labels=labels, logits=self.label_logits(cosine), cosine=cosine, multi_label=self.multi_label
         )
 
     def label_probabilities(self, cosine: np.ndarray) -> np.ndarray:
         """(n_images, n_labels) cosines to label classifiers -> probabilities, the model's own way: a softmax of
         logit_scale x cosine over the labels (CLIP), or sigmoid(logit_scale x cosine + logit_bias) per label
         (SigLIP family, `multi_label`)."""
-        logits = torch.from_numpy(self.label_logits(cosine))
-        return (torch.sigmoid(logits) if self.multi_label else logits.softmax(dim=-1)).numpy()
+        return scoring.probabilities(self.label_logits(cosine), multi_label=self.multi_label)
 
     def label_logits(self, cosine: np.ndarray) -> np.ndarray:
         """logit_scale x cosine (+ logit_bias for SigLIP-family models): what `label_probabilities` normalises."""
-        logits = np.multiply(cosine, np.float32(self.logit_scale), dtype=np.float32)
-        if self.logit_bias is not None:
-            logits += np.float32(self.logit_bias)
-        return logits
+        return scoring.label_logits(cosine, self.logit_scale, self.logit_bias)
 
 
 def _supports_trimmed_text(model: torch.nn.Module) -> bool:

@@ -65,7 +65,7 @@ class AppContext:
 
     @property
     def is_demo_model(self) -> bool:
-        from clipapp.model.loading import DEMO_SPEC
+        from clipapp.model.spec import DEMO_SPEC
 
         return self.service.spec == DEMO_SPEC
 
