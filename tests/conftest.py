@@ -14,11 +14,7 @@ import pytest
 import torch
 
 from clipapp.model.loading import register_model_configs
-
-TESTS_DIR = Path(__file__).resolve().parent
-REPO_DIR = TESTS_DIR.parent
-TINY_MODEL = "clipapp-tiny"  # tests/data/clipapp-tiny.json: a 2-layer open_clip CLIP, 32-d embeddings
-EXAMPLES_DIR = REPO_DIR / "assets" / "examples"
+from tests.support.paths import EXAMPLES_DIR, TESTS_DIR, TINY_MODEL
 
 register_model_configs(TESTS_DIR / "data")
 
@@ -75,3 +71,11 @@ def client(app_url):
     from gradio_client import Client
 
     return Client(app_url, verbose=False)
+
+
+@pytest.fixture(scope="module")
+def fashion_folder(tmp_path_factory) -> Path:
+    """300 real Fashion-MNIST test images as PNG files, ROOT/<class>/<n>.png (nested: the walk is recursive)."""
+    from tests.support.fashion import write_fashion_folder
+
+    return write_fashion_folder(tmp_path_factory.mktemp("fashion"))

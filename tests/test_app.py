@@ -9,7 +9,7 @@ from gradio_client.exceptions import AuthenticationError
 
 from app import parse_args, parse_auth
 from clipapp.errors import ClipAppError
-from tests.apprunner import running_app
+from tests.support.apprunner import running_app
 
 
 def test_defaults_bind_loopback_port_7860():

@@ -15,27 +15,7 @@ from clipapp.app.cli import main
 from clipapp.classify import stream as core
 from clipapp.classify.predictions import CsvPredictions, JsonlPredictions, csv_header
 from clipapp.errors import ClipAppError
-from clipapp.images.fashion_mnist import CLASS_NAMES, load_fashion_mnist, to_pil_images
-from tests.conftest import TINY_MODEL
-
-LABELS = [c.lower() for c in CLASS_NAMES]
-N_IMAGES = 300
-
-
-def class_folder_name(name: str) -> str:
-    return name.lower().replace("/", " or ")
-
-
-@pytest.fixture(scope="module")
-def fashion_folder(tmp_path_factory):
-    """300 real Fashion-MNIST test images as PNG files, ROOT/<class>/<n>.png (nested: the walk is recursive)."""
-    root = tmp_path_factory.mktemp("fashion")
-    images, labels = load_fashion_mnist("test")
-    for i, (image, label) in enumerate(zip(to_pil_images(images[:N_IMAGES]), labels[:N_IMAGES])):
-        folder = root / class_folder_name(CLASS_NAMES[label])
-        folder.mkdir(exist_ok=True)
-        image.save(folder / f"{i:05d}.png")
-    return root
+from tests.support.fashion import LABELS, N_IMAGES
 
 
 def read_csv(path) -> list[list[str]]:

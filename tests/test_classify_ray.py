@@ -7,8 +7,8 @@ import pytest
 
 from clipapp.classify import stream as core
 from clipapp.index.distributed import ray_session
-from tests.conftest import TESTS_DIR
-from tests.test_classify import LABELS, fashion_folder  # noqa: F401 - fixture
+from tests.support.fashion import LABELS
+from tests.support.paths import TESTS_DIR
 
 
 @pytest.fixture(scope="module")

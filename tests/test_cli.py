@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from clipapp.app.cli import main
-from tests.conftest import REPO_DIR
+from tests.support.paths import REPO_DIR
 
 
 def run_json(capsys, *argv) -> dict:

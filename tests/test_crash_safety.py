@@ -13,7 +13,7 @@ from gradio_client import Client
 from PIL import Image
 
 from clipapp.index import DB_NAME, ImageIndex
-from tests.apprunner import running_app
+from tests.support.apprunner import running_app
 
 
 def _write_images(folder: Path, start: int, count: int) -> None:
@@ -84,7 +84,7 @@ def test_kill_during_adapter_saves_leaves_a_whole_adapter(tmp_path):
     import sys
 
     from clipapp.finetune.adapter import load_adapter
-    from tests.conftest import REPO_DIR
+    from tests.support.paths import REPO_DIR
 
     path = tmp_path / "adapters" / "mine"
     env = dict(os.environ, PYTHONPATH=str(REPO_DIR))

@@ -29,7 +29,7 @@ from clipapp.index.distributed import (
     ray_session,
     sync_folder_ray,
 )
-from tests.conftest import TESTS_DIR
+from tests.support.paths import TESTS_DIR
 
 N_IMAGES = 24
 CORRUPT = "broken.jpg"

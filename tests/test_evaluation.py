@@ -12,7 +12,7 @@ from PIL import Image
 from clipapp.app.cli import main
 from clipapp.classify.evaluation import evaluate_folder
 from clipapp.images.fashion_mnist import CLASS_NAMES
-from tests.test_classify import N_IMAGES, class_folder_name, fashion_folder  # noqa: F401 - fixture
+from tests.support.fashion import N_IMAGES, class_folder_name
 
 
 def reference_metrics(service, root):

@@ -3,7 +3,6 @@ fine-tuning on a copy, the cache adapter, the CLI contracts, safe zip extraction
 
 from __future__ import annotations
 
-import io
 import json
 import zipfile
 from pathlib import Path
@@ -11,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from clipapp.app.cli import main
 from clipapp.classify.evaluation import evaluate_folder
@@ -30,41 +28,7 @@ from clipapp.finetune import (
     stratified_split,
 )
 from clipapp.finetune.adapter import adapter_paths, load_adapter
-
-CLASSES = ("red", "green", "blue")
-COLOURS = ((220, 40, 40), (40, 200, 60), (50, 60, 220))
-
-
-def colour_images(per_class: int, *, seed: int = 0) -> list[tuple[Image.Image, str]]:
-    """Noisy colour patches with class-specific stripes: real RGB images the tiny random model cannot name
-    (zero-shot is at chance) but whose features separate linearly."""
-    rng = np.random.default_rng(seed)
-    items = []
-    for c, name in enumerate(CLASSES):
-        for _ in range(per_class):
-            pixels = np.asarray(COLOURS[c], float) + rng.normal(0, 30, (32, 32, 3))
-            if c == 0:
-                pixels[::4] = 255
-            elif c == 1:
-                pixels[:, ::4] = 0
-            items.append((Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)), name))
-    return items
-
-
-def write_folder(root: Path, items) -> Path:
-    for i, (image, name) in enumerate(items):
-        (root / name).mkdir(parents=True, exist_ok=True)
-        image.save(root / name / f"{i:03d}.png")
-    return root
-
-
-def write_zip(path: Path, items, *, top: str = "") -> Path:
-    with zipfile.ZipFile(path, "w") as archive:
-        for i, (image, name) in enumerate(items):
-            buffer = io.BytesIO()
-            image.save(buffer, format="PNG")
-            archive.writestr(f"{top}{name}/{i:03d}.png", buffer.getvalue())
-    return path
+from tests.support.colour_images import CLASSES, colour_images, write_folder, write_zip
 
 
 @pytest.fixture(scope="module")

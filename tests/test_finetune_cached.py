@@ -12,7 +12,7 @@ from clipapp.finetune import features as features_module
 from clipapp.finetune.loop import fastest_threads
 from clipapp.model.service import ClipService
 from clipapp.tricks import WeightEma, cutmix, mixing
-from tests.test_finetune import colour_images
+from tests.support.colour_images import colour_images
 
 # Cached and uncached paths differ only in float summation order (the frozen part runs on batches of 64 once,
 # or on each training batch): after a few epochs the logits agree to this.

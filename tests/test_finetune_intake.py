@@ -12,7 +12,7 @@ import pytest
 from clipapp.app.cli import main
 from clipapp.errors import ClipAppError
 from clipapp.finetune import labelled_class_lists, labelled_csv, labelled_paths, parse_class_spec
-from tests.test_finetune import CLASSES, colour_images, write_folder
+from tests.support.colour_images import CLASSES, colour_images, write_folder
 
 
 @pytest.fixture

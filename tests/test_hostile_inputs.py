@@ -9,7 +9,7 @@ from gradio_client.exceptions import AppError
 from PIL import Image
 
 from clipapp.app.cli import main
-from tests.hostile import HOSTILE_LABELS, bad_image_files, odd_valid_image_files
+from tests.support.hostile import HOSTILE_LABELS, bad_image_files, odd_valid_image_files
 
 GENERIC_FAILURE = "Something went wrong"
 

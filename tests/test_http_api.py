@@ -9,8 +9,8 @@ from fastapi.testclient import TestClient
 from clipapp.app import actions
 from clipapp.app.http_api import create_app
 from clipapp.app.sessions import SessionStore
-from tests.conftest import EXAMPLES_DIR
-from tests.hostile import bad_image_files
+from tests.support.hostile import bad_image_files
+from tests.support.paths import EXAMPLES_DIR
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ from PIL import Image
 
 from clipapp.errors import ClipAppError
 from clipapp.index import DB_NAME, FileInfo, ImageIndex, SearchResult, migrate, structure, sync_folder
-from tests.test_index import DIM, SPEC, FakeEncoder, clustered_unit, infos_for, random_unit, write_image
+from tests.support.fake_index import DIM, SPEC, FakeEncoder, clustered_unit, infos_for, random_unit, write_image
 
 REPO_DIR = Path(__file__).resolve().parent.parent
 FIXTURE = REPO_DIR / "tests" / "data" / "old_index_v1"
@@ -136,7 +136,6 @@ def test_another_process_commits_are_seen_on_the_next_search(tmp_path, monkeypat
     writer = _run("""
         import sys, numpy as np
         from clipapp.index import ImageIndex
-        from tests.test_index import infos_for
         index = ImageIndex.open(sys.argv[1])
         index.add_items(np.load(sys.argv[2]), infos_for(range(1200, 1210)))
         index.remove_paths(["/photos/0000007.jpg"])
@@ -153,7 +152,6 @@ def test_another_process_commits_are_seen_on_the_next_search(tmp_path, monkeypat
 SYNCER = """
     import sys
     from clipapp.index import ImageIndex, sync_folder
-    from tests.test_index import FakeEncoder
     index = ImageIndex.open(sys.argv[1])
     print(sync_folder(index, sys.argv[2], FakeEncoder(), batch_size=int(sys.argv[3])), flush=True)
 """
@@ -187,7 +185,6 @@ def test_two_processes_syncing_one_index_do_not_corrupt_it(tmp_path):
 SLOW_SYNCER = """
     import sys, time
     from clipapp.index import ImageIndex, sync_folder
-    from tests.test_index import FakeEncoder
 
     class SlowEncoder(FakeEncoder):  # about as slow per image as a small CLIP on a CPU
         def _embed(self, image):

@@ -11,7 +11,7 @@ import torch
 from clipapp.errors import ClipAppError, ModelLoadError
 from clipapp.model.device import select_device, select_precision
 from clipapp.model.loading import DEFAULT_SPEC, load_model, parse_spec
-from tests.conftest import TINY_MODEL
+from tests.support.paths import TINY_MODEL
 
 
 @pytest.mark.parametrize(

@@ -12,8 +12,8 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 
 from clipapp.index import Hit, SearchResult
-from tests.conftest import EXAMPLES_DIR
-from tests.serving import serving
+from tests.support.paths import EXAMPLES_DIR
+from tests.support.serving import serving
 
 
 def test_api_names(client):

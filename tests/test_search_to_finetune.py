@@ -14,7 +14,6 @@ from gradio_client.exceptions import AppError
 from clipapp.app.sessions import EXAMPLES
 from clipapp.errors import ClipAppError
 from clipapp.finetune.intake import add_to_selection, labelled_selection, parse_selection, selection_text
-from tests.conftest import EXAMPLES_DIR
 
 FAST = {"mode": "head", "epochs": 3}  # a few epochs of the head: the loop, not the accuracy, is under test
 

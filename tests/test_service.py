@@ -14,7 +14,7 @@ from PIL import Image
 
 from clipapp.errors import ClipAppError
 from clipapp.model.service import ClipService, encode_text_trimmed
-from tests.conftest import TINY_MODEL
+from tests.support.paths import TINY_MODEL
 
 LABELS = ["astronaut", "cat", "cup of coffee", "rocket", "motorcycle", "a page of printed text"]
 

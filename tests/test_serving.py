@@ -13,8 +13,8 @@ from gradio_client import Client, handle_file
 
 from clipapp.app.ui.common import AppContext
 from clipapp.model.service import ClipService
-from tests.conftest import EXAMPLES_DIR
-from tests.serving import serving
+from tests.support.paths import EXAMPLES_DIR
+from tests.support.serving import serving
 
 USERS = 6
 

@@ -10,7 +10,7 @@ import pytest
 
 from clipapp.app.sessions import MY_UPLOADS, SessionStore, describe_duration, parse_duration
 from clipapp.errors import ClipAppError
-from tests.conftest import EXAMPLES_DIR
+from tests.support.paths import EXAMPLES_DIR
 
 
 class Clock:

@@ -8,7 +8,7 @@ import pytest
 from clipapp.errors import ClipAppError
 from clipapp.finetune.adapter import Adapter
 from clipapp.index import ImageIndex
-from tests.test_index import DIM, SPEC, infos_for, random_unit
+from tests.support.fake_index import DIM, SPEC, infos_for, random_unit
 
 
 def test_a_closed_index_says_so_instead_of_failing_on_none(tmp_path):

@@ -38,7 +38,7 @@ def test_demo_model_leads_with_what_it_knows(page, tmp_path):
     general CLIP model, and 28x28 images are shown enlarged with sharp pixels next to their bars."""
     from clipapp.app.ui.common import AppContext
     from clipapp.model.service import ClipService
-    from tests.serving import serving
+    from tests.support.serving import serving
 
     ctx = AppContext(service=ClipService.load("demo", device="cpu"), state_dir=tmp_path)
     with serving(ctx) as url:

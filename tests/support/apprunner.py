@@ -9,10 +9,9 @@ import sys
 import time
 import urllib.request
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Iterator, Sequence
 
-REPO_DIR = Path(__file__).resolve().parents[1]
+from tests.support.paths import REPO_DIR
 
 
 def free_port() -> int:

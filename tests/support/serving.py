@@ -12,7 +12,7 @@ import uvicorn
 
 from clipapp.app.ui import build_server
 from clipapp.app.ui.common import AppContext
-from tests.apprunner import free_port
+from tests.support.apprunner import free_port
 
 
 @contextmanager
