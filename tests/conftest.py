@@ -72,10 +72,3 @@ def client(app_url):
 
     return Client(app_url, verbose=False)
 
-
-@pytest.fixture(scope="module")
-def fashion_folder(tmp_path_factory) -> Path:
-    """300 real Fashion-MNIST test images as PNG files, ROOT/<class>/<n>.png (nested: the walk is recursive)."""
-    from tests.support.fashion import write_fashion_folder
-
-    return write_fashion_folder(tmp_path_factory.mktemp("fashion"))

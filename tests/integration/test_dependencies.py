@@ -21,7 +21,7 @@ from pathlib import Path
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 EXTRA_MODULES = ("optuna", "tensorboard", "ray", "pyarrow", "sklearn", "skimage")
 # Imported in a try/except ImportError that falls back with a warning; not worth an extra of its own.
 SOFT_OPTIONAL = {"wandb": "ExperimentLogger(use_wandb=True): without it, TensorBoard only"}

@@ -23,7 +23,7 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "assets" / "examples" / "fashion" / "ankle_boot.png"
 LABELS = "ankle boot, bag, dress, sneaker, trouser"
 

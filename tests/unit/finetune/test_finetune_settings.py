@@ -22,7 +22,7 @@ from clipapp.finetune.config import (
     settings,
 )
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[3]
 # The flags `finetune` had before they were generated (README and scripts use them): flag -> field
 FLAGS_BEFORE = {
     "--mode": "mode", "--templates": "templates", "--epochs": "epochs", "--lr": "lr", "--shots-val": "val_per_class",

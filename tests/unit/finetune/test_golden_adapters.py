@@ -20,7 +20,7 @@ from clipapp.model.loading import DEMO_WEIGHTS
 from clipapp.model.service import ClipService
 from clipapp.storage import file_sha256
 
-FIXTURES = Path(__file__).resolve().parent / "data" / "adapters"
+FIXTURES = Path(__file__).resolve().parents[2] / "data" / "adapters"
 IMAGES = FIXTURES / "images"
 CASES = [(folder.name, mode) for folder in sorted(FIXTURES.glob("format*"))
          for mode in json.loads((folder / "expected.json").read_text())["adapters"]]

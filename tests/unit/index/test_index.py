@@ -1,5 +1,5 @@
 """clipapp.index: exact and approximate search, persistence, incremental folder sync, query composition.
-(The SQLite store, migration, crash safety, concurrency and tags: tests/test_index_store.py.)
+(The SQLite store, migration, crash safety, concurrency and tags: tests/unit/index/test_index_store.py.)
 
 A small fake encoder (a fixed random projection of 8x8 downsampled pixels) stands in for CLIP, so these tests need
 no model and count exactly which files get encoded.
@@ -43,7 +43,7 @@ from clipapp.index import (
 )
 from tests.support.fake_index import DIM, SPEC, FakeEncoder, clustered_unit, infos_for, random_unit, write_image
 
-REPO_DIR = Path(__file__).resolve().parent.parent
+REPO_DIR = Path(__file__).resolve().parents[3]
 def numpy_top_k(database: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     scores = queries @ database.T
     order = np.argsort(-scores, axis=1)[:, :k]

@@ -22,7 +22,7 @@ from clipapp.errors import ClipAppError
 from clipapp.index import DB_NAME, FileInfo, ImageIndex, SearchResult, migrate, structure, sync_folder
 from tests.support.fake_index import DIM, SPEC, FakeEncoder, clustered_unit, infos_for, random_unit, write_image
 
-REPO_DIR = Path(__file__).resolve().parent.parent
+REPO_DIR = Path(__file__).resolve().parents[3]
 FIXTURE = REPO_DIR / "tests" / "data" / "old_index_v1"
 ENV = {**os.environ, "PYTHONPATH": str(REPO_DIR) + os.pathsep + os.environ.get("PYTHONPATH", "")}
 

@@ -11,7 +11,7 @@ from open_clip.zero_shot_classifier import build_zero_shot_classifier
 
 from clipapp.images.fashion_mnist import CLASS_NAMES, load_fashion_mnist, to_pil_images
 
-DEMO_DIR = Path(__file__).resolve().parents[1] / "clipapp" / "assets" / "demo"
+DEMO_DIR = Path(__file__).resolve().parents[3] / "clipapp" / "assets" / "demo"
 MODEL_NAME = "clipapp-demo"
 WEIGHTS = DEMO_DIR / f"{MODEL_NAME}.safetensors"
 MAX_WEIGHTS_BYTES = 20 * 1000 * 1000
