@@ -52,18 +52,23 @@ def photos() -> list[Path]:
 
 
 @pytest.fixture(scope="session")
-def app_url(tiny_service, tmp_path_factory):
-    """The real Gradio app, launched on a free loopback port with the tiny model, for gradio_client tests."""
-    from clipapp.app.ui import build_app, launch_options
+def server(tiny_service, tmp_path_factory):
+    """The production server (clipapp.app.ui.build_server: the page, the Gradio API, /v1 and /health on one
+    FastAPI app) under uvicorn in this process, on a free loopback port, with the tiny model: `.url` for clients
+    (gradio_client, HTTP, the browser), `.ctx` to look inside. One for the session; a test that needs its own
+    context or server options uses tests.support.serving.serving directly."""
     from clipapp.app.ui.common import AppContext
+    from tests.support.serving import Served, serving
 
     root = tmp_path_factory.mktemp("served")
     ctx = AppContext(service=tiny_service, state_dir=root / "state", allowed_roots=(EXAMPLES_DIR,))
-    demo = build_app(ctx)
-    _, url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=None, quiet=True,
-                            **launch_options(ctx))
-    yield url
-    demo.close()
+    with serving(ctx) as url:
+        yield Served(url, ctx)
+
+
+@pytest.fixture(scope="session")
+def app_url(server) -> str:
+    return server.url
 
 
 @pytest.fixture
@@ -72,3 +77,13 @@ def client(app_url):
 
     return Client(app_url, verbose=False)
 
+
+
+SERVER_FIXTURES = {"server", "app_url", "client"}
+
+
+def pytest_collection_modifyitems(items):
+    """Tests that use the session's server are marked `server` (tests that start their own mark themselves)."""
+    for item in items:
+        if SERVER_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.server)

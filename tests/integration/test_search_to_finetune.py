@@ -14,22 +14,19 @@ from gradio_client.exceptions import AppError
 from clipapp.app.sessions import EXAMPLES
 from clipapp.errors import ClipAppError
 from clipapp.finetune.intake import add_to_selection, labelled_selection, parse_selection, selection_text
+from tests.support.serving import serving
 
 FAST = {"mode": "head", "epochs": 3}  # a few epochs of the head: the loop, not the accuracy, is under test
 
 
 @pytest.fixture(scope="module")
 def served(tiny_service, tmp_path_factory):
-    """The app with a context this module can reach (to tag its examples index)."""
-    from clipapp.app.ui import build_app, launch_options
+    """The server (build_server) with a context of this module's own (it tags its examples index)."""
     from clipapp.app.ui.common import AppContext
 
     ctx = AppContext(service=tiny_service, state_dir=tmp_path_factory.mktemp("loop") / "state")
-    demo = build_app(ctx)
-    _, url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=None, quiet=True,
-                            **launch_options(ctx))
-    yield url, ctx
-    demo.close()
+    with serving(ctx) as url:
+        yield url, ctx
 
 
 def _all_examples(client) -> list[str]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Iterator
 
 import uvicorn
@@ -13,6 +14,12 @@ import uvicorn
 from clipapp.app.ui import build_server
 from clipapp.app.ui.common import AppContext
 from tests.support.apprunner import free_port
+
+
+@dataclass(frozen=True)
+class Served:
+    url: str
+    ctx: AppContext
 
 
 @contextmanager
