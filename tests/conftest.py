@@ -83,7 +83,13 @@ SERVER_FIXTURES = {"server", "app_url", "client"}
 
 
 def pytest_collection_modifyitems(items):
-    """Tests that use the session's server are marked `server` (tests that start their own mark themselves)."""
+    """Marks that follow from the fixtures a test uses (directly or through other fixtures): the session's server
+    makes it `server`; a Ray cluster (`ray_cluster`, ~5 s to start, 5-10 s per Ray Data job) `ray` and `slow`. Tests
+    that start a server or a process of their own carry their marks in their module."""
     for item in items:
-        if SERVER_FIXTURES & set(getattr(item, "fixturenames", ())):
+        used = set(getattr(item, "fixturenames", ()))
+        if used & SERVER_FIXTURES:
             item.add_marker(pytest.mark.server)
+        if "ray_cluster" in used:
+            item.add_marker(pytest.mark.ray)
+            item.add_marker(pytest.mark.slow)

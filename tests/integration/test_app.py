@@ -1,4 +1,7 @@
-"""app.py as a user starts it: flags, loopback by default, optional login."""
+"""app.py as a user starts it: flags, loopback by default, optional login.
+
+The login and upload-limit tests run the real `python app.py` process (tests/support/apprunner.py): its flags
+and its start-up are the point; everything else uses the in-process `server` fixture."""
 
 from __future__ import annotations
 
@@ -28,6 +31,8 @@ def test_auth_flag_parsing(monkeypatch):
     assert parse_args([]).auth == "bob:pw"
 
 
+@pytest.mark.server
+@pytest.mark.slow
 def test_login_is_required_when_auth_is_set(tiny_spec, photos, tmp_path):
     with running_app(["--model", tiny_spec, "--auth", "ann:s3cret", "--state-dir", str(tmp_path)]) as (_, url):
         with pytest.raises(AuthenticationError):
@@ -47,6 +52,8 @@ def test_login_is_required_when_auth_is_set(tiny_spec, photos, tmp_path):
         assert requests.get(url + "health").json()["model_loaded"] is True
 
 
+@pytest.mark.server
+@pytest.mark.slow
 def test_uploads_over_the_size_limit_are_refused(tiny_spec, photos, tmp_path):
     big = tmp_path / "big.png"
     big.write_bytes(photos[0].read_bytes() + b"\x00" * 300_000)  # a valid image padded past the limit

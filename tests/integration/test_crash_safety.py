@@ -1,4 +1,6 @@
-"""kill -9 the real app while it indexes and saves; the restarted app serves the previous, intact index."""
+"""kill -9 the real app while it indexes and saves; the restarted app serves the previous, intact index.
+
+The real `python app.py` process (tests/support/apprunner.py), since a signal that kills the process is the point."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 from gradio_client import Client
 from PIL import Image
 
@@ -32,6 +35,8 @@ def _committed_paths(index_dir: Path) -> int:
         return 0
 
 
+@pytest.mark.server
+@pytest.mark.slow
 def test_kill_during_indexing_leaves_a_loadable_index(tiny_spec, tmp_path):
     photos, state = tmp_path / "photos", tmp_path / "state"
     _write_images(photos, 0, 40)
@@ -79,6 +84,7 @@ while True:
 """
 
 
+@pytest.mark.slow
 def test_kill_during_adapter_saves_leaves_a_whole_adapter(tmp_path):
     import subprocess
     import sys

@@ -106,6 +106,7 @@ def installed(tmp_path_factory):
     return python, venv / "bin" / "clipapp", env, work
 
 
+@pytest.mark.slow
 def test_wheel_runs_from_the_fresh_venv_not_the_checkout(installed):
     python, _, env, work = installed
     where = _run([python, "-c", "import clipapp, clipapp.model.loading as m; print(clipapp.__file__); print(m.DEMO_WEIGHTS)"],
@@ -117,6 +118,7 @@ def test_wheel_runs_from_the_fresh_venv_not_the_checkout(installed):
     assert Path(weights).is_relative_to(venv) and Path(weights).stat().st_size > 1_000_000  # package data shipped
 
 
+@pytest.mark.slow
 def test_clipapp_help_lists_the_commands(installed):
     _, clipapp, env, work = installed
     result = _run([clipapp, "--help"], cwd=work, env=env)
@@ -128,6 +130,7 @@ def test_clipapp_help_lists_the_commands(installed):
     assert "--port" in serve.stdout and "--allowed-root" in serve.stdout
 
 
+@pytest.mark.slow
 def test_clipapp_classify_with_the_bundled_demo_model(installed):
     _, clipapp, env, work = installed
     result = _run([clipapp, "classify", EXAMPLE, "--labels", LABELS, "--model", "demo", "--device", "cpu",
@@ -139,6 +142,7 @@ def test_clipapp_classify_with_the_bundled_demo_model(installed):
     assert item["top"][0]["label"] == "ankle boot" and item["top"][0]["prob"] > 0.5
 
 
+@pytest.mark.slow
 def test_every_declared_dependency_is_satisfied(installed):
     python, _, env, work = installed
     result = _run([python, "-c", UNSATISFIED, "clipapp-no-such-distribution>=1"], cwd=work, env=env)

@@ -40,6 +40,7 @@ def test_the_page_gallery_is_drawn_from_the_json():
     assert gallery_of(None) == []
 
 
+@pytest.mark.server
 def test_gradio_client_still_takes_a_path_key_for_a_file(tmp_path):
     """Why the web app's hits name their file "image" (SearchResult.for_gradio): gradio_client downloads any JSON
     object with a "path" and hands back the local copy in its place, so the hit's score, id and aliases are lost.
@@ -64,6 +65,7 @@ def test_gradio_client_still_takes_a_path_key_for_a_file(tmp_path):
         demo.close()
 
 
+@pytest.mark.server
 def test_cli_v1_and_gradio_give_the_same_hits(tiny_service, tiny_spec, photos, tmp_path, capsys):
     from clipapp.app.cli import main
     from clipapp.app.ui.common import AppContext

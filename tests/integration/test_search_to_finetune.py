@@ -34,6 +34,7 @@ def _all_examples(client) -> list[str]:
     return [hit["image"] for hit in hits]
 
 
+@pytest.mark.server
 def test_every_optional_parameter_has_a_default(served):
     client = Client(served[0], verbose=False)
     api = client.view_api(return_format="dict", print_info=False)["named_endpoints"]
@@ -44,6 +45,7 @@ def test_every_optional_parameter_has_a_default(served):
     assert "tag_" in [p["parameter_name"] for p in api["/search_text"]["parameters"]]
 
 
+@pytest.mark.server
 def test_search_select_two_classes_finetune_then_classify_with_the_adapter(served):
     client = Client(served[0], verbose=False)
     found = _all_examples(client)
@@ -71,6 +73,7 @@ def test_search_select_two_classes_finetune_then_classify_with_the_adapter(serve
     assert {t["label"] for t in other["results"][0]["top"]} == {"cat", "dog"}
 
 
+@pytest.mark.server
 def test_a_path_not_in_the_index_is_refused(served):
     client = Client(served[0], verbose=False)
     found = _all_examples(client)
@@ -87,6 +90,7 @@ def test_a_path_not_in_the_index_is_refused(served):
         client.predict(selection_="", api_name="/finetune_selection")
 
 
+@pytest.mark.server
 def test_selection_rules(served):
     _, ctx = served
     with ctx.sessions.searchable(EXAMPLES, "") as index:
@@ -107,6 +111,7 @@ def test_selection_rules(served):
             labelled_selection({"only": [a, b]}, index)
 
 
+@pytest.mark.server
 def test_tag_filter_in_the_search_tab_and_v1_search(served):
     from clipapp.app.http_api import create_app
     from clipapp.app.ui.search_tab import tag_choices

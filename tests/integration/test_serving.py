@@ -19,6 +19,9 @@ from tests.support.serving import serving
 USERS = 6
 
 
+pytestmark = pytest.mark.server  # every test here starts the server (tests.support.serving)
+
+
 @pytest.fixture
 def ctx(tiny_service, tmp_path):
     # A service of its own (the tiny model's weights shared), so its micro-batcher counts only this test's calls.

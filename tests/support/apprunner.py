@@ -1,4 +1,5 @@
-"""Start the real app (`python app.py ...`) in a subprocess on a free loopback port, for end-to-end tests."""
+"""Start the real app (`python app.py ...`) in a subprocess on a free loopback port: only for tests whose point is the
+real process (its flags, start-up, signals); every other server test uses the in-process `server` fixture."""
 
 from __future__ import annotations
 

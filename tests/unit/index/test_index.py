@@ -100,6 +100,7 @@ def test_search_edge_cases():
         index.search(np.zeros(8), k=1)
 
 
+@pytest.mark.slow
 def test_approximate_index_recall_on_100k_clustered_vectors():
     n, d = 100_000, 64
     vectors, queries = clustered_unit(n, d, 500, seed=10)
