@@ -62,7 +62,8 @@ def test_real_entry_point_reports_bad_image_without_traceback(tmp_path, tiny_spe
     bad = tmp_path / "fake.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 20)
     # the model loads first now (files are streamed after it): the subprocess needs the tiny model's config
-    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(REPO_DIR), CLIPAPP_MODEL_CONFIGS=str(REPO_DIR / "tests" / "data"))
+    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(REPO_DIR),
+               CLIPAPP_MODEL_CONFIGS=str(REPO_DIR / "tests" / "data"))
     proc = subprocess.run([sys.executable, "-m", "clipapp", "classify", str(bad), "--labels", "a,b",
                            "--model", tiny_spec, "--json"], capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 2

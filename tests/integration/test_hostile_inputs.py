@@ -39,8 +39,8 @@ def test_bad_files_on_every_image_endpoint(client, bad_files, photos):
         _assert_clear_refusal(lambda: client.predict([upload], "a\nb", api_name="/similarity"), name)
         _assert_clear_refusal(lambda: client.predict("examples", upload, 3, -1, api_name="/search_image"), name)
     # Refused uploads to the index are listed, the valid ones kept.
-    report = client.predict("my uploads", [handle_file(str(p)) for p in bad_files.values()] + [handle_file(str(photos[0]))],
-                            api_name="/index_images")
+    uploads = [handle_file(str(p)) for p in bad_files.values()] + [handle_file(str(photos[0]))]
+    report = client.predict("my uploads", uploads, api_name="/index_images")
     assert len(report["refused_uploads"]) == len(bad_files) and report["total"] == 1
     result = client.predict([handle_file(str(photos[0]))], "a, b", "simple", "", 2, api_name="/classify")
     assert len(result["results"]) == 1
@@ -129,8 +129,10 @@ def test_hostile_zips_on_the_finetune_endpoint(client, photos, tmp_path):
             writer(archive)
         return str(path)
 
-    traversal = make("traversal.zip", lambda a: (a.write(photos[0], "red/a.jpg"), a.writestr("../evil.jpg", photos[1].read_bytes())))
-    absolute = make("absolute.zip", lambda a: (a.write(photos[0], "red/a.jpg"), a.writestr("/tmp/evil.jpg", photos[1].read_bytes())))
+    traversal = make("traversal.zip",
+                     lambda a: (a.write(photos[0], "red/a.jpg"), a.writestr("../evil.jpg", photos[1].read_bytes())))
+    absolute = make("absolute.zip",
+                    lambda a: (a.write(photos[0], "red/a.jpg"), a.writestr("/tmp/evil.jpg", photos[1].read_bytes())))
     bomb = make("bomb.zip", lambda a: a.writestr("red/bomb.png", b"\0" * (20 * 2**20)))
     not_zip = tmp_path / "not.zip"
     not_zip.write_bytes(b"definitely not a zip")

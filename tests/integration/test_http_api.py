@@ -34,7 +34,7 @@ def test_classify_matches_the_cli_json(api, tiny_service, photos):
                               "cat, rocket, coffee", top_k=2)
     got = response.json()
     assert got["model"] == expected["model"]
-    for mine, theirs in zip(got["results"], expected["results"]):
+    for mine, theirs in zip(got["results"], expected["results"], strict=False):
         assert mine["image"] == theirs["image"]
         assert [t["label"] for t in mine["top"]] == [t["label"] for t in theirs["top"]]
         np.testing.assert_allclose([t["prob"] for t in mine["top"]], [t["prob"] for t in theirs["top"]], atol=1e-5)

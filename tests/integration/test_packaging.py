@@ -109,8 +109,8 @@ def installed(tmp_path_factory):
 @pytest.mark.slow
 def test_wheel_runs_from_the_fresh_venv_not_the_checkout(installed):
     python, _, env, work = installed
-    where = _run([python, "-c", "import clipapp, clipapp.model.loading as m; print(clipapp.__file__); print(m.DEMO_WEIGHTS)"],
-                 cwd=work, env=env)
+    probe = "import clipapp, clipapp.model.loading as m; print(clipapp.__file__); print(m.DEMO_WEIGHTS)"
+    where = _run([python, "-c", probe], cwd=work, env=env)
     assert where.returncode == 0, where.stderr
     module_file, weights = where.stdout.split()
     venv = python.parent.parent

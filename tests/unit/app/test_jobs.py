@@ -1,4 +1,5 @@
-"""clipapp.app.jobs: a long job stops when asked, when its follower closes the event stream, or when nobody follows it."""
+"""clipapp.app.jobs: a long job stops when asked, when its follower closes the event stream, or when nobody follows
+it."""
 
 from __future__ import annotations
 

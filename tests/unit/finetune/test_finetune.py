@@ -93,7 +93,7 @@ def test_random_init_probe_never_returns_its_untrained_start(tiny_service, kfold
     # shuffled labels and a huge learning rate: every trained epoch has a far worse held-out loss than the start
     items = colour_images(12)
     shuffled = np.random.default_rng(0).permutation([name for _, name in items])
-    data = labelled_uploads([(image, name) for (image, _), name in zip(items, shuffled)])
+    data = labelled_uploads([(image, name) for (image, _), name in zip(items, shuffled, strict=False)])
     config = FinetuneConfig(mode="head", head_init="random", wise_alpha=1.0, require_gain=False, epochs=3, lr=1e4,
                             kfold_below=kfold_below, mixup=0.0, label_smoothing=0.0, ema=0.0)
     result = finetune(tiny_service, data, config)
@@ -265,7 +265,7 @@ def test_partial_fine_tuning_leaves_the_resident_model_alone(tiny_service, colou
         image.save(folder / name / f"{i}.png")
     (folder / CLASSES[0] / "broken.png").write_bytes(b"not a png")
     probs = loaded.classify(tiny_service, [image for image, _ in labelled]).probs
-    expected = np.mean([loaded.class_names[j] == name for j, (_, name) in zip(probs.argmax(1), labelled)])
+    expected = np.mean([loaded.class_names[j] == name for j, (_, name) in zip(probs.argmax(1), labelled, strict=False)])
     metrics = evaluate_folder(tiny_service, folder, loaded, batch_size=4)
     assert metrics.n == len(labelled) and metrics.top1 == pytest.approx(expected)
     assert [s.path for s in metrics.skipped] == [str(folder / CLASSES[0] / "broken.png")]

@@ -137,7 +137,7 @@ def test_same_search_results(single, on_ray):
     rng = np.random.default_rng(1)
     queries = np.concatenate([rng.standard_normal((3, single_index.dim)).astype(np.float32),
                               single_index.vectors()[:2]])
-    for expected, got in zip(single_index.search(queries, k=5), ray_index.search(queries, k=5)):
+    for expected, got in zip(single_index.search(queries, k=5), ray_index.search(queries, k=5), strict=False):
         assert [h.path for h in got.hits] == [h.path for h in expected.hits]
         np.testing.assert_allclose([h.score for h in got.hits], [h.score for h in expected.hits], atol=1e-5)
 

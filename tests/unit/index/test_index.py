@@ -112,7 +112,8 @@ def test_approximate_index_recall_on_100k_clustered_vectors():
     assert structure.nprobe < structure.nlist and structure.measured_recall >= 0.95
     results = index.search(queries, k=10)
     _, truth = numpy_top_k(vectors, queries, 10)
-    recall = np.mean([len({h.id for h in r.hits} & set(row)) / 10 for r, row in zip(results, truth.tolist())])
+    recall = np.mean([len({h.id for h in r.hits} & set(row)) / 10
+                      for r, row in zip(results, truth.tolist(), strict=True)])
     assert recall >= 0.95, (recall, structure)
 
 

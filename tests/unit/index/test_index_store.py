@@ -61,7 +61,7 @@ def test_old_index_converts_once_without_reencoding_and_searches_the_same(tmp_pa
     assert len(index) == expected["count"]
     queries = np.asarray(expected["queries"], dtype=np.float32)
     results = index.search(queries, k=expected["k"])
-    for result, old_hits in zip(results, expected["hits"]):
+    for result, old_hits in zip(results, expected["hits"], strict=False):
         assert [(h.id, h.path, list(h.aliases)) for h in result.hits] == [
             (h["id"], h["path"], h["aliases"]) for h in old_hits]
         np.testing.assert_allclose([h.score for h in result.hits], [h["score"] for h in old_hits], atol=1e-6)
@@ -277,7 +277,7 @@ def test_tags_are_stored_read_back_and_filter_search(tmp_path):
     cat_ids = np.arange(0, 1000, 3)
     truth = (queries @ vectors[cat_ids].T).argsort(axis=1)[:, ::-1][:, :10]
     # 334 tagged > exact_threshold: answered by the faiss structure with an id selector
-    for result, expected in zip(index.search(queries, k=10, tag="cat"), truth):
+    for result, expected in zip(index.search(queries, k=10, tag="cat"), truth, strict=False):
         assert all(h.id % 3 == 0 for h in result.hits) and len(result.hits) == 10
         assert len({h.id for h in result.hits} & set(cat_ids[expected].tolist())) >= 8
     assert [h.id for h in index.search(vectors[5], k=5, tag="dog")[0].hits] == [1]  # small set: exact
@@ -334,7 +334,8 @@ def test_memory_budget_chooses_compressed_codes_with_exact_rerank(tmp_path):
     assert index.memory_bytes()["faiss"] <= budget
     results = index.search(queries, k=10)  # fresh queries, not stored vectors
     truth = (queries @ vectors.T).argsort(axis=1)[:, ::-1][:, :10]
-    recall = np.mean([len({h.id for h in r.hits} & set(row.tolist())) / 10 for r, row in zip(results, truth)])
+    recall = np.mean([len({h.id for h in r.hits} & set(row.tolist())) / 10
+                      for r, row in zip(results, truth, strict=True)])
     assert recall >= 0.95, (recall, s)
     exact = queries[0] @ vectors[results[0].hits[0].id]
     assert results[0].hits[0].score == pytest.approx(float(exact), abs=1e-5)  # re-ranked scores are exact

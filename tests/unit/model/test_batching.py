@@ -28,7 +28,7 @@ def test_each_caller_gets_its_own_rows_and_passes_are_shared():
         gate.set()
         outputs = [f.result(timeout=10) for f in futures]
     batcher.close()
-    for rows, out in zip(inputs, outputs):
+    for rows, out in zip(inputs, outputs, strict=False):
         torch.testing.assert_close(out, rows * 10)
     assert sum(calls) == sum(len(r) for r in inputs)
     assert len(calls) < len(inputs)

@@ -76,16 +76,16 @@ def test_sam_takes_the_gradient_at_the_perturbed_point_and_applies_it_at_w():
     def grads_at(weights):
         ref = nn.Linear(3, 2)
         with torch.no_grad():
-            for p, w in zip(ref.parameters(), weights):
+            for p, w in zip(ref.parameters(), weights, strict=False):
                 p.copy_(w)
         F.cross_entropy(ref(x), y).backward()
         return [p.grad.clone() for p in ref.parameters()]
 
     g = grads_at(w0)
     norm = torch.sqrt(sum((gi**2).sum() for gi in g))
-    w_perturbed = [w + rho * gi / norm for w, gi in zip(w0, g)]
+    w_perturbed = [w + rho * gi / norm for w, gi in zip(w0, g, strict=False)]
     g_sharp = grads_at(w_perturbed)
-    expected = [w - lr * gs for w, gs in zip(w0, g_sharp)]
+    expected = [w - lr * gs for w, gs in zip(w0, g_sharp, strict=False)]
 
     seen = []
 
@@ -98,12 +98,12 @@ def test_sam_takes_the_gradient_at_the_perturbed_point_and_applies_it_at_w():
     optimizer = make_sam(model.parameters(), torch.optim.SGD, rho=rho, lr=lr)
     loss = sam_step(optimizer, closure)
     assert len(seen) == 2
-    for a, b in zip(seen[0], w0):
+    for a, b in zip(seen[0], w0, strict=False):
         assert torch.equal(a, b)  # first pass at w
-    for a, b, w in zip(seen[1], w_perturbed, w0):
+    for a, b, w in zip(seen[1], w_perturbed, w0, strict=False):
         torch.testing.assert_close(a, b)  # second pass at w + e(w)...
         assert not torch.allclose(a, w)  # ...which is not w
-    for p, e, w in zip(model.parameters(), expected, w0):
+    for p, e, w in zip(model.parameters(), expected, w0, strict=False):
         torch.testing.assert_close(p.detach(), e)  # restored to w, stepped with the sharp gradient
         assert not torch.allclose(p.detach(), w)
     # it is not plain SGD: the plain step would use g, not g'
@@ -138,7 +138,7 @@ def test_ema_apply_and_restore_round_trip():
     ema = WeightEma(model, decay=0.5, warmup=False)
     expected = None
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    for step in range(4):
+    for _step in range(4):
         optimizer.zero_grad()
         model(torch.randn(8, 4)).pow(2).mean().backward()
         optimizer.step()

@@ -1,4 +1,5 @@
-"""Tests for clipapp.viz.figures: every figure renders to a PNG; the heatmap carries the right texts, values, thumbnails."""
+"""Tests for clipapp.viz.figures: every figure renders to a PNG; the heatmap carries the right texts, values,
+thumbnails."""
 
 from __future__ import annotations
 
@@ -180,7 +181,7 @@ def test_topk_bars_sorted_with_values():
     fig = viz.topk_bars(results, images=sample_images(2))
     bar_axes = [ax for ax in fig.axes if ax.patches]
     assert len(bar_axes) == 2
-    for ax, (caption, preds) in zip(bar_axes, results):
+    for ax, (caption, preds) in zip(bar_axes, results, strict=False):
         assert ax.get_title(loc="left") == caption
         ylabels = [t.get_text() for t in ax.get_yticklabels()]
         expected = sorted(preds, key=lambda lp: -lp[1])
@@ -188,7 +189,7 @@ def test_topk_bars_sorted_with_values():
         widths = [p.get_width() for p in ax.patches]
         # highest bar drawn on top: sort the bars by their on-screen height, top first
         screen_y = [ax.transData.transform((0, p.get_y() + p.get_height() / 2))[1] for p in ax.patches]
-        top_to_bottom = [w for _, w in sorted(zip(screen_y, widths), reverse=True)]
+        top_to_bottom = [w for _, w in sorted(zip(screen_y, widths, strict=False), reverse=True)]
         assert top_to_bottom == sorted(widths, reverse=True)
         assert [t.get_text() for t in ax.texts] == [f"{p:.1%}" for _, p in expected]
     assert sum(len(ax.images) for ax in fig.axes) == 2  # one thumbnail per row
