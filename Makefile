@@ -33,6 +33,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check clipapp tests
 	$(VENV)/bin/ruff format --check clipapp
 	$(VENV)/bin/mypy clipapp
+	$(VENV)/bin/lint-imports
 
 bench: $(STAMP)
 	$(PY) bench/bench_encode.py
