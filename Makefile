@@ -27,11 +27,13 @@ test: system-deps $(STAMP)
 test-fast: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m "not e2e" $(PYTEST_ARGS)
 
-# Lint, format check and type check of the package (configured in pyproject.toml).
+# Lint (package and tests), format check and type check of the package, layer contracts (all in pyproject.toml).
+# The tests are not under `ruff format --check` yet.
 lint: $(STAMP)
-	$(VENV)/bin/ruff check clipapp
+	$(VENV)/bin/ruff check clipapp tests
 	$(VENV)/bin/ruff format --check clipapp
 	$(VENV)/bin/mypy clipapp
+	$(VENV)/bin/lint-imports
 
 bench: $(STAMP)
 	$(PY) bench/bench_encode.py

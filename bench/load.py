@@ -10,7 +10,7 @@ same inputs whose handlers do nothing (the ceiling Gradio allows on this machine
 (1 and 8 images) and /search_text; then the same users on POST /v1/classify with plain HTTP (requests). Prints
 requests/s, p50, p99, errors and the app's peak RSS, with the ratios (b)/(a) and /v1 over Gradio.
 Sessions: RSS of a fresh app, then after S sessions each upload 5 images to "my uploads" and search them.
-Hostile: the peak RSS each image of tests/hostile.py causes when classified on ViT-B-32 with random weights.
+Hostile: the peak RSS each image of tests/support/hostile.py causes when classified on ViT-B-32 with random weights.
 Only 127.0.0.1 is contacted: the apps are started here, on free ports. Run under `flock /tmp/bench.lock`.
 """
 

@@ -1,4 +1,4 @@
-"""Golden adapter fixtures, written by the clipapp on sys.path (an OLD checkout), for tests/test_golden_adapters.py.
+"""Golden adapter fixtures, written by the clipapp on sys.path (an OLD checkout), for tests/unit/finetune/test_golden_adapters.py.
 
     git worktree add /tmp/oldcode <commit>
     PYTHONPATH=/tmp/oldcode HF_HUB_OFFLINE=1 .venv/bin/python scripts/make_adapter_fixtures.py \

@@ -14,11 +14,7 @@ import pytest
 import torch
 
 from clipapp.model.spec import register_model_configs
-
-TESTS_DIR = Path(__file__).resolve().parent
-REPO_DIR = TESTS_DIR.parent
-TINY_MODEL = "clipapp-tiny"  # tests/data/clipapp-tiny.json: a 2-layer open_clip CLIP, 32-d embeddings
-EXAMPLES_DIR = REPO_DIR / "assets" / "examples"
+from tests.support.paths import EXAMPLES_DIR, TESTS_DIR, TINY_MODEL
 
 register_model_configs(TESTS_DIR / "data")
 
@@ -56,18 +52,23 @@ def photos() -> list[Path]:
 
 
 @pytest.fixture(scope="session")
-def app_url(tiny_service, tmp_path_factory):
-    """The real Gradio app, launched on a free loopback port with the tiny model, for gradio_client tests."""
-    from clipapp.app.ui import build_app, launch_options
+def server(tiny_service, tmp_path_factory):
+    """The production server (clipapp.app.ui.build_server: the page, the Gradio API, /v1 and /health on one
+    FastAPI app) under uvicorn in this process, on a free loopback port, with the tiny model: `.url` for clients
+    (gradio_client, HTTP, the browser), `.ctx` to look inside. One for the session; a test that needs its own
+    context or server options uses tests.support.serving.serving directly."""
     from clipapp.app.ui.common import AppContext
+    from tests.support.serving import Served, serving
 
     root = tmp_path_factory.mktemp("served")
     ctx = AppContext(service=tiny_service, state_dir=root / "state", allowed_roots=(EXAMPLES_DIR,))
-    demo = build_app(ctx)
-    _, url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=None, quiet=True,
-                            **launch_options(ctx))
-    yield url
-    demo.close()
+    with serving(ctx) as url:
+        yield Served(url, ctx)
+
+
+@pytest.fixture(scope="session")
+def app_url(server) -> str:
+    return server.url
 
 
 @pytest.fixture
@@ -75,3 +76,20 @@ def client(app_url):
     from gradio_client import Client
 
     return Client(app_url, verbose=False)
+
+
+
+SERVER_FIXTURES = {"server", "app_url", "client"}
+
+
+def pytest_collection_modifyitems(items):
+    """Marks that follow from the fixtures a test uses (directly or through other fixtures): the session's server
+    makes it `server`; a Ray cluster (`ray_cluster`, ~5 s to start, 5-10 s per Ray Data job) `ray` and `slow`. Tests
+    that start a server or a process of their own carry their marks in their module."""
+    for item in items:
+        used = set(getattr(item, "fixturenames", ()))
+        if used & SERVER_FIXTURES:
+            item.add_marker(pytest.mark.server)
+        if "ray_cluster" in used:
+            item.add_marker(pytest.mark.ray)
+            item.add_marker(pytest.mark.slow)

@@ -23,8 +23,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from clipapp.index import FileInfo, ImageIndex, sync_folder
-from clipapp.model.service import ClipService
+from clipapp.index import FileInfo, ImageIndex, sync_folder  # noqa: E402 - after the sys.path line above
+from clipapp.model.service import ClipService  # noqa: E402
 
 OUT = REPO / "tests" / "data" / "old_index_v1"
 

@@ -7,7 +7,7 @@ import re
 
 from playwright.sync_api import expect
 
-from tests.conftest import EXAMPLES_DIR
+from tests.support.paths import EXAMPLES_DIR
 
 CAPTION = re.compile(r"^-?\d\.\d{3}\s+\S+\.(jpg|png)$")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+import pytest
 from playwright.sync_api import expect
 
 
@@ -33,12 +34,13 @@ def test_bad_upload_shows_a_message(page, app_url, tmp_path):
     expect(page.get_by_text(re.compile("broken.png: .*(truncated|not an image)"))).to_be_visible()
 
 
+@pytest.mark.server
 def test_demo_model_leads_with_what_it_knows(page, tmp_path):
     """With the bundled demo model, the first examples are clothing it knows, the photos are marked as needing a
     general CLIP model, and 28x28 images are shown enlarged with sharp pixels next to their bars."""
     from clipapp.app.ui.common import AppContext
     from clipapp.model.service import ClipService
-    from tests.serving import serving
+    from tests.support.serving import serving
 
     ctx = AppContext(service=ClipService.load("demo", device="cpu"), state_dir=tmp_path)
     with serving(ctx) as url:

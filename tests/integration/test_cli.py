@@ -1,0 +1,122 @@
+"""The CLI: JSON contracts of docs/architecture.md, PNG output, and clear errors with a non-zero exit."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from PIL import Image
+
+from clipapp.app.cli import main
+from tests.support.paths import REPO_DIR
+
+
+def run_json(capsys, *argv) -> dict:
+    assert main(list(argv)) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_classify_json_contract(capsys, tiny_spec, photos, tmp_path):
+    out_png = tmp_path / "bars.png"
+    result = run_json(capsys, "classify", str(photos[0]), str(photos[1]), "--labels", "cat, rocket,dog",
+                      "--top-k", "2", "--model", tiny_spec, "--json", "--out", str(out_png))
+    assert result["model"] == tiny_spec
+    assert [r["image"] for r in result["results"]] == [str(photos[0]), str(photos[1])]
+    for item in result["results"]:
+        assert len(item["top"]) == 2
+        assert {t["label"] for t in item["top"]} <= {"cat", "rocket", "dog"}
+        assert item["top"][0]["prob"] >= item["top"][1]["prob"]
+    assert Image.open(out_png).size[0] > 100
+
+
+def test_similarity_json_contract(capsys, tiny_spec, photos, tmp_path):
+    out_png = tmp_path / "heatmap.png"
+    result = run_json(capsys, "similarity", *map(str, photos[:3]), "--texts", "a cat", "a rocket",
+                      "--model", tiny_spec, "--json", "--out", str(out_png))
+    assert result["texts"] == ["a cat", "a rocket"]
+    assert len(result["matrix"]) == 3 and all(len(row) == 2 for row in result["matrix"])
+    assert all(-1.0 <= v <= 1.0 for row in result["matrix"] for v in row)
+    assert Image.open(out_png).size[0] > 100
+
+
+@pytest.mark.parametrize(
+    "labels, message",
+    [(",, ,", "No labels"), ("cat,dog,cat", "Duplicate"), (",".join(f"l{i}" for i in range(2000)), "at most 1000")],
+)
+def test_bad_labels_exit_2_with_message(capsys, tiny_spec, photos, labels, message):
+    assert main(["classify", str(photos[0]), "--labels", labels, "--model", tiny_spec, "--json"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and message in captured.err
+
+
+def test_label_longer_than_context(capsys, tiny_spec, photos):
+    long_label = " ".join(["word"] * 60)
+    assert main(["classify", str(photos[0]), "--labels", f"cat,{long_label}", "--model", tiny_spec]) == 2
+    assert "tokens" in capsys.readouterr().err
+
+
+def test_real_entry_point_reports_bad_image_without_traceback(tmp_path, tiny_spec):
+    bad = tmp_path / "fake.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 20)
+    # the model loads first now (files are streamed after it): the subprocess needs the tiny model's config
+    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(REPO_DIR),
+               CLIPAPP_MODEL_CONFIGS=str(REPO_DIR / "tests" / "data"))
+    proc = subprocess.run([sys.executable, "-m", "clipapp", "classify", str(bad), "--labels", "a,b",
+                           "--model", tiny_spec, "--json"], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 2
+    assert proc.stdout == ""
+    assert "fake.png" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_index_and_search_commands(capsys, tiny_spec, photos, tmp_path):
+    folder, index = tmp_path / "pics", tmp_path / "index"
+    folder.mkdir()
+    for photo in photos[:4]:
+        (folder / photo.name).write_bytes(photo.read_bytes())
+    (folder / "broken.jpg").write_bytes(b"nope")
+    first = run_json(capsys, "index", str(folder), "--index", str(index), "--model", tiny_spec, "--json")
+    assert (first["added"], first["removed"], first["total"]) == (4, 0, 4)
+    assert first["skipped"] == [str(folder / "broken.jpg")]
+    again = run_json(capsys, "index", str(folder), "--index", str(index), "--model", tiny_spec, "--json")
+    assert (again["added"], again["updated"], again["total"]) == (0, 0, 4)
+    (folder / photos[0].name).unlink()
+    assert run_json(capsys, "index", str(folder), "--index", str(index), "--model", tiny_spec, "--json")["removed"] == 1
+
+    by_image = run_json(capsys, "search", "--index", str(index), "--image", str(folder / photos[1].name), "-k", "2",
+                        "--model", tiny_spec, "--json")
+    assert by_image["results"][0]["path"] == str(folder / photos[1].name)
+    assert by_image["results"][0]["score"] == pytest.approx(1.0, abs=1e-4)
+    by_text = run_json(capsys, "search", "--index", str(index), "--text", "cat + snow - grass", "--model", tiny_spec,
+                       "--json")
+    assert len(by_text["results"]) == 3
+    assert {"id", "path", "score", "aliases"} == set(by_text["results"][0])
+
+
+def test_index_json_is_the_sync_report(capsys, tiny_spec, photos, tmp_path):
+    from clipapp.index import SyncReport
+
+    folder, index = tmp_path / "pics", tmp_path / "index"
+    folder.mkdir()
+    (folder / photos[0].name).write_bytes(photos[0].read_bytes())
+    (folder / "copy.jpg").write_bytes(photos[0].read_bytes())
+    (folder / "broken.jpg").write_bytes(b"nope")
+    report = run_json(capsys, "index", str(folder), "--index", str(index), "--model", tiny_spec, "--json")
+    assert list(report) == list(SyncReport().to_dict())
+    assert (report["added"], report["updated"], report["removed"], report["total"]) == (2, 0, 0, 2)
+    assert report["skipped"] == [str(folder / "broken.jpg")] and list(report["errors"]) == report["skipped"]
+    assert report["errors"][str(folder / "broken.jpg")]  # why it was skipped, not an empty string
+    assert main(["index", str(folder), "--index", str(index), "--model", tiny_spec]) == 0
+    text = capsys.readouterr().out
+    assert "added 0, updated 0, removed 0, skipped 1; 2 images in" in text
+    assert f"skipped: {folder / 'broken.jpg'}: {report['errors'][str(folder / 'broken.jpg')]}" in text
+
+
+def test_search_refuses_an_index_of_another_model(capsys, tiny_spec, photos, tmp_path):
+    index = tmp_path / "index"
+    assert main(["index", str(photos[0].parent), "--index", str(index), "--model", tiny_spec, "--json"]) == 0
+    capsys.readouterr()
+    assert main(["search", "--index", str(index), "--text", "cat", "--model", "clipapp-tiny:random"]) == 2
+    assert "rebuild it or start the app with --model" in capsys.readouterr().err
