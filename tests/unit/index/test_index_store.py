@@ -136,6 +136,7 @@ def test_another_process_commits_are_seen_on_the_next_search(tmp_path, monkeypat
     writer = _run("""
         import sys, numpy as np
         from clipapp.index import ImageIndex
+        from tests.support.fake_index import infos_for
         index = ImageIndex.open(sys.argv[1])
         index.add_items(np.load(sys.argv[2]), infos_for(range(1200, 1210)))
         index.remove_paths(["/photos/0000007.jpg"])
