@@ -27,7 +27,9 @@ MOVED: dict[str, tuple[str, ...]] = {
     "clipapp.fashion_mnist": ("clipapp.images.fashion_mnist",),
     "clipapp.predictions": ("clipapp.classify.predictions",),
     "clipapp.evaluation": ("clipapp.classify.evaluation",),
-    "clipapp.distributed": ("clipapp.index.distributed",),
+    "clipapp.distributed": tuple(
+        f"clipapp.index.distributed{m}" for m in ("", ".session", ".plan", ".actor", ".shards", ".encoder", ".run")
+    ),
     "clipapp.adapter": ("clipapp.finetune.adapter",),
     "clipapp.finetune.models": ("clipapp.finetune.trainable",),
     "clipapp.tasks": ("clipapp.app.actions",),

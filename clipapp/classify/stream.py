@@ -334,17 +334,17 @@ def classify_vectors(
 
 @contextmanager
 def ray_encoder(address: str, service, *, precision: str = "auto") -> Iterator:
-    """The Ray encoder that indexing uses (clipapp/index/distributed.py), for classifying files on a cluster: the same
+    """The Ray encoder that indexing uses (clipapp/index/distributed/), for classifying files on a cluster: the same
     model as `service` on every actor; results come back as batches finish, in any order. Text embeddings and
     scoring stay in this process."""
     import shutil
     import tempfile
 
-    from clipapp.index.distributed import RayEncoder, _import_ray, _LazySession
+    from clipapp.index.distributed import LazySession, RayEncoder, import_ray
 
-    _import_ray()
+    import_ray()
     shards = Path(tempfile.mkdtemp(prefix="clipapp-classify-shards-"))
-    session = _LazySession(address, None)
+    session = LazySession(address, None)
     try:
         # "auto" would let each node pick its own precision: one run would mix them (as in index --ray).
         yield RayEncoder(

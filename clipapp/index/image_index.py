@@ -240,10 +240,6 @@ class ImageIndex:
         with self._lock:
             return self._store.id_for_hash(sha256)
 
-    def paths_for_id(self, item_id: int) -> list[str]:
-        with self._lock:
-            return self._store.paths_for_ids([item_id]).get(int(item_id), [])
-
     def ids(self) -> np.ndarray:
         with self._lock:
             return self._store.content_ids()
