@@ -33,7 +33,7 @@ MOVED: dict[str, tuple[str, ...]] = {
     "clipapp.adapter": ("clipapp.finetune.adapter",),
     "clipapp.finetune.models": ("clipapp.finetune.trainable",),
     "clipapp.tasks": ("clipapp.app.actions",),
-    "clipapp.sessions": ("clipapp.app.sessions",),
+    "clipapp.sessions": ("clipapp.app.sessions", "clipapp.units"),
     "clipapp.jobs": ("clipapp.app.jobs",),
     "clipapp.http_api": ("clipapp.app.http_api",),
     "clipapp.serve": ("clipapp.app.serve",),

@@ -17,6 +17,8 @@ import pytest
         ("clipapp.distributed", "RayEncoder", "clipapp.index.distributed.encoder"),
         ("clipapp.distributed", "SHARD_FORMAT", "clipapp.index.distributed.shards"),
         ("clipapp.distributed", "MAX_CPUS_PER_ACTOR", "clipapp.index.distributed.plan"),
+        ("clipapp.sessions", "parse_duration", "clipapp.units"),
+        ("clipapp.sessions", "describe_duration", "clipapp.units"),
     ],
 )
 def test_old_path_resolves_to_the_new_name(old, name, new):

@@ -8,7 +8,8 @@ import os
 import numpy as np
 import pytest
 
-from clipapp.app.sessions import MY_UPLOADS, SessionStore, describe_duration, parse_duration
+from clipapp.app.sessions import MY_UPLOADS, SessionStore
+from clipapp.units import describe_duration, parse_duration
 from clipapp.errors import ClipAppError
 from tests.conftest import EXAMPLES_DIR
 

@@ -27,6 +27,7 @@ from clipapp.images.decode import IMAGE_EXTENSIONS, load_image
 from clipapp.index import ImageIndex, SyncReport
 from clipapp.model.service import ClipService
 from clipapp.storage import file_sha256
+from clipapp.units import describe_duration
 
 log = logging.getLogger(__name__)
 
@@ -37,27 +38,6 @@ DEFAULT_TTL_S = 24 * 3600
 MAX_OPEN_INDEXES = 32  # an index of a few uploads holds ~1 MB; the shared ones are reopened in milliseconds
 LAST_USED = ".last-used"  # in each session folder: its modification time is the session's last use
 MAX_LOADED_ADAPTERS = 16  # a head adapter is kilobytes, a partial one a copy of visual blocks (tens of MB)
-
-
-def parse_duration(text: str | float | int) -> float:
-    """ "1d", "12h", "30m", "90s" or plain seconds -> seconds; what `--session-ttl` accepts."""
-    value = str(text).strip().lower()
-    units = {"d": 86400, "h": 3600, "m": 60, "s": 1}
-    try:
-        seconds = float(value[:-1]) * units[value[-1]] if value and value[-1] in units else float(value)
-    except ValueError:
-        raise ClipAppError(f"Duration {text!r} not understood: use e.g. 1d, 12h, 30m or seconds.") from None
-    if seconds <= 0:
-        raise ClipAppError(f"Duration {text!r} must be positive.")
-    return seconds
-
-
-def describe_duration(seconds: float) -> str:
-    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
-        if seconds >= size and seconds % size == 0:
-            n = int(seconds // size)
-            return f"{n} {unit}{'s' if n != 1 else ''}"
-    return f"{seconds:g} seconds"
 
 
 @dataclass
