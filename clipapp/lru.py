@@ -45,6 +45,10 @@ class LRU(Generic[K, V]):
     def __iter__(self) -> Iterator[K]:
         return iter(list(self._entries))  # a copy: callers discard while iterating
 
+    def items(self) -> list[tuple[K, V]]:
+        """(key, value) pairs, least recently used first, without marking them used."""
+        return list(self._entries.items())
+
     def get(self, key: K) -> Optional[V]:
         """The value, marked as just used; None if absent."""
         if key not in self._entries:

@@ -20,7 +20,7 @@ def test_peek_does_not_refresh():
     cache.put("b", 2)
     assert cache.peek("a") == 1 and cache.peek("zz") is None
     cache.put("c", 3)
-    assert list(cache) == ["b", "c"]
+    assert list(cache) == ["b", "c"] and cache.items() == [("b", 2), ("c", 3)]
 
 
 def test_evicted_and_discarded_entries_are_handed_to_on_evict():

@@ -253,7 +253,7 @@ class SessionStore:
             if not folder.is_dir() or idle < self.ttl_s:
                 continue
             with self._guard:
-                if any(p.is_relative_to(folder) and self._indexes.peek(p).users for p in self._indexes):
+                if any(p.is_relative_to(folder) and e.users for p, e in self._indexes.items()):
                     continue  # in use right now: it is not idle
                 for path in [p for p in self._indexes if p.is_relative_to(folder)]:
                     self._indexes.discard(path)
