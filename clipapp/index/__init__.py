@@ -18,10 +18,10 @@ from clipapp.index.structure import (
     calibrate_nprobe,
     exact_top_k,
     ivf_nlist_for,
-    normalize_rows,
     parse_memory_size,
 )
 from clipapp.index.sync import Encoder, add_images, capture_date, image_sha256, sync_folder
+from clipapp.vectors import normalize_rows
 
 __all__ = [
     "DB_NAME",

@@ -27,7 +27,8 @@ from clipapp.errors import ClipAppError
 from clipapp.index import structure as st
 from clipapp.index.results import Hit, SearchResult
 from clipapp.index.store import DB_NAME, FileInfo, ItemRecord, Store
-from clipapp.index.structure import IndexSettings, IndexStructure, SearchStructure, normalize_rows
+from clipapp.index.structure import IndexSettings, IndexStructure, SearchStructure
+from clipapp.vectors import normalize_rows
 
 if sys.platform == "win32":  # pragma: no cover - no fcntl: writers of the faiss cache are simply unlocked
     fcntl = None
