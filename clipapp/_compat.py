@@ -45,7 +45,7 @@ MOVED_PACKAGES: dict[str, str] = {"clipapp.ui": "clipapp.app.ui"}
 # old modules whose name is now a package: the package's __init__ forwards through `forward_getattr`
 BECAME_PACKAGES: dict[str, tuple[str, ...]] = {
     "clipapp.classify": ("clipapp.classify.stream",),
-    "clipapp.viz": ("clipapp.viz.figures",),
+    "clipapp.viz": ("clipapp.viz.figures", "clipapp.viz.common"),
 }
 
 

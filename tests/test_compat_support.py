@@ -19,6 +19,9 @@ import pytest
         ("clipapp.distributed", "MAX_CPUS_PER_ACTOR", "clipapp.index.distributed.plan"),
         ("clipapp.sessions", "parse_duration", "clipapp.units"),
         ("clipapp.sessions", "describe_duration", "clipapp.units"),
+        ("clipapp.viz", "thumbnail_rgba", "clipapp.viz.common"),
+        ("clipapp.viz", "shorten", "clipapp.viz.common"),
+        ("clipapp.viz", "similarity_heatmap", "clipapp.viz.figures"),
     ],
 )
 def test_old_path_resolves_to_the_new_name(old, name, new):
