@@ -39,6 +39,7 @@ MOVED: dict[str, tuple[str, ...]] = {
     "clipapp.serve": ("clipapp.app.serve",),
     "clipapp.cli": ("clipapp.app.cli",),
     "clipapp.heatmap_image": ("clipapp.viz.heatmap_image",),
+    "clipapp.index.progress": ("clipapp.progress",),
 }
 # old package -> new package: the package and each of its modules
 MOVED_PACKAGES: dict[str, str] = {"clipapp.ui": "clipapp.app.ui"}

@@ -20,6 +20,7 @@ import pytest
         ("clipapp.sessions", "parse_duration", "clipapp.units"),
         ("clipapp.sessions", "describe_duration", "clipapp.units"),
         ("clipapp.viz", "thumbnail_rgba", "clipapp.viz.common"),
+        ("clipapp.index.progress", "TqdmProgress", "clipapp.progress"),
         ("clipapp.viz", "shorten", "clipapp.viz.common"),
         ("clipapp.viz", "similarity_heatmap", "clipapp.viz.figures"),
     ],

@@ -24,6 +24,7 @@ import torch
 from clipapp.errors import ClipAppError
 from clipapp.images.decode import SkippedFile, list_image_files
 from clipapp.model.prompts import DEFAULT_TEMPLATES, parse_labels
+from clipapp.progress import ProgressFn
 
 DEFAULT_BATCH = 64
 # Stored vectors are scored 8192 at a time: the (batch x labels) float32 logits stay at 33 MB for 1,000 labels
@@ -227,7 +228,7 @@ def check_index_classifier(classifier: Classifier) -> None:
 
 
 # -- runs -------------------------------------------------------------------------------------------------------
-ProgressFn = Callable[[int, int], None]  # (images done, images in total)
+CLASSIFYING = "classifying"  # the progress message
 
 
 def _pending(paths: Iterable[str], outputs: Sequence) -> Iterator[str]:
@@ -258,7 +259,7 @@ def _consume(
             results.extend(batch.predictions())
         report.classified += len(batch)
         if progress is not None:
-            progress(report.classified + len(report.skipped), total)
+            progress(report.classified + len(report.skipped), total, CLASSIFYING)
     return report
 
 
@@ -289,12 +290,12 @@ def classify_files(
         resumed=len(paths) - len(todo),
     )
     if progress is not None:
-        progress(0, len(todo))
+        progress(0, len(todo), CLASSIFYING)
 
     def skip(item: SkippedFile) -> None:
         report.skipped.append(item)
         if progress is not None:
-            progress(report.classified + len(report.skipped), len(todo))
+            progress(report.classified + len(report.skipped), len(todo), CLASSIFYING)
 
     encoded = encode_files(service, todo, classifier, batch_size=batch_size, encoder=encoder)
     batches = file_features(encoded, on_skip=skip, batch_size=batch_size)
