@@ -18,7 +18,6 @@ import numpy as np
 from clipapp.classify.stream import (
     DEFAULT_BATCH,
     LabelScorer,
-    ProgressFn,
     adapter_classifier,
     encode_files,
     file_features,
@@ -27,6 +26,7 @@ from clipapp.classify.stream import (
 from clipapp.errors import ClipAppError
 from clipapp.images.decode import ImageFolder, SkippedFile
 from clipapp.model.prompts import DEFAULT_TEMPLATES
+from clipapp.progress import ProgressFn
 
 
 @dataclass
@@ -156,7 +156,7 @@ def evaluate_folder(
             result.top5_hits += int((top == columns[targets][:, None]).any(axis=1).sum())
             done += len(batch_paths)
             if progress is not None:
-                progress(done, len(paths))
+                progress(done, len(paths), "evaluating")
     if result.n == 0:
         raise ClipAppError(
             f"{data_dir}: no readable images"

@@ -30,6 +30,7 @@ from clipapp.images.decode import ImageSource
 from clipapp.model import scoring
 from clipapp.model.service import ClipService, ZeroShotResult, batched
 from clipapp.storage import file_sha256
+from clipapp.vectors import normalize_rows
 
 ADAPTER_FORMAT = "clipapp-adapter"
 FORMAT_VERSION = 2  # 2: a linear head (free row norms and a bias); version-1 files load unchanged
@@ -285,7 +286,7 @@ class Adapter:
 
     # -- scores -----------------------------------------------------------------------------------------------
     def logits_from_features(self, features: np.ndarray) -> np.ndarray:
-        features = _normalize_rows(np.asarray(features, dtype=np.float32))
+        features = normalize_rows(features, what=None)
         logits = self.logit_scale * (features @ self.head.T) + self.head_bias
         if self.cache_keys is not None and self.cache_values is not None and self.cache_alpha:
             affinity = np.exp(-self.cache_beta * (1.0 - features @ self.cache_keys.T))
@@ -297,7 +298,7 @@ class Adapter:
 
     def cosine(self, service: ClipService, images: Sequence[ImageSource]) -> np.ndarray:
         """(n_images, n_classes) cosine of each image embedding to each class row of the head."""
-        return self.image_features(service, images) @ _normalize_rows(self.head).T
+        return self.image_features(service, images) @ normalize_rows(self.head, what=None).T
 
     def classify(self, service: ClipService, images: Sequence[ImageSource]) -> ZeroShotResult:
         """Probabilities over `class_names`, as `ClipService.zero_shot` returns them (`.top(k)`, `.probs`)."""
@@ -305,7 +306,7 @@ class Adapter:
         return ZeroShotResult(
             labels=list(self.class_names),
             logits=self.logits_from_features(features),
-            cosine=features @ _normalize_rows(self.head).T,
+            cosine=features @ normalize_rows(self.head, what=None).T,
         )
 
     # -- files ------------------------------------------------------------------------------------------------
@@ -473,11 +474,6 @@ def check_visual_state(adapter: Adapter, service: ClipService) -> None:
 
 
 # -- helpers --------------------------------------------------------------------------------------------------------
-def _normalize_rows(x: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(x, axis=-1, keepdims=True)
-    return (x / np.maximum(norms, 1e-12)).astype(np.float32)
-
-
 def _json_safe(value: Any) -> Any:
     """NaN and infinities become null: strict JSON readers (browsers, jq) reject them."""
     if isinstance(value, float):

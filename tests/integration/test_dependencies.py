@@ -59,7 +59,7 @@ PROBE = textwrap.dedent("""
 
     out["random"] = message(lambda: run_sweep(lambda s: 0.0, {"a": (0.0, 1.0)}, method="random", n_trials=2))
     out["logger"] = message(lambda: ExperimentLogger(tempfile.mkdtemp()))
-    out["ray"] = message(clipapp.index.distributed._import_ray)
+    out["ray"] = message(clipapp.index.distributed.import_ray)
     out["leaked"] = sorted(m for m in sys.modules if m.split(".")[0] in EXTRAS and sys.modules[m] is not None)
     print(json.dumps(out))
 """)
