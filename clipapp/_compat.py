@@ -28,7 +28,7 @@ MOVED: dict[str, tuple[str, ...]] = {
     "clipapp.predictions": ("clipapp.classify.predictions",),
     "clipapp.evaluation": ("clipapp.classify.evaluation",),
     "clipapp.distributed": ("clipapp.index.distributed",),
-    "clipapp.adapter": ("clipapp.finetune.adapter",),
+    "clipapp.adapter": ("clipapp.finetune.adapter", "clipapp.finetune.towers"),
     "clipapp.finetune.models": ("clipapp.finetune.trainable",),
     "clipapp.tasks": ("clipapp.app.actions",),
     "clipapp.sessions": ("clipapp.app.sessions",),

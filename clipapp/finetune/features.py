@@ -17,10 +17,10 @@ import torch
 import torch.nn as nn
 
 from clipapp.errors import ImageLoadError
-from clipapp.finetune.adapter import tuned_visual_copy, visual_kind, visual_prefix, vit_grid_size
 from clipapp.finetune.config import FinetuneConfig, ProgressFn, StopFlag, stopped
 from clipapp.finetune.intake import LabelledImages
 from clipapp.finetune.results import FinetuneStopped
+from clipapp.finetune.towers import tuned_visual_copy, visual_kind, visual_prefix, vit_grid_size
 from clipapp.finetune.trainable import HeadClassifier, PartialClassifier
 from clipapp.model.service import ClipService
 from clipapp.tricks import MixedBatch

@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from clipapp.finetune.adapter import visual_blocks, visual_prefix, visual_suffix, visual_top_names
+from clipapp.finetune.towers import visual_blocks, visual_prefix, visual_suffix, visual_top_names
 
 
 class HeadClassifier(nn.Module):
