@@ -30,6 +30,7 @@ MOVED: dict[str, tuple[str, ...]] = {
     "clipapp.distributed": ("clipapp.index.distributed",),
     "clipapp.adapter": ("clipapp.finetune.adapter", "clipapp.finetune.towers"),
     "clipapp.finetune.models": ("clipapp.finetune.trainable",),
+    "clipapp.finetune.selection": ("clipapp.finetune.model_choice",),
     "clipapp.tasks": ("clipapp.app.actions",),
     "clipapp.sessions": ("clipapp.app.sessions",),
     "clipapp.jobs": ("clipapp.app.jobs",),

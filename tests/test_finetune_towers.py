@@ -62,3 +62,21 @@ def test_old_adapter_path_still_finds_the_tower_functions():
         assert old.visual_prefix is towers.visual_prefix
         assert old.load_adapter is importlib.import_module("clipapp.finetune.adapter").load_adapter
     assert all(issubclass(w.category, DeprecationWarning) for w in caught) and len(caught) == 2
+
+
+def test_trainable_models_keep_their_old_names_for_one_release():
+    from clipapp.finetune import trainable
+
+    for old, new in (("HeadClassifier", trainable.TrainableHead), ("PartialClassifier", trainable.PartialTower)):
+        with pytest.warns(DeprecationWarning, match=f"{old} is now {new.__name__}"):
+            assert getattr(trainable, old) is new
+    with pytest.raises(AttributeError):
+        trainable.NoSuchModel  # noqa: B018
+
+
+def test_old_selection_module_answers_from_model_choice():
+    from clipapp.finetune import model_choice
+
+    old = importlib.import_module("clipapp.finetune.selection")
+    with pytest.warns(DeprecationWarning, match="model_choice"):
+        assert old.wise_blend is model_choice.wise_blend

@@ -21,9 +21,10 @@ The held-out images also choose the epoch count and `a`, so "after" is slightly 
 `clipapp.classify.evaluation.evaluate_folder` on other images is not.
 
 Modules, one concern each: config (settings), intake (labelled images in), features (encoding and the activation
-cache), models, loop (one training run), selection (splits, WiSE, the sign test, the cache blend), assemble (the
-adapter), results, run (`finetune` itself). The tricks live in `clipapp.tricks`. No
-Gradio here.
+cache), towers (the visual tower split at a block), trainable (the models trained over features), loop (one
+training run), model_choice (splits, WiSE, the choice of epoch and blend, the sign test, the cache blend), adapter
+(the Adapter and its file format), assemble (the adapter from trained weights), results, run (`finetune` itself).
+The tricks live in `clipapp.tricks`. No Gradio here.
 
 Importing the package is cheap: the settings (config) load at once, every other name loads its module (and torch)
 on first use (PEP 562), so the CLI's parser can read `FinetuneConfig` without paying for torch.
@@ -67,9 +68,7 @@ if TYPE_CHECKING:
         parse_class_spec,
     )
     from clipapp.finetune.loop import Run, epoch_steps, train_run
-    from clipapp.finetune.results import FinetuneResult, FinetuneStopped, confusion_counts, metrics_from_logits
-    from clipapp.finetune.run import finetune, finetune_folder, finetune_labelled
-    from clipapp.finetune.selection import (
+    from clipapp.finetune.model_choice import (
         ValidationPlan,
         beats_zero_shot,
         fit_cache,
@@ -79,7 +78,9 @@ if TYPE_CHECKING:
         wise_applied,
         wise_blend,
     )
-    from clipapp.finetune.trainable import HeadClassifier, PartialClassifier
+    from clipapp.finetune.results import FinetuneResult, FinetuneStopped, confusion_counts, metrics_from_logits
+    from clipapp.finetune.run import finetune, finetune_folder, finetune_labelled
+    from clipapp.finetune.trainable import PartialTower, TrainableHead
 
 # name -> the module (of this package) that defines it, imported on first use
 _LAZY = {
@@ -105,8 +106,10 @@ _LAZY = {
     "Run": "loop",
     "epoch_steps": "loop",
     "train_run": "loop",
-    "HeadClassifier": "models",
-    "PartialClassifier": "models",
+    "TrainableHead": "trainable",
+    "PartialTower": "trainable",
+    "HeadClassifier": "trainable",  # old names: trainable warns
+    "PartialClassifier": "trainable",
     "FinetuneResult": "results",
     "FinetuneStopped": "results",
     "confusion_counts": "results",
@@ -114,14 +117,14 @@ _LAZY = {
     "finetune": "run",
     "finetune_folder": "run",
     "finetune_labelled": "run",
-    "ValidationPlan": "selection",
-    "beats_zero_shot": "selection",
-    "fit_cache": "selection",
-    "plan_validation": "selection",
-    "stratified_folds": "selection",
-    "stratified_split": "selection",
-    "wise_applied": "selection",
-    "wise_blend": "selection",
+    "ValidationPlan": "model_choice",
+    "beats_zero_shot": "model_choice",
+    "fit_cache": "model_choice",
+    "plan_validation": "model_choice",
+    "stratified_folds": "model_choice",
+    "stratified_split": "model_choice",
+    "wise_applied": "model_choice",
+    "wise_blend": "model_choice",
 }
 
 
@@ -151,10 +154,10 @@ __all__ = [
     "FinetuneConfig",
     "FinetuneResult",
     "FinetuneStopped",
-    "HeadClassifier",
+    "TrainableHead",
     "Inputs",
     "LabelledImages",
-    "PartialClassifier",
+    "PartialTower",
     "ProgressFn",
     "Run",
     "StopFlag",

@@ -25,8 +25,7 @@ from clipapp.finetune.config import FinetuneConfig, ProgressFn, StopFlag
 from clipapp.finetune.features import EncodedImages, TrainingSetup, encode_labelled, prepare_training
 from clipapp.finetune.intake import LabelledImages, _maybe_extracted, labelled_folder
 from clipapp.finetune.loop import Run, epoch_steps, fastest_threads, torch_threads, train_run
-from clipapp.finetune.results import FinetuneResult, confusion_counts, metrics_from_logits
-from clipapp.finetune.selection import (
+from clipapp.finetune.model_choice import (
     Selection,
     ValidationPlan,
     beats_zero_shot,
@@ -35,6 +34,7 @@ from clipapp.finetune.selection import (
     fit_cache,
     plan_validation,
 )
+from clipapp.finetune.results import FinetuneResult, confusion_counts, metrics_from_logits
 from clipapp.model.prompts import resolve_templates
 from clipapp.model.service import ClipService
 
