@@ -22,7 +22,7 @@ MOVED: dict[str, tuple[str, ...]] = {
     "clipapp.batching": ("clipapp.model.batching",),
     "clipapp.device": ("clipapp.model.device",),
     "clipapp.prompts": ("clipapp.model.prompts",),
-    "clipapp.data": ("clipapp.images.decode",),
+    "clipapp.data": ("clipapp.images.decode", "clipapp.images.folders"),
     "clipapp.limits": ("clipapp.images.limits",),
     "clipapp.fashion_mnist": ("clipapp.images.fashion_mnist",),
     "clipapp.predictions": ("clipapp.classify.predictions",),

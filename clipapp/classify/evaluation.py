@@ -25,7 +25,7 @@ from clipapp.classify.stream import (
     zero_shot_classifier,
 )
 from clipapp.errors import ClipAppError
-from clipapp.images.decode import ImageFolder, SkippedFile
+from clipapp.images.folders import ImageFolder, SkippedFile
 from clipapp.model.prompts import DEFAULT_TEMPLATES
 
 

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from clipapp.errors import ClipAppError
-from clipapp.images.decode import SkippedFile, list_image_files
+from clipapp.images.folders import SkippedFile, list_image_files
 from clipapp.model.prompts import DEFAULT_TEMPLATES, parse_labels
 
 DEFAULT_BATCH = 64

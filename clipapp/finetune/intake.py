@@ -20,7 +20,8 @@ from typing import Iterator, Optional, Sequence
 import numpy as np
 
 from clipapp.errors import ClipAppError
-from clipapp.images.decode import IMAGE_EXTENSIONS, ImageFolder, ImageSource
+from clipapp.images.decode import IMAGE_EXTENSIONS, ImageSource
+from clipapp.images.folders import ImageFolder
 from clipapp.model.prompts import parse_labels
 
 # Zip uploads: generous for a few-shot set, far below what would fill a disk or memory.
