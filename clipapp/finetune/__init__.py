@@ -54,12 +54,8 @@ if TYPE_CHECKING:
     from clipapp.finetune.assemble import cache_adapter, trained_adapter
     from clipapp.finetune.features import EncodedImages, Inputs, TokenGrid, encode_labelled, prepare_training
     from clipapp.finetune.intake import (
-        MAX_ZIP_BYTES,
-        MAX_ZIP_FILES,
-        MAX_ZIP_RATIO,
         LabelledImages,
         check_index,
-        extract_labelled_zip,
         labelled_class_lists,
         labelled_csv,
         labelled_folder,
@@ -81,8 +77,9 @@ if TYPE_CHECKING:
     from clipapp.finetune.results import FinetuneResult, FinetuneStopped, confusion_counts, metrics_from_logits
     from clipapp.finetune.run import finetune, finetune_folder, finetune_labelled
     from clipapp.finetune.trainable import PartialTower, TrainableHead
+    from clipapp.images.archive import MAX_ZIP_BYTES, MAX_ZIP_FILES, MAX_ZIP_RATIO, extract_labelled_zip
 
-# name -> the module (of this package) that defines it, imported on first use
+# name -> the module (of this package, or a full name) that defines it, imported on first use
 _LAZY = {
     "cache_adapter": "assemble",
     "trained_adapter": "assemble",
@@ -91,12 +88,12 @@ _LAZY = {
     "TokenGrid": "features",
     "encode_labelled": "features",
     "prepare_training": "features",
-    "MAX_ZIP_BYTES": "intake",
-    "MAX_ZIP_FILES": "intake",
-    "MAX_ZIP_RATIO": "intake",
+    "MAX_ZIP_BYTES": "clipapp.images.archive",
+    "MAX_ZIP_FILES": "clipapp.images.archive",
+    "MAX_ZIP_RATIO": "clipapp.images.archive",
     "LabelledImages": "intake",
     "check_index": "intake",
-    "extract_labelled_zip": "intake",
+    "extract_labelled_zip": "clipapp.images.archive",
     "labelled_class_lists": "intake",
     "labelled_csv": "intake",
     "labelled_folder": "intake",
@@ -132,7 +129,7 @@ def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    value = getattr(importlib.import_module(module if "." in module else f"{__name__}.{module}"), name)
     globals()[name] = value  # the next lookup is a plain one
     return value
 
