@@ -105,8 +105,6 @@ _LAZY = {
     "train_run": "loop",
     "TrainableHead": "trainable",
     "PartialTower": "trainable",
-    "HeadClassifier": "trainable",  # old names: trainable warns
-    "PartialClassifier": "trainable",
     "FinetuneResult": "results",
     "FinetuneStopped": "results",
     "confusion_counts": "results",
@@ -125,12 +123,17 @@ _LAZY = {
 }
 
 
+# names before 0.2: the module warns on each lookup, so they are not cached here
+_RENAMED = {"HeadClassifier": "trainable", "PartialClassifier": "trainable"}
+
+
 def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
+    module = _LAZY.get(name) or _RENAMED.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     value = getattr(importlib.import_module(module if "." in module else f"{__name__}.{module}"), name)
-    globals()[name] = value  # the next lookup is a plain one
+    if name in _LAZY:
+        globals()[name] = value  # the next lookup is a plain one
     return value
 
 
