@@ -228,6 +228,31 @@ def load_adapter(path: str | Path, *, expected_spec: Optional[str] = None) -> Ad
     from safetensors.torch import load_file
 
     weights_path, meta_path = adapter_paths(path)
+    meta = _read_metadata(weights_path, meta_path, expected_spec)
+    try:
+        tensors = load_file(str(weights_path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise ClipAppError(
+            f"Adapter weights {weights_path} cannot be read (corrupt or not safetensors): {exc}"
+        ) from exc
+    try:
+        adapter = _adapter_from(meta, tensors, weights_path, meta_path)
+    except ClipAppError:
+        raise
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ClipAppError(f"Adapter {meta_path} is incomplete or inconsistent ({type(exc).__name__}: {exc}).") from exc
+    keys, values = adapter.cache_keys, adapter.cache_values
+    if keys is not None and values is not None:  # both or neither: _adapter_from read both
+        if values.shape != (keys.shape[0], len(adapter.class_names)):
+            raise ClipAppError(f"Adapter {weights_path}: cache values do not match the cache keys and classes.")
+        if keys.shape[1] != adapter.dim:
+            raise ClipAppError(f"Adapter {weights_path}: cache keys are {keys.shape[1]}-d, the head {adapter.dim}-d.")
+    return adapter
+
+
+def _read_metadata(weights_path: Path, meta_path: Path, expected_spec: Optional[str]) -> dict[str, Any]:
+    """The JSON half, checked: present, a clipapp adapter of a readable version, for `expected_spec`, naming the
+    tensors file beside it (a save that crashed before its rename is finished first)."""
     if not meta_path.is_file():
         raise ClipAppError(
             f"Adapter file not found: {meta_path} (an adapter is a .safetensors file with its .json "
@@ -265,50 +290,36 @@ def load_adapter(path: str | Path, *, expected_spec: Optional[str] = None) -> Ad
             f"Adapter weights {weights_path} do not belong to {meta_path.name} (changed or damaged "
             "since it was saved); fine-tune again or restore both files together."
         )
-    try:
-        tensors = load_file(str(weights_path))
-    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        raise ClipAppError(
-            f"Adapter weights {weights_path} cannot be read (corrupt or not safetensors): {exc}"
-        ) from exc
-    try:
-        class_names = [str(c) for c in meta["class_names"]]
-        head = tensors["head.weight"].float().numpy()
-        cache = meta.get("cache") or {}
-        has_cache = "cache.keys" in tensors
-        visual_state = {k: v for k, v in tensors.items() if k.startswith(VISUAL_PREFIX)}
-        expected_visual = set(meta.get("visual_parameters") or [])
-        if set(visual_state) != expected_visual:
-            raise ClipAppError(f"Adapter {weights_path}: visual parameters in the file do not match {meta_path.name}.")
-        adapter = Adapter(
-            name=str(meta.get("name") or weights_path.stem),
-            class_names=class_names,
-            spec=spec,
-            head=head,
-            head_bias=tensors["head.bias"].float().numpy() if "head.bias" in tensors else None,
-            logit_scale=float(meta["logit_scale"]),
-            mode=str(meta.get("mode", "head")),
-            templates=list(meta.get("templates") or []),
-            cache_keys=tensors["cache.keys"].float().numpy() if has_cache else None,
-            cache_values=tensors["cache.values"].float().numpy() if has_cache else None,
-            cache_alpha=float(cache.get("alpha", 0.0)) if has_cache else 0.0,
-            cache_beta=float(cache.get("beta", 0.0)) if has_cache else 0.0,
-            visual_state=visual_state,
-            visual_blocks=int(meta.get("visual_blocks", 0)),
-            config=dict(meta.get("config") or {}),
-            metrics=dict(meta.get("metrics") or {}),
-        )
-    except ClipAppError:
-        raise
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ClipAppError(f"Adapter {meta_path} is incomplete or inconsistent ({type(exc).__name__}: {exc}).") from exc
-    keys, values = adapter.cache_keys, adapter.cache_values
-    if keys is not None and values is not None:  # both or neither: has_cache read both
-        if values.shape != (keys.shape[0], len(class_names)):
-            raise ClipAppError(f"Adapter {weights_path}: cache values do not match the cache keys and classes.")
-        if keys.shape[1] != adapter.dim:
-            raise ClipAppError(f"Adapter {weights_path}: cache keys are {keys.shape[1]}-d, the head {adapter.dim}-d.")
-    return adapter
+    return meta
+
+
+def _adapter_from(
+    meta: dict[str, Any], tensors: dict[str, torch.Tensor], weights_path: Path, meta_path: Path
+) -> Adapter:
+    """The Adapter that a checked description and its tensors describe (version-1 files have no bias)."""
+    cache = meta.get("cache") or {}
+    has_cache = "cache.keys" in tensors
+    visual_state = {k: v for k, v in tensors.items() if k.startswith(VISUAL_PREFIX)}
+    if set(visual_state) != set(meta.get("visual_parameters") or []):
+        raise ClipAppError(f"Adapter {weights_path}: visual parameters in the file do not match {meta_path.name}.")
+    return Adapter(
+        name=str(meta.get("name") or weights_path.stem),
+        class_names=[str(c) for c in meta["class_names"]],
+        spec=str(meta.get("model_spec", "")),
+        head=tensors["head.weight"].float().numpy(),
+        head_bias=tensors["head.bias"].float().numpy() if "head.bias" in tensors else None,
+        logit_scale=float(meta["logit_scale"]),
+        mode=str(meta.get("mode", "head")),
+        templates=list(meta.get("templates") or []),
+        cache_keys=tensors["cache.keys"].float().numpy() if has_cache else None,
+        cache_values=tensors["cache.values"].float().numpy() if has_cache else None,
+        cache_alpha=float(cache.get("alpha", 0.0)) if has_cache else 0.0,
+        cache_beta=float(cache.get("beta", 0.0)) if has_cache else 0.0,
+        visual_state=visual_state,
+        visual_blocks=int(meta.get("visual_blocks", 0)),
+        config=dict(meta.get("config") or {}),
+        metrics=dict(meta.get("metrics") or {}),
+    )
 
 
 def check_visual_state(adapter: Adapter, service: ClipService) -> None:
