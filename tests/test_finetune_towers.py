@@ -65,9 +65,8 @@ def test_old_adapter_path_still_finds_the_tower_functions():
 
 
 def test_trainable_models_keep_their_old_names_for_one_release():
-    from clipapp.finetune import trainable
-
     import clipapp.finetune as package
+    from clipapp.finetune import trainable
 
     for old, new in (("HeadClassifier", trainable.TrainableHead), ("PartialClassifier", trainable.PartialTower)):
         for module in (trainable, package, package):  # the package warns on every lookup, not just the first
