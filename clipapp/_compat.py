@@ -29,7 +29,7 @@ MOVED: dict[str, tuple[str, ...]] = {
     "clipapp.batching": ("clipapp.model.batching",),
     "clipapp.device": ("clipapp.model.device",),
     "clipapp.prompts": ("clipapp.model.prompts",),
-    "clipapp.data": ("clipapp.images.decode",),
+    "clipapp.data": ("clipapp.images.decode", "clipapp.images.folders"),
     "clipapp.limits": ("clipapp.images.limits",),
     "clipapp.fashion_mnist": ("clipapp.images.fashion_mnist",),
     "clipapp.predictions": ("clipapp.classify.predictions",),
@@ -38,8 +38,9 @@ MOVED: dict[str, tuple[str, ...]] = {
         f"clipapp.index.distributed{m}" for m in ("", ".session", ".plan", ".actor", ".shards", ".encoder", ".run")
     )
     + ("clipapp.model.loading",),  # model_embed_dim
-    "clipapp.adapter": ("clipapp.finetune.adapter",),
+    "clipapp.adapter": ("clipapp.finetune.adapter", "clipapp.finetune.towers"),
     "clipapp.finetune.models": ("clipapp.finetune.trainable",),
+    "clipapp.finetune.selection": ("clipapp.finetune.model_choice",),
     "clipapp.tasks": ("clipapp.app.actions",),
     "clipapp.sessions": ("clipapp.app.sessions", "clipapp.units"),
     "clipapp.jobs": ("clipapp.app.jobs",),

@@ -6,12 +6,8 @@ are kept (top-1/top-5 hits, a confusion matrix), never the features or logits of
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
-from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Iterator, Optional, Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 
@@ -24,7 +20,8 @@ from clipapp.classify.stream import (
     zero_shot_classifier,
 )
 from clipapp.errors import ClipAppError
-from clipapp.images.decode import ImageFolder, SkippedFile
+from clipapp.images.archive import labelled_root
+from clipapp.images.folders import ImageFolder, SkippedFile
 from clipapp.model.prompts import DEFAULT_TEMPLATES
 from clipapp.progress import ProgressFn
 
@@ -72,22 +69,6 @@ class EvalResult:
             "confusion": self.confusion.tolist(),
             "skipped": [s.to_dict() for s in self.skipped],
         }
-
-
-@contextmanager
-def labelled_root(data_dir: str | os.PathLike) -> Iterator[Path]:
-    """The folder itself, or a .zip of class folders extracted to a temporary folder for the duration."""
-    path = Path(data_dir)
-    if not (path.is_file() and path.suffix.lower() == ".zip"):
-        yield path
-        return
-    from clipapp.finetune import extract_labelled_zip  # its safe-extraction rules (zip bombs, paths) are the ones
-
-    folder = Path(tempfile.mkdtemp(prefix="clipapp-eval-"))
-    try:
-        yield extract_labelled_zip(path, folder)
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _classifier_for(service, class_names: Sequence[str], adapter, templates) -> tuple[LabelScorer, np.ndarray]:

@@ -24,7 +24,7 @@ import numpy as np
 
 from clipapp._compat import renamed_getattr
 from clipapp.errors import ClipAppError
-from clipapp.images.decode import SkippedFile, list_image_files
+from clipapp.images.folders import SkippedFile, list_image_files
 from clipapp.model import scoring
 from clipapp.model.prompts import DEFAULT_TEMPLATES, parse_labels
 from clipapp.progress import ProgressFn

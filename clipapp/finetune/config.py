@@ -1,4 +1,4 @@
-"""Every setting of a fine-tune, in one place: `FinetuneConfig`, the modes and the fixed grids selection tries.
+"""Every setting of a fine-tune, in one place: `FinetuneConfig`, the modes and the grids model_choice tries.
 
 Each field carries its description as data (`Setting` in the field's metadata, the open_clip / Hugging Face
 `field(metadata=...)` manner): help, choices, the CLI flag, the web page's control. The `finetune` command's flags

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from clipapp.errors import ClipAppError
-from clipapp.images.decode import list_image_files
+from clipapp.images.folders import list_image_files
 from clipapp.index.image_index import ImageIndex
 from clipapp.index.results import SkippedFile, SyncReport
 from clipapp.index.store import FileInfo
