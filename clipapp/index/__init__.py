@@ -3,7 +3,7 @@ query parsing. Core package: no Gradio, no CLIP service (embeddings come from a 
 
 Modules: store.py (SQLite + vector file, schema), structure.py (size policy, faiss build, nprobe calibration,
 exact re-rank, cache file), image_index.py (ImageIndex), migrate.py (the old manifest format), sync.py
-(sync_folder, add_images), query.py (query parsing and composition), progress.py (tqdm adapter), results.py
+(sync_folder, add_images), query.py (query parsing and composition), results.py
 (Hit, SearchResult, SyncReport: the typed results and their one JSON), compaction.py (dropping dead vector rows),
 backup.py (a consistent copy of an index in use), interchange.py (clip-retrieval's embedding-folder layout, out
 and in).
@@ -13,7 +13,6 @@ from clipapp.index.backup import BackupReport, backup_index
 from clipapp.index.compaction import CompactionReport
 from clipapp.index.image_index import ImageIndex, index_exists, stored_model_spec
 from clipapp.index.interchange import EXPORT_FORMATS, ExportReport, export_index, import_embeddings
-from clipapp.index.progress import ProgressFn, TqdmProgress, tqdm_progress
 from clipapp.index.query import compose_query, image_term_path, parse_query, query_index
 from clipapp.index.results import Hit, SearchResult, SkippedFile, SyncReport
 from clipapp.index.store import DB_NAME, FORMAT_VERSION, VECTORS_NAME, FileInfo, ItemRecord
@@ -23,10 +22,11 @@ from clipapp.index.structure import (
     calibrate_nprobe,
     exact_top_k,
     ivf_nlist_for,
-    normalize_rows,
     parse_memory_size,
 )
 from clipapp.index.sync import Encoder, add_images, capture_date, image_sha256, sync_folder
+from clipapp.progress import ProgressFn, TqdmProgress, tqdm_progress
+from clipapp.vectors import normalize_rows
 
 __all__ = [
     "DB_NAME",

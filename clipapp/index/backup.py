@@ -28,9 +28,9 @@ from pathlib import Path
 from typing import Any
 
 from clipapp.errors import ClipAppError
-from clipapp.index.progress import ProgressFn
 from clipapp.index.store import DB_NAME, VECTOR_EPOCH_KEY, VECTORS_NAME, Store
 from clipapp.index.structure import CACHE_META
+from clipapp.progress import ProgressFn
 from clipapp.storage import fsync_dir
 
 COPY_CHUNK_BYTES = 64 << 20

@@ -26,8 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from clipapp.index.progress import ProgressFn
 from clipapp.index.store import VECTORS_NAME, Store, compacted_vectors_name, finish_compaction
+from clipapp.progress import ProgressFn
 from clipapp.storage import fsync_dir
 
 CHUNK_ROWS = 65_536  # 128 MB of 512-d rows per read/write: large sequential I/O, bounded memory

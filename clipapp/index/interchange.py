@@ -35,9 +35,9 @@ import numpy as np
 
 from clipapp.errors import ClipAppError
 from clipapp.extras import import_extra
-from clipapp.index.progress import ProgressFn
 from clipapp.index.results import SyncReport
 from clipapp.index.store import FileInfo, Store, _chunks
+from clipapp.progress import ProgressFn
 from clipapp.storage import fsync_dir
 
 if TYPE_CHECKING:
