@@ -370,6 +370,7 @@ def cmd_index(args) -> None:
     if args.ray:
         from clipapp.index import ImageIndex
         from clipapp.index.distributed import index_folder_ray
+        from clipapp.model.device import cluster_precision
         from clipapp.model.loading import resolve_spec
 
         report = index_folder_ray(
@@ -377,7 +378,7 @@ def cmd_index(args) -> None:
             args.index,
             address=args.ray,
             spec=resolve_spec(args.model),
-            precision="fp32" if args.precision == "auto" else args.precision,
+            precision=cluster_precision(args.precision),
         )
         if max_memory is not None:
             with ImageIndex.open(args.index) as index:

@@ -341,6 +341,7 @@ def ray_encoder(address: str, service, *, precision: str = "auto") -> Iterator:
     import tempfile
 
     from clipapp.index.distributed import RayEncoder, _import_ray, _LazySession
+    from clipapp.model.device import cluster_precision
 
     _import_ray()
     shards = Path(tempfile.mkdtemp(prefix="clipapp-classify-shards-"))
@@ -351,7 +352,7 @@ def ray_encoder(address: str, service, *, precision: str = "auto") -> Iterator:
             spec=service.spec,
             dim=service.embed_dim,
             num_actors=None,
-            precision="fp32" if precision == "auto" else precision,
+            precision=cluster_precision(precision),
             shard_dir=shards,
             session=session,
         )

@@ -45,5 +45,11 @@ def select_precision(precision: str, device: torch.device) -> str:
     return precision
 
 
+def cluster_precision(precision: str) -> str:
+    """The precision every Ray actor runs at: `auto` would let each node pick its own (amp on a GPU node, fp32 on a
+    CPU one), and one run would then mix embeddings of two precisions; so `auto` means fp32 there."""
+    return "fp32" if (precision or "auto").lower() == "auto" else precision
+
+
 def torch_dtype(precision: str) -> torch.dtype:
     return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
