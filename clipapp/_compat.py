@@ -45,6 +45,17 @@ BECAME_PACKAGES: dict[str, tuple[str, ...]] = {
     "clipapp.classify": ("clipapp.classify.stream",),
     "clipapp.viz": ("clipapp.viz.figures",),
 }
+# names that left a module which still exists: module -> {old name: "new.module.new_name"}
+MOVED_NAMES: dict[str, dict[str, str]] = {
+    "clipapp.finetune.intake": {
+        "parse_selection": "clipapp.app.picks.parse_picks",
+        "selection_text": "clipapp.app.picks.picks_text",
+        "add_to_selection": "clipapp.app.picks.add_picks",
+        "unindexed": "clipapp.app.picks.unindexed",
+        "labelled_selection": "clipapp.app.picks.labelled_picks",
+        "check_index": "clipapp.app.picks.check_index",
+    },
+}
 
 
 def _warn(old: str, new: str) -> None:
@@ -63,6 +74,21 @@ def forward_getattr(old: str, targets: Sequence[str]):
                 _warn(f"{old}.{name}", f"{target}.{name}")
                 return getattr(module, name)
         raise AttributeError(f"module {old!r} has no attribute {name!r}")
+
+    return __getattr__
+
+
+def moved_names(module: str):
+    """A module `__getattr__` for a module that still exists but gave names away (`MOVED_NAMES`): the old name
+    answers with the new object, with a warning."""
+
+    def __getattr__(name: str) -> Any:
+        new = MOVED_NAMES.get(module, {}).get(name)
+        if new is None:
+            raise AttributeError(f"module {module!r} has no attribute {name!r}")
+        target, _, new_name = new.rpartition(".")
+        _warn(f"{module}.{name}", new)
+        return getattr(importlib.import_module(target), new_name)
 
     return __getattr__
 

@@ -199,6 +199,7 @@ def _metrics_line(name: str, metrics) -> str:
 def _finetune_data(args):
     """The labelled images: a folder or zip, `--class NAME=IMAGES` lists, or a `path,label` CSV."""
     from clipapp import finetune
+    from clipapp.app.picks import check_index
 
     given = [
         name
@@ -213,7 +214,7 @@ def _finetune_data(args):
     if args.from_index:
         if args.data_dir:
             raise ClipAppError("--from-index takes its images from --class or --from-csv, not from DATA_DIR.")
-        finetune.check_index(args.from_index)
+        check_index(args.from_index)
     if args.classes:
         return finetune.labelled_class_lists(args.classes)
     if args.from_csv:

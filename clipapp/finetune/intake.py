@@ -19,6 +19,7 @@ from typing import Iterator, Optional, Sequence
 
 import numpy as np
 
+from clipapp._compat import moved_names
 from clipapp.errors import ClipAppError
 from clipapp.images.decode import IMAGE_EXTENSIONS, ImageFolder, ImageSource
 from clipapp.model.prompts import parse_labels
@@ -257,99 +258,5 @@ def labelled_csv(csv_path: str | os.PathLike) -> LabelledImages:
     return labelled_paths([(csv_path.parent / path.strip(), label) for path, label in rows])
 
 
-def check_index(index_path: str | os.PathLike) -> int:
-    """Open the image index at `index_path` (the search results' index) and return its size; an error if empty.
-
-    The labelled images themselves are read from their files: partial fine-tuning needs their pixels, not the
-    stored vectors."""
-    from clipapp.index import ImageIndex
-
-    size = len(ImageIndex.open(index_path))
-    if not size:
-        raise ClipAppError(f"Index {index_path} is empty: index a folder first (`python -m clipapp index`).")
-    return size
-
-
-# ------------------------------------------------------------------------------------- selections of indexed images
-def parse_selection(selection) -> dict[str, list[str]]:
-    """Classes collected from search results -> {class name: [paths]}, in the order given.
-
-    Takes a mapping, its JSON text (`{"sneaker": ["a.png"], ...}`) or `NAME=PATH,PATH` lines (the CLI's `--class`
-    form, one class per line; a class may come twice). Empty text (or None) is an empty selection."""
-    if selection is None:
-        return {}
-    if isinstance(selection, str):
-        text = selection.strip()
-        if not text:
-            return {}
-        if text.startswith("{"):
-            import json
-
-            try:
-                selection = json.loads(text)
-            except ValueError as exc:
-                raise ClipAppError(f"The class selection is not valid JSON ({exc}).") from None
-        else:
-            classes: dict[str, list[str]] = {}
-            for line in text.splitlines():
-                if line.strip():
-                    name, paths = parse_class_spec(line)
-                    classes.setdefault(name, []).extend(paths)
-            return classes
-    if not isinstance(selection, dict) or not all(isinstance(v, (list, tuple)) for v in selection.values()):
-        raise ClipAppError('The class selection must map class names to lists of paths, e.g. {"sneaker": ["a.png"]}.')
-    return {" ".join(str(name).split()): [str(p) for p in paths] for name, paths in selection.items()}
-
-
-def selection_text(classes: dict[str, list[str]]) -> str:
-    """{class: [paths]} -> `NAME=PATH,PATH` lines, what `parse_selection` reads back (paths hold no commas here:
-    `add_to_selection` refuses them)."""
-    return "\n".join(f"{name}={','.join(paths)}" for name, paths in classes.items() if paths)
-
-
-def unindexed(paths: Sequence[str], index) -> list[str]:
-    """The paths that are not images of `index`: a web page may name only what the index holds, never another
-    file of the server."""
-    return [p for p in paths if index.record(str(p)) is None]
-
-
-def _check_indexed(paths: Sequence[str], index) -> None:
-    missing = unindexed(paths, index)
-    if missing:
-        more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
-        raise ClipAppError(
-            f"Not images of the selected index: {', '.join(missing[:3])}{more}. Select search results of that index."
-        )
-
-
-def add_to_selection(classes: dict[str, list[str]], class_name: str, paths: Sequence[str], index) -> dict:
-    """A new selection with `paths` (images of `index`) added to `class_name`; a path already in another class
-    moves to this one (the latest choice wins)."""
-    name = " ".join(str(class_name or "").split())
-    paths = list(dict.fromkeys(str(p).strip() for p in paths if str(p).strip()))
-    if not name:
-        raise ClipAppError("Type a class name for the selected images.")
-    if "=" in name:
-        raise ClipAppError(f"Class name {name!r}: '=' is not allowed in a class name.")
-    if not paths:
-        raise ClipAppError("Select some search results first (tick 'Select mode' and click them).")
-    if any("," in p for p in paths):
-        raise ClipAppError("An image path with a comma cannot be collected; rename the file.")
-    _check_indexed(paths, index)
-    chosen = set(paths)
-    result = {c: [p for p in members if p not in chosen] for c, members in classes.items()}
-    result[name] = list(dict.fromkeys([*result.get(name, []), *paths]))
-    return {c: members for c, members in result.items() if members}
-
-
-def labelled_selection(selection, index) -> LabelledImages:
-    """{class: [paths of `index`]} (or its text, see `parse_selection`) as `LabelledImages`: what "Fine-tune on
-    these" trains on. Every path must be an image of `index`; at least 2 classes."""
-    classes = parse_selection(selection)
-    if not classes:
-        raise ClipAppError(
-            "No classes collected: select search results, type a class name and press "
-            "'Add to class', for two classes or more."
-        )
-    _check_indexed([p for paths in classes.values() for p in paths], index)
-    return labelled_paths([(p, name) for name, paths in classes.items() for p in paths], class_names=list(classes))
+# The Search tab's picks (parse_selection, add_to_selection, ...) moved to clipapp/app/picks.py in 0.2.
+__getattr__ = moved_names(__name__)

@@ -20,6 +20,7 @@ import gradio as gr
 import numpy as np
 
 from clipapp.app.jobs import Job
+from clipapp.app.picks import labelled_picks
 from clipapp.app.sessions import EXAMPLES
 from clipapp.app.ui.common import (
     IMAGE_FILE_TYPES,
@@ -48,7 +49,7 @@ from clipapp.finetune import (
     labelled_folder,
     labelled_uploads,
 )
-from clipapp.finetune.intake import LabelledImages, labelled_selection
+from clipapp.finetune.intake import LabelledImages
 from clipapp.viz import figures as viz
 
 log = logging.getLogger(__name__)
@@ -306,7 +307,7 @@ def wire_selection(
         session = session_of(request)
         # Checked here, before the job starts, so a refused path is a message at once.
         with ctx.sessions.searchable(source_, session) as index:
-            data = labelled_selection(selection_, index)
+            data = labelled_picks(selection_, index)
         if len(data) > MAX_UI_IMAGES:
             raise ClipAppError(f"{len(data)} images selected; the web app fine-tunes on at most {MAX_UI_IMAGES}.")
         yield from follow_finetune(ctx, lambda: data, config, request, progress)

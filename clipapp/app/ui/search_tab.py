@@ -9,6 +9,7 @@ from typing import Optional
 import gradio as gr
 
 from clipapp.app import actions
+from clipapp.app.picks import add_picks, parse_picks, picks_text, toggle_pick
 from clipapp.app.sessions import EXAMPLES, MY_UPLOADS, describe_duration
 from clipapp.app.ui.common import (
     IMAGE_FILE_TYPES,
@@ -22,7 +23,6 @@ from clipapp.app.ui.common import (
 )
 from clipapp.app.ui.zero_shot_tab import TEMPLATE_CHOICES
 from clipapp.errors import ClipAppError
-from clipapp.finetune.intake import add_to_selection, parse_selection, selection_text
 from clipapp.index.results import GRADIO_FILE_KEY
 from clipapp.model.prompts import DEFAULT_TEMPLATES
 
@@ -56,11 +56,6 @@ def selection_markdown(classes: dict[str, list[str]]) -> str:
         return "No classes yet: select results, type a class name, press **Add to class**."
     rows = "\n".join(f"| {name} | {len(paths)} |" for name, paths in classes.items())
     return f"| class | images |\n|---|---|\n{rows}"
-
-
-def _toggled(selected: str, path: str) -> str:
-    lines = [line for line in (selected or "").splitlines() if line.strip()]
-    return "\n".join([p for p in lines if p != path] if path in lines else [*lines, path])
 
 
 @dataclass
@@ -189,15 +184,15 @@ def build_tab(ctx: AppContext) -> SearchHandles:
         """-> (the collected classes as NAME=PATH,PATH lines, their table, the emptied selection)."""
         paths = [line.strip() for line in (selected_ or "").splitlines() if line.strip()]
         with registry.searchable(source_, session_of(request)) as index:
-            classes = add_to_selection(parse_selection(selection_), class_name_, paths, index)
-        return selection_text(classes), selection_markdown(classes), ""
+            classes = add_picks(parse_picks(selection_), class_name_, paths, index)
+        return picks_text(classes), selection_markdown(classes), ""
 
     def by_click(source_, current, k_, threshold_, select_mode_, selected_, evt: gr.SelectData, request: gr.Request):
         hits = (current or {}).get("results", [])
         if evt.index is None or evt.index >= len(hits):
             raise ClipAppError("Click a search result to search by it.")
         if select_mode_:
-            return gr.skip(), _toggled(selected_, hits[evt.index][GRADIO_FILE_KEY])
+            return gr.skip(), toggle_pick(selected_, hits[evt.index][GRADIO_FILE_KEY])
         with registry.searchable(source_, session_of(request)) as index:
             vector = index.vector_for_path(hits[evt.index][GRADIO_FILE_KEY])
             if vector is None:
