@@ -19,8 +19,8 @@ from typing import Callable, Optional, Sequence
 import gradio as gr
 import numpy as np
 
+from clipapp.app import actions
 from clipapp.app.jobs import Job
-from clipapp.app.picks import labelled_picks
 from clipapp.app.sessions import EXAMPLES
 from clipapp.app.ui.common import (
     IMAGE_FILE_TYPES,
@@ -306,8 +306,7 @@ def wire_selection(
         config = make_config(values)
         session = session_of(request)
         # Checked here, before the job starts, so a refused path is a message at once.
-        with ctx.sessions.searchable(source_, session) as index:
-            data = labelled_picks(selection_, index)
+        data = actions.labelled_source_picks(ctx.sessions, source_, session, selection_)
         if len(data) > MAX_UI_IMAGES:
             raise ClipAppError(f"{len(data)} images selected; the web app fine-tunes on at most {MAX_UI_IMAGES}.")
         yield from follow_finetune(ctx, lambda: data, config, request, progress)

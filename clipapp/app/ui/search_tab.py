@@ -9,8 +9,8 @@ from typing import Optional
 import gradio as gr
 
 from clipapp.app import actions
-from clipapp.app.picks import add_picks, parse_picks, picks_text, toggle_pick
-from clipapp.app.sessions import EXAMPLES, MY_UPLOADS, describe_duration
+from clipapp.app.picks import picked_paths, picks_text, toggle_pick
+from clipapp.app.sessions import EXAMPLES, describe_duration
 from clipapp.app.ui.common import (
     IMAGE_FILE_TYPES,
     AppContext,
@@ -125,21 +125,15 @@ def build_tab(ctx: AppContext) -> SearchHandles:
                     clear_button = gr.Button("Clear classes")
 
     def index_images(source_=EXAMPLES, files_=None, request: Optional[gr.Request] = None, progress=gr.Progress()):
-        session = session_of(request)
         files = uploaded_paths(files_)
-        problems = []
-        if files:
-            if source_ != MY_UPLOADS:
-                raise ClipAppError("Uploaded images go to the 'my uploads' index: choose it first.")
-            problems = registry.store_uploads(session, files, names=[display_name(p) for p in files])
 
         def report(done: int, total: int, message: str) -> None:
             progress(done / max(total, 1), desc=message)
 
-        result = registry.update(source_, session, progress=report).to_dict()
-        if problems:
-            result["refused_uploads"] = problems
-        return result
+        names = [display_name(p) for p in files]
+        return actions.update_source(
+            registry, source_, session_of(request), files, names=names, progress=report
+        ).to_dict()
 
     def by_text(
         source_,
@@ -150,55 +144,48 @@ def build_tab(ctx: AppContext) -> SearchHandles:
         tag_=ANY_TAG,
         request: Optional[gr.Request] = None,
     ):
-        with registry.searchable(source_, session_of(request)) as index:
-            # Image terms in a typed query would make the server read its own files: text only here.
-            result = actions.search_text(
-                ctx.service,
-                index,
-                query_,
-                k=int(k_),
-                threshold=_threshold(threshold_),
-                templates=templates_,
-                allow_image_paths=False,
-                tag=tag_ or None,
-            )
-        return result.for_gradio()
+        return actions.search_source_text(
+            registry,
+            source_,
+            session_of(request),
+            query_,
+            k=int(k_),
+            threshold=_threshold(threshold_),
+            templates=templates_,
+            tag=tag_,
+        ).for_gradio()
 
     def by_image(source_, image_, k_=DEFAULT_K, threshold_=-1, tag_=ANY_TAG, request: Optional[gr.Request] = None):
         paths = uploaded_paths(image_)
         if not paths:
             raise ClipAppError("Upload an image to search by.")
-        with registry.searchable(source_, session_of(request)) as index:
-            result = actions.search_image(
-                ctx.service, index, paths[0], k=int(k_), threshold=_threshold(threshold_), tag=tag_ or None
-            )
-        return result.for_gradio()
+        return actions.search_source_image(
+            registry, source_, session_of(request), paths[0], k=int(k_), threshold=_threshold(threshold_), tag=tag_
+        ).for_gradio()
 
     def tags_of(source_, request: gr.Request):
-        with registry.searchable(source_, session_of(request)) as index:
-            return gr.Dropdown(choices=tag_choices(index.tag_counts()))
+        return gr.Dropdown(choices=tag_choices(actions.source_tags(registry, source_, session_of(request))))
 
     def add_to_class(
         class_name_, selected_=None, selection_=None, source_=EXAMPLES, request: Optional[gr.Request] = None
     ):
         """-> (the collected classes as NAME=PATH,PATH lines, their table, the emptied selection)."""
-        paths = [line.strip() for line in (selected_ or "").splitlines() if line.strip()]
-        with registry.searchable(source_, session_of(request)) as index:
-            classes = add_picks(parse_picks(selection_), class_name_, paths, index)
+        classes = actions.pick_into_class(
+            registry, source_, session_of(request), selection_, class_name_, picked_paths(selected_)
+        )
         return picks_text(classes), selection_markdown(classes), ""
 
     def by_click(source_, current, k_, threshold_, select_mode_, selected_, evt: gr.SelectData, request: gr.Request):
         hits = (current or {}).get("results", [])
         if evt.index is None or evt.index >= len(hits):
             raise ClipAppError("Click a search result to search by it.")
+        path = hits[evt.index][GRADIO_FILE_KEY]
         if select_mode_:
-            return gr.skip(), toggle_pick(selected_, hits[evt.index][GRADIO_FILE_KEY])
-        with registry.searchable(source_, session_of(request)) as index:
-            vector = index.vector_for_path(hits[evt.index][GRADIO_FILE_KEY])
-            if vector is None:
-                raise ClipAppError("That image is no longer in the index; search again.")
-            result = actions.search_vector(index, vector, k=int(k_), threshold=_threshold(threshold_))
-        return result.for_gradio(), gr.skip()
+            return gr.skip(), toggle_pick(selected_, path)
+        found = actions.search_like_indexed(
+            registry, source_, session_of(request), path, k=int(k_), threshold=_threshold(threshold_)
+        )
+        return found.for_gradio(), gr.skip()
 
     # Indexing is a heavy job: its own group, one at a time, so it never takes the model group's slots.
     build_button.click(

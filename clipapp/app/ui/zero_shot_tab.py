@@ -64,23 +64,24 @@ def classify_images(
     chosen = (
         custom_template.strip() if custom_template and custom_template.strip() else (templates or DEFAULT_TEMPLATES)
     )
-    found = actions.classification(ctx.service, images, labels, templates=chosen, classifier=adapter)
+    top_k = int(top_k if top_k is not None else DEFAULT_TOP_K)
+    found = actions.classify(ctx.service, images, labels, templates=chosen, top_k=top_k, classifier=adapter)
     figure = {
         "matrix": found.scores.cosine.tolist(),
         "texts": found.labels,
         "images": uploaded_paths(files),
         "title": "Cosine similarity of images and label classifiers",
     }
-    return found.to_dict(int(top_k if top_k is not None else DEFAULT_TOP_K)), figure
+    return found.to_dict(), figure
 
 
 def similarity_matrix(ctx: AppContext, files, texts: str):
     """-> (similarity JSON as in the CLI, what the heatmap of images x texts as written needs)."""
     images = _load(ctx, files)
     result = actions.similarity(ctx.service, images, texts)
-    return result, {
-        "matrix": result["matrix"],
-        "texts": result["texts"],
+    return result.to_dict(), {
+        "matrix": result.matrix,
+        "texts": result.texts,
         "images": uploaded_paths(files),
         "title": None,
     }

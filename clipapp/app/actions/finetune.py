@@ -1,0 +1,85 @@
+"""Fine-tune from the command line: which labelled images (a folder or zip, `--class` lists, a CSV of search
+results), checked before the model loads; then the adapter written to a file, with its report."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
+
+from clipapp.errors import ClipAppError
+from clipapp.finetune.config import FinetuneConfig
+from clipapp.model.service import ClipService
+
+if TYPE_CHECKING:
+    from clipapp.finetune.intake import LabelledImages
+    from clipapp.finetune.results import FinetuneResult
+
+
+@dataclass(frozen=True)
+class LabelledSource:
+    """The labelled images, given exactly one way: `data_dir` (class folders or a .zip of them), `classes`
+    (`NAME=IMAGE,IMAGE` strings) or `from_csv` (`path,label` rows). `from_index`: the index the listed images were
+    found in (search results), checked to exist and hold images. Checked and read on creation."""
+
+    data_dir: Optional[str] = None
+    classes: Sequence[str] = ()
+    from_csv: Optional[str] = None
+    from_index: Optional[str] = None
+    labelled: Optional[LabelledImages] = field(init=False, default=None)  # the lists or CSV, read
+
+    def __post_init__(self) -> None:
+        from clipapp import finetune
+        from clipapp.app.picks import check_index
+
+        given = [
+            name
+            for name, value in (("DATA_DIR", self.data_dir), ("--class", self.classes), ("--from-csv", self.from_csv))
+            if value
+        ]
+        if len(given) != 1:
+            raise ClipAppError(
+                "Give the labelled images one way: DATA_DIR, --class NAME=IMAGE[,IMAGE...] (once per "
+                "class) or --from-csv FILE" + (f"; got {' and '.join(given)}." if given else ".")
+            )
+        if self.from_index:
+            if self.data_dir:
+                raise ClipAppError("--from-index takes its images from --class or --from-csv, not from DATA_DIR.")
+            check_index(self.from_index)
+        if self.classes:
+            object.__setattr__(self, "labelled", finetune.labelled_class_lists(self.classes))
+        elif self.from_csv:
+            object.__setattr__(self, "labelled", finetune.labelled_csv(self.from_csv))
+
+
+@dataclass
+class AdapterReport:
+    """A fine-tune written to a file: the model, where the adapter's weights are, and the fine-tune's report."""
+
+    model: str
+    adapter: Path
+    result: FinetuneResult
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model": self.model, "adapter": str(self.adapter), **self.result.to_dict()}
+
+
+def finetune_to_file(
+    service: ClipService,
+    source: LabelledSource,
+    config: FinetuneConfig,
+    out: str,
+    *,
+    progress: Optional[Callable[[float, str], None]] = None,
+) -> AdapterReport:
+    """Fine-tune on `source` and save the adapter as OUT.safetensors and OUT.json."""
+    from clipapp.finetune import finetune_folder, finetune_labelled
+    from clipapp.finetune.adapter import adapter_paths
+
+    if source.labelled is None:
+        assert source.data_dir is not None  # LabelledSource: exactly one way given
+        result = finetune_folder(service, source.data_dir, config, out=out, progress=progress)
+    else:
+        result = finetune_labelled(service, source.labelled, config, out=out, progress=progress)
+    weights_path, _ = adapter_paths(out)
+    return AdapterReport(model=service.spec, adapter=Path(weights_path), result=result)
