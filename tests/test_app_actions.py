@@ -141,3 +141,19 @@ def test_every_result_type_has_its_text(tiny_service, photos, store):
     sims = actions.similarity(tiny_service, actions.load_named_images(photos[:1]), ["a cat"])
     assert render(sims, args).splitlines()[2].startswith("a cat\t")
     assert render(actions.search_shared(store, EXAMPLES, query="zzz", k=1, threshold=1.01), args) == "no results"
+
+
+def test_a_session_fine_tune_is_kept_as_the_sessions_adapter(store):
+    from clipapp.finetune import FinetuneConfig
+
+    found = actions.search_source_text(store, EXAMPLES, "", "a photo", k=100).to_dict()["results"]
+    clothes = [hit["path"] for hit in found if "/fashion/" in hit["path"]][:4]
+    photos = [hit["path"] for hit in found if "/photos/" in hit["path"]][:4]
+    data = actions.labelled_source_picks(store, EXAMPLES, "", {"clothing": clothes, "photo": photos})
+    config = FinetuneConfig(mode="head", epochs=2)
+    kept = actions.finetune_for_session(store, "s2", data, config, name="adapter-s2")
+    assert kept.to_dict()["adapter"] == "adapter-s2" and kept.to_dict()["class_names"] == ["clothing", "photo"]
+    assert all(path.is_file() for path in kept.files)
+    assert store.adapter("s2", "adapter-s2").class_names == ["clothing", "photo"]  # the session's classifier now
+    anonymous = actions.finetune_for_session(store, "", data, config, name="adapter-none")
+    assert anonymous.files[0].parent == store.state_dir / "adapters"  # no session: kept for download only

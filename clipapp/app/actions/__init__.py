@@ -4,13 +4,20 @@ all give the same answers by construction.
 
 Modules by concern: images (a request's images), zero_shot (classify, similarity, embed a few images), batch
 (classify any number as a stream, evaluate), search (index a folder, search an index), sources (the server's
-indexes by name, per browser session: the Search tab and /v1/search), finetune (fine-tune to a file).
+indexes by name, per browser session: the Search tab and /v1/search), finetune (fine-tune to a file, or for a
+browser session).
 """
 
 from __future__ import annotations
 
 from clipapp.app.actions.batch import BatchClassify, classify_batch, evaluate
-from clipapp.app.actions.finetune import AdapterReport, LabelledSource, finetune_to_file
+from clipapp.app.actions.finetune import (
+    AdapterReport,
+    LabelledSource,
+    SessionAdapter,
+    finetune_for_session,
+    finetune_to_file,
+)
 from clipapp.app.actions.images import (
     MAX_IMAGES_PER_REQUEST,
     MAX_TEXTS_PER_REQUEST,
@@ -59,11 +66,13 @@ __all__ = [
     "LabelledSource",
     "NamedImage",
     "Similarity",
+    "SessionAdapter",
     "SourceUpdate",
     "classify",
     "classify_batch",
     "embed",
     "evaluate",
+    "finetune_for_session",
     "finetune_to_file",
     "index_folder",
     "index_folder_ray",

@@ -1,5 +1,6 @@
-"""Fine-tune from the command line: which labelled images (a folder or zip, `--class` lists, a CSV of search
-results), checked before the model loads; then the adapter written to a file, with its report."""
+"""Fine-tuning as the front ends ask for it: from the command line (which labelled images: a folder or zip,
+`--class` lists, a CSV of search results, checked before the model loads; the adapter written to a file), and for a
+browser session (the adapter kept as the session's classifier)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from clipapp.finetune.config import FinetuneConfig
 from clipapp.model.service import ClipService
 
 if TYPE_CHECKING:
+    from clipapp.app.sessions import SessionStore
     from clipapp.finetune.intake import LabelledImages
     from clipapp.finetune.results import FinetuneResult
 
@@ -83,3 +85,38 @@ def finetune_to_file(
         result = finetune_labelled(service, source.labelled, config, out=out, progress=progress)
     weights_path, _ = adapter_paths(out)
     return AdapterReport(model=service.spec, adapter=Path(weights_path), result=result)
+
+
+@dataclass
+class SessionAdapter:
+    """A fine-tune of the web app, kept: the report and the adapter's two files (weights, metadata)."""
+
+    result: FinetuneResult
+    files: tuple[Path, Path]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"adapter": self.result.adapter.name, **self.result.to_dict()}
+
+
+def finetune_for_session(
+    sessions: SessionStore,
+    session: str,
+    data: LabelledImages,
+    config: FinetuneConfig,
+    *,
+    name: str,
+    stop: Optional[Callable[[], bool]] = None,
+    progress: Optional[Callable[[float, str], None]] = None,
+    on_epoch: Optional[Callable[[dict], None]] = None,
+) -> SessionAdapter:
+    """Fine-tune on `data` and keep the adapter as `session`'s classifier (without a session: under the state
+    folder's adapters/, for download only)."""
+    from clipapp.finetune import finetune
+
+    result = finetune(sessions.service, data, config, name=name, stop=stop, progress=progress, on_epoch=on_epoch)
+    adapter = result.adapter
+    if session:
+        files = sessions.save_adapter(session, adapter)
+    else:
+        files = adapter.save(sessions.state_dir / "adapters" / name)
+    return SessionAdapter(result, (Path(files[0]), Path(files[1])))

@@ -1,6 +1,6 @@
 """The Fine-tune tab: labelled images (a zip of class folders, or per-class uploads) -> an adapter, with live curves,
 before/after accuracy and a confusion matrix. The adapter becomes this browser session's classifier in the Zero-shot
-tab and can be downloaded. The work itself is `clipapp.finetune.finetune`; this file only collects inputs and draws
+tab and can be downloaded. The work itself is `actions.finetune_for_session`; this file only collects inputs and draws
 (the settings' controls: clipapp/app/ui/finetune_settings.py).
 """
 
@@ -45,7 +45,6 @@ from clipapp.finetune import (
     MODE_DEFAULTS,
     FinetuneConfig,
     extract_labelled_zip,
-    finetune,
     labelled_folder,
     labelled_uploads,
 )
@@ -153,8 +152,9 @@ def follow_finetune(
 
     def work(should_stop, emit):
         try:
-            return finetune(
-                ctx.service,
+            return actions.finetune_for_session(
+                ctx.sessions,
+                session,
                 data(),
                 config,
                 name=name,
@@ -181,24 +181,20 @@ def follow_finetune(
             yield skip, figure, skip, skip, skip, skip
         else:
             yield skip, skip, skip, skip, skip, skip  # a turn for Gradio to cancel us between events
-    result = job.result
-    adapter = result.adapter
-    weights, meta = (
-        ctx.sessions.save_adapter(session, adapter) if session else adapter.save(ctx.state_dir / "adapters" / name)
-    )
+    kept = job.result
+    result, adapter = kept.result, kept.result.adapter
     title = {"cache": "cache adapter: no training"}.get(
         config.mode, "held-out curves (mean over folds)" if result.validation["kind"] == "kfold" else "curves"
     )
     confusion_figure = None
     if result.confusion_after is not None:
         confusion_figure = viz.confusion_matrix_figure(np.asarray(result.confusion_after), result.class_names)
-    payload = {"adapter": adapter.name, **result.to_dict()}
     yield (
         summary_markdown(result, adapter.name),
         _curves(result.history, title),
         confusion_figure,
-        payload,
-        _downloadable([weights, meta]),
+        kept.to_dict(),
+        _downloadable(list(kept.files)),
         adapter.name if session else None,
     )
 
