@@ -34,7 +34,7 @@ MOVED: dict[str, tuple[str, ...]] = {
     "clipapp.sessions": ("clipapp.app.sessions",),
     "clipapp.jobs": ("clipapp.app.jobs",),
     "clipapp.http_api": ("clipapp.app.http_api",),
-    "clipapp.serve": ("clipapp.app.serve",),
+    "clipapp.serve": ("clipapp.app.serve", "clipapp.app.options"),
     "clipapp.cli": ("clipapp.app.cli",),
     "clipapp.heatmap_image": ("clipapp.viz.heatmap_image",),
 }

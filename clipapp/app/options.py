@@ -13,9 +13,7 @@ if TYPE_CHECKING:
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    """`--model`, `--device`, `--precision` and `--max-pixels` (its default is `ImageLimits`')."""
-    from clipapp.images.limits import MAX_IMAGE_PIXELS
-
+    """`--model`, `--device`, `--precision`, and the image limit (`add_limit_arguments`)."""
     parser.add_argument(
         "--model",
         default=None,
@@ -29,6 +27,13 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
         help="auto (GPU: amp, CPU: fp32), fp32, fp16 or amp (GPU; amp = fp16 "
         "autocast over fp32 weights), bf16, int8 (CPU)",
     )
+    add_limit_arguments(parser)
+
+
+def add_limit_arguments(parser: argparse.ArgumentParser) -> None:
+    """`--max-pixels`, the image limit a user may change; its default is the one in `ImageLimits`."""
+    from clipapp.images.limits import MAX_IMAGE_PIXELS
+
     parser.add_argument(
         "--max-pixels",
         type=int,
