@@ -67,63 +67,130 @@ class SearchHandles:
     selection: gr.Textbox
 
 
+@dataclass
+class _IndexControls:
+    source: gr.Dropdown
+    uploads: gr.File
+    build_button: gr.Button
+    status: gr.JSON
+
+
+@dataclass
+class _SearchControls:
+    query: gr.Textbox
+    search_button: gr.Button
+    templates: gr.Dropdown
+    k: gr.Slider
+    threshold: gr.Slider
+    tag: gr.Dropdown
+    query_image: gr.File
+    image_button: gr.Button
+    gallery: gr.Gallery
+    results: gr.JSON
+
+
+@dataclass
+class _PickControls:
+    select_mode: gr.Checkbox
+    selected: gr.Textbox
+    class_name: gr.Textbox
+    add_button: gr.Button
+    collected: gr.Markdown
+    selection: gr.Textbox  # the collected classes (NAME=PATH,PATH lines): the page's own copy of the picks
+    finetune_button: gr.Button
+    clear_button: gr.Button
+
+
 def build_tab(ctx: AppContext) -> SearchHandles:
-    registry = ctx.sessions
     with gr.Row():
         with gr.Column(scale=1):
-            source = gr.Dropdown(
-                registry.sources(),
-                value=EXAMPLES,
-                label="Index",
-                info="the built-in examples, a server folder allowed with --allowed-root, or your uploads",
-            )
-            uploads = Files(label="Add images to 'my uploads'", file_types=IMAGE_FILE_TYPES, type="filepath")
-            gr.Markdown(
-                f"Uploads to 'my uploads' are private to this browser session and kept on the server for "
-                f"{describe_duration(ctx.session_ttl_s)} after its last use, then deleted.",
-                elem_id="uploads-kept",
-            )
-            build_button = gr.Button("Build / update index")
-            status = gr.JSON(label="Index report")
+            index = _index_controls(ctx)
         with gr.Column(scale=2):
-            with gr.Row():
-                query = gr.Textbox(label="Text query", placeholder="a cat   or   dog + snow - grass", scale=3)
-                search_button = gr.Button("Search", variant="primary", scale=1)
-            with gr.Row():
-                templates = gr.Dropdown(TEMPLATE_CHOICES, value=DEFAULT_TEMPLATES, label="Prompt templates")
-                k = gr.Slider(1, 100, value=DEFAULT_K, step=1, label="Results (k)")
-                threshold = gr.Slider(-1, 1, value=-1, step=0.01, label="Min score (-1 = none)")
-                tag = gr.Dropdown(
-                    tag_choices({}),
-                    value=ANY_TAG,
-                    allow_custom_value=True,
-                    label="Only tagged",
-                    info="images tagged by `classify --index --tag` (with counts)",
-                )
-            with gr.Row():
-                query_image = gr.File(label="Search by image", file_types=IMAGE_FILE_TYPES, type="filepath", scale=3)
-                image_button = gr.Button("Search by image", scale=1)
-            gallery = gr.Gallery(
-                label="Results (click one to search by it, or to select it in select mode)",
-                columns=6,
-                height=520,
-                allow_preview=False,
-            )
-            results = gr.JSON(label="Results", visible=False)
+            search = _search_controls()
             with gr.Accordion("Collect classes from these results, then fine-tune", open=True):
-                select_mode = gr.Checkbox(False, label="Select mode: clicking a result selects it (or unselects it)")
-                with gr.Row():
-                    selected = gr.Textbox(label="Selected images (one path per line)", lines=3, scale=3)
-                    with gr.Column(scale=1):
-                        class_name = gr.Textbox(label="Class name", placeholder="sneaker")
-                        add_button = gr.Button("Add to class")
-                collected = gr.Markdown(selection_markdown({}), elem_id="collected-classes")
-                # The collected classes (NAME=PATH,PATH lines): the page's own copy of the session's selection.
-                selection = gr.Textbox(label="Collected classes", visible=False)
-                with gr.Row():
-                    finetune_button = gr.Button("Fine-tune on these", variant="primary")
-                    clear_button = gr.Button("Clear classes")
+                picks = _pick_controls()
+    _wire_index(ctx, index, search.tag)
+    _wire_search(ctx, index.source, search, picks)
+    _wire_picks(ctx, index.source, picks)
+    return SearchHandles(finetune_button=picks.finetune_button, source=index.source, selection=picks.selection)
 
+
+# -- layout ---------------------------------------------------------------------------------------------------------
+def _index_controls(ctx: AppContext) -> _IndexControls:
+    source = gr.Dropdown(
+        ctx.sessions.sources(),
+        value=EXAMPLES,
+        label="Index",
+        info="the built-in examples, a server folder allowed with --allowed-root, or your uploads",
+    )
+    uploads = Files(label="Add images to 'my uploads'", file_types=IMAGE_FILE_TYPES, type="filepath")
+    gr.Markdown(
+        f"Uploads to 'my uploads' are private to this browser session and kept on the server for "
+        f"{describe_duration(ctx.session_ttl_s)} after its last use, then deleted.",
+        elem_id="uploads-kept",
+    )
+    return _IndexControls(source, uploads, gr.Button("Build / update index"), gr.JSON(label="Index report"))
+
+
+def _search_controls() -> _SearchControls:
+    with gr.Row():
+        query = gr.Textbox(label="Text query", placeholder="a cat   or   dog + snow - grass", scale=3)
+        search_button = gr.Button("Search", variant="primary", scale=1)
+    with gr.Row():
+        templates = gr.Dropdown(TEMPLATE_CHOICES, value=DEFAULT_TEMPLATES, label="Prompt templates")
+        k = gr.Slider(1, 100, value=DEFAULT_K, step=1, label="Results (k)")
+        threshold = gr.Slider(-1, 1, value=-1, step=0.01, label="Min score (-1 = none)")
+        tag = gr.Dropdown(
+            tag_choices({}),
+            value=ANY_TAG,
+            allow_custom_value=True,
+            label="Only tagged",
+            info="images tagged by `classify --index --tag` (with counts)",
+        )
+    with gr.Row():
+        query_image = gr.File(label="Search by image", file_types=IMAGE_FILE_TYPES, type="filepath", scale=3)
+        image_button = gr.Button("Search by image", scale=1)
+    gallery = gr.Gallery(
+        label="Results (click one to search by it, or to select it in select mode)",
+        columns=6,
+        height=520,
+        allow_preview=False,
+    )
+    results = gr.JSON(label="Results", visible=False)
+    return _SearchControls(
+        query, search_button, templates, k, threshold, tag, query_image, image_button, gallery, results
+    )
+
+
+def _pick_controls() -> _PickControls:
+    select_mode = gr.Checkbox(False, label="Select mode: clicking a result selects it (or unselects it)")
+    with gr.Row():
+        selected = gr.Textbox(label="Selected images (one path per line)", lines=3, scale=3)
+        with gr.Column(scale=1):
+            class_name = gr.Textbox(label="Class name", placeholder="sneaker")
+            add_button = gr.Button("Add to class")
+    collected = gr.Markdown(selection_markdown({}), elem_id="collected-classes")
+    selection = gr.Textbox(label="Collected classes", visible=False)
+    with gr.Row():
+        finetune_button = gr.Button("Fine-tune on these", variant="primary")
+        clear_button = gr.Button("Clear classes")
+    return _PickControls(
+        select_mode, selected, class_name, add_button, collected, selection, finetune_button, clear_button
+    )
+
+
+# -- events: each handler calls one action ------------------------------------------------------------------------
+FIGURES: ListenerOptions = {"concurrency_id": "figures", "concurrency_limit": 2, "api_visibility": "private"}
+
+
+def _tags_handler(ctx: AppContext):
+    def tags_of(source_, request: gr.Request):
+        return gr.Dropdown(choices=tag_choices(actions.source_tags(ctx.sessions, source_, session_of(request))))
+
+    return user_errors(tags_of)
+
+
+def _wire_index(ctx: AppContext, c: _IndexControls, tag: gr.Dropdown) -> None:
     def index_images(source_=EXAMPLES, files_=None, request: Optional[gr.Request] = None, progress=gr.Progress()):
         files = uploaded_paths(files_)
 
@@ -132,9 +199,21 @@ def build_tab(ctx: AppContext) -> SearchHandles:
 
         names = [display_name(p) for p in files]
         return actions.update_source(
-            registry, source_, session_of(request), files, names=names, progress=report
+            ctx.sessions, source_, session_of(request), files, names=names, progress=report
         ).to_dict()
 
+    # Indexing is a heavy job: its own group, one at a time, so it never takes the model group's slots.
+    c.build_button.click(
+        user_errors(index_images),
+        [c.source, c.uploads],
+        c.status,
+        api_name="index_images",
+        concurrency_id="index",
+        concurrency_limit=1,
+    ).success(_tags_handler(ctx), c.source, tag, api_visibility="private")
+
+
+def _wire_search(ctx: AppContext, source: gr.Dropdown, c: _SearchControls, picks: _PickControls) -> None:
     def by_text(
         source_,
         query_,
@@ -145,7 +224,7 @@ def build_tab(ctx: AppContext) -> SearchHandles:
         request: Optional[gr.Request] = None,
     ):
         return actions.search_source_text(
-            registry,
+            ctx.sessions,
             source_,
             session_of(request),
             query_,
@@ -160,20 +239,8 @@ def build_tab(ctx: AppContext) -> SearchHandles:
         if not paths:
             raise ClipAppError("Upload an image to search by.")
         return actions.search_source_image(
-            registry, source_, session_of(request), paths[0], k=int(k_), threshold=_threshold(threshold_), tag=tag_
+            ctx.sessions, source_, session_of(request), paths[0], k=int(k_), threshold=_threshold(threshold_), tag=tag_
         ).for_gradio()
-
-    def tags_of(source_, request: gr.Request):
-        return gr.Dropdown(choices=tag_choices(actions.source_tags(registry, source_, session_of(request))))
-
-    def add_to_class(
-        class_name_, selected_=None, selection_=None, source_=EXAMPLES, request: Optional[gr.Request] = None
-    ):
-        """-> (the collected classes as NAME=PATH,PATH lines, their table, the emptied selection)."""
-        classes = actions.pick_into_class(
-            registry, source_, session_of(request), selection_, class_name_, picked_paths(selected_)
-        )
-        return picks_text(classes), selection_markdown(classes), ""
 
     def by_click(source_, current, k_, threshold_, select_mode_, selected_, evt: gr.SelectData, request: gr.Request):
         hits = (current or {}).get("results", [])
@@ -183,51 +250,56 @@ def build_tab(ctx: AppContext) -> SearchHandles:
         if select_mode_:
             return gr.skip(), toggle_pick(selected_, path)
         found = actions.search_like_indexed(
-            registry, source_, session_of(request), path, k=int(k_), threshold=_threshold(threshold_)
+            ctx.sessions, source_, session_of(request), path, k=int(k_), threshold=_threshold(threshold_)
         )
         return found.for_gradio(), gr.skip()
 
-    # Indexing is a heavy job: its own group, one at a time, so it never takes the model group's slots.
-    build_button.click(
-        user_errors(index_images),
-        [source, uploads],
-        status,
-        api_name="index_images",
-        concurrency_id="index",
-        concurrency_limit=1,
-    ).success(user_errors(tags_of), source, tag, api_visibility="private")
     model: ListenerOptions = {"concurrency_id": "model", "concurrency_limit": ctx.model_concurrency}
-    figures: ListenerOptions = {"concurrency_id": "figures", "concurrency_limit": 2, "api_visibility": "private"}
     model_private: ListenerOptions = {**model, "api_visibility": "private"}  # page-only events in the model group
-    text_inputs = [source, query, templates, k, threshold, tag]
-    search_button.click(user_errors(by_text), text_inputs, results, api_name="search_text", **model).success(
-        gallery_of, results, gallery, **figures
+    text_inputs = [source, c.query, c.templates, c.k, c.threshold, c.tag]
+    c.search_button.click(user_errors(by_text), text_inputs, c.results, api_name="search_text", **model).success(
+        gallery_of, c.results, c.gallery, **FIGURES
     )
-    query.submit(user_errors(by_text), text_inputs, results, **model_private).success(
-        gallery_of, results, gallery, **figures
+    c.query.submit(user_errors(by_text), text_inputs, c.results, **model_private).success(
+        gallery_of, c.results, c.gallery, **FIGURES
     )
-    image_button.click(
-        user_errors(by_image), [source, query_image, k, threshold, tag], results, api_name="search_image", **model
-    ).success(gallery_of, results, gallery, **figures)
+    c.image_button.click(
+        user_errors(by_image),
+        [source, c.query_image, c.k, c.threshold, c.tag],
+        c.results,
+        api_name="search_image",
+        **model,
+    ).success(gallery_of, c.results, c.gallery, **FIGURES)
     # In select mode the results stay as they are (gr.skip), so the chained redraw is skipped too.
-    gallery.select(
+    c.gallery.select(
         user_errors(by_click),
-        [source, results, k, threshold, select_mode, selected],
-        [results, selected],
+        [source, c.results, c.k, c.threshold, picks.select_mode, picks.selected],
+        [c.results, picks.selected],
         **model_private,
-    ).success(gallery_of, results, gallery, **figures)
+    ).success(gallery_of, c.results, c.gallery, **FIGURES)
     # The tag list follows the index: on choosing it, after building it, and on opening the dropdown.
-    source.change(user_errors(tags_of), source, tag, **figures)
-    tag.focus(user_errors(tags_of), source, tag, **figures)
-    add_button.click(
+    source.change(_tags_handler(ctx), source, c.tag, **FIGURES)
+    c.tag.focus(_tags_handler(ctx), source, c.tag, **FIGURES)
+
+
+def _wire_picks(ctx: AppContext, source: gr.Dropdown, c: _PickControls) -> None:
+    def add_to_class(
+        class_name_, selected_=None, selection_=None, source_=EXAMPLES, request: Optional[gr.Request] = None
+    ):
+        """-> (the collected classes as NAME=PATH,PATH lines, their table, the emptied selection)."""
+        classes = actions.pick_into_class(
+            ctx.sessions, source_, session_of(request), selection_, class_name_, picked_paths(selected_)
+        )
+        return picks_text(classes), selection_markdown(classes), ""
+
+    c.add_button.click(
         user_errors(add_to_class),
-        [class_name, selected, selection, source],
-        [selection, collected, selected],
+        [c.class_name, c.selected, c.selection, source],
+        [c.selection, c.collected, c.selected],
         api_name="add_to_class",
         concurrency_id="figures",
         concurrency_limit=2,
     )
-    clear_button.click(
-        lambda: ("", selection_markdown({})), None, [selection, collected], queue=False, api_visibility="private"
+    c.clear_button.click(
+        lambda: ("", selection_markdown({})), None, [c.selection, c.collected], queue=False, api_visibility="private"
     )
-    return SearchHandles(finetune_button=finetune_button, source=source, selection=selection)
