@@ -147,6 +147,40 @@ def _examples(ctx: AppContext, files, labels) -> None:
             gr.Examples(examples=examples, inputs=[files, labels], label=label)
 
 
+def _results_view(files: gr.File) -> gr.JSON:
+    """The classification's JSON (hidden) and, drawn from it, each image beside its top-k bars."""
+    results = gr.JSON(label="Results", visible=False)
+
+    @gr.render(inputs=[results, files])
+    def show_labels(result, uploaded):
+        if not result or "results" not in result:
+            gr.Markdown("Upload images, type labels and press **Classify**.")
+            return
+        paths = {display_name(p): p for p in uploaded_paths(uploaded)}
+        gr.Markdown(f"Model: `{result['model']}`")
+        for item in result["results"]:
+            with gr.Row(equal_height=True):
+                if item["image"] in paths:
+                    path = paths[item["image"]]
+                    gr.Image(
+                        path,
+                        show_label=False,
+                        height=RESULT_IMAGE_PX,
+                        scale=1,
+                        interactive=False,
+                        buttons=[],
+                        elem_classes=["pixelated"] if _is_small(path) else None,
+                    )
+                gr.Label(
+                    {t["label"]: t["prob"] for t in item["top"]},
+                    label=item["image"],
+                    num_top_classes=len(item["top"]),
+                    scale=3,
+                )
+
+    return results
+
+
 def build_tab(ctx: AppContext, adapter_state: Optional[gr.State] = None) -> None:
     heatmaps = HeatmapFiles()
     with gr.Row():
@@ -170,35 +204,7 @@ def build_tab(ctx: AppContext, adapter_state: Optional[gr.State] = None) -> None
                 similarity_button = gr.Button("Similarity of labels as written")
             _examples(ctx, files, labels)
         with gr.Column(scale=2):
-            results = gr.JSON(label="Results", visible=False)
-
-            @gr.render(inputs=[results, files])
-            def show_labels(result, uploaded):
-                if not result or "results" not in result:
-                    gr.Markdown("Upload images, type labels and press **Classify**.")
-                    return
-                paths = {display_name(p): p for p in uploaded_paths(uploaded)}
-                gr.Markdown(f"Model: `{result['model']}`")
-                for item in result["results"]:
-                    with gr.Row(equal_height=True):
-                        if item["image"] in paths:
-                            path = paths[item["image"]]
-                            gr.Image(
-                                path,
-                                show_label=False,
-                                height=RESULT_IMAGE_PX,
-                                scale=1,
-                                interactive=False,
-                                buttons=[],
-                                elem_classes=["pixelated"] if _is_small(path) else None,
-                            )
-                        gr.Label(
-                            {t["label"]: t["prob"] for t in item["top"]},
-                            label=item["image"],
-                            num_top_classes=len(item["top"]),
-                            scale=3,
-                        )
-
+            results = _results_view(files)
             heatmap = gr.Image(label="Similarity heatmap", type="filepath", interactive=False, elem_id="heatmap")
             similarity_json = gr.JSON(label="Similarity matrix", visible=False)
     figure_state = gr.State(None)
