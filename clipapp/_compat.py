@@ -45,7 +45,7 @@ BECAME_PACKAGES: dict[str, tuple[str, ...]] = {
     "clipapp.classify": ("clipapp.classify.stream",),
     "clipapp.viz": ("clipapp.viz.figures",),
 }
-# names that left a module which still exists: module -> {old name: "new.module.new_name"}
+# renamed names, and names that left a module which still exists: module -> {old name: "new.module.new_name"}
 MOVED_NAMES: dict[str, dict[str, str]] = {
     "clipapp.finetune.intake": {
         "parse_selection": "clipapp.app.picks.parse_picks",
@@ -55,6 +55,8 @@ MOVED_NAMES: dict[str, dict[str, str]] = {
         "labelled_selection": "clipapp.app.picks.labelled_picks",
         "check_index": "clipapp.app.picks.check_index",
     },
+    # one typed result: `classification` (an object) and `classify` (its dict) became `classify` (the object)
+    "clipapp.tasks": {"classification": "clipapp.app.actions.classify"},
 }
 
 
@@ -68,6 +70,8 @@ def forward_getattr(old: str, targets: Sequence[str]):
     def __getattr__(name: str) -> Any:
         if name.startswith("__"):
             raise AttributeError(name)
+        if name in MOVED_NAMES.get(old, {}):
+            return moved_names(old)(name)
         for target in targets:
             module = importlib.import_module(target)
             if hasattr(module, name):

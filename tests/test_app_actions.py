@@ -157,3 +157,11 @@ def test_a_session_fine_tune_is_kept_as_the_sessions_adapter(store):
     assert store.adapter("s2", "adapter-s2").class_names == ["clothing", "photo"]  # the session's classifier now
     anonymous = actions.finetune_for_session(store, "", data, config, name="adapter-none")
     assert anonymous.files[0].parent == store.state_dir / "adapters"  # no session: kept for download only
+
+
+def test_the_pre_0_2_classification_name_answers_with_the_one_typed_result(tiny_service, photos):
+    with pytest.warns(DeprecationWarning, match="clipapp.tasks.classification moved to clipapp.app.actions.classify"):
+        from clipapp.tasks import classification
+    found = classification(tiny_service, actions.load_named_images(photos[:1]), "cat, rocket, coffee")
+    assert isinstance(found, actions.Classification)
+    assert len(found.to_dict(2)["results"][0]["top"]) == 2 and len(found.to_dict()["results"][0]["top"]) == 3

@@ -4,7 +4,7 @@ texts, and embeddings. Each returns a typed result whose one `to_dict` is the JS
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 
@@ -33,13 +33,11 @@ class Classification:
     def labels(self) -> list[str]:
         return self.scores.labels
 
-    def to_dict(self) -> dict:
+    def to_dict(self, top_k: Optional[int] = None) -> dict:
         """The JSON of the CLI's `classify` (README "Classify a whole folder or index"), made by the one
-        `ClassifyReport.to_dict` that the CLI's streaming path uses too."""
-        results = [
-            Prediction(name, tuple(top))
-            for name, top in zip(self.names, self.scores.top(max(1, int(self.top_k))), strict=True)
-        ]
+        `ClassifyReport.to_dict` that the CLI's streaming path uses too. `top_k`: default the one asked for."""
+        k = max(1, int(self.top_k if top_k is None else top_k))
+        results = [Prediction(name, tuple(top)) for name, top in zip(self.names, self.scores.top(k), strict=True)]
         return ClassifyReport(
             model=self.model,
             labels=self.labels,
