@@ -165,3 +165,26 @@ def test_the_pre_0_2_classification_name_answers_with_the_one_typed_result(tiny_
     found = classification(tiny_service, actions.load_named_images(photos[:1]), "cat, rocket, coffee")
     assert isinstance(found, actions.Classification)
     assert len(found.to_dict(2)["results"][0]["top"]) == 2 and len(found.to_dict()["results"][0]["top"]) == 3
+
+
+def test_the_fine_tune_page_uploads_zip_and_rows_combine(photos, tmp_path, monkeypatch):
+    import zipfile
+
+    archive = tmp_path / "classes.zip"
+    with zipfile.ZipFile(archive, "w") as out:
+        out.write(photos[0], f"set/cat/{photos[0].name}")
+        out.write(photos[1], f"set/dog/{photos[1].name}")
+    data = actions.labelled_page_uploads(str(archive), [("dog", [str(photos[2])]), ("", [])], tmp_path / "work")
+    assert data.class_names == ["cat", "dog"] and list(data.targets) == [0, 1, 1]
+    assert data.names == [photos[0].name, photos[1].name, photos[2].name]
+    with pytest.raises(ClipAppError, match="no class name"):
+        actions.labelled_page_uploads(None, [(" ", [str(photos[0])])], tmp_path)
+    with pytest.raises(ClipAppError, match="'cat' has no images"):
+        actions.labelled_page_uploads(None, [("cat", [])], tmp_path)
+    with pytest.raises(ClipAppError, match="No labelled images"):
+        actions.labelled_page_uploads(None, [], tmp_path)
+    from clipapp.app.actions import finetune as page
+
+    monkeypatch.setattr(page, "MAX_PAGE_IMAGES", 2)
+    with pytest.raises(ClipAppError, match="3 images given; the web app fine-tunes on at most 2"):
+        actions.labelled_page_uploads(None, [("a", [str(p) for p in photos[:3]])], tmp_path)

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 from clipapp.app.actions.batch import BatchClassify, classify_batch, evaluate
 from clipapp.app.actions.finetune import (
+    MAX_PAGE_IMAGES,
     AdapterReport,
     LabelledSource,
     SessionAdapter,
     finetune_for_session,
     finetune_to_file,
+    labelled_page_uploads,
 )
 from clipapp.app.actions.images import (
     MAX_IMAGES_PER_REQUEST,
@@ -58,6 +60,7 @@ from clipapp.app.actions.zero_shot import (
 __all__ = [
     "DEFAULT_TOP_K",
     "MAX_IMAGES_PER_REQUEST",
+    "MAX_PAGE_IMAGES",
     "MAX_TEXTS_PER_REQUEST",
     "AdapterReport",
     "BatchClassify",
@@ -76,6 +79,7 @@ __all__ = [
     "finetune_to_file",
     "index_folder",
     "index_folder_ray",
+    "labelled_page_uploads",
     "labelled_source_picks",
     "load_named_images",
     "parse_texts",

@@ -17,6 +17,44 @@ if TYPE_CHECKING:
     from clipapp.finetune.intake import LabelledImages
     from clipapp.finetune.results import FinetuneResult
 
+MAX_PAGE_IMAGES = 2000  # one fine-tune holds the CPU for everyone: keep a browser request to a few-shot size
+
+
+def check_page_size(count: int, given: str = "given") -> None:
+    """Refuse more labelled images than the web app fine-tunes on."""
+    if count > MAX_PAGE_IMAGES:
+        raise ClipAppError(
+            f"{count} images {given}; the web app fine-tunes on at most {MAX_PAGE_IMAGES}. "
+            "Use `python -m clipapp finetune` for more."
+        )
+
+
+def labelled_page_uploads(
+    zip_path: Optional[str], rows: Sequence[tuple[Optional[str], Sequence[str]]], workdir: Path
+) -> LabelledImages:
+    """The Fine-tune page's labelled images: a zip of class folders (extracted under `workdir`) and
+    (class name, image files) rows; a class may come from both."""
+    from clipapp.finetune import extract_labelled_zip, labelled_folder, labelled_uploads
+
+    items: list[tuple[Any, str]] = []
+    if zip_path:
+        folder = labelled_folder(extract_labelled_zip(zip_path, Path(workdir) / "zip"))
+        items += [(path, folder.class_names[t]) for path, t in zip(folder.sources, folder.targets, strict=True)]
+    for class_name, paths in rows:
+        class_name = " ".join((class_name or "").split())
+        if paths and not class_name:
+            raise ClipAppError("A class row has images but no class name: type the class name next to them.")
+        if class_name and not paths:
+            raise ClipAppError(f"Class {class_name!r} has no images: upload a few, or clear its name.")
+        items += [(p, class_name) for p in paths]
+    if not items:
+        raise ClipAppError(
+            "No labelled images: upload a zip of class folders (<class>/<images>) or fill the class "
+            "rows (a name and a few images each)."
+        )
+    check_page_size(len(items))
+    return labelled_uploads(items, names=[Path(str(path)).name for path, _ in items])  # a folder's sources are paths
+
 
 @dataclass(frozen=True)
 class LabelledSource:

@@ -152,6 +152,11 @@ def pick_into_class(
 def labelled_source_picks(
     sessions: SessionStore, source: str, session: str, picks: str | Picks | None
 ) -> LabelledImages:
-    """The picks as labelled images to fine-tune on, every path checked to be an image of `source`'s index."""
+    """The picks as labelled images to fine-tune on (at most `MAX_PAGE_IMAGES`), every path checked to be an image of
+    `source`'s index."""
+    from clipapp.app.actions.finetune import check_page_size
+
     with sessions.searchable(source, session) as index:
-        return labelled_picks(picks, index)
+        data = labelled_picks(picks, index)
+    check_page_size(len(data), "selected")
+    return data
