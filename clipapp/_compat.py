@@ -65,13 +65,14 @@ def _warn(old: str, new: str) -> None:
 
 
 def forward_getattr(old: str, targets: Sequence[str]):
-    """A module `__getattr__` (PEP 562) that finds NAME in the modules that now hold it, with a warning."""
+    """A module `__getattr__` (PEP 562) that finds NAME in the modules that now hold it, or where `MOVED_NAMES`
+    says it went (renamed, or out of a module that still exists, e.g. `clipapp.finetune.intake`), with a warning."""
 
     def __getattr__(name: str) -> Any:
         if name.startswith("__"):
             raise AttributeError(name)
         if name in MOVED_NAMES.get(old, {}):
-            return moved_names(old)(name)
+            return _moved_name(old, name)
         for target in targets:
             module = importlib.import_module(target)
             if hasattr(module, name):
@@ -82,19 +83,12 @@ def forward_getattr(old: str, targets: Sequence[str]):
     return __getattr__
 
 
-def moved_names(module: str):
-    """A module `__getattr__` for a module that still exists but gave names away (`MOVED_NAMES`): the old name
-    answers with the new object, with a warning."""
-
-    def __getattr__(name: str) -> Any:
-        new = MOVED_NAMES.get(module, {}).get(name)
-        if new is None:
-            raise AttributeError(f"module {module!r} has no attribute {name!r}")
-        target, _, new_name = new.rpartition(".")
-        _warn(f"{module}.{name}", new)
-        return getattr(importlib.import_module(target), new_name)
-
-    return __getattr__
+def _moved_name(module: str, name: str) -> Any:
+    """`MOVED_NAMES[module][name]`'s object, with a warning."""
+    new = MOVED_NAMES[module][name]
+    target, _, new_name = new.rpartition(".")
+    _warn(f"{module}.{name}", new)
+    return getattr(importlib.import_module(target), new_name)
 
 
 class _Forwarder(importlib.abc.Loader):

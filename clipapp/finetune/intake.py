@@ -19,7 +19,7 @@ from typing import Iterator, Optional, Sequence
 
 import numpy as np
 
-from clipapp._compat import moved_names
+from clipapp._compat import forward_getattr
 from clipapp.errors import ClipAppError
 from clipapp.images.decode import IMAGE_EXTENSIONS, ImageFolder, ImageSource
 from clipapp.model.prompts import parse_labels
@@ -259,4 +259,4 @@ def labelled_csv(csv_path: str | os.PathLike) -> LabelledImages:
 
 
 # The Search tab's picks (parse_selection, add_to_selection, ...) moved to clipapp/app/picks.py in 0.2.
-__getattr__ = moved_names(__name__)
+__getattr__ = forward_getattr(__name__, ())

@@ -56,9 +56,14 @@ def test_only_images_of_the_index_can_be_picked():
 def test_the_old_names_in_finetune_intake_still_answer_with_a_warning():
     from clipapp.finetune import intake
 
-    for old, new in [("parse_selection", "parse_picks"), ("selection_text", "picks_text"),
-                     ("add_to_selection", "add_picks"), ("labelled_selection", "labelled_picks"),
-                     ("unindexed", "unindexed"), ("check_index", "check_index")]:
+    for old, new in [
+        ("parse_selection", "parse_picks"),
+        ("selection_text", "picks_text"),
+        ("add_to_selection", "add_picks"),
+        ("labelled_selection", "labelled_picks"),
+        ("unindexed", "unindexed"),
+        ("check_index", "check_index"),
+    ]:
         with pytest.warns(DeprecationWarning, match=f"clipapp.app.picks.{new}"):
             assert getattr(intake, old) is getattr(picks, new)
     with pytest.raises(AttributeError):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import io
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,7 +14,8 @@ import pytest
 from clipapp.app import actions
 from clipapp.app.sessions import EXAMPLES, MY_UPLOADS, SessionStore
 from clipapp.errors import ClipAppError
-from tests.conftest import EXAMPLES_DIR
+
+EXAMPLES_DIR = Path(__file__).resolve().parents[3] / "assets" / "examples"
 
 
 @pytest.fixture(scope="module")
@@ -46,8 +48,9 @@ def test_classify_batch_lists_unreadable_files_then_refuses_an_empty_run(tiny_se
     broken.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 20)
     heard = []
     with pytest.raises(ClipAppError, match="No image could be classified"):
-        actions.classify_batch(tiny_service, actions.BatchClassify(images=[str(broken)], labels="a,b"),
-                               on_skipped=heard.append)
+        actions.classify_batch(
+            tiny_service, actions.BatchClassify(images=[str(broken)], labels="a,b"), on_skipped=heard.append
+        )
     assert [item.path for item in heard] == [str(broken)]
 
 
@@ -74,8 +77,12 @@ def test_zero_shot_results_are_typed_with_one_to_dict(tiny_service, photos):
     assert [len(item["top"]) for item in payload["results"]] == [2, 2]
     assert payload["model"] == tiny_service.spec
     sims = actions.similarity(tiny_service, images, "a cat\na rocket")
-    assert sims.to_dict() == {"model": tiny_service.spec, "images": [i.name for i in images],
-                              "texts": ["a cat", "a rocket"], "matrix": sims.matrix}
+    assert sims.to_dict() == {
+        "model": tiny_service.spec,
+        "images": [i.name for i in images],
+        "texts": ["a cat", "a rocket"],
+        "matrix": sims.matrix,
+    }
     assert np.asarray(sims.matrix).shape == (2, 2)
 
 
@@ -133,10 +140,20 @@ def test_every_result_type_has_its_text(tiny_service, photos, store):
     from clipapp.index import SyncReport
 
     args = argparse.Namespace(csv="out.csv", jsonl=None, index="idx")
-    report = ClassifyReport(model="m", labels=["a", "b"], multi_label=False, classified=1,
-                            results=[Prediction("x.png", (("a", 0.75), ("b", 0.25)))])
-    assert render(report, args).splitlines() == ["model: m", "x.png", "   75.0%  a", "   25.0%  b",
-                                                 "classified 1, skipped 0 -> out.csv"]
+    report = ClassifyReport(
+        model="m",
+        labels=["a", "b"],
+        multi_label=False,
+        classified=1,
+        results=[Prediction("x.png", (("a", 0.75), ("b", 0.25)))],
+    )
+    assert render(report, args).splitlines() == [
+        "model: m",
+        "x.png",
+        "   75.0%  a",
+        "   25.0%  b",
+        "classified 1, skipped 0 -> out.csv",
+    ]
     assert render(SyncReport(added=2, total=2), args) == "added 2, updated 0, removed 0, skipped 0; 2 images in idx"
     sims = actions.similarity(tiny_service, actions.load_named_images(photos[:1]), ["a cat"])
     assert render(sims, args).splitlines()[2].startswith("a cat\t")
