@@ -341,13 +341,13 @@ def ray_encoder(address: str, service, *, precision: str = "auto") -> Iterator:
     import tempfile
 
     from clipapp.index.distributed import RayEncoder, _import_ray, _LazySession
-    from clipapp.model.device import cluster_precision
 
     _import_ray()
     shards = Path(tempfile.mkdtemp(prefix="clipapp-classify-shards-"))
     session = _LazySession(address, None)
     try:
-        # "auto" would let each node pick its own precision: one run would mix them (as in index --ray).
+        from clipapp.model.device import cluster_precision  # one precision on every node (as in index --ray)
+
         yield RayEncoder(
             spec=service.spec,
             dim=service.embed_dim,
