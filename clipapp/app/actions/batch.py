@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from clipapp.classify.evaluation import EvalResult
     from clipapp.images.decode import SkippedFile
 
-Progress = Callable[[int, int], None]  # (done, total)
+Progress = Callable[..., None]  # (done, total), or (done, total, message): clipapp.index.ProgressFn
 
 
 @dataclass(frozen=True)

@@ -10,14 +10,16 @@ from typing import Callable, Iterator
 
 @contextmanager
 def count_bar(unit: str = "img", *, disable: bool = False) -> Iterator[Callable[[int, int], None]]:
-    """A (done, total) callback drawing a tqdm bar while the block runs."""
+    """A (done, total[, message]) callback drawing a tqdm bar while the block runs."""
     from tqdm.auto import tqdm
 
     bar = tqdm(total=0, unit=unit, file=sys.stderr, disable=disable or not sys.stderr.isatty(), dynamic_ncols=True)
 
-    def progress(done: int, total: int) -> None:
+    def progress(done: int, total: int, message: str = "") -> None:
         if bar.total != total:
             bar.total = total
+        if message:
+            bar.set_description(message, refresh=False)
         bar.n = done
         bar.refresh()
 
