@@ -48,8 +48,19 @@ def similarity(p: argparse.ArgumentParser) -> None:
 
 
 def index(p: argparse.ArgumentParser) -> None:
-    p.add_argument("folder", help="folder of images, searched recursively")
+    p.add_argument("folder", nargs="?", help="folder of images, searched recursively")
     p.add_argument("--index", required=True, help="index folder (created if missing)")
+    archive = p.add_mutually_exclusive_group()
+    archive.add_argument(
+        "--compact", action="store_true", help="rewrite the vector file without the rows of removed images"
+    )
+    archive.add_argument("--backup", metavar="DEST", help="write a consistent copy to the new folder DEST")
+    archive.add_argument(
+        "--from-embeddings",
+        metavar="DIR",
+        help="build or extend the index from an embedding folder (img_emb/*.npy + metadata/, clip-retrieval's "
+        "layout, or `export`), encoding no image",
+    )
     p.add_argument(
         "--ray", help="embed on a Ray cluster: auto (a running one, else local) or HOST:PORT / ray://HOST:PORT"
     )
@@ -57,6 +68,17 @@ def index(p: argparse.ArgumentParser) -> None:
         "--max-index-memory",
         help="RAM the search structure may use, e.g. 1GB (kept with the index); "
         "over it, compressed codes with exact re-rank",
+    )
+
+
+def export(p: argparse.ArgumentParser) -> None:
+    p.add_argument("dest", help="new folder for img_emb/*.npy, metadata/* and clipapp.json")
+    p.add_argument("--index", required=True)
+    p.add_argument(
+        "--format",
+        choices=("parquet", "npy"),
+        default="parquet",
+        help="metadata as parquet (clip-retrieval's; needs clipapp[parquet]) or JSON lines (numpy only)",
     )
 
 
