@@ -139,8 +139,21 @@ def _accumulate(boxes: list[tuple[int, int, int, int]], scores: torch.Tensor, si
     return total / count.clamp(min=1)
 
 
+def shrink(image: Image.Image, side: int, *, short: bool) -> Image.Image:
+    """`image` scaled down so that its short (or long) side is at most `side`: what a method holds in memory is
+    then bounded by the model's input size (and the aspect ratio the image limits allow), not by the photo."""
+    width, height = image.size
+    scale = side / (min(width, height) if short else max(width, height))
+    if scale >= 1:
+        return image
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return image.resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0)
+
+
 def crop_map(service: ClipService, image: Image.Image, text: torch.Tensor) -> torch.Tensor:
-    """crops: windows at `CROP_SCALES` of the short side, one batch through the image encoder."""
+    """crops: windows at `CROP_SCALES` of the short side, one batch through the image encoder. The image is first
+    shrunk to a short side of 2x the model's input, so the smallest windows still fill the input."""
+    image = shrink(image, 2 * service.input_side, short=True)
     width, height = image.size
     boxes = []
     for scale in CROP_SCALES:
@@ -175,8 +188,9 @@ def _crop_map_to_box(maps: torch.Tensor, side: int, box: tuple[int, int, int, in
 
 
 def occlusion_map(service: ClipService, image: Image.Image, text: torch.Tensor) -> torch.Tensor:
-    """occlusion: the letterboxed image with one patch covered (in the pad colour) per copy, one batch."""
-    square, box, fill = letterbox(image)
+    """occlusion: the letterboxed image with one patch covered (in the pad colour) per copy, one batch; the square
+    is at most 2x the model's input side (the model sees it at 1x)."""
+    square, box, fill = letterbox(shrink(image, 2 * service.input_side, short=False))
     side = square.size[0]
     patch = max(1, side // OCCLUSION_PATCH)
     boxes, copies = [], [square]
@@ -197,7 +211,7 @@ def occlusion_map(service: ClipService, image: Image.Image, text: torch.Tensor) 
 def gradcam_map(service: ClipService, image: Image.Image, text: torch.Tensor) -> torch.Tensor:
     """gradcam: Grad-CAM (Selvaraju et al.) of each label's cosine on a feature map of the image tower, one
     backward pass for all labels (the feature map repeated once per label)."""
-    square, box, _ = letterbox(image)
+    square, box, _ = letterbox(shrink(image, 2 * service.input_side, short=False))
     model = service.trainable_model()  # an int8 model has no gradients; its fp32 copy does
     visual = getattr(model, "visual", None)
     dtype = next(model.parameters()).dtype

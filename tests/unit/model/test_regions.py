@@ -9,7 +9,7 @@ from PIL import Image
 
 from clipapp.errors import ClipAppError
 from clipapp.images.fashion_mnist import CLASS_NAMES, load_fashion_mnist
-from clipapp.model.regions import DEFAULT_METHOD, METHODS, explain, grid_shape, letterbox
+from clipapp.model.regions import DEFAULT_METHOD, METHODS, explain, grid_shape, letterbox, shrink
 
 LABELS = [c.lower() for c in CLASS_NAMES]
 
@@ -41,6 +41,13 @@ def _composites(fashion, n: int):
     return out
 
 
+def test_big_images_are_shrunk_before_the_windows_are_cut():
+    image = Image.new("RGB", (4000, 1000))
+    assert shrink(image, 64, short=True).size == (256, 64)
+    assert shrink(image, 64, short=False).size == (64, 16)
+    assert shrink(image, 5000, short=False) is image
+
+
 def test_grid_shape_follows_the_image():
     assert grid_shape(56, 28) == (4, 8)
     assert grid_shape(28, 56) == (8, 4)
@@ -61,6 +68,24 @@ def test_default_method_points_at_the_named_item_of_a_composite(demo_service, fa
             row, col = np.unravel_index(int(grid.argmax()), grid.shape)
             position, extent = (col, grid.shape[1]) if horizontal else (row, grid.shape[0])
             hits.append(int(position >= extent / 2) == half)
+    assert np.mean(hits) >= 0.9
+
+
+def test_default_method_finds_each_item_of_a_2x2_composite(demo_service, fashion):
+    """A square image, where the whole-image window says nothing: four items of distinct classes in the quadrants;
+    each class's peak falls in its own quadrant (chance 0.25)."""
+    images, labels = fashion
+    hits, start = [], 0
+    while len(hits) < 100:
+        picks = list(range(start, start + 4))
+        start += 4
+        if len({int(labels[k]) for k in picks}) < 4:
+            continue
+        canvas = np.block([[images[picks[0]], images[picks[1]]], [images[picks[2]], images[picks[3]]]])
+        (result,) = explain(demo_service, [Image.fromarray(canvas).convert("RGB")], LABELS)
+        for quadrant, k in enumerate(picks):
+            row, col = np.unravel_index(int(result.grids[labels[k]].argmax()), result.grids.shape[1:])
+            hits.append((row >= 4, col >= 4) == (quadrant >= 2, quadrant % 2 == 1))
     assert np.mean(hits) >= 0.9
 
 
