@@ -15,6 +15,7 @@ to its own range. Images are explained one at a time, so memory is bounded by on
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Optional
@@ -82,9 +83,11 @@ def explain(
     method: str = DEFAULT_METHOD,
     templates: str | Sequence[str] | None = DEFAULT_TEMPLATES,
     cells: int = GRID_CELLS,
+    names: Optional[Sequence[str]] = None,
     progress: Optional[ProgressFn] = None,
 ) -> Iterator[RegionMaps]:
-    """Yield each image's `RegionMaps`, in order; an image that cannot be read raises its ClipAppError."""
+    """Yield each image's `RegionMaps`, in order; an image that cannot be read raises its ClipAppError. `names`:
+    what each result calls its image (default: the path, a PIL image's file name, or "image N")."""
     labels = [str(label) for label in labels]
     if not labels:
         raise ClipAppError("No labels given: name at least one label to locate in the images.")
@@ -92,6 +95,8 @@ def explain(
         raise ClipAppError(f"Unknown region method {method!r}: use one of {', '.join(METHODS)}.")
     if cells < 1 or cells > 64:
         raise ClipAppError(f"Grid of {cells} cells: use 1 to 64 cells along the long side.")
+    if names is not None and len(names) != len(images):
+        raise ValueError(f"{len(names)} names for {len(images)} images")
     text = torch.from_numpy(service.text_embeddings(labels, templates))
     total = len(images)
     for done, source in enumerate(images):
@@ -103,7 +108,11 @@ def explain(
             fine = occlusion_map(service, image, text)
         else:
             fine = gradcam_map(service, image, text)
-        name = source if isinstance(source, str) else getattr(source, "filename", "") or f"image {done + 1}"
+        if names is not None:
+            name = names[done]
+        else:
+            name = str(source) if isinstance(source, (str, os.PathLike)) else ""
+            name = name or getattr(source, "filename", "") or f"image {done + 1}"
         yield RegionMaps(image=str(name), labels=labels, grids=resample(fine, shape))
         if progress is not None:
             progress(done + 1, total, "Region maps")

@@ -140,6 +140,14 @@ def test_user_mistakes_are_clipapp_errors(tiny_service, photos, kwargs, message)
         list(explain(tiny_service, [str(photos[0])], **arguments))
 
 
+def test_results_name_their_images(tiny_service, photos):
+    image = Image.open(photos[1])
+    found = explain(tiny_service, [photos[0], image, Image.new("RGB", (40, 40))], ["cat"])
+    assert [r.image for r in found] == [str(photos[0]), str(photos[1]), "image 3"]
+    (named,) = explain(tiny_service, [image], ["cat"], names=["upload.jpg"])
+    assert named.image == "upload.jpg"
+
+
 def test_progress_is_reported_per_image(tiny_service, photos):
     seen = []
     list(explain(tiny_service, [str(p) for p in photos[:3]], ["cat"], progress=lambda *a: seen.append(a)))
