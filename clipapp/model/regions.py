@@ -34,8 +34,8 @@ METHODS = ("crops", "occlusion", "gradcam")
 # crops: the only method right on composites (demo model pointing game, 100 pairs | 100 2 x 2: crops 0.975 | 0.985,
 # occlusion 0.735 | 0.432, gradcam 0.695 | 0.425; chance 0.5 | 0.25; bench/bench_explain.py). Occlusion and gradcam
 # see the letterboxed image, whose items shrink to half the 32-pixel input; crops see each item at the model's own
-# scale. Cost per image x 10 labels, medians of 3 runs on 2 shared CPU cores: demo 16 ms (occlusion 26, gradcam
-# 35); ViT-B-32 on an 800 x 600 photo 1.4 s (occlusion 5.0 s, gradcam 0.29 s: cheaper, but it points wrong).
+# scale. Cost per image x 10 labels, medians of 3 runs on 2 shared CPU cores: demo 14 ms (occlusion 26, gradcam
+# 14); ViT-B-32 on an 800 x 600 photo 0.44 s (occlusion 3.8 s, gradcam 0.23 s: cheaper, but it points wrong).
 DEFAULT_METHOD = "crops"
 GRID_CELLS = 8  # cells along the image's long side: 8 x 8 overlays read well over a thumbnail
 # Window sides as fractions of the image's short side, each tiling the image at its own side (the last window flush
