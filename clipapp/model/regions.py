@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -29,6 +29,7 @@ from clipapp.errors import ClipAppError
 from clipapp.images.decode import ImageSource
 from clipapp.model.prompts import DEFAULT_TEMPLATES
 from clipapp.model.service import ClipService
+from clipapp.progress import ProgressFn
 
 METHODS = ("crops", "occlusion", "gradcam")
 # crops: the only method right on composites (demo model pointing game, 100 pairs | 100 2 x 2: crops 0.975 | 0.985,
@@ -46,7 +47,6 @@ CROP_SCALES = (1.0, 0.5)
 CROP_STRIDE = 1.0
 OCCLUSION_PATCH = 4  # the covered patch is 1/4 of the (square) side, slid at half its side: 7 x 7 = 49 copies
 GRADCAM_MIN_SIDE = 4  # deepest map this many cells a side: demo pointing game 0.675 at 4 (layer2), 0.55 at 8
-ProgressFn = Callable[[int, int, str], None]
 
 
 @dataclass
