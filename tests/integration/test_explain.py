@@ -89,3 +89,16 @@ def test_v1_explain_answers_as_the_cli(capsys, tiny_service, tiny_spec, photos, 
     assert bad.status_code == 422 and "method" in bad.json()["error"]
     empty = api.post("/v1/explain", files=files, data={"labels": " , "})
     assert empty.status_code == 400 and "No labels" in empty.json()["error"]
+
+
+def test_gradio_api_explain_answers_the_cli_json(client, photos):
+    """`client.predict(files, labels, api_name="/explain")`: files and labels required, the rest defaulted."""
+    from gradio_client import handle_file
+
+    info = client.view_api(return_format="dict", print_info=False)["named_endpoints"]["/explain"]
+    assert [p["parameter_name"] for p in info["parameters"] if not p["parameter_has_default"]] == ["files_", "labels_"]
+    result = client.predict(handle_file(str(photos[2])), "cat, rocket", api_name="/explain")
+    assert result["method"] == "crops" and result["labels"] == ["cat", "rocket"]
+    (item,) = result["results"]
+    assert item["image"] == photos[2].name
+    assert np.asarray(item["labels"][0]["grid"]).shape == (5, 8)  # the cat photo is 384 x 255: 8 x 255/384 rows
