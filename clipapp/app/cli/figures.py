@@ -40,6 +40,7 @@ def region_overlays(result, args: argparse.Namespace) -> None:
     from pathlib import Path
 
     from clipapp.images.decode import load_image
+    from clipapp.storage import atomic_path
     from clipapp.viz.region_overlay import overlay_png
 
     folder = Path(args.out)
@@ -53,7 +54,8 @@ def region_overlays(result, args: argparse.Namespace) -> None:
         image = load_image(found.image, limits=image_limits(args))
         for label, grid in zip(found.labels, found.grids, strict=True):
             slug = re.sub(r"[^\w.-]+", "_", label).strip("_") or "label"
-            (folder / f"{stem}--{slug}.png").write_bytes(overlay_png(image, grid))
+            with atomic_path(folder / f"{stem}--{slug}.png") as tmp:  # never a half-written PNG under the name
+                tmp.write_bytes(overlay_png(image, grid))
             written += 1
     print(f"wrote {written} overlays to {folder}", file=sys.stderr)
 
