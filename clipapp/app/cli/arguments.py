@@ -47,6 +47,23 @@ def similarity(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", help="save the heatmap as PNG")
 
 
+def explain(p: argparse.ArgumentParser) -> None:
+    # the method names and grid size are repeated from clipapp.model.regions: importing it (torch) slows --help
+    p.add_argument("images", nargs="+", help="image files")
+    p.add_argument("--labels", required=True, help='labels to locate, comma separated: "sneaker,bag"')
+    p.add_argument(
+        "--templates", default="simple", help='simple (7), openai (80), none, or one template like "a photo of a {}."'
+    )
+    p.add_argument(
+        "--method",
+        choices=("crops", "occlusion", "gradcam"),
+        default="crops",
+        help="crops (default: the one that points right, docs/benchmarks.md), occlusion, or gradcam (ResNet/ViT)",
+    )
+    p.add_argument("--cells", type=_positive_int, default=8, help="grid cells along each image's long side")
+    p.add_argument("--out", help="write one overlay PNG per image and label into this folder")
+
+
 def index(p: argparse.ArgumentParser) -> None:
     p.add_argument("folder", nargs="?", help="folder of images, searched recursively")
     p.add_argument("--index", required=True, help="index folder (created if missing)")

@@ -64,6 +64,23 @@ def _index_archive(args: argparse.Namespace):
         return actions.import_embeddings(load_service(args), args.from_embeddings, args.index, progress=progress)
 
 
+def explain(args: argparse.Namespace):
+    from clipapp.app import actions
+
+    service = load_service(args)
+    with bar() as progress:
+        return actions.explain(
+            service,
+            args.images,
+            args.labels,
+            names=args.images,
+            method=args.method,
+            templates=args.templates,
+            cells=args.cells,
+            progress=progress,
+        )
+
+
 def index(args: argparse.Namespace):
     from clipapp.app import actions
     from clipapp.index import parse_memory_size
@@ -150,6 +167,13 @@ COMMANDS: tuple[Command, ...] = (
         arguments.similarity,
         similarity,
         figures.similarity_heatmap,
+    ),
+    Command(
+        "explain",
+        "where each label matches in each image: a grid per image and label, overlay PNGs with --out",
+        arguments.explain,
+        explain,
+        figures.region_overlays,
     ),
     Command("index", "create or update (incrementally) an image index of a folder", arguments.index, index),
     Command("search", "search an index by text (with a + b - c arithmetic) or by an image", arguments.search, search),

@@ -32,6 +32,19 @@ def similarity_text(result, _args: argparse.Namespace) -> str:
     return "\n".join([f"model: {result.model}", "\t" + header, *rows])
 
 
+def explain_text(result, _args: argparse.Namespace) -> str:
+    """`Explanation`: for each image and label, the cell where the label matches most (row, column from the top
+    left) and its value; the grids themselves are in --json and drawn by --out."""
+    lines = [f"model: {result.model} (region maps: {result.method})"]
+    for found in result.maps:
+        rows, cols = found.grids.shape[1:]
+        lines.append(f"{found.image} ({rows} x {cols} grid)")
+        for label, grid in zip(found.labels, found.grids, strict=True):
+            row, col = divmod(int(grid.argmax()), cols)
+            lines.append(f"  {label}: strongest at row {row + 1}, column {col + 1} ({float(grid.max()):.3f})")
+    return "\n".join(lines)
+
+
 def _metrics_line(name: str, metrics) -> str:
     if not metrics:
         return f"{name}: no held-out images"
@@ -117,7 +130,7 @@ def search_text(result, _args: argparse.Namespace) -> str:
 
 
 def _renderers() -> dict[type, Callable[[Any, argparse.Namespace], str]]:
-    from clipapp.app.actions import AdapterReport, Similarity
+    from clipapp.app.actions import AdapterReport, Explanation, Similarity
     from clipapp.classify.evaluation import EvalResult
     from clipapp.classify.stream import ClassifyReport
     from clipapp.index import BackupReport, CompactionReport, ExportReport, SearchResult, SyncReport
@@ -125,6 +138,7 @@ def _renderers() -> dict[type, Callable[[Any, argparse.Namespace], str]]:
     return {
         ClassifyReport: classify_text,
         Similarity: similarity_text,
+        Explanation: explain_text,
         AdapterReport: adapter_text,
         EvalResult: eval_text,
         SyncReport: sync_text,
