@@ -97,15 +97,17 @@ class ClipService:
         self.device = loaded.device
         self.stats = EncodeStats()
         self._dtype = next(self.model.parameters()).dtype
-        # amp: fp32 weights, forward passes under autocast (fp16 on a GPU), as open_clip's zero-shot evaluation
+        # amp: fp32 weights, forward passes under autocast (fp16 on a GPU), as open_clip's zero-shot evaluation.
+        # fp16/bf16: open_clip casts only convolutions, linears and projections to low precision and leaves norms
+        # (a ResNet's BatchNorm) in fp32, so their float32 outputs meet low-precision weights: autocast in the
+        # weights' dtype casts each op's inputs (without it, the demo ResNet failed with "expected Float").
+        autocast_dtype = {
+            "amp": torch.float16 if self.device.type == "cuda" else torch.bfloat16,
+            "fp16": torch.float16,
+            "bf16": torch.bfloat16,
+        }.get(loaded.precision)
         self._autocast = (
-            (
-                lambda: torch.autocast(
-                    self.device.type, dtype=torch.float16 if self.device.type == "cuda" else torch.bfloat16
-                )
-            )
-            if loaded.precision == "amp"
-            else nullcontext
+            (lambda: torch.autocast(self.device.type, dtype=autocast_dtype)) if autocast_dtype else nullcontext
         )
         self._model_lock = threading.Lock()  # one forward pass at a time: the CPU has no spare cores to share
         self._text_cache: LRU[str, np.ndarray] = LRU(text_cache_size)
