@@ -7,7 +7,8 @@
    the test split and on digits/photos it never saw. Also prints the calibration to paste into CALIBRATIONS.
 2. Label errors (clipapp/classify/suspects.py): precision at k on Fashion-MNIST test images with a known fraction
    of flipped labels, for the normalised margin, 1 - p(given), and the max-softmax ranking (least confident first).
-3. Time of the unknown scores next to the label logits they ride along (repeats, min/median/max).
+3. The label check's distances (clipapp/model/label_check.py): learnt synonyms and the closest distinct classes.
+4. Time of the unknown scores next to the label logits they ride along (repeats, min/median/max).
 
     PYTHONPATH=. python bench/bench_label_checks.py [--model demo] [--n 2000] [--flip 0.1]
 
@@ -134,6 +135,30 @@ def suspects_section(service, rng, n: int, flip: float) -> None:
         print(f"{name:30} " + " ".join(f"{is_error[order[:k]].mean():7.1%}" for k in ks))
 
 
+def label_check_section(service) -> None:
+    from clipapp.images.fashion_mnist import CLASS_NAMES
+    from clipapp.model.label_check import CLOSE_FRACTION, close_pairs
+    from clipapp.model.unknown import BACKGROUND
+
+    synonyms = [("sneaker", "trainer"), ("coat", "jacket"), ("trouser", "pants"), ("pullover", "sweater")]
+    synonyms += [("bag", "handbag"), ("sneaker", "snekaer")]  # the last: a typo the tokenizer splits
+    classes = [c.lower() for c in CLASS_NAMES]
+    weights = service.text_embeddings(classes)
+    background = service.text_embeddings(list(BACKGROUND))
+    _, spread = close_pairs(weights, background)
+    distance = 1 - weights @ weights.T
+    upper = np.triu_indices(len(classes), 1)
+    closest = int(np.argmin(distance[upper]))
+    i, j = upper[0][closest], upper[1][closest]
+    print(
+        f"\nlabel check: spread {spread:.3f}, 'too close' below {CLOSE_FRACTION * spread:.4f}; "
+        f"closest two classes {classes[i]} / {classes[j]} at {distance[i, j]:.3f}"
+    )
+    for a, b in synonyms:
+        pair = service.text_embeddings([a, b])
+        print(f"  {a} / {b}: {1 - float(pair[0] @ pair[1]):.4f}")
+
+
 def timing_section(service, rng, repeats: int) -> None:
     from clipapp.images.fashion_mnist import CLASS_NAMES
     from clipapp.model import unknown
@@ -169,6 +194,7 @@ def main() -> None:
     rng = np.random.default_rng(0)
     unknown_section(service, rng, args.n)
     suspects_section(service, rng, min(args.n, 1000), args.flip)
+    label_check_section(service)
     timing_section(service, rng, args.repeats)
 
 
