@@ -74,6 +74,11 @@ class SuspectRanker:
         order = doubted[np.argsort(-scores[doubted], kind="stable")]  # ties keep the folder's order
         return order, scores, given, predicted
 
+    def rows(self, limit: int | None = None) -> list[int]:
+        """The doubted images' positions in the order they were added, most suspect first; at most `limit`."""
+        order = self._order()[0]
+        return order[: max(0, int(limit))].tolist() if limit is not None else order.tolist()
+
     def ranked(self, limit: int | None = None) -> list[Suspect]:
         """The doubted images (score > 0), most suspect first; at most `limit`."""
         order, scores, given, predicted = self._order()
@@ -101,3 +106,30 @@ class SuspectRanker:
         except OSError as exc:
             raise ClipAppError(f"Cannot write {target}: {exc.strerror or exc}.") from exc
         return len(suspects)
+
+
+def rank_labelled(
+    service,
+    sources: Sequence,
+    targets: Sequence[int] | np.ndarray,
+    class_names: Sequence[str],
+    names: Sequence[str],
+    *,
+    templates=None,
+    batch_size: int = 64,
+) -> SuspectRanker:
+    """A fine-tune's labelled images (paths, bytes or PIL images, with class indices) ranked zero-shot against the
+    class names: the page's "Check my labels" step, before training. `names` are what the ranking shows."""
+    from clipapp.classify.stream import zero_shot_classifier
+    from clipapp.model.prompts import DEFAULT_TEMPLATES
+
+    if not (len(sources) == len(targets) == len(names)):
+        raise ClipAppError("Every image needs a class and a name.")
+    classifier = zero_shot_classifier(service, list(class_names), templates=templates or DEFAULT_TEMPLATES)
+    ranker = SuspectRanker(classifier.labels)
+    given = np.asarray(targets, dtype=np.int64)
+    for start in range(0, len(sources), batch_size):
+        stop = start + batch_size
+        features = service.encode_images(list(sources[start:stop]), batch_size=batch_size)
+        ranker.add(list(names[start:stop]), classifier.probabilities(features), given[start:stop])
+    return ranker

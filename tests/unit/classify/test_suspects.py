@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from clipapp.classify.evaluation import evaluate_folder
-from clipapp.classify.suspects import CSV_HEADER, SuspectRanker, suspect_scores
+from clipapp.classify.suspects import CSV_HEADER, SuspectRanker, rank_labelled, suspect_scores
+from clipapp.errors import ClipAppError
 from clipapp.images.fashion_mnist import CLASS_NAMES
 from tests.support.demo import demo_service, fashion_images
 from tests.support.fashion import class_folder_name
@@ -68,3 +69,20 @@ def test_eval_ranks_the_flipped_images_first(flipped_folder):
 def test_eval_without_suspects_keeps_its_json(tiny_service, flipped_folder):
     root, _ = flipped_folder
     assert "suspects" not in evaluate_folder(tiny_service, root).to_dict()
+
+
+def test_a_finetune_set_is_ranked_before_training_and_rows_say_which_to_drop():
+    images, labels = fashion_images(60)
+    given = labels.copy()
+    flipped = [3, 17, 41]
+    given[flipped] = (labels[flipped] + 5) % 10
+    names = [f"img{i}.png" for i in range(60)]
+    ranker = rank_labelled(demo_service(), images, given, [c.lower() for c in CLASS_NAMES], names, batch_size=16)
+    rows = ranker.rows(3)
+    assert sorted(rows) == flipped
+    assert [s.image for s in ranker.ranked(3)] == [names[i] for i in rows]
+
+
+def test_rank_labelled_refuses_misaligned_inputs(tiny_service):
+    with pytest.raises(ClipAppError, match="a class and a name"):
+        rank_labelled(tiny_service, [1, 2], [0], ["a", "b"], ["x", "y"])
