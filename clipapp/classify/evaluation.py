@@ -2,7 +2,7 @@
 `classify` streams (clipapp/classify/stream.py), so memory stays bounded whatever the size: per batch only counts
 are kept (top-1/top-5 hits, a confusion matrix), never the features or logits of the whole set.
 With `suspects`, the images whose folder label the model doubts are ranked too (clipapp/classify/suspects.py:
-8 bytes per image).
+some 20 bytes per image).
 """
 
 from __future__ import annotations
