@@ -29,28 +29,33 @@ MOVED: dict[str, tuple[str, ...]] = {
     "clipapp.batching": ("clipapp.model.batching",),
     "clipapp.device": ("clipapp.model.device",),
     "clipapp.prompts": ("clipapp.model.prompts",),
-    "clipapp.data": ("clipapp.images.decode",),
+    "clipapp.data": ("clipapp.images.decode", "clipapp.images.folders"),
     "clipapp.limits": ("clipapp.images.limits",),
     "clipapp.fashion_mnist": ("clipapp.images.fashion_mnist",),
     "clipapp.predictions": ("clipapp.classify.predictions",),
     "clipapp.evaluation": ("clipapp.classify.evaluation",),
-    "clipapp.distributed": ("clipapp.index.distributed", "clipapp.model.loading"),  # model_embed_dim
-    "clipapp.adapter": ("clipapp.finetune.adapter",),
+    "clipapp.distributed": tuple(
+        f"clipapp.index.distributed{m}" for m in ("", ".session", ".plan", ".actor", ".shards", ".encoder", ".run")
+    )
+    + ("clipapp.model.loading",),  # model_embed_dim
+    "clipapp.adapter": ("clipapp.finetune.adapter", "clipapp.finetune.towers"),
     "clipapp.finetune.models": ("clipapp.finetune.trainable",),
+    "clipapp.finetune.selection": ("clipapp.finetune.model_choice",),
     "clipapp.tasks": ("clipapp.app.actions",),
-    "clipapp.sessions": ("clipapp.app.sessions",),
+    "clipapp.sessions": ("clipapp.app.sessions", "clipapp.units"),
     "clipapp.jobs": ("clipapp.app.jobs",),
     "clipapp.http_api": ("clipapp.app.http_api",),
     "clipapp.serve": ("clipapp.app.serve",),
     "clipapp.cli": ("clipapp.app.cli",),
     "clipapp.heatmap_image": ("clipapp.viz.heatmap_image",),
+    "clipapp.index.progress": ("clipapp.progress",),
 }
 # old package -> new package: the package and each of its modules
 MOVED_PACKAGES: dict[str, str] = {"clipapp.ui": "clipapp.app.ui"}
 # old modules whose name is now a package: the package's __init__ forwards through `forward_getattr`
 BECAME_PACKAGES: dict[str, tuple[str, ...]] = {
     "clipapp.classify": ("clipapp.classify.stream",),
-    "clipapp.viz": ("clipapp.viz.figures",),
+    "clipapp.viz": ("clipapp.viz.figures", "clipapp.viz.common"),
 }
 
 

@@ -1,5 +1,6 @@
-"""Sizes people type ("50mb", "1GB", "512M", or a number of bytes) as bytes: the one parser behind --max-upload and
---max-index-memory."""
+"""Sizes and durations people type: sizes ("50mb", "1GB", "512M", or a number of bytes) as bytes, the one parser
+behind --max-upload and --max-index-memory; durations ("1d", "12h", "30m", or seconds) behind --session-ttl, and
+their description in words."""
 
 from __future__ import annotations
 
@@ -31,3 +32,25 @@ def parse_size(text: str | int | None, *, what: str = "size") -> int | None:
     if match is None or match.group(2).lower() not in _UNITS:
         raise ClipAppError(f"{text!r} is not a {what}; write e.g. 50MB, 1GB or a number of bytes.")
     return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
+
+
+def parse_duration(text: str | float | int) -> float:
+    """ "1d", "12h", "30m", "90s" or plain seconds -> seconds; what `--session-ttl` accepts."""
+    value = str(text).strip().lower()
+    units = {"d": 86400, "h": 3600, "m": 60, "s": 1}
+    try:
+        seconds = float(value[:-1]) * units[value[-1]] if value and value[-1] in units else float(value)
+    except ValueError:
+        raise ClipAppError(f"Duration {text!r} not understood: use e.g. 1d, 12h, 30m or seconds.") from None
+    if seconds <= 0:
+        raise ClipAppError(f"Duration {text!r} must be positive.")
+    return seconds
+
+
+def describe_duration(seconds: float) -> str:
+    """86400 -> "1 day", 7200 -> "2 hours", 90 -> "90 seconds": whole days, hours or minutes where they fit."""
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size and seconds % size == 0:
+            n = int(seconds // size)
+            return f"{n} {unit}{'s' if n != 1 else ''}"
+    return f"{seconds:g} seconds"

@@ -42,18 +42,12 @@ MAX_BARS_IMAGES = 64  # --out draws one row per image: beyond this the figure is
 
 
 def _progress_bar(args, unit: str = "img"):
-    """(done, total) callback drawing a tqdm bar on stderr (when it is a terminal), and its closer."""
-    from tqdm.auto import tqdm
+    """A `progress(done, total, message)` callback drawing a tqdm bar on stderr (when it is a terminal), and its
+    closer."""
+    from clipapp.progress import tqdm_progress
 
-    bar = tqdm(total=0, unit=unit, file=sys.stderr, disable=not sys.stderr.isatty(), dynamic_ncols=True)
-
-    def progress(done: int, total: int) -> None:
-        if bar.total != total:
-            bar.total = total
-        bar.n = done
-        bar.refresh()
-
-    return progress, bar.close
+    bar = tqdm_progress(unit=unit, file=sys.stderr, disable=not sys.stderr.isatty(), dynamic_ncols=True)
+    return bar, bar.close
 
 
 def _classifier(args, service):

@@ -17,12 +17,13 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Optional
 
+from clipapp.progress import StopFlag
+
 log = logging.getLogger(__name__)
 
 ABANDON_AFTER_S = 30.0  # a follower polls every fraction of a second; 30 s without a poll means it is gone
 
 Emit = Callable[..., None]
-StopCheck = Callable[[], bool]
 
 
 @dataclass(frozen=True)
@@ -37,7 +38,7 @@ class Job:
     def __init__(
         self,
         name: str,
-        work: Callable[[StopCheck, Emit], Any],
+        work: Callable[[StopFlag, Emit], Any],
         *,
         abandon_after_s: float = ABANDON_AFTER_S,
         clock: Callable[[], float] = time.monotonic,

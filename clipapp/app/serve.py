@@ -83,7 +83,7 @@ def run(args: argparse.Namespace) -> None:
     logging.getLogger().setLevel(logging.INFO)  # the CLI configured WARNING already: the server logs its address
     auth = parse_auth(args.auth)
 
-    from clipapp.app.sessions import parse_duration
+    from clipapp.units import parse_duration
 
     session_ttl_s = parse_duration(args.session_ttl)
 

@@ -15,7 +15,6 @@ import os
 import shutil
 import threading
 import time
-from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,8 +24,10 @@ from clipapp.app import actions
 from clipapp.errors import ClipAppError
 from clipapp.images.decode import IMAGE_EXTENSIONS, load_image
 from clipapp.index import ImageIndex, SyncReport
+from clipapp.lru import LRU
 from clipapp.model.service import ClipService
 from clipapp.storage import file_sha256
+from clipapp.units import describe_duration
 
 log = logging.getLogger(__name__)
 
@@ -37,27 +38,6 @@ DEFAULT_TTL_S = 24 * 3600
 MAX_OPEN_INDEXES = 32  # an index of a few uploads holds ~1 MB; the shared ones are reopened in milliseconds
 LAST_USED = ".last-used"  # in each session folder: its modification time is the session's last use
 MAX_LOADED_ADAPTERS = 16  # a head adapter is kilobytes, a partial one a copy of visual blocks (tens of MB)
-
-
-def parse_duration(text: str | float | int) -> float:
-    """ "1d", "12h", "30m", "90s" or plain seconds -> seconds; what `--session-ttl` accepts."""
-    value = str(text).strip().lower()
-    units = {"d": 86400, "h": 3600, "m": 60, "s": 1}
-    try:
-        seconds = float(value[:-1]) * units[value[-1]] if value and value[-1] in units else float(value)
-    except ValueError:
-        raise ClipAppError(f"Duration {text!r} not understood: use e.g. 1d, 12h, 30m or seconds.") from None
-    if seconds <= 0:
-        raise ClipAppError(f"Duration {text!r} must be positive.")
-    return seconds
-
-
-def describe_duration(seconds: float) -> str:
-    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
-        if seconds >= size and seconds % size == 0:
-            n = int(seconds // size)
-            return f"{n} {unit}{'s' if n != 1 else ''}"
-    return f"{seconds:g} seconds"
 
 
 @dataclass
@@ -91,12 +71,15 @@ class SessionStore:
         self.examples_dir = Path(examples_dir)
         self.allowed_roots = tuple(Path(p) for p in allowed_roots)
         self.ttl_s = float(ttl_s)
-        self.max_open_indexes = max(1, int(max_open_indexes))
-        self.max_loaded_adapters = max(1, int(max_loaded_adapters))
         self.sweep_every_s = min(self.ttl_s / 4, 600.0) if sweep_every_s is None else float(sweep_every_s)
         self.clock = clock
-        self._indexes: OrderedDict[Path, _Open] = OrderedDict()
-        self._adapters: OrderedDict[Path, object] = OrderedDict()
+        # An index in use is never evicted; an evicted one is closed (its SQLite connection goes with it).
+        self._indexes: LRU[Path, _Open] = LRU(
+            max(1, int(max_open_indexes)),
+            pinned=lambda entry: entry.users > 0,
+            on_evict=lambda _, entry: entry.index.close(),
+        )
+        self._adapters: LRU[Path, object] = LRU(max(1, int(max_loaded_adapters)))
         self._guard = threading.Lock()
         self._last_sweep = float("-inf")
         self._model_tag = hashlib.sha1(service.spec.encode()).hexdigest()[:10]
@@ -153,25 +136,18 @@ class SessionStore:
             entry = self._indexes.get(index_path)
             if entry is None:
                 entry = _Open(ImageIndex.open_or_create(index_path, self.service.spec, self.service.embed_dim))
-                self._indexes[index_path] = entry
-            self._indexes.move_to_end(index_path)
-            entry.users += 1
-            self._evict_indexes()
+                entry.users += 1  # before it joins the cache: the new entry is pinned from the start
+                self._indexes.put(index_path, entry)
+            else:
+                entry.users += 1
+                self._indexes.trim()
         try:
             with entry.lock:
                 yield entry.index
         finally:
             with self._guard:
                 entry.users -= 1
-                self._evict_indexes()
-
-    def _evict_indexes(self) -> None:
-        """Drop least recently used indexes nobody is using until the cap holds (caller holds the guard)."""
-        for path in list(self._indexes):
-            if len(self._indexes) <= self.max_open_indexes:
-                return
-            if self._indexes[path].users == 0:
-                del self._indexes[path]
+                self._indexes.trim()
 
     def update(self, source: str, session: str, progress=None) -> SyncReport:
         """Bring the source's index up to date with its folder; the report of `actions.sync_index`."""
@@ -226,10 +202,7 @@ class SessionStore:
         path.parent.mkdir(parents=True, exist_ok=True)
         files = adapter.save(path)
         with self._guard:
-            self._adapters[path] = adapter
-            self._adapters.move_to_end(path)
-            while len(self._adapters) > self.max_loaded_adapters:
-                self._adapters.popitem(last=False)
+            self._adapters.put(path, adapter)
         return files
 
     def adapter(self, session: str, name: str):
@@ -239,9 +212,9 @@ class SessionStore:
         path = self.adapter_path(session, name)
         self.touch(session)
         with self._guard:
-            if path in self._adapters:
-                self._adapters.move_to_end(path)
-                return self._adapters[path]
+            loaded = self._adapters.get(path)
+            if loaded is not None:
+                return loaded
         try:
             adapter = load_adapter(path, expected_spec=self.service.spec)
         except ClipAppError:
@@ -250,9 +223,7 @@ class SessionStore:
                 f"{describe_duration(self.ttl_s)}); fine-tune again."
             ) from None
         with self._guard:
-            self._adapters[path] = adapter
-            while len(self._adapters) > self.max_loaded_adapters:
-                self._adapters.popitem(last=False)
+            self._adapters.put(path, adapter)
         return adapter
 
     def loaded_adapter_count(self) -> int:
@@ -285,9 +256,9 @@ class SessionStore:
                 if any(p.is_relative_to(folder) and e.users for p, e in self._indexes.items()):
                     continue  # in use right now: it is not idle
                 for path in [p for p in self._indexes if p.is_relative_to(folder)]:
-                    del self._indexes[path]
+                    self._indexes.discard(path)
                 for path in [p for p in self._adapters if p.is_relative_to(folder)]:
-                    del self._adapters[path]
+                    self._adapters.discard(path)
             shutil.rmtree(folder, ignore_errors=True)
             removed.append(folder.name)
         if removed:

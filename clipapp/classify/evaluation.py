@@ -8,19 +8,14 @@ some 20 bytes per image).
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
-from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Iterator, Optional, Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 
 from clipapp.classify.stream import (
     DEFAULT_BATCH,
     LabelScorer,
-    ProgressFn,
     adapter_classifier,
     encode_files,
     file_features,
@@ -28,9 +23,11 @@ from clipapp.classify.stream import (
 )
 from clipapp.classify.suspects import DEFAULT_LIMIT, SuspectRanker
 from clipapp.errors import ClipAppError
-from clipapp.images.decode import ImageFolder, SkippedFile
+from clipapp.images.archive import labelled_root
+from clipapp.images.folders import ImageFolder, SkippedFile
 from clipapp.model import scoring
 from clipapp.model.prompts import DEFAULT_TEMPLATES
+from clipapp.progress import ProgressFn
 
 
 @dataclass
@@ -81,22 +78,6 @@ class EvalResult:
         if self.suspects is not None:
             payload["suspects"] = [s.to_dict() for s in self.suspects.ranked(self.suspects_limit)]
         return payload
-
-
-@contextmanager
-def labelled_root(data_dir: str | os.PathLike) -> Iterator[Path]:
-    """The folder itself, or a .zip of class folders extracted to a temporary folder for the duration."""
-    path = Path(data_dir)
-    if not (path.is_file() and path.suffix.lower() == ".zip"):
-        yield path
-        return
-    from clipapp.finetune import extract_labelled_zip  # its safe-extraction rules (zip bombs, paths) are the ones
-
-    folder = Path(tempfile.mkdtemp(prefix="clipapp-eval-"))
-    try:
-        yield extract_labelled_zip(path, folder)
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _classifier_for(service, class_names: Sequence[str], adapter, templates) -> tuple[LabelScorer, np.ndarray]:
@@ -175,7 +156,7 @@ def evaluate_folder(
             result.top5_hits += int((top == columns[targets][:, None]).any(axis=1).sum())
             done += len(batch_paths)
             if progress is not None:
-                progress(done, len(paths))
+                progress(done, len(paths), "evaluating")
     if result.n == 0:
         raise ClipAppError(
             f"{data_dir}: no readable images"

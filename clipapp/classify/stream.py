@@ -25,10 +25,11 @@ import numpy as np
 
 from clipapp._compat import renamed_getattr
 from clipapp.errors import ClipAppError
-from clipapp.images.decode import SkippedFile, list_image_files
+from clipapp.images.folders import SkippedFile, list_image_files
 from clipapp.model import scoring
 from clipapp.model.prompts import DEFAULT_TEMPLATES, parse_labels
 from clipapp.model.unknown import UnknownDetector, UnknownScores
+from clipapp.progress import ProgressFn
 
 DEFAULT_BATCH = 64
 # Stored vectors are scored 8192 at a time: the (batch x labels) float32 logits stay at 33 MB for 1,000 labels
@@ -263,7 +264,7 @@ def check_index_classifier(classifier: LabelScorer) -> None:
 
 
 # -- runs -------------------------------------------------------------------------------------------------------
-ProgressFn = Callable[[int, int], None]  # (images done, images in total)
+CLASSIFYING = "classifying"  # the progress message
 
 
 def _pending(paths: Iterable[str], outputs: Sequence) -> Iterator[str]:
@@ -294,7 +295,7 @@ def _consume(
             results.extend(batch.predictions())
         report.classified += len(batch)
         if progress is not None:
-            progress(report.classified + len(report.skipped), total)
+            progress(report.classified + len(report.skipped), total, CLASSIFYING)
     return report
 
 
@@ -325,12 +326,12 @@ def classify_files(
         resumed=len(paths) - len(todo),
     )
     if progress is not None:
-        progress(0, len(todo))
+        progress(0, len(todo), CLASSIFYING)
 
     def skip(item: SkippedFile) -> None:
         report.skipped.append(item)
         if progress is not None:
-            progress(report.classified + len(report.skipped), len(todo))
+            progress(report.classified + len(report.skipped), len(todo), CLASSIFYING)
 
     encoded = encode_files(service, todo, classifier, batch_size=batch_size, encoder=encoder)
     batches = file_features(encoded, on_skip=skip, batch_size=batch_size)
@@ -370,17 +371,17 @@ def classify_vectors(
 
 @contextmanager
 def ray_encoder(address: str, service, *, precision: str = "auto") -> Iterator:
-    """The Ray encoder that indexing uses (clipapp/index/distributed.py), for classifying files on a cluster: the same
+    """The Ray encoder that indexing uses (clipapp/index/distributed/), for classifying files on a cluster: the same
     model as `service` on every actor; results come back as batches finish, in any order. Text embeddings and
     scoring stay in this process."""
     import shutil
     import tempfile
 
-    from clipapp.index.distributed import RayEncoder, _import_ray, _LazySession
+    from clipapp.index.distributed import LazySession, RayEncoder, import_ray
 
-    _import_ray()
+    import_ray()
     shards = Path(tempfile.mkdtemp(prefix="clipapp-classify-shards-"))
-    session = _LazySession(address, None)
+    session = LazySession(address, None)
     try:
         # "auto" would let each node pick its own precision: one run would mix them (as in index --ray).
         yield RayEncoder(

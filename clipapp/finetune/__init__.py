@@ -21,9 +21,10 @@ The held-out images also choose the epoch count and `a`, so "after" is slightly 
 `clipapp.classify.evaluation.evaluate_folder` on other images is not.
 
 Modules, one concern each: config (settings), intake (labelled images in), features (encoding and the activation
-cache), models, loop (one training run), selection (splits, WiSE, the sign test, the cache blend), assemble (the
-adapter), results, run (`finetune` itself). The tricks live in `clipapp.tricks`. No
-Gradio here.
+cache), towers (the visual tower split at a block), trainable (the models trained over features), loop (one
+training run), model_choice (splits, WiSE, the choice of epoch and blend, the sign test, the cache blend), adapter
+(the Adapter and its file format), assemble (the adapter from trained weights), results, run (`finetune` itself).
+The tricks live in `clipapp.tricks`. No Gradio here.
 
 Importing the package is cheap: the settings (config) load at once, every other name loads its module (and torch)
 on first use (PEP 562), so the CLI's parser can read `FinetuneConfig` without paying for torch.
@@ -53,12 +54,8 @@ if TYPE_CHECKING:
     from clipapp.finetune.assemble import cache_adapter, trained_adapter
     from clipapp.finetune.features import EncodedImages, Inputs, TokenGrid, encode_labelled, prepare_training
     from clipapp.finetune.intake import (
-        MAX_ZIP_BYTES,
-        MAX_ZIP_FILES,
-        MAX_ZIP_RATIO,
         LabelledImages,
         check_index,
-        extract_labelled_zip,
         labelled_class_lists,
         labelled_csv,
         labelled_folder,
@@ -67,9 +64,7 @@ if TYPE_CHECKING:
         parse_class_spec,
     )
     from clipapp.finetune.loop import Run, epoch_steps, train_run
-    from clipapp.finetune.results import FinetuneResult, FinetuneStopped, confusion_counts, metrics_from_logits
-    from clipapp.finetune.run import finetune, finetune_folder, finetune_labelled
-    from clipapp.finetune.selection import (
+    from clipapp.finetune.model_choice import (
         ValidationPlan,
         beats_zero_shot,
         fit_cache,
@@ -79,9 +74,12 @@ if TYPE_CHECKING:
         wise_applied,
         wise_blend,
     )
-    from clipapp.finetune.trainable import HeadClassifier, PartialClassifier
+    from clipapp.finetune.results import FinetuneResult, FinetuneStopped, confusion_counts, metrics_from_logits
+    from clipapp.finetune.run import finetune, finetune_folder, finetune_labelled
+    from clipapp.finetune.trainable import PartialTower, TrainableHead
+    from clipapp.images.archive import MAX_ZIP_BYTES, MAX_ZIP_FILES, MAX_ZIP_RATIO, extract_labelled_zip
 
-# name -> the module (of this package) that defines it, imported on first use
+# name -> the module (of this package, or a full name) that defines it, imported on first use
 _LAZY = {
     "cache_adapter": "assemble",
     "trained_adapter": "assemble",
@@ -90,12 +88,12 @@ _LAZY = {
     "TokenGrid": "features",
     "encode_labelled": "features",
     "prepare_training": "features",
-    "MAX_ZIP_BYTES": "intake",
-    "MAX_ZIP_FILES": "intake",
-    "MAX_ZIP_RATIO": "intake",
+    "MAX_ZIP_BYTES": "clipapp.images.archive",
+    "MAX_ZIP_FILES": "clipapp.images.archive",
+    "MAX_ZIP_RATIO": "clipapp.images.archive",
     "LabelledImages": "intake",
     "check_index": "intake",
-    "extract_labelled_zip": "intake",
+    "extract_labelled_zip": "clipapp.images.archive",
     "labelled_class_lists": "intake",
     "labelled_csv": "intake",
     "labelled_folder": "intake",
@@ -105,8 +103,8 @@ _LAZY = {
     "Run": "loop",
     "epoch_steps": "loop",
     "train_run": "loop",
-    "HeadClassifier": "models",
-    "PartialClassifier": "models",
+    "TrainableHead": "trainable",
+    "PartialTower": "trainable",
     "FinetuneResult": "results",
     "FinetuneStopped": "results",
     "confusion_counts": "results",
@@ -114,23 +112,28 @@ _LAZY = {
     "finetune": "run",
     "finetune_folder": "run",
     "finetune_labelled": "run",
-    "ValidationPlan": "selection",
-    "beats_zero_shot": "selection",
-    "fit_cache": "selection",
-    "plan_validation": "selection",
-    "stratified_folds": "selection",
-    "stratified_split": "selection",
-    "wise_applied": "selection",
-    "wise_blend": "selection",
+    "ValidationPlan": "model_choice",
+    "beats_zero_shot": "model_choice",
+    "fit_cache": "model_choice",
+    "plan_validation": "model_choice",
+    "stratified_folds": "model_choice",
+    "stratified_split": "model_choice",
+    "wise_applied": "model_choice",
+    "wise_blend": "model_choice",
 }
 
 
+# names before 0.2: the module warns on each lookup, so they are not cached here
+_RENAMED = {"HeadClassifier": "trainable", "PartialClassifier": "trainable"}
+
+
 def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
+    module = _LAZY.get(name) or _RENAMED.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value  # the next lookup is a plain one
+    value = getattr(importlib.import_module(module if "." in module else f"{__name__}.{module}"), name)
+    if name in _LAZY:
+        globals()[name] = value  # the next lookup is a plain one
     return value
 
 
@@ -151,10 +154,10 @@ __all__ = [
     "FinetuneConfig",
     "FinetuneResult",
     "FinetuneStopped",
-    "HeadClassifier",
+    "TrainableHead",
     "Inputs",
     "LabelledImages",
-    "PartialClassifier",
+    "PartialTower",
     "ProgressFn",
     "Run",
     "StopFlag",

@@ -1,4 +1,4 @@
-"""A few-shot adapter on top of a resident CLIP model: load, save and classify with it.
+"""A few-shot adapter on top of a resident CLIP model, and its file format: load, save and classify with it.
 
 An adapter is what `clipapp.finetune` produces, stored as two small files next to each other:
   <name>.safetensors  tensors only: `head.weight` (n_classes, dim) always, `head.bias` (n_classes,) from format 2;
@@ -6,19 +6,18 @@ An adapter is what `clipapp.finetune` produces, stored as two small files next t
                       for the visual blocks that were tuned
   <name>.json         class names, the model spec it was made for, templates, settings, metrics, format version
 Never a pickle: loading an adapter cannot run code. The resident model is never modified: an adapter with tuned
-visual blocks classifies with its own copy of the visual tower.
+visual blocks classifies with its own copy of the visual tower (clipapp.finetune.towers).
 """
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Protocol, Sequence, runtime_checkable
+from typing import Any, Optional, Sequence
 
 import numpy as np
 import torch
@@ -26,10 +25,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from clipapp.errors import ClipAppError
+from clipapp.finetune.config import MODES
+from clipapp.finetune.towers import tower_with_weights, unfit_weights
 from clipapp.images.decode import ImageSource
 from clipapp.model import scoring
 from clipapp.model.service import ClipService, ZeroShotResult, batched
 from clipapp.storage import file_sha256
+from clipapp.vectors import normalize_rows
 
 ADAPTER_FORMAT = "clipapp-adapter"
 FORMAT_VERSION = 2  # 2: a linear head (free row norms and a bias); version-1 files load unchanged
@@ -42,149 +44,6 @@ def adapter_paths(path: str | os.PathLike[str]) -> tuple[Path, Path]:
     if path.suffix.lower() in (".safetensors", ".json"):
         path = path.with_suffix("")
     return path.with_name(path.name + ".safetensors"), path.with_name(path.name + ".json")
-
-
-# -- the visual tower split at a block: shared by training (finetune.py) and inference (here) -------------------
-# Two open_clip towers can be split: the ViT (`visual.transformer.resblocks.{i}`, then ln_post and proj) and the
-# ModifiedResNet (bottlenecks `visual.layer{s}.{j}` in order, then attnpool; the demo model is one).
-def visual_kind(visual: nn.Module) -> str:
-    if hasattr(getattr(visual, "transformer", None), "resblocks") and hasattr(visual, "_embeds"):
-        if getattr(visual, "attn_pool", None) is not None:
-            raise ClipAppError(
-                "Partial fine-tuning does not support ViT towers with attention pooling; use mode 'head' or 'cache'."
-            )
-        return "vit"
-    if all(hasattr(visual, name) for name in ("stem", "layer1", "layer4", "attnpool")):
-        return "resnet"
-    raise ClipAppError(
-        f"Partial fine-tuning needs an open_clip ViT or ModifiedResNet visual tower; this model has "
-        f"{type(visual).__name__}. Use mode 'head' or 'cache'."
-    )
-
-
-@runtime_checkable
-class _ViTMethods(Protocol):
-    """The methods of open_clip's `VisionTransformer` used here (open_clip ships no type information). Methods
-    only, and plain attributes: a runtime check finds them, while submodules live in the Module's own registry."""
-
-    grid_size: tuple[int, int]  # patches per side
-
-    def _embeds(self, x: torch.Tensor) -> torch.Tensor: ...
-
-    def _pool(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
-
-
-@runtime_checkable
-class _ResNetMethods(Protocol):
-    """The method of open_clip's `ModifiedResNet` used here: its stem (three convolutions and a pool)."""
-
-    def stem(self, x: torch.Tensor) -> torch.Tensor: ...
-
-
-def _resnet(visual: nn.Module) -> _ResNetMethods:
-    if not isinstance(visual, _ResNetMethods):
-        raise ClipAppError(f"{type(visual).__name__} is not an open_clip ModifiedResNet.")
-    return visual
-
-
-def _vit(visual: nn.Module) -> _ViTMethods:
-    if not isinstance(visual, _ViTMethods):
-        raise ClipAppError(f"{type(visual).__name__} is not an open_clip VisionTransformer.")
-    return visual
-
-
-def vit_grid_size(visual: nn.Module) -> tuple[int, int]:
-    """(height, width) of a ViT tower's patch grid."""
-    return _vit(visual).grid_size
-
-
-def _vit_proj(visual: nn.Module) -> Optional[nn.Parameter]:
-    """The ViT's output projection; open_clip sets `proj = None` when it has none."""
-    return dict(visual.named_parameters(recurse=False)).get("proj")
-
-
-def _block_list(visual: nn.Module, name: str) -> nn.ModuleList | nn.Sequential:
-    blocks = visual.get_submodule(name)
-    if not isinstance(blocks, (nn.ModuleList, nn.Sequential)):
-        raise ClipAppError(f"{type(visual).__name__}.{name} is a {type(blocks).__name__}, not a list of blocks.")
-    return blocks
-
-
-def visual_blocks(visual: nn.Module) -> list[tuple[str, nn.Module]]:
-    """The tower's blocks in forward order, with their parameter-name prefixes."""
-    if visual_kind(visual) == "vit":
-        return [(f"transformer.resblocks.{i}", b) for i, b in enumerate(_block_list(visual, "transformer.resblocks"))]
-    return [(f"layer{s}.{j}", b) for s in range(1, 5) for j, b in enumerate(_block_list(visual, f"layer{s}"))]
-
-
-def visual_top_names(visual: nn.Module) -> list[str]:
-    """What sits above the blocks and is tuned with them: final norm and projection, or the attention pool."""
-    if visual_kind(visual) == "vit":
-        return ["ln_post"] + (["proj"] if _vit_proj(visual) is not None else [])
-    return ["attnpool"]
-
-
-def check_partial_visual(visual: nn.Module, blocks: int) -> int:
-    """Index of the first tuned block when the last `blocks` blocks of the visual tower are tuned."""
-    n = len(visual_blocks(visual))
-    if not 1 <= blocks <= n:
-        raise ClipAppError(f"Partial fine-tuning: --blocks must be between 1 and {n} for this model, got {blocks}.")
-    return n - blocks
-
-
-def _batch_first(visual: nn.Module) -> bool:
-    return visual_kind(visual) != "vit" or getattr(visual.transformer, "batch_first", True)
-
-
-def _run_blocks(visual: nn.Module, x: torch.Tensor, start: int, stop: Optional[int]) -> torch.Tensor:
-    batch_first = _batch_first(visual)
-    x = x if batch_first else x.transpose(0, 1)
-    for _, block in visual_blocks(visual)[start:stop]:
-        x = block(x)
-    return x if batch_first else x.transpose(0, 1)
-
-
-def visual_prefix(visual: nn.Module, pixels: torch.Tensor, first_tuned: int) -> torch.Tensor:
-    """Activations entering block `first_tuned`: the frozen part of the tower (tokens N, L, D or maps N, C, H, W)."""
-    x = _vit(visual)._embeds(pixels) if visual_kind(visual) == "vit" else _resnet(visual).stem(pixels)
-    return _run_blocks(visual, x, 0, first_tuned)
-
-
-def visual_suffix(visual: nn.Module, x: torch.Tensor, first_tuned: int) -> torch.Tensor:
-    """Image embeddings (not normalised) from the activations entering block `first_tuned`: the tuned part.
-
-    Mirrors open_clip's `VisionTransformer.forward` / `ModifiedResNet.forward`:
-    `visual_suffix(v, visual_prefix(v, x, i), i) == v(x)`.
-    """
-    x = _run_blocks(visual, x, first_tuned, None)
-    if visual_kind(visual) == "resnet":
-        return visual.get_submodule("attnpool")(x)
-    pooled, _ = _vit(visual)._pool(x)
-    proj = _vit_proj(visual)
-    if proj is not None:
-        pooled = pooled @ proj
-    return pooled
-
-
-def tuned_visual_copy(model: nn.Module, blocks: int) -> tuple[nn.Module, int, list[str]]:
-    """A float32 deep copy of `model.visual` with only its last `blocks` blocks and what sits above them trainable.
-
-    Returns (copy, index of the first tuned block, names of the trainable parameters). The resident model's own
-    parameters are untouched: every tensor of the copy is new memory.
-    """
-    from clipapp.tricks import freeze_by_pattern, unfreeze_by_pattern
-
-    resident = model.get_submodule("visual")
-    first = check_partial_visual(resident, blocks)
-    visual = copy.deepcopy(resident).float().eval()
-    freeze_by_pattern(visual, ["*"])
-    patterns = [f"{prefix}.*" for prefix, _ in visual_blocks(visual)[first:]]
-    patterns += [
-        name if isinstance(getattr(visual, name), nn.Parameter) else f"{name}.*" for name in visual_top_names(visual)
-    ]
-    unfreeze_by_pattern(visual, patterns)
-    names = [name for name, p in visual.named_parameters() if p.requires_grad]
-    return visual, first, names
 
 
 # -- the adapter ----------------------------------------------------------------------------------------------------
@@ -232,8 +91,6 @@ class Adapter:
             )
         if (self.cache_keys is None) != (self.cache_values is None):
             raise ClipAppError(f"Adapter {self.name!r}: a cache needs both its keys and its values.")
-        from clipapp.finetune.config import MODES  # here, not at the top: clipapp.finetune imports this module
-
         if self.mode not in MODES:
             raise ClipAppError(f"Adapter {self.name!r}: unknown mode {self.mode!r} (known: {', '.join(MODES)}).")
 
@@ -274,18 +131,13 @@ class Adapter:
     def _tuned_visual(self, service: ClipService) -> nn.Module:
         with self._visual_lock:
             if self._visual is None or self._visual[0] != id(service.model):
-                visual = copy.deepcopy(service.trainable_model().get_submodule("visual")).float().eval()
-                params = dict(visual.named_parameters())
-                for name, tensor in self.visual_state.items():
-                    target = params[name[len(VISUAL_PREFIX) :]]
-                    target.data.copy_(tensor.to(target.device, dtype=target.dtype))
-                visual.requires_grad_(False)
-                self._visual = (id(service.model), visual)
+                resident = service.trainable_model().get_submodule("visual")
+                self._visual = (id(service.model), tower_with_weights(resident, _tower_names(self.visual_state)))
             return self._visual[1]
 
     # -- scores -----------------------------------------------------------------------------------------------
     def logits_from_features(self, features: np.ndarray) -> np.ndarray:
-        features = _normalize_rows(np.asarray(features, dtype=np.float32))
+        features = normalize_rows(features, what=None)
         logits = self.logit_scale * (features @ self.head.T) + self.head_bias
         if self.cache_keys is not None and self.cache_values is not None and self.cache_alpha:
             affinity = np.exp(-self.cache_beta * (1.0 - features @ self.cache_keys.T))
@@ -297,7 +149,7 @@ class Adapter:
 
     def cosine(self, service: ClipService, images: Sequence[ImageSource]) -> np.ndarray:
         """(n_images, n_classes) cosine of each image embedding to each class row of the head."""
-        return self.image_features(service, images) @ _normalize_rows(self.head).T
+        return self.image_features(service, images) @ normalize_rows(self.head, what=None).T
 
     def classify(self, service: ClipService, images: Sequence[ImageSource]) -> ZeroShotResult:
         """Probabilities over `class_names`, as `ClipService.zero_shot` returns them (`.top(k)`, `.probs`)."""
@@ -305,7 +157,7 @@ class Adapter:
         return ZeroShotResult(
             labels=list(self.class_names),
             logits=self.logits_from_features(features),
-            cosine=features @ _normalize_rows(self.head).T,
+            cosine=features @ normalize_rows(self.head, what=None).T,
         )
 
     # -- files ------------------------------------------------------------------------------------------------
@@ -378,6 +230,31 @@ def load_adapter(path: str | Path, *, expected_spec: Optional[str] = None) -> Ad
     from safetensors.torch import load_file
 
     weights_path, meta_path = adapter_paths(path)
+    meta = _read_metadata(weights_path, meta_path, expected_spec)
+    try:
+        tensors = load_file(str(weights_path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise ClipAppError(
+            f"Adapter weights {weights_path} cannot be read (corrupt or not safetensors): {exc}"
+        ) from exc
+    try:
+        adapter = _adapter_from(meta, tensors, weights_path, meta_path)
+    except ClipAppError:
+        raise
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ClipAppError(f"Adapter {meta_path} is incomplete or inconsistent ({type(exc).__name__}: {exc}).") from exc
+    keys, values = adapter.cache_keys, adapter.cache_values
+    if keys is not None and values is not None:  # both or neither: _adapter_from read both
+        if values.shape != (keys.shape[0], len(adapter.class_names)):
+            raise ClipAppError(f"Adapter {weights_path}: cache values do not match the cache keys and classes.")
+        if keys.shape[1] != adapter.dim:
+            raise ClipAppError(f"Adapter {weights_path}: cache keys are {keys.shape[1]}-d, the head {adapter.dim}-d.")
+    return adapter
+
+
+def _read_metadata(weights_path: Path, meta_path: Path, expected_spec: Optional[str]) -> dict[str, Any]:
+    """The JSON half, checked: present, a clipapp adapter of a readable version, for `expected_spec`, naming the
+    tensors file beside it (a save that crashed before its rename is finished first)."""
     if not meta_path.is_file():
         raise ClipAppError(
             f"Adapter file not found: {meta_path} (an adapter is a .safetensors file with its .json "
@@ -415,69 +292,54 @@ def load_adapter(path: str | Path, *, expected_spec: Optional[str] = None) -> Ad
             f"Adapter weights {weights_path} do not belong to {meta_path.name} (changed or damaged "
             "since it was saved); fine-tune again or restore both files together."
         )
-    try:
-        tensors = load_file(str(weights_path))
-    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        raise ClipAppError(
-            f"Adapter weights {weights_path} cannot be read (corrupt or not safetensors): {exc}"
-        ) from exc
-    try:
-        class_names = [str(c) for c in meta["class_names"]]
-        head = tensors["head.weight"].float().numpy()
-        cache = meta.get("cache") or {}
-        has_cache = "cache.keys" in tensors
-        visual_state = {k: v for k, v in tensors.items() if k.startswith(VISUAL_PREFIX)}
-        expected_visual = set(meta.get("visual_parameters") or [])
-        if set(visual_state) != expected_visual:
-            raise ClipAppError(f"Adapter {weights_path}: visual parameters in the file do not match {meta_path.name}.")
-        adapter = Adapter(
-            name=str(meta.get("name") or weights_path.stem),
-            class_names=class_names,
-            spec=spec,
-            head=head,
-            head_bias=tensors["head.bias"].float().numpy() if "head.bias" in tensors else None,
-            logit_scale=float(meta["logit_scale"]),
-            mode=str(meta.get("mode", "head")),
-            templates=list(meta.get("templates") or []),
-            cache_keys=tensors["cache.keys"].float().numpy() if has_cache else None,
-            cache_values=tensors["cache.values"].float().numpy() if has_cache else None,
-            cache_alpha=float(cache.get("alpha", 0.0)) if has_cache else 0.0,
-            cache_beta=float(cache.get("beta", 0.0)) if has_cache else 0.0,
-            visual_state=visual_state,
-            visual_blocks=int(meta.get("visual_blocks", 0)),
-            config=dict(meta.get("config") or {}),
-            metrics=dict(meta.get("metrics") or {}),
-        )
-    except ClipAppError:
-        raise
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ClipAppError(f"Adapter {meta_path} is incomplete or inconsistent ({type(exc).__name__}: {exc}).") from exc
-    keys, values = adapter.cache_keys, adapter.cache_values
-    if keys is not None and values is not None:  # both or neither: has_cache read both
-        if values.shape != (keys.shape[0], len(class_names)):
-            raise ClipAppError(f"Adapter {weights_path}: cache values do not match the cache keys and classes.")
-        if keys.shape[1] != adapter.dim:
-            raise ClipAppError(f"Adapter {weights_path}: cache keys are {keys.shape[1]}-d, the head {adapter.dim}-d.")
-    return adapter
+    return meta
+
+
+def _adapter_from(
+    meta: dict[str, Any], tensors: dict[str, torch.Tensor], weights_path: Path, meta_path: Path
+) -> Adapter:
+    """The Adapter that a checked description and its tensors describe (version-1 files have no bias)."""
+    cache = meta.get("cache") or {}
+    has_cache = "cache.keys" in tensors
+    visual_state = {k: v for k, v in tensors.items() if k.startswith(VISUAL_PREFIX)}
+    if set(visual_state) != set(meta.get("visual_parameters") or []):
+        raise ClipAppError(f"Adapter {weights_path}: visual parameters in the file do not match {meta_path.name}.")
+    return Adapter(
+        name=str(meta.get("name") or weights_path.stem),
+        class_names=[str(c) for c in meta["class_names"]],
+        spec=str(meta.get("model_spec", "")),
+        head=tensors["head.weight"].float().numpy(),
+        head_bias=tensors["head.bias"].float().numpy() if "head.bias" in tensors else None,
+        logit_scale=float(meta["logit_scale"]),
+        mode=str(meta.get("mode", "head")),
+        templates=list(meta.get("templates") or []),
+        cache_keys=tensors["cache.keys"].float().numpy() if has_cache else None,
+        cache_values=tensors["cache.values"].float().numpy() if has_cache else None,
+        cache_alpha=float(cache.get("alpha", 0.0)) if has_cache else 0.0,
+        cache_beta=float(cache.get("beta", 0.0)) if has_cache else 0.0,
+        visual_state=visual_state,
+        visual_blocks=int(meta.get("visual_blocks", 0)),
+        config=dict(meta.get("config") or {}),
+        metrics=dict(meta.get("metrics") or {}),
+    )
 
 
 def check_visual_state(adapter: Adapter, service: ClipService) -> None:
     """Refuse tuned visual weights whose names or shapes do not fit the loaded model's visual tower."""
     if not adapter.visual_state:
         return
-    params = dict(service.trainable_model().get_submodule("visual").named_parameters())
-    for name, tensor in adapter.visual_state.items():
-        target = params.get(name[len(VISUAL_PREFIX) :])
-        if target is None or tuple(target.shape) != tuple(tensor.shape):
-            raise ClipAppError(f"Adapter {adapter.name!r}: tuned weight {name} does not fit model {service.spec!r}.")
+    unfit = unfit_weights(service.trainable_model().get_submodule("visual"), _tower_names(adapter.visual_state))
+    if unfit:
+        name = VISUAL_PREFIX + unfit[0]
+        raise ClipAppError(f"Adapter {adapter.name!r}: tuned weight {name} does not fit model {service.spec!r}.")
+
+
+def _tower_names(visual_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The file's `visual.<name>` keys as parameter names under the tower."""
+    return {name[len(VISUAL_PREFIX) :]: tensor for name, tensor in visual_state.items()}
 
 
 # -- helpers --------------------------------------------------------------------------------------------------------
-def _normalize_rows(x: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(x, axis=-1, keepdims=True)
-    return (x / np.maximum(norms, 1e-12)).astype(np.float32)
-
-
 def _json_safe(value: Any) -> Any:
     """NaN and infinities become null: strict JSON readers (browsers, jq) reject them."""
     if isinstance(value, float):

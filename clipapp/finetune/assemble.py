@@ -10,8 +10,8 @@ import torch
 from clipapp.finetune.adapter import Adapter
 from clipapp.finetune.config import FinetuneConfig
 from clipapp.finetune.features import TrainingSetup
-from clipapp.finetune.selection import wise_blend
-from clipapp.finetune.trainable import PartialClassifier, head_of
+from clipapp.finetune.model_choice import wise_blend
+from clipapp.finetune.trainable import PartialTower, head_of
 
 
 def trained_adapter(
@@ -27,7 +27,7 @@ def trained_adapter(
     anchor = {k: v.detach().clone() for k, v in model.state_dict().items()}
     model.load_state_dict(wise_blend(anchor, final_state, alpha))
     head = head_of(model)
-    visual_state = _tuned_visual_state(setup) if isinstance(model, PartialClassifier) else {}
+    visual_state = _tuned_visual_state(setup) if isinstance(model, PartialTower) else {}
     return Adapter(
         head=head.weight.detach().cpu().numpy(),
         head_bias=head.bias.detach().cpu().numpy(),

@@ -1,4 +1,4 @@
-"""Every setting of a fine-tune, in one place: `FinetuneConfig`, the modes and the fixed grids selection tries.
+"""Every setting of a fine-tune, in one place: `FinetuneConfig`, the modes and the grids model_choice tries.
 
 Each field carries its description as data (`Setting` in the field's metadata, the open_clip / Hugging Face
 `field(metadata=...)` manner): help, choices, the CLI flag, the web page's control. The `finetune` command's flags
@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import threading
 import typing
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Optional
 
 from clipapp.errors import ClipAppError
 from clipapp.model.prompts import DEFAULT_TEMPLATES, resolve_templates
+from clipapp.progress import StopFlag, stopped  # noqa: F401 - re-exported: the training code imports them from here
 
 MODES = ("head", "cache", "partial")  # also the modes an adapter file may name (clipapp.finetune.adapter)
 MONITORS = ("val_loss", "val_acc")
@@ -28,7 +28,6 @@ HEAD_INITS = ("zero-shot", "random")
 # spatial maps or the ViT token grid), or on the pixels (the frozen lower blocks then run again at every step)
 MIX_SPACES = ("activations", "pixels")
 ProgressFn = Callable[[float, str], None]
-StopFlag = Optional[threading.Event | Callable[[], bool]]
 
 WISE_ALPHAS = (0.0, 0.25, 0.5, 0.75, 1.0)  # the blends tried when wise_alpha is None (0 = keep zero-shot)
 WISE_ALPHA_UNVALIDATED = 0.5  # nothing held out to choose on: the middle, robust in the WiSE-FT paper
@@ -408,10 +407,3 @@ def loss_name(config: FinetuneConfig) -> str:
     """The named loss a config's numbers make (the first one on), cross-entropy when none is."""
     on = [name for name, value in zip(loss_names()[1:], NAMED_LOSSES, strict=True) if getattr(config, value) > 0]
     return on[0] if on else CROSS_ENTROPY
-
-
-def stopped(stop: StopFlag) -> bool:
-    """Has the caller asked to stop (an Event that is set, or a callable that returns True)?"""
-    if stop is None:
-        return False
-    return stop.is_set() if isinstance(stop, threading.Event) else bool(stop())

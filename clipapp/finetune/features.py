@@ -17,11 +17,11 @@ import torch
 import torch.nn as nn
 
 from clipapp.errors import ImageLoadError
-from clipapp.finetune.adapter import tuned_visual_copy, visual_kind, visual_prefix, vit_grid_size
 from clipapp.finetune.config import FinetuneConfig, ProgressFn, StopFlag, stopped
 from clipapp.finetune.intake import LabelledImages
 from clipapp.finetune.results import FinetuneStopped
-from clipapp.finetune.trainable import HeadClassifier, PartialClassifier
+from clipapp.finetune.towers import tuned_visual_copy, visual_kind, visual_prefix, vit_grid_size
+from clipapp.finetune.trainable import PartialTower, TrainableHead
 from clipapp.model.service import ClipService
 from clipapp.tricks import MixedBatch
 
@@ -178,7 +178,7 @@ def prepare_training(
         for extra in augmented_views(encoded.images, views, config.seed)[1:]:
             cached.append(torch.from_numpy(service.encode_images(extra)))
         return TrainingSetup(
-            lambda: HeadClassifier(start_weights, logit_scale), Inputs(views=torch.stack(cached)), views=views
+            lambda: TrainableHead(start_weights, logit_scale), Inputs(views=torch.stack(cached)), views=views
         )
 
     visual, first_tuned, _ = tuned_visual_copy(service.trainable_model(), config.blocks)
@@ -187,7 +187,7 @@ def prepare_training(
 
     def build_model() -> nn.Module:
         visual.load_state_dict(zero_visual, strict=False)  # every run starts from the resident weights
-        return PartialClassifier(visual, first_tuned, HeadClassifier(start_weights, logit_scale)).to(service.device)
+        return PartialTower(visual, first_tuned, TrainableHead(start_weights, logit_scale)).to(service.device)
 
     def pixels_of(images: list) -> torch.Tensor:
         return torch.stack([service.preprocess(image) for image in images]).to(service.device)

@@ -1,32 +1,24 @@
-"""Intake: labelled images from class folders, safe zips, uploads, `--class NAME=paths` lists and CSV files.
+"""Intake: labelled images from class folders, uploads, `--class NAME=paths` lists and CSV files.
 
-Every way in ends as one `LabelledImages`; nothing here decodes or trains.
+Every way in ends as one `LabelledImages`; nothing here decodes or trains. Zips of class folders are unpacked by
+clipapp.images.archive.
 """
 
 from __future__ import annotations
 
 import csv
 import os
-import re
-import shutil
-import stat
-import tempfile
-import zipfile
-from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
-from typing import Iterator, Optional, Sequence
+from pathlib import Path
+from typing import Optional, Sequence
 
 import numpy as np
 
+from clipapp._compat import forward_getattr
 from clipapp.errors import ClipAppError
-from clipapp.images.decode import IMAGE_EXTENSIONS, ImageFolder, ImageSource
+from clipapp.images.decode import ImageSource
+from clipapp.images.folders import ImageFolder
 from clipapp.model.prompts import parse_labels
-
-# Zip uploads: generous for a few-shot set, far below what would fill a disk or memory.
-MAX_ZIP_FILES = 5000
-MAX_ZIP_BYTES = 512 * 1024 * 1024
-MAX_ZIP_RATIO = 100  # images barely compress; a member that inflates 100x is a bomb, not a photo
 
 
 @dataclass
@@ -87,115 +79,6 @@ def labelled_uploads(
         class_names=list(class_names),
         names=names,
     )
-
-
-def _unsafe_member(info: zipfile.ZipInfo) -> Optional[str]:
-    name = info.filename.replace("\\", "/")
-    if name.startswith("/") or re.match(r"^[A-Za-z]:", name):
-        return "an absolute path"
-    if ".." in PurePosixPath(name).parts:
-        return "a path that leaves the archive folder (..)"
-    mode = info.external_attr >> 16
-    if stat.S_ISLNK(mode):
-        return "a symbolic link"
-    if "\x00" in name:
-        return "a NUL byte in its name"
-    return None
-
-
-def extract_labelled_zip(
-    zip_path: str | os.PathLike,
-    dest: str | os.PathLike,
-    *,
-    max_files: int = MAX_ZIP_FILES,
-    max_total_bytes: int = MAX_ZIP_BYTES,
-    max_ratio: float = MAX_ZIP_RATIO,
-) -> Path:
-    """Safely extract a zip of class folders (<class>/<image>, optionally under one top folder) into `dest`.
-
-    Refuses the whole archive, with a message naming the entry, on: absolute paths, `..` components, symbolic
-    links, more than `max_files` images, more than `max_total_bytes` uncompressed, or a member inflating more than
-    `max_ratio` times (a zip bomb). Sizes are counted while extracting, not trusted from the header. Only image
-    files are extracted; hidden files and `__MACOSX` are skipped. Returns the folder holding the class folders.
-    """
-    zip_path, dest = Path(zip_path), Path(dest)
-    try:
-        archive = zipfile.ZipFile(zip_path)
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise ClipAppError(f"{zip_path.name}: not a readable zip archive ({exc}).") from exc
-    with archive:
-        members = []
-        for info in archive.infolist():
-            problem = _unsafe_member(info)
-            if problem:
-                raise ClipAppError(f"{zip_path.name}: refused, entry {info.filename!r} is {problem}.")
-            parts = PurePosixPath(info.filename.replace("\\", "/")).parts
-            if info.is_dir() or any(p.startswith(".") or p == "__MACOSX" for p in parts):
-                continue
-            if PurePosixPath(parts[-1]).suffix.lower() not in IMAGE_EXTENSIONS:
-                continue
-            members.append((info, parts))
-        if len(members) > max_files:
-            raise ClipAppError(f"{zip_path.name}: {len(members)} images; at most {max_files} are accepted.")
-        declared = sum(info.file_size for info, _ in members)
-        if declared > max_total_bytes:
-            raise ClipAppError(
-                f"{zip_path.name}: {declared / 2**20:.0f} MiB uncompressed; at most "
-                f"{max_total_bytes / 2**20:.0f} MiB are accepted (a zip bomb?)."
-            )
-        dest.mkdir(parents=True, exist_ok=True)
-        root = dest.resolve()
-        total = 0
-        for info, parts in members:
-            if info.compress_size and info.file_size > 2**20 and info.file_size / info.compress_size > max_ratio:
-                raise ClipAppError(
-                    f"{zip_path.name}: refused, entry {info.filename!r} inflates "
-                    f"{info.file_size / info.compress_size:.0f}x (a zip bomb)."
-                )
-            target = root.joinpath(*parts).resolve()
-            if root not in target.parents:
-                raise ClipAppError(f"{zip_path.name}: refused, entry {info.filename!r} leaves the archive folder.")
-            target.parent.mkdir(parents=True, exist_ok=True)
-            written = 0
-            with archive.open(info) as source, open(target, "wb") as out:
-                while chunk := source.read(1 << 16):
-                    written += len(chunk)
-                    total += len(chunk)
-                    if written > info.file_size or total > max_total_bytes:
-                        raise ClipAppError(
-                            f"{zip_path.name}: refused, entry {info.filename!r} inflates beyond its "
-                            "declared size or the total limit (a zip bomb)."
-                        )
-                    out.write(chunk)
-    if not members:
-        raise ClipAppError(f"{zip_path.name}: no image files inside. Expected <class name>/<image files>.")
-    # A zip of a folder has that folder on top: descend while there is exactly one folder and no images.
-    top = root
-    while True:
-        entries = [p for p in top.iterdir() if not p.name.startswith(".")]
-        dirs = [p for p in entries if p.is_dir()]
-        if len(dirs) == 1 and len(dirs) == len(entries):
-            top = dirs[0]
-            continue
-        break
-    if any(p.is_file() for p in top.iterdir()):
-        raise ClipAppError(
-            f"{zip_path.name}: images must be inside one folder per class (<class name>/<image>), "
-            "not loose at the top of the archive."
-        )
-    return top
-
-
-@contextmanager
-def _maybe_extracted(path: Path) -> Iterator[Path]:
-    if path.is_file() and path.suffix.lower() == ".zip":
-        folder = Path(tempfile.mkdtemp(prefix="clipapp-zip-"))
-        try:
-            yield extract_labelled_zip(path, folder)
-        finally:
-            shutil.rmtree(folder, ignore_errors=True)
-    else:
-        yield path
 
 
 # ------------------------------------------------------------------------------------------------ lists of paths
@@ -353,3 +236,7 @@ def labelled_selection(selection, index) -> LabelledImages:
         )
     _check_indexed([p for paths in classes.values() for p in paths], index)
     return labelled_paths([(p, name) for name, paths in classes.items() for p in paths], class_names=list(classes))
+
+
+# the zip names lived here before 0.2 (clipapp.images.archive now); kept for one release
+__getattr__ = forward_getattr(__name__, ("clipapp.images.archive",))

@@ -20,8 +20,8 @@ import torch.nn.functional as F
 
 from clipapp.finetune.config import WISE_ALPHA_UNVALIDATED, WISE_ALPHAS, FinetuneConfig, ProgressFn, StopFlag, stopped
 from clipapp.finetune.features import Inputs, TokenGrid
-from clipapp.finetune.selection import score, wise_applied
-from clipapp.finetune.trainable import PartialClassifier, head_of, model_inputs
+from clipapp.finetune.model_choice import score, wise_applied
+from clipapp.finetune.trainable import PartialTower, head_of, model_inputs
 
 
 @dataclass
@@ -61,7 +61,7 @@ def make_optimizer(model: nn.Module, config: FinetuneConfig) -> torch.optim.Opti
     groups: list[dict[str, Any]] = [
         {"params": [head.weight, head.bias], "lr": config.lr / head.logit_scale, "weight_decay": 0.0}
     ]
-    if isinstance(model, PartialClassifier):
+    if isinstance(model, PartialTower):
         # torch wants names in every group or none; the layer-wise groups carry them
         groups[0]["param_names"] = ["head.weight", "head.bias"]
         # ResNet towers decay by stage (layer1..4); nothing below the tuned blocks trains, so no embedding group
@@ -132,7 +132,7 @@ class _Stepper:
         self.optimizer = make_optimizer(model, config)
         self.criterion = make_criterion(config, counts)
         # spatial: pixels, ResNet maps (N, C, H, W) or ViT tokens through the grid; never feature vectors
-        spatial = isinstance(model, PartialClassifier) and (
+        spatial = isinstance(model, PartialTower) and (
             inputs.views is None or grid is not None or inputs.views.ndim >= 5
         )
         self.mixer = make_mixer(config, n_classes, rng, spatial=spatial)

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from clipapp.errors import ClipAppError
-from clipapp.finetune.adapter import Adapter
+from clipapp.finetune.adapter import Adapter, _json_safe
 from clipapp.finetune.config import FinetuneConfig
 
 
@@ -38,8 +38,6 @@ class FinetuneResult:
         return list(self.adapter.class_names)
 
     def to_dict(self) -> dict[str, Any]:
-        from clipapp.finetune.adapter import _json_safe
-
         return _json_safe(
             {
                 "before": self.before,

@@ -23,10 +23,9 @@ from clipapp.errors import ClipAppError
 from clipapp.finetune.assemble import cache_adapter, trained_adapter
 from clipapp.finetune.config import FinetuneConfig, ProgressFn, StopFlag
 from clipapp.finetune.features import EncodedImages, TrainingSetup, encode_labelled, prepare_training
-from clipapp.finetune.intake import LabelledImages, _maybe_extracted, labelled_folder
+from clipapp.finetune.intake import LabelledImages, labelled_folder
 from clipapp.finetune.loop import Run, epoch_steps, fastest_threads, torch_threads, train_run
-from clipapp.finetune.results import FinetuneResult, confusion_counts, metrics_from_logits
-from clipapp.finetune.selection import (
+from clipapp.finetune.model_choice import (
     Selection,
     ValidationPlan,
     beats_zero_shot,
@@ -35,6 +34,8 @@ from clipapp.finetune.selection import (
     fit_cache,
     plan_validation,
 )
+from clipapp.finetune.results import FinetuneResult, confusion_counts, metrics_from_logits
+from clipapp.images.archive import labelled_root
 from clipapp.model.prompts import resolve_templates
 from clipapp.model.service import ClipService
 
@@ -347,7 +348,7 @@ def finetune_folder(
     **kwargs,
 ) -> FinetuneResult:
     """`finetune` on DATA_DIR/<class>/<images> (or a .zip of that layout); saves the adapter to `out` if given."""
-    with _maybe_extracted(Path(data_dir)) as root:
+    with labelled_root(data_dir) as root:
         return finetune_labelled(service, labelled_folder(root), config, out=out, **kwargs)
 
 

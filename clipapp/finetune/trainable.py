@@ -1,17 +1,24 @@
-"""The trainable models: a linear head that starts as the zero-shot classifier, and the tuned top of a visual tower
-copy under that head (partial fine-tuning)."""
+"""The models trained over image features: `TrainableHead`, a linear head that starts as the zero-shot classifier,
+and `PartialTower`, the tuned top of a visual tower copy under that head (partial fine-tuning).
+
+Not to be confused with the classifiers of `clipapp.classify` (label sets scored at inference) or an `Adapter`
+(the saved result).
+"""
 
 from __future__ import annotations
+
+import warnings
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from clipapp.finetune.adapter import visual_blocks, visual_prefix, visual_suffix, visual_top_names
+from clipapp.finetune.towers import visual_blocks, visual_prefix, visual_suffix, visual_top_names
 
 
-class HeadClassifier(nn.Module):
+class TrainableHead(nn.Module):
     """logits = logit_scale * normalize(features) @ weight.T + bias; at the start weight = the unit zero-shot
     embeddings and bias = 0, so an untrained head is exactly the zero-shot classifier."""
 
@@ -26,7 +33,7 @@ class HeadClassifier(nn.Module):
         return self.logit_scale * F.normalize(features, dim=-1) @ self.weight.T + self.bias
 
 
-class PartialClassifier(nn.Module):
+class PartialTower(nn.Module):
     """The tuned top of a visual tower copy plus the head; input = activations entering the first tuned block.
 
     Only the tuned modules are registered, so `state_dict()` (used by EMA, early stopping and WiSE) is small; the
@@ -36,7 +43,7 @@ class PartialClassifier(nn.Module):
 
     _visual: nn.Module  # the whole tower copy, set in __init__ outside the Module registry
 
-    def __init__(self, visual: nn.Module, first_tuned: int, head: HeadClassifier):
+    def __init__(self, visual: nn.Module, first_tuned: int, head: TrainableHead):
         super().__init__()
         self.blocks = nn.ModuleList([block for _, block in visual_blocks(visual)[first_tuned:]])
         for name in visual_top_names(visual):
@@ -47,7 +54,7 @@ class PartialClassifier(nn.Module):
         # consistently because the tuned blocks are the same objects inside it).
         object.__setattr__(self, "_visual", visual)
 
-    def train(self, mode: bool = True) -> "PartialClassifier":
+    def train(self, mode: bool = True) -> "PartialTower":
         super().train(mode)
         for module in self.modules():
             if isinstance(module, nn.modules.batchnorm._BatchNorm):
@@ -65,11 +72,11 @@ class PartialClassifier(nn.Module):
         return self.head(self.features(tokens))
 
 
-def head_of(model: nn.Module) -> HeadClassifier:
+def head_of(model: nn.Module) -> TrainableHead:
     """The linear head of a trainable model (its EMA copy included): the model itself in head mode."""
-    head = model.head if isinstance(model, PartialClassifier) else model
-    if not isinstance(head, HeadClassifier):
-        raise TypeError(f"{type(model).__name__} is not a HeadClassifier or PartialClassifier.")
+    head = model.head if isinstance(model, PartialTower) else model
+    if not isinstance(head, TrainableHead):
+        raise TypeError(f"{type(model).__name__} is not a TrainableHead or PartialTower.")
     return head
 
 
@@ -78,6 +85,20 @@ def model_inputs(model: nn.Module, x: torch.Tensor, pixel_space: bool) -> torch.
     (pixel space exists in partial mode only)."""
     if not pixel_space:
         return x
-    if not isinstance(model, PartialClassifier):
-        raise TypeError(f"Pixel inputs need a PartialClassifier, not {type(model).__name__}.")
+    if not isinstance(model, PartialTower):
+        raise TypeError(f"Pixel inputs need a PartialTower, not {type(model).__name__}.")
     return model.prefix(x)
+
+
+# names before 0.2, kept for one release
+_OLD_NAMES = {"HeadClassifier": TrainableHead, "PartialClassifier": PartialTower}
+
+
+def __getattr__(name: str) -> Any:
+    new = _OLD_NAMES.get(name)
+    if new is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    warnings.warn(
+        f"{__name__}.{name} is now {new.__name__}; the old name goes in the next release", DeprecationWarning, 2
+    )
+    return new

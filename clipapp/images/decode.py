@@ -1,11 +1,11 @@
-"""Safe image decoding and image-folder datasets: the one place that turns bytes or files into RGB images."""
+"""Safe image decoding: the one place that turns bytes or files into RGB images (limits, EXIF orientation, HEIC,
+camera RAW), and the file extensions it reads. Which files of a folder are images: clipapp.images.folders."""
 
 from __future__ import annotations
 
 import io
 import os
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Optional, Union
 
@@ -13,7 +13,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 from pillow_heif import register_heif_opener
 
-from clipapp.errors import ClipAppError, ImageLoadError
+from clipapp.errors import ImageLoadError
 from clipapp.images.limits import (  # noqa: F401 - re-exported: the decoder applies them
     DEFAULT_LIMITS,
     MAX_ASPECT_RATIO,
@@ -21,19 +21,6 @@ from clipapp.images.limits import (  # noqa: F401 - re-exported: the decoder app
     MAX_RESIZED_PIXELS,
     ImageLimits,
 )
-
-
-@dataclass(frozen=True)
-class SkippedFile:
-    """A file a batch job (classify, eval, an index sync) could not use, and why: unreadable, not an image, refused
-    by the decoder's limits."""
-
-    path: str
-    error: str
-
-    def to_dict(self) -> dict[str, str]:
-        return {"path": self.path, "error": self.error}
-
 
 # Camera RAW files, decoded by LibRaw (rawpy); some are TIFF inside, so they are told apart by extension.
 RAW_EXTENSIONS = frozenset(
@@ -242,50 +229,3 @@ def to_rgb(image: Image.Image) -> Image.Image:
         background = Image.new("RGBA", rgba.size, BACKGROUND + (255,))
         return Image.alpha_composite(background, rgba).convert("RGB")
     return image.convert("RGB")
-
-
-def list_image_files(folder: str | os.PathLike) -> list[Path]:
-    """Image files under `folder`, recursively, sorted; hidden files and folders are skipped."""
-    root = Path(folder)
-    if not root.is_dir():
-        raise ClipAppError(f"{folder}: not a folder.")
-    found = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for filename in filenames:
-            if not filename.startswith(".") and Path(filename).suffix.lower() in IMAGE_EXTENSIONS:
-                found.append(Path(dirpath) / filename)
-    return sorted(found)
-
-
-@dataclass(frozen=True)
-class ImageFolder:
-    """An image-folder dataset: ROOT/<class name>/<image files>. Class names are the sorted folder names."""
-
-    paths: tuple[Path, ...]
-    targets: tuple[int, ...]
-    class_names: tuple[str, ...]
-
-    @classmethod
-    def scan(cls, root: str | os.PathLike) -> "ImageFolder":
-        root = Path(root)
-        if not root.is_dir():
-            raise ClipAppError(f"{root}: not a folder. Expected ROOT/<class name>/<image files>.")
-        class_dirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
-        paths, targets, class_names = [], [], []
-        for class_dir in class_dirs:
-            files = list_image_files(class_dir)
-            if not files:
-                continue
-            class_names.append(class_dir.name)
-            paths.extend(files)
-            targets.extend([len(class_names) - 1] * len(files))
-        if len(class_names) < 2:
-            raise ClipAppError(
-                f"{root}: found {len(class_names)} class folder(s) with images; need at least 2 "
-                "(ROOT/<class name>/<image files>)."
-            )
-        return cls(tuple(paths), tuple(targets), tuple(class_names))
-
-    def __len__(self) -> int:
-        return len(self.paths)

@@ -3,12 +3,11 @@ query parsing. Core package: no Gradio, no CLIP service (embeddings come from a 
 
 Modules: store.py (SQLite + vector file, schema), structure.py (size policy, faiss build, nprobe calibration,
 exact re-rank, cache file), image_index.py (ImageIndex), migrate.py (the old manifest format), sync.py
-(sync_folder, add_images), query.py (query parsing and composition), progress.py (tqdm adapter), results.py
+(sync_folder, add_images), query.py (query parsing and composition), results.py
 (Hit, SearchResult, SyncReport: the typed results and their one JSON).
 """
 
 from clipapp.index.image_index import ImageIndex, index_exists, stored_model_spec
-from clipapp.index.progress import ProgressFn, TqdmProgress, tqdm_progress
 from clipapp.index.query import compose_query, image_term_path, parse_query, query_index
 from clipapp.index.results import Hit, SearchResult, SkippedFile, SyncReport
 from clipapp.index.store import DB_NAME, FORMAT_VERSION, VECTORS_NAME, FileInfo, ItemRecord
@@ -18,10 +17,11 @@ from clipapp.index.structure import (
     calibrate_nprobe,
     exact_top_k,
     ivf_nlist_for,
-    normalize_rows,
     parse_memory_size,
 )
 from clipapp.index.sync import Encoder, add_images, capture_date, image_sha256, sync_folder
+from clipapp.progress import ProgressFn, TqdmProgress, tqdm_progress
+from clipapp.vectors import normalize_rows
 
 __all__ = [
     "DB_NAME",

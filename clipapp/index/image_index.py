@@ -27,7 +27,8 @@ from clipapp.errors import ClipAppError
 from clipapp.index import structure as st
 from clipapp.index.results import Hit, SearchResult
 from clipapp.index.store import DB_NAME, FileInfo, ItemRecord, Store
-from clipapp.index.structure import IndexSettings, IndexStructure, SearchStructure, normalize_rows
+from clipapp.index.structure import IndexSettings, IndexStructure, SearchStructure
+from clipapp.vectors import normalize_rows
 
 if sys.platform == "win32":  # pragma: no cover - no fcntl: writers of the faiss cache are simply unlocked
     fcntl = None
@@ -239,10 +240,6 @@ class ImageIndex:
     def id_for_hash(self, sha256: str) -> int | None:
         with self._lock:
             return self._store.id_for_hash(sha256)
-
-    def paths_for_id(self, item_id: int) -> list[str]:
-        with self._lock:
-            return self._store.paths_for_ids([item_id]).get(int(item_id), [])
 
     def ids(self) -> np.ndarray:
         with self._lock:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from clipapp.images.decode import SkippedFile
+from clipapp.images.folders import SkippedFile
 
 SCORE_DECIMALS = 6  # float32 cosines hold ~7 significant digits; 6 decimals, as the JSON always had
 

@@ -99,21 +99,6 @@ def parse_memory_size(text: str | int | None) -> int | None:
     return size
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Vector helpers
-# ---------------------------------------------------------------------------------------------------------------
-def normalize_rows(vectors: np.ndarray, *, what: str = "vector") -> np.ndarray:
-    """float32 C-contiguous copy with unit rows; a zero or non-finite row is an error (it has no direction)."""
-    array = np.array(vectors, dtype=np.float32, copy=True, ndmin=2)
-    if not np.all(np.isfinite(array)):
-        raise ClipAppError(f"A {what} contains NaN or infinite values.")
-    norms = np.sqrt(np.einsum("ij,ij->i", array, array))[:, None]  # no (n, d) temporary, unlike linalg.norm
-    if np.any(norms < 1e-12):
-        raise ClipAppError(f"A {what} is all zeros and has no direction to search for.")
-    array /= norms
-    return np.ascontiguousarray(array)
-
-
 def exact_top_k(
     database: np.ndarray, queries: np.ndarray, k: int, *, block_bytes: int = 64 << 20, exclude: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray]:

@@ -18,11 +18,11 @@ from typing import Any, Protocol
 import numpy as np
 
 from clipapp.errors import ClipAppError
-from clipapp.images.decode import list_image_files
+from clipapp.images.folders import list_image_files
 from clipapp.index.image_index import ImageIndex
-from clipapp.index.progress import ProgressFn
 from clipapp.index.results import SkippedFile, SyncReport
 from clipapp.index.store import FileInfo
+from clipapp.progress import ProgressFn
 from clipapp.storage import file_sha256
 
 EXIF_IFD = 0x8769

@@ -6,7 +6,7 @@ Thread-safe: the web server calls it from many worker threads. No Gradio here; t
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict, deque
+from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -20,6 +20,7 @@ from PIL import Image
 
 from clipapp.errors import ClipAppError
 from clipapp.images.decode import DEFAULT_LIMITS, ImageLimits, ImageSource, load_image
+from clipapp.lru import LRU
 from clipapp.model import scoring
 from clipapp.model.batching import MicroBatcher
 from clipapp.model.loading import LoadedModel, load_model, towers
@@ -109,8 +110,7 @@ class ClipService:
             else nullcontext
         )
         self._model_lock = threading.Lock()  # one forward pass at a time: the CPU has no spare cores to share
-        self._text_cache: OrderedDict[str, np.ndarray] = OrderedDict()
-        self._text_cache_size = text_cache_size
+        self._text_cache: LRU[str, np.ndarray] = LRU(text_cache_size)
         self._cache_lock = threading.Lock()
         self._decode_workers = decode_workers
         # Large JPEG files are decoded at reduced scale, never below 3x the model's input side: a 12 MP photo decodes
@@ -307,13 +307,10 @@ class ClipService:
                 vectors = self._encode_prompts(chunk)
                 with self._cache_lock:
                     for text, vector in zip(chunk, vectors, strict=True):
-                        self._text_cache[text] = vector
-                        self._text_cache.move_to_end(text)
-                    while len(self._text_cache) > self._text_cache_size:
-                        self._text_cache.popitem(last=False)
+                        self._text_cache.put(text, vector)
             self.stats.add(prompts_encoded=len(missing))
         with self._cache_lock:
-            cached = {t: self._text_cache.get(t) for t in set(texts)}
+            cached = {t: self._text_cache.peek(t) for t in set(texts)}
         found = {t: v for t, v in cached.items() if v is not None}
         # A text evicted by another thread between the two lock holds is simply encoded again.
         lost = [t for t in cached if t not in found]

@@ -1,8 +1,9 @@
 """Classification losses for small, noisy or imbalanced label sets.
 
-Label smoothing is torch's own `CrossEntropyLoss(label_smoothing=)`. Multi-class softmax focal loss and the
-class-balanced loss (Cui et al. 2019) are hand-written: torchvision only ships the sigmoid focal loss, and timm
-has neither. All losses take class indices (N,) or probability rows (N, K), so they compose with mixup.
+Label smoothing lives in the targets (`soft_targets(smoothing=)`), read by torch's own `CrossEntropyLoss`.
+Multi-class softmax focal loss and the class-balanced loss (Cui et al. 2019) are hand-written: torchvision only
+ships the sigmoid focal loss, and timm has neither. All losses take class indices (N,) or probability rows (N, K),
+so they compose with mixup.
 """
 
 from __future__ import annotations
@@ -28,18 +29,6 @@ def _reduce(loss: torch.Tensor, reduction: str) -> torch.Tensor:
     if reduction == "none":
         return loss
     raise ClipAppError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
-
-
-class LabelSmoothingCrossEntropy(nn.CrossEntropyLoss):
-    """Cross-entropy with label smoothing; targets may be class indices (N,) or probabilities (N, K).
-
-    Helps when the model gets over-confident (long fine-tunes, noisy labels, few shots): the true class is
-    trained towards `1 - s + s/K` instead of 1. Usual `smoothing` 0.1. Just torch's `CrossEntropyLoss` with a
-    smoothing default, so soft targets from mixup are smoothed as well.
-    """
-
-    def __init__(self, smoothing: float = 0.1, *, weight: torch.Tensor | None = None, reduction: str = "mean"):
-        super().__init__(weight=weight, reduction=reduction, label_smoothing=smoothing)
 
 
 def focal_loss(

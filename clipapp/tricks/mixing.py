@@ -1,4 +1,4 @@
-"""Mixup, CutMix and Cutout on batches.
+"""Mixup and CutMix on batches.
 
 Hand-written rather than timm's `Mixup`: timm mixes in place with the batch flipped (so it needs an even batch),
 does not hand back the lambda it used, and cannot mix (N, D) feature batches through its CutMix path. These
@@ -126,37 +126,6 @@ def cutmix(
     mixed[..., y0:y1, x0:x1] = x[index][..., y0:y1, x0:x1]
     lam = 1.0 - (y1 - y0) * (x1 - x0) / (height * width)  # the clipped box decides the real proportion
     return MixedBatch(mixed, _mixed_targets(target, index, lam, num_classes, smoothing), lam, index, (y0, y1, x0, x1))
-
-
-def cutout(
-    x: torch.Tensor,
-    *,
-    size: int | float = 0.5,
-    fill: float = 0.0,
-    rng: np.random.Generator | int | None = None,
-) -> torch.Tensor:
-    """Cutout (DeVries & Taylor 2017): blank one square per image, centred uniformly, clipped at the borders.
-
-    `size` is the side in pixels (int) or as a fraction of the shorter side (float). Labels are unchanged.
-    Helps convolutional / ViT training from images against over-reliance on one discriminative region;
-    it is a no-op idea for cached features. (torchvision's `RandomErasing` is the random-area, per-image
-    transform variant; this one works on a whole batch at once with the classic fixed square.)
-    """
-    if x.ndim < 3:
-        raise ClipAppError(f"cutout needs image batches (N, C, H, W); got shape {tuple(x.shape)}")
-    rng = _rng(rng)
-    n, (height, width) = x.shape[0], x.shape[-2:]
-    side = int(round(size * min(height, width))) if isinstance(size, float) else int(size)
-    cy = torch.as_tensor([_randint(rng, height) for _ in range(n)], device=x.device)
-    cx = torch.as_tensor([_randint(rng, width) for _ in range(n)], device=x.device)
-    rows = torch.arange(height, device=x.device)
-    cols = torch.arange(width, device=x.device)
-    # half-open [c - side//2, c + (side+1)//2), clipped implicitly by the index range
-    in_rows = (rows >= (cy - side // 2)[:, None]) & (rows < (cy + (side + 1) // 2)[:, None])
-    in_cols = (cols >= (cx - side // 2)[:, None]) & (cols < (cx + (side + 1) // 2)[:, None])
-    mask = in_rows[:, :, None] & in_cols[:, None, :]  # (N, H, W)
-    mask = mask.view(n, *([1] * (x.ndim - 3)), height, width)
-    return x.masked_fill(mask, fill)
 
 
 class MixupCutmix:

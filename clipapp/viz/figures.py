@@ -22,9 +22,19 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.font_manager import FontProperties
 from matplotlib.ticker import MaxNLocator
-from PIL import Image
 
 from clipapp.errors import ClipAppError
+from clipapp.viz.common import (
+    HEATMAP_CMAP,
+    HEATMAP_TITLE,
+    LABEL_CHARS,
+    clip,
+    color_range,
+    dark_ink_on,
+    heatmap_grid,
+    shorten,
+    square_thumbnail,
+)
 
 __all__ = [
     "confusion_matrix_figure",
@@ -34,13 +44,10 @@ __all__ = [
     "training_curves",
 ]
 
-HEATMAP_CMAP = "viridis"
 CONFUSION_CMAP = "Blues"
 BAR_COLOR = "#4C72B0"
 TOP_BAR_COLOR = "#DD8452"
-THUMB_PX = 160  # thumbnails are resampled once to this square size; the figure scales them further
 DEFAULT_DPI = 120
-ELLIPSIS = "\u2026"
 
 
 # --------------------------------------------------------------------------------------------- helpers
@@ -48,14 +55,6 @@ def _new_figure(width_in: float, height_in: float, dpi: float = 100) -> Figure:
     fig = Figure(figsize=(width_in, height_in), dpi=dpi, facecolor="white")
     FigureCanvasAgg(fig)  # its own Agg canvas: no pyplot, no global backend switch
     return fig
-
-
-def shorten(text: object, max_chars: int) -> str:
-    """One line, at most `max_chars` characters, an ellipsis where it was cut."""
-    s = re.sub(r"\s+", " ", str(text)).strip()
-    if len(s) <= max_chars:
-        return s
-    return s[: max(1, max_chars - 1)].rstrip() + ELLIPSIS
 
 
 def _text_width_in(fig: Figure, texts: Sequence[str], fontsize: float) -> float:
@@ -88,67 +87,9 @@ def _wrap_to_width(fig: Figure, text: str, fontsize: float, width_in: float, max
     return lines or [""]
 
 
-def _to_rgba_array(img: object) -> np.ndarray:
-    """Any PIL image (1, L, LA, P, RGB, RGBA, CMYK, I;16, I, F...) or HxW[xC] array -> uint8 RGBA array."""
-    if isinstance(img, np.ndarray):
-        arr = img
-        if arr.dtype == bool:
-            arr = arr.astype(np.uint8) * 255
-        elif arr.dtype != np.uint8:
-            arr = arr.astype(np.float64)
-            if arr.size and np.nanmax(arr) <= 1.0 and np.nanmin(arr) >= 0.0:
-                arr = arr * 255.0
-            arr = np.clip(np.nan_to_num(arr), 0, 255).astype(np.uint8)
-        if arr.ndim == 3 and arr.shape[2] == 1:
-            arr = arr[:, :, 0]
-        img = Image.fromarray(arr)
-    if not isinstance(img, Image.Image):
-        raise TypeError(f"expected a PIL image or numpy array, got {type(img).__name__}")
-    if img.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
-        # High bit depth: stretch to 0..255 (a plain convert("L") clips everything above 255 to white).
-        a = np.asarray(img, dtype=np.float64)
-        lo, hi = (float(np.nanmin(a)), float(np.nanmax(a))) if a.size else (0.0, 1.0)
-        a = (a - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros_like(a)
-        img = Image.fromarray(np.nan_to_num(a).astype(np.uint8), mode="L")
-    if img.mode == "P" and "transparency" in img.info:
-        img = img.convert("RGBA")
-    return np.asarray(img.convert("RGBA"))
-
-
-def thumbnail_rgba(img: object, size: int = THUMB_PX) -> np.ndarray:
-    """The whole image fitted (aspect kept) in `size` x `size`, as RGBA: every side at least 1 pixel, however long
-    and thin the image; small images (28 x 28 Fashion-MNIST) are enlarged without smoothing, so pixels stay sharp."""
-    if (
-        isinstance(img, Image.Image)
-        and img.mode not in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
-        and max(img.size) > 4 * size
-    ):
-        img = img.copy()
-        img.thumbnail((4 * size, 4 * size), Image.Resampling.BOX)  # cheap shrink before the RGBA copy of a photo
-    rgba = Image.fromarray(_to_rgba_array(img), mode="RGBA")
-    scale = size / max(rgba.size)
-    target = (max(1, min(size, round(rgba.width * scale))), max(1, min(size, round(rgba.height * scale))))
-    method = Image.Resampling.NEAREST if scale > 1 else Image.Resampling.LANCZOS
-    return np.asarray(rgba.resize(target, method, reducing_gap=None if scale > 1 else 2.0))
-
-
-def square_thumbnail(img: object, size: int = THUMB_PX, background=(255, 255, 255, 0)) -> np.ndarray:
-    """The whole image fitted (aspect kept) and centred in a `size` x `size` RGBA square; transparent padding."""
-    fitted = Image.fromarray(thumbnail_rgba(img, size), mode="RGBA")
-    canvas = Image.new("RGBA", (size, size), background)
-    canvas.paste(fitted, ((size - fitted.width) // 2, (size - fitted.height) // 2))
-    return np.asarray(canvas)
-
-
 def _contrast_color(rgba) -> str:
-    """Black or white, whichever reads better on the given cell colour."""
-    r, g, b = (float(c) for c in rgba[:3])
-    luminance = 0.2126 * r + 0.7152 * g + 0.0722 * b
-    return "black" if luminance > 0.45 else "white"
-
-
-def _clip(x: float, lo: float, hi: float) -> float:
-    return float(min(hi, max(lo, x)))
+    """Black or white, whichever reads better on the given cell colour (0..1)."""
+    return "black" if dark_ink_on(rgba) else "white"
 
 
 # --------------------------------------------------------------------------------------------- heatmap
@@ -164,37 +105,23 @@ def similarity_heatmap(
     `matrix` has shape (n_images, n_texts). Texts are the rows (y labels), images the columns with their
     thumbnails drawn above, each cell shows its cosine with 2 decimals. `images=None` numbers the columns instead.
     """
-    m = np.asarray(matrix, dtype=np.float64)
-    texts = [str(t) for t in texts]
-    n_img_given = None if images is None else len(images)
-    if m.ndim != 2:
-        raise ValueError(f"similarity matrix must be 2-D (n_images, n_texts), got shape {m.shape}")
-    n_img, n_txt = m.shape
-    if (n_img_given is not None and n_img_given != n_img) or len(texts) != n_txt:
-        raise ValueError(
-            f"similarity matrix has shape {m.shape} = (n_images, n_texts) but "
-            f"{n_img_given if n_img_given is not None else 'no'} images and {len(texts)} texts were given"
-        )
-    if n_img == 0 or n_txt == 0:
-        raise ClipAppError("Give at least one image and one text to compare.")
-    if not np.all(np.isfinite(m)):
-        raise ValueError("similarity matrix contains NaN or infinite values")
+    grid, texts = heatmap_grid(matrix, images, texts)  # rows = texts, columns = images
+    n_txt, n_img = grid.shape
 
-    grid = m.T  # rows = texts, columns = images
     # Cell edge in inches: large for small matrices, shrinking so 20 x 30 stays on about 12 x 18 inches.
-    cell = _clip(min(12.0 / n_img, 18.0 / (n_txt + 1.2)), 0.5, 1.1)
-    value_fs = _clip(cell * 72 * 0.26, 6.5, 14)
-    label_fs = _clip(cell * 72 * 0.25, 8, 13)
+    cell = clip(min(12.0 / n_img, 18.0 / (n_txt + 1.2)), 0.5, 1.1)
+    value_fs = clip(cell * 72 * 0.26, 6.5, 14)
+    label_fs = clip(cell * 72 * 0.25, 8, 13)
     title_fs = 13 if n_img > 3 else 11
     top_extra = 1.1 if images is not None else 0.0  # thumbnail row above the grid, in cell units (+ a gap)
 
     fig = _new_figure(4, 4)
-    labels = [shorten(t, 48) for t in texts]
+    labels = [shorten(t, LABEL_CHARS) for t in texts]
     label_w = _text_width_in(fig, labels, label_fs) + 0.15
     left = label_w + 0.15
     cbar_w, cbar_gap, cbar_labels = 0.18, 0.15, 0.55
     right = cbar_gap + cbar_w + cbar_labels
-    heading = title if title is not None else "Cosine similarity between text and image features"
+    heading = title if title is not None else HEATMAP_TITLE
     bottom = 0.25 if images is not None else 0.45
     ax_w = n_img * cell
     ax_h = (n_txt + top_extra) * cell
@@ -205,13 +132,11 @@ def similarity_heatmap(
     heading_lines = _wrap_to_width(fig, heading, title_fs, fig_w - 0.3, max_lines=3)
     fig_h += 0.2 + 0.27 * len(heading_lines) * title_fs / 12
     half = max(_text_width_in(fig, heading_lines, title_fs) / 2, 0.01)
-    title_x = _clip(left + ax_w / 2, min(half + 0.15, fig_w / 2), max(fig_w - half - 0.15, fig_w / 2))
+    title_x = clip(left + ax_w / 2, min(half + 0.15, fig_w / 2), max(fig_w - half - 0.15, fig_w / 2))
     fig.set_size_inches(fig_w, fig_h)
 
     ax = fig.add_axes((left / fig_w, bottom / fig_h, ax_w / fig_w, ax_h / fig_h))
-    lo, hi = float(grid.min()), float(grid.max())
-    if hi - lo < 1e-6:
-        lo, hi = lo - 0.05, hi + 0.05
+    lo, hi = color_range(grid)
     norm = Normalize(vmin=lo, vmax=hi)
     im = ax.imshow(
         grid,
@@ -438,9 +363,9 @@ def confusion_matrix_figure(
         raise ValueError("confusion matrix counts must be finite and non-negative")
 
     values = _row_normalize(counts) if normalize else counts
-    cell = _clip(10.0 / n, 0.3, 0.9)
-    value_fs = _clip(cell * 72 * 0.25, 5, 12)
-    label_fs = _clip(cell * 72 * 0.3, 6, 11)
+    cell = clip(10.0 / n, 0.3, 0.9)
+    value_fs = clip(cell * 72 * 0.25, 5, 12)
+    label_fs = clip(cell * 72 * 0.3, 6, 11)
     fig = _new_figure(4, 4)
     labels = [shorten(c, 28) for c in names]
     label_w = _text_width_in(fig, labels, label_fs) + 0.15

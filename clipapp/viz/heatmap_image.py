@@ -20,8 +20,17 @@ import numpy as np
 from matplotlib.ticker import MaxNLocator
 from PIL import Image, ImageDraw, ImageFont
 
-from clipapp.errors import ClipAppError
-from clipapp.viz.figures import HEATMAP_CMAP, shorten, thumbnail_rgba
+from clipapp.viz.common import (
+    HEATMAP_CMAP,
+    HEATMAP_TITLE,
+    LABEL_CHARS,
+    clip,
+    color_range,
+    dark_ink_on,
+    heatmap_grid,
+    shorten,
+    thumbnail_rgba,
+)
 
 FONT_FILE = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"  # matplotlib's own font
 MAX_GRID_W, MAX_GRID_H = 1200, 1800  # pixels: a 20 x 30 matrix fits, as the matplotlib figure's 12 x 18 inches
@@ -31,10 +40,6 @@ PNG_COMPRESS_LEVEL = 1  # level 6 (the default) took 4x longer for a file ~25% s
 @functools.lru_cache(maxsize=32)
 def _font(size: int) -> ImageFont.FreeTypeFont:
     return ImageFont.truetype(str(FONT_FILE), size)
-
-
-def _clip(x: float, lo: float, hi: float) -> float:
-    return float(min(hi, max(lo, x)))
 
 
 def _text_w(font: ImageFont.FreeTypeFont, text: str) -> int:
@@ -72,38 +77,26 @@ def _cell_colors(grid: np.ndarray, lo: float, hi: float) -> np.ndarray:
 
 
 def _ink(rgb: np.ndarray) -> tuple[int, int, int]:
-    """Black or white, whichever reads better on the cell colour (the rule viz uses)."""
-    luminance = (0.2126 * rgb[0] + 0.7152 * rgb[1] + 0.0722 * rgb[2]) / 255
-    return (0, 0, 0) if luminance > 0.45 else (255, 255, 255)
+    """Black or white, whichever reads better on the cell colour (0..255)."""
+    return (0, 0, 0) if dark_ink_on(np.asarray(rgb[:3], dtype=np.float64) / 255) else (255, 255, 255)
 
 
 def similarity_heatmap_image(
     matrix: np.ndarray, images: Sequence[object] | None, texts: Sequence[str], *, title: str | None = None
 ) -> Image.Image:
     """`matrix` (n_images, n_texts) as an RGB image: texts as rows, images as columns with thumbnails on top."""
-    m = np.asarray(matrix, dtype=np.float64)
-    texts = [str(t) for t in texts]
-    if m.ndim != 2 or m.shape[1] != len(texts) or (images is not None and len(images) != m.shape[0]):
-        raise ValueError(
-            f"similarity matrix of shape {m.shape} for {len(texts)} texts and "
-            f"{'no' if images is None else len(images)} images"
-        )
-    n_img, n_txt = m.shape
-    if n_img == 0 or n_txt == 0:
-        raise ClipAppError("Give at least one image and one text to compare.")
-    if not np.all(np.isfinite(m)):
-        raise ValueError("similarity matrix contains NaN or infinite values")
-    grid = m.T
-    cell = int(_clip(min(MAX_GRID_W / n_img, MAX_GRID_H / (n_txt + 1.2)), 50, 110))
-    value_font, label_font = _font(int(_clip(cell * 0.26, 9, 19))), _font(int(_clip(cell * 0.25, 11, 18)))
+    grid, texts = heatmap_grid(matrix, images, texts)  # rows = texts, columns = images
+    n_txt, n_img = grid.shape
+    cell = int(clip(min(MAX_GRID_W / n_img, MAX_GRID_H / (n_txt + 1.2)), 50, 110))
+    value_font, label_font = _font(int(clip(cell * 0.26, 9, 19))), _font(int(clip(cell * 0.25, 11, 18)))
     title_font, tick_font = _font(17 if n_img > 3 else 15), _font(max(10, int(label_font.size * 0.8)))
-    labels = [shorten(t, 48) for t in texts]
+    labels = [shorten(t, LABEL_CHARS) for t in texts]
     label_w = max(_text_w(label_font, t) for t in labels) + 20
     thumbs_h = int(cell * 1.1) if images is not None else 0
     bar_w, bar_gap, bar_labels = 18, 15, 55
     grid_w, grid_h = n_img * cell, n_txt * cell
     width = max(label_w + 15 + grid_w + bar_gap + bar_w + bar_labels, 450)
-    heading = title if title is not None else "Cosine similarity between text and image features"
+    heading = title if title is not None else HEATMAP_TITLE
     heading_lines = _wrap(heading, title_font, width - 30)
     title_h = 20 + int(len(heading_lines) * title_font.size * 1.3)
     bottom = 25 if images is not None else 45
@@ -124,9 +117,7 @@ def similarity_heatmap_image(
         )
         y += int(title_font.size * 1.3)
 
-    lo, hi = float(grid.min()), float(grid.max())
-    if hi - lo < 1e-6:
-        lo, hi = lo - 0.05, hi + 0.05
+    lo, hi = color_range(grid)
     colors = _cell_colors(grid, lo, hi)
     canvas.paste(Image.fromarray(colors, "RGB").resize((grid_w, grid_h), Image.Resampling.NEAREST), (left, top))
     for r in range(n_txt):

@@ -23,9 +23,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 REPO = Path(__file__).resolve().parents[2]
-EXTRA_MODULES = ("optuna", "tensorboard", "ray", "pyarrow", "sklearn", "skimage")
-# Imported in a try/except ImportError that falls back with a warning; not worth an extra of its own.
-SOFT_OPTIONAL = {"wandb": "ExperimentLogger(use_wandb=True): without it, TensorBoard only"}
+EXTRA_MODULES = ("optuna", "ray", "pyarrow", "sklearn", "skimage")
 
 # None in sys.modules: `import optuna` (and optuna.x) raises ImportError, importlib.util.find_spec says "absent".
 BLOCKER = textwrap.dedent(f"""
@@ -36,11 +34,11 @@ BLOCKER = textwrap.dedent(f"""
 """)
 
 PROBE = textwrap.dedent("""
-    import contextlib, io, json, sys, tempfile
+    import contextlib, io, json, sys
 
     from clipapp.errors import ClipAppError, MissingExtraError
     import clipapp.model.service, clipapp.app.cli, clipapp.tricks, clipapp.index.distributed  # noqa: F401
-    from clipapp.tricks import ExperimentLogger, run_sweep
+    from clipapp.tricks import run_sweep
     out = {}
     with contextlib.redirect_stdout(io.StringIO()) as help_text:
         try:
@@ -58,8 +56,7 @@ PROBE = textwrap.dedent("""
         return None
 
     out["random"] = message(lambda: run_sweep(lambda s: 0.0, {"a": (0.0, 1.0)}, method="random", n_trials=2))
-    out["logger"] = message(lambda: ExperimentLogger(tempfile.mkdtemp()))
-    out["ray"] = message(clipapp.index.distributed._import_ray)
+    out["ray"] = message(clipapp.index.distributed.import_ray)
     out["leaked"] = sorted(m for m in sys.modules if m.split(".")[0] in EXTRAS and sys.modules[m] is not None)
     print(json.dumps(out))
 """)
@@ -77,7 +74,6 @@ def test_without_the_extras_the_app_runs_and_each_feature_names_its_extra(tmp_pa
     assert out["help_exit"] == 0 and out["help_has_classify"]
     assert out["grid"] == 2  # a grid sweep (fine-tuning's cache mode uses one) needs no optuna
     assert out["random"][0] == "MissingExtraError" and "pip install 'clipapp[sweeps]'" in out["random"][1]
-    assert out["logger"][0] == "MissingExtraError" and "pip install 'clipapp[logging]'" in out["logger"][1]
     assert "pip install 'clipapp[ray]'" in out["ray"][1]
     assert out["leaked"] == []
 
@@ -133,7 +129,7 @@ def test_every_import_is_declared_and_eager_imports_are_runtime_dependencies():
     problems = []
     for path in sorted((REPO / "clipapp").rglob("*.py")):
         for module, eager in _imports(path):
-            if module in sys.stdlib_module_names or module in ("clipapp", "__future__") or module in SOFT_OPTIONAL:
+            if module in sys.stdlib_module_names or module in ("clipapp", "__future__"):
                 continue
             where = f"{path.relative_to(REPO)}: {module}"
             owners = dists.get(module)

@@ -9,7 +9,7 @@ from typing import Optional
 import gradio as gr
 
 from clipapp.app import actions
-from clipapp.app.sessions import EXAMPLES, MY_UPLOADS, describe_duration
+from clipapp.app.sessions import EXAMPLES, MY_UPLOADS
 from clipapp.app.ui.common import (
     IMAGE_FILE_TYPES,
     AppContext,
@@ -25,6 +25,7 @@ from clipapp.errors import ClipAppError
 from clipapp.finetune.intake import add_to_selection, parse_selection, selection_text
 from clipapp.index.results import GRADIO_FILE_KEY
 from clipapp.model.prompts import DEFAULT_TEMPLATES
+from clipapp.units import describe_duration
 
 DEFAULT_K = 12
 

@@ -8,8 +8,9 @@ import os
 import numpy as np
 import pytest
 
-from clipapp.app.sessions import MY_UPLOADS, SessionStore, describe_duration, parse_duration
+from clipapp.app.sessions import MY_UPLOADS, SessionStore
 from clipapp.errors import ClipAppError
+from clipapp.units import describe_duration, parse_duration
 from tests.support.paths import EXAMPLES_DIR
 
 

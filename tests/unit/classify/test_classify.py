@@ -281,3 +281,11 @@ def test_index_classify_tags_the_index_and_search_filters_by_tag(capsys, tiny_sp
 def test_tag_needs_an_index(capsys, tiny_spec, fashion_folder):
     code, _, err = run_cli(capsys, "classify", str(fashion_folder), "--labels", "a,b", "--tag", "--model", tiny_spec)
     assert code == 2 and "--tag stores the labels in an index" in err
+
+
+def test_classify_files_reports_progress_as_done_total_message(tiny_service, fashion_folder):
+    """The one progress protocol (clipapp.progress): (done, total, message), ending at total."""
+    calls = []
+    classifier = core.zero_shot_classifier(tiny_service, LABELS)
+    core.classify_files(tiny_service, [fashion_folder], classifier, progress=lambda *a: calls.append(a))
+    assert calls[0] == (0, N_IMAGES, "classifying") and calls[-1] == (N_IMAGES, N_IMAGES, "classifying")

@@ -1,4 +1,4 @@
-"""`classify --ray`: the indexing Ray encoder (clipapp/index/distributed.py) gives the same predictions as the local
+"""`classify --ray`: the indexing Ray encoder (clipapp/index/distributed/) gives the same predictions as the local
 path."""
 
 from __future__ import annotations

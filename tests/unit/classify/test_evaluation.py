@@ -17,7 +17,7 @@ from tests.support.fashion import N_IMAGES, class_folder_name
 
 def reference_metrics(service, root):
     """Everything in memory, the plain way: encode all, one matrix product, argsort."""
-    from clipapp.images.decode import ImageFolder
+    from clipapp.images.folders import ImageFolder
 
     data = ImageFolder.scan(root)
     features = service.encode_images([str(p) for p in data.paths])

@@ -74,7 +74,7 @@ def test_every_default_trick_acts_on_the_cached_activations(service, colours, mo
         return setup
 
     monkeypatch.setattr("clipapp.finetune.run.prepare_training", prepare)
-    monkeypatch.setattr("clipapp.finetune.trainable.PartialClassifier.prefix",
+    monkeypatch.setattr("clipapp.finetune.trainable.PartialTower.prefix",
                         lambda self, pixels: calls["prefix"].append(1))
     finetune(service, colours, config)
 

@@ -9,7 +9,8 @@ import pytest
 from PIL import Image
 
 from clipapp.errors import ClipAppError, ImageLoadError
-from clipapp.images.decode import ImageFolder, list_image_files, load_image
+from clipapp.images.decode import load_image
+from clipapp.images.folders import ImageFolder, list_image_files
 
 
 def _png_bytes(image: Image.Image, **kwargs) -> bytes:
@@ -132,3 +133,13 @@ def test_image_folder_needs_two_classes(tmp_path):
     Image.new("RGB", (4, 4)).save(tmp_path / "only" / "a.png")
     with pytest.raises(ClipAppError, match="at least 2"):
         ImageFolder.scan(tmp_path)
+
+
+def test_old_data_module_answers_from_decode_and_folders():
+    import importlib
+
+    old = importlib.import_module("clipapp.data")
+    with pytest.warns(DeprecationWarning, match="clipapp.images.folders.ImageFolder"):
+        assert old.ImageFolder is ImageFolder
+    with pytest.warns(DeprecationWarning, match="clipapp.images.decode.load_image"):
+        assert old.load_image is load_image

@@ -10,7 +10,8 @@ import tifffile
 from PIL import Image
 
 from clipapp.errors import ImageLoadError
-from clipapp.images.decode import list_image_files, load_image
+from clipapp.images.decode import load_image
+from clipapp.images.folders import list_image_files
 
 EXIF_ORIENTATION = 0x0112
 ROTATE_CW = 6  # EXIF/TIFF orientation: the stored picture must be turned 90 degrees clockwise to stand upright

@@ -21,14 +21,13 @@ from clipapp.index import ImageIndex, sync_folder
 from clipapp.index.distributed import (
     EmbedActor,
     RayEncoder,
-    _auto_address,
-    _check_reachable,
-    _write_shard,
     cluster_plan,
     index_folder_ray,
     ray_session,
     sync_folder_ray,
 )
+from clipapp.index.distributed.session import _auto_address, _check_reachable
+from clipapp.index.distributed.shards import write_shard
 from tests.support.paths import TESTS_DIR
 
 N_IMAGES = 24
@@ -160,21 +159,21 @@ def test_resumes_from_shards_of_an_interrupted_run(single, image_dir, tiny_spec,
     records = sorted(single_index.records(), key=lambda r: r.path)
     header = {"spec": tiny_spec, "dim": single_index.dim, "precision": "fp32"}
     for number, chunk in enumerate([records[:10], records[10:]]):
-        _write_shard(shard_dir / f"shard-old-{number:06d}.npz", header=header, paths=[r.path for r in chunk],
+        write_shard(shard_dir / f"shard-old-{number:06d}.npz", header=header, paths=[r.path for r in chunk],
                      stats=[(r.size, r.mtime) for r in chunk],
                      vectors=np.stack([single_index.vector(r.id) for r in chunk]), errors=[""] * len(chunk))
     corrupt = str(image_dir / CORRUPT)
-    _write_shard(shard_dir / "shard-old-000002.npz", header=header, paths=[corrupt],
+    write_shard(shard_dir / "shard-old-000002.npz", header=header, paths=[corrupt],
                  stats=[(os.path.getsize(corrupt), os.path.getmtime(corrupt))],
                  vectors=np.zeros((1, single_index.dim), np.float32), errors=["broken.jpg: not an image file"])
     # A shard of another model is ignored.
-    _write_shard(shard_dir / "shard-other.npz", header={**header, "spec": "other:random"}, paths=[corrupt],
+    write_shard(shard_dir / "shard-other.npz", header={**header, "spec": "other:random"}, paths=[corrupt],
                  stats=[(0, 0.0)], vectors=np.zeros((1, single_index.dim), np.float32), errors=["x"])
 
     def no_ray(self):
         raise AssertionError("everything was in the shards; Ray must not be started")
 
-    monkeypatch.setattr("clipapp.index.distributed._LazySession.ray", no_ray)
+    monkeypatch.setattr("clipapp.index.distributed.LazySession.ray", no_ray)
     index = ImageIndex.open_or_create(tmp_path / "index", tiny_spec, single_index.dim)
     stats: dict = {}
     report = sync_folder_ray(index, image_dir, spec=tiny_spec, shard_dir=shard_dir, stats=stats)

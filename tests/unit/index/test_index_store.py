@@ -136,6 +136,7 @@ def test_another_process_commits_are_seen_on_the_next_search(tmp_path, monkeypat
     writer = _run("""
         import sys, numpy as np
         from clipapp.index import ImageIndex
+        from tests.support.fake_index import infos_for
         index = ImageIndex.open(sys.argv[1])
         index.add_items(np.load(sys.argv[2]), infos_for(range(1200, 1210)))
         index.remove_paths(["/photos/0000007.jpg"])
@@ -152,6 +153,7 @@ def test_another_process_commits_are_seen_on_the_next_search(tmp_path, monkeypat
 SYNCER = """
     import sys
     from clipapp.index import ImageIndex, sync_folder
+    from tests.support.fake_index import FakeEncoder
     index = ImageIndex.open(sys.argv[1])
     print(sync_folder(index, sys.argv[2], FakeEncoder(), batch_size=int(sys.argv[3])), flush=True)
 """
@@ -185,6 +187,7 @@ def test_two_processes_syncing_one_index_do_not_corrupt_it(tmp_path):
 SLOW_SYNCER = """
     import sys, time
     from clipapp.index import ImageIndex, sync_folder
+    from tests.support.fake_index import FakeEncoder
 
     class SlowEncoder(FakeEncoder):  # about as slow per image as a small CLIP on a CPU
         def _embed(self, image):

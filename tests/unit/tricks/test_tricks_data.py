@@ -10,11 +10,9 @@ import torch.nn.functional as F
 from clipapp.tricks import (
     ClassBalancedLoss,
     FocalLoss,
-    LabelSmoothingCrossEntropy,
     MixupCutmix,
     class_balanced_weights,
     cutmix,
-    cutout,
     focal_loss,
     mixup,
     soft_targets,
@@ -81,22 +79,6 @@ def test_cutmix_rejects_feature_batches():
         cutmix(torch.randn(4, 16), torch.zeros(4, dtype=torch.long), num_classes=K)
 
 
-def test_cutout_blanks_one_box_per_image():
-    x = torch.ones(8, 3, 12, 12)
-    out = cutout(x, size=4, rng=1)
-    for img in out:
-        assert torch.equal(img[0], img[1]) and torch.equal(img[0], img[2])  # same box on every channel
-        rows = (img[0] == 0).any(1).nonzero().flatten()
-        cols = (img[0] == 0).any(0).nonzero().flatten()
-        assert 1 <= len(rows) <= 4 and 1 <= len(cols) <= 4
-        # exactly the rectangle spanned by those rows and columns is zero, everything else untouched
-        box = torch.zeros(12, 12, dtype=torch.bool)
-        box[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1] = True
-        assert torch.equal(img[0] == 0, box)
-        assert len(rows) == rows.max() - rows.min() + 1  # contiguous
-    assert torch.equal(x, torch.ones(8, 3, 12, 12))
-
-
 def test_mixup_cutmix_switcher_uses_mixup_for_features():
     mixer = MixupCutmix(K, mixup_alpha=0.5, cutmix_alpha=1.0, switch_prob=1.0, rng=0)
     out = mixer(torch.randn(6, 10), torch.arange(6) % K)
@@ -109,12 +91,14 @@ def test_mixup_cutmix_switcher_uses_mixup_for_features():
 
 
 def test_label_smoothing_matches_the_formula_and_takes_soft_targets():
+    # fine-tuning smooths in the targets (soft_targets) and trains with torch's CrossEntropyLoss on them
     logits, y = torch.randn(8, K), torch.randint(0, K, (8,))
     logp = F.log_softmax(logits, -1)
     expected = (0.9 * -logp.gather(1, y[:, None]).squeeze(1) + 0.1 * -logp.mean(-1)).mean()
-    torch.testing.assert_close(LabelSmoothingCrossEntropy(0.1)(logits, y), expected)
+    torch.testing.assert_close(torch.nn.CrossEntropyLoss()(logits, soft_targets(y, K, smoothing=0.1)), expected)
+    torch.testing.assert_close(torch.nn.CrossEntropyLoss(label_smoothing=0.1)(logits, y), expected)
     soft = mixup(torch.randn(8, 3), y, num_classes=K, rng=0).targets
-    torch.testing.assert_close(LabelSmoothingCrossEntropy(0.0)(logits, soft), -(soft * logp).sum(-1).mean())
+    torch.testing.assert_close(torch.nn.CrossEntropyLoss()(logits, soft), -(soft * logp).sum(-1).mean())
 
 
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
@@ -178,7 +162,7 @@ def test_losses_accept_mixed_targets_and_backprop():
     x, y = torch.randn(6, 4), torch.randint(0, K, (6,))
     batch = mixup(x, y, num_classes=K, rng=np.random.default_rng(0))
     head = torch.nn.Linear(4, K)
-    for loss_fn in (LabelSmoothingCrossEntropy(0.1), FocalLoss(2.0), ClassBalancedLoss([3, 3, 2, 2, 1])):
+    for loss_fn in (torch.nn.CrossEntropyLoss(), FocalLoss(2.0), ClassBalancedLoss([3, 3, 2, 2, 1])):
         head.zero_grad()
         loss = loss_fn(head(batch.inputs), batch.targets)
         loss.backward()

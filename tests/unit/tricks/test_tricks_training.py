@@ -1,5 +1,4 @@
-"""clipapp.tricks: optimisation helpers (SAM, EMA, early stopping, freezing, layer-wise lr, clipping,
-multi-resolution, Gumbel straight-through)."""
+"""clipapp.tricks: optimisation helpers (SAM, EMA, early stopping, freezing, layer-wise lr, clipping)."""
 
 from __future__ import annotations
 
@@ -13,14 +12,11 @@ import torch.nn.functional as F
 from clipapp.errors import ClipAppError
 from clipapp.tricks import (
     EarlyStopping,
-    ResolutionSchedule,
     WeightEma,
     clip_gradients,
     freeze_by_pattern,
-    gumbel_softmax_st,
     layerwise_lr_groups,
     make_sam,
-    resize_batch,
     sam_step,
     unfreeze_by_pattern,
 )
@@ -310,7 +306,7 @@ def test_layerwise_groups_count_each_tower_separately():
     assert lr_of["logit_scale"] == 1.0
 
 
-# ---------------------------------------------------------------- clipping, resolution, gumbel
+# ---------------------------------------------------------------- clipping
 
 
 def test_clip_gradients_returns_the_norm_before_and_clips_to_max():
@@ -321,32 +317,3 @@ def test_clip_gradients_returns_the_norm_before_and_clips_to_max():
     assert clip_gradients(model, 1.0) == pytest.approx(before, rel=1e-5)
     after = torch.sqrt(sum(p.grad.pow(2).sum() for p in model.parameters())).item()
     assert after == pytest.approx(1.0, rel=1e-4) and before > 1.0
-
-
-def test_resolution_schedule_finishes_at_full_resolution():
-    schedule = ResolutionSchedule(224, 10, low_scale=0.7, final_fraction=0.3, multiple_of=32)
-    assert schedule.low_size == 128  # 156.8 rounded down to a multiple of 32
-    assert schedule.sizes() == [128] * 7 + [224] * 3
-    assert ResolutionSchedule(64, 3, low_size=48, final_fraction=0.1).sizes() == [48, 48, 64]
-    images = torch.rand(2, 3, 64, 64)
-    assert resize_batch(images, 48).shape == (2, 3, 48, 48)
-    assert resize_batch(images, 64) is images
-    flat = torch.full((1, 3, 64, 64), 0.25)
-    torch.testing.assert_close(resize_batch(flat, 40), torch.full((1, 3, 40, 40), 0.25))
-
-
-def test_gumbel_straight_through_is_one_hot_forward_with_gradients():
-    torch.manual_seed(0)
-    logits = torch.randn(4, 6, requires_grad=True)
-    sample = gumbel_softmax_st(logits, tau=0.5)
-    assert set(sample.detach().unique().tolist()) <= {0.0, 1.0}
-    torch.testing.assert_close(sample.detach().sum(-1), torch.ones(4))
-    (sample * torch.randn(4, 6)).sum().backward()
-    assert logits.grad is not None and (logits.grad.abs().sum(-1) > 0).all()
-
-
-def test_gumbel_samples_follow_the_softmax():
-    torch.manual_seed(0)
-    logits = torch.tensor([2.0, 1.0, 0.0, -1.0])
-    draws = gumbel_softmax_st(logits.expand(20000, 4).clone())
-    torch.testing.assert_close(draws.mean(0), logits.softmax(0), atol=0.02, rtol=0)

@@ -12,6 +12,7 @@ from matplotlib.figure import Figure
 from matplotlib.offsetbox import OffsetImage
 from PIL import Image
 
+from clipapp.viz import common
 from clipapp.viz import figures as viz
 
 
@@ -262,20 +263,20 @@ def test_save_figure_creates_dirs(tmp_path):
 
 
 def test_square_thumbnail_keeps_aspect():
-    thumb = viz.square_thumbnail(Image.new("RGB", (200, 100), "red"), size=64)
+    thumb = common.square_thumbnail(Image.new("RGB", (200, 100), "red"), size=64)
     assert thumb.shape == (64, 64, 4)
     assert thumb[0, 32, 3] == 0 and thumb[32, 32, 3] == 255 and tuple(thumb[32, 32, :3]) == (255, 0, 0)
-    assert viz.square_thumbnail(np.zeros((10, 10), dtype=bool)).shape[2] == 4
+    assert common.square_thumbnail(np.zeros((10, 10), dtype=bool)).shape[2] == 4
 
 
 def test_thumbnails_of_extreme_shapes_keep_every_side_and_small_images_stay_sharp():
     for size in ((1, 20), (20, 1), (1, 1), (400, 20)):
-        thumb = viz.thumbnail_rgba(Image.new("RGB", size, "red"), 160)
+        thumb = common.thumbnail_rgba(Image.new("RGB", size, "red"), 160)
         assert min(thumb.shape[:2]) >= 1 and max(thumb.shape[:2]) == 160
     checker = Image.fromarray(np.array([[0, 255], [255, 0]], dtype=np.uint8))
-    enlarged = viz.thumbnail_rgba(checker, 160)
+    enlarged = common.thumbnail_rgba(checker, 160)
     assert set(np.unique(enlarged[..., 0])) == {0, 255}  # nearest-neighbour: no grey blur between the pixels
-    assert viz.square_thumbnail(Image.new("RGB", (1, 20000)), 64).shape == (64, 64, 4)
+    assert common.square_thumbnail(Image.new("RGB", (1, 20000)), 64).shape == (64, 64, 4)
 
 
 def test_pillow_heatmap_has_the_notebook_layout():

@@ -1,14 +1,26 @@
-"""Progress callbacks `progress(done, total, message)` and their tqdm adapter for the CLI (stderr)."""
+"""Reporting long work and asking it to stop: the one progress protocol `progress(done, total, message)` (indexing,
+classification, evaluation), its terminal renderer (a tqdm bar on stderr), and the one stop flag (`StopFlag`,
+checked with `stopped`) that fine-tuning and the background jobs share."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Optional
 
 if TYPE_CHECKING:
     from tqdm import tqdm as Bar
 
-ProgressFn = Callable[[int, int, str], None]
+ProgressFn = Callable[[int, int, str], None]  # (units done, units in total, what is being done)
+# Set by the caller to ask work to stop at its next check: an Event, or a callable answering "stop now?".
+StopFlag = Optional[threading.Event | Callable[[], bool]]
+
+
+def stopped(stop: StopFlag) -> bool:
+    """Has the caller asked to stop (an Event that is set, or a callable that returns True)?"""
+    if stop is None:
+        return False
+    return stop.is_set() if isinstance(stop, threading.Event) else bool(stop())
 
 
 class TqdmProgress:

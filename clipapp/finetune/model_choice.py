@@ -1,4 +1,4 @@
-"""Selection: held-out splits and k-fold plans, the monitored score, WiSE-FT blends, the choice of epoch and blend
+"""Model choice: held-out splits and k-fold plans, the monitored score, WiSE-FT blends, the choice of epoch and blend
 across folds, the sign test that decides whether an adapter replaces zero-shot, and the cache adapter's blend.
 """
 
