@@ -45,7 +45,7 @@ MOVED: dict[str, tuple[str, ...]] = {
     "clipapp.sessions": ("clipapp.app.sessions", "clipapp.units"),
     "clipapp.jobs": ("clipapp.app.jobs",),
     "clipapp.http_api": ("clipapp.app.http_api",),
-    "clipapp.serve": ("clipapp.app.serve",),
+    "clipapp.serve": ("clipapp.app.serve", "clipapp.app.options"),
     "clipapp.cli": ("clipapp.app.cli",),
     "clipapp.heatmap_image": ("clipapp.viz.heatmap_image",),
     "clipapp.index.progress": ("clipapp.progress",),
@@ -57,6 +57,28 @@ BECAME_PACKAGES: dict[str, tuple[str, ...]] = {
     "clipapp.classify": ("clipapp.classify.stream",),
     "clipapp.viz": ("clipapp.viz.figures", "clipapp.viz.common"),
 }
+# renamed names, and names that left a module which still exists: module -> {old name: "new.module.new_name"}
+MOVED_NAMES: dict[str, dict[str, str]] = {
+    "clipapp.finetune.intake": {
+        "parse_selection": "clipapp.app.picks.parse_picks",
+        "selection_text": "clipapp.app.picks.picks_text",
+        "add_to_selection": "clipapp.app.picks.add_picks",
+        "unindexed": "clipapp.app.picks.unindexed",
+        "labelled_selection": "clipapp.app.picks.labelled_picks",
+        "check_index": "clipapp.app.picks.check_index",
+    },
+    # one typed result: `classification` (an object) and `classify` (its dict) became `classify` (the object)
+    "clipapp.tasks": {"classification": "clipapp.app.actions.classify"},
+    # "classifier" and "predict" each meant several things
+    "clipapp.classify.stream": {
+        "Classifier": "clipapp.classify.stream.LabelScorer",
+        "predict": "clipapp.classify.stream.predict_batches",
+    },
+    "clipapp.finetune.trainable": {
+        "HeadClassifier": "clipapp.finetune.trainable.TrainableHead",
+        "PartialClassifier": "clipapp.finetune.trainable.PartialTower",
+    },
+}
 
 
 def _warn(old: str, new: str) -> None:
@@ -64,11 +86,14 @@ def _warn(old: str, new: str) -> None:
 
 
 def forward_getattr(old: str, targets: Sequence[str]):
-    """A module `__getattr__` (PEP 562) that finds NAME in the modules that now hold it, with a warning."""
+    """A module `__getattr__` (PEP 562) that finds NAME in the modules that now hold it, or where `MOVED_NAMES`
+    says it went (renamed, or out of a module that still exists, e.g. `clipapp.finetune.intake`), with a warning."""
 
     def __getattr__(name: str) -> Any:
         if name.startswith("__"):
             raise AttributeError(name)
+        if name in MOVED_NAMES.get(old, {}):
+            return _moved_name(old, name)
         for target in targets:
             module = importlib.import_module(target)
             if hasattr(module, name):
@@ -77,6 +102,14 @@ def forward_getattr(old: str, targets: Sequence[str]):
         raise AttributeError(f"module {old!r} has no attribute {name!r}")
 
     return __getattr__
+
+
+def _moved_name(module: str, name: str) -> Any:
+    """`MOVED_NAMES[module][name]`'s object, with a warning."""
+    new = MOVED_NAMES[module][name]
+    target, _, new_name = new.rpartition(".")
+    _warn(f"{module}.{name}", new)
+    return getattr(importlib.import_module(target), new_name)
 
 
 class _Forwarder(importlib.abc.Loader):
@@ -108,19 +141,6 @@ class _OldPaths(importlib.abc.MetaPathFinder):
             return None
         is_package = fullname in MOVED_PACKAGES
         return importlib.machinery.ModuleSpec(fullname, _Forwarder(fullname), is_package=is_package)
-
-
-def renamed_getattr(module: str, renames: dict[str, str]):
-    """A module `__getattr__` (PEP 562) for names renamed in place: each old name answers the new one's object,
-    with a warning."""
-
-    def __getattr__(name: str) -> Any:
-        if name in renames:
-            _warn(f"{module}.{name}", f"{module}.{renames[name]}")
-            return getattr(sys.modules[module], renames[name])
-        raise AttributeError(f"module {module!r} has no attribute {name!r}")
-
-    return __getattr__
 
 
 def install() -> None:

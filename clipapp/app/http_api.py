@@ -20,7 +20,7 @@ from fastapi.security import HTTPBasic, HTTPBasicCredentials
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from clipapp.app import actions
-from clipapp.app.sessions import MY_UPLOADS, SessionStore
+from clipapp.app.sessions import SessionStore
 from clipapp.errors import ClipAppError
 from clipapp.model.prompts import DEFAULT_TEMPLATES
 from clipapp.units import parse_size
@@ -34,15 +34,21 @@ class TooLarge(ClipAppError):
 
 
 def _named_uploads(files: list[UploadFile], service) -> list[actions.NamedImage]:
+    sources = _buffers(files)
+    return actions.load_named_images(sources, names=[s.name for s in sources], limits=service.limits)
+
+
+def _buffers(files: list[UploadFile]) -> list[io.BytesIO]:
     if len(files) > actions.MAX_IMAGES_PER_REQUEST:
         raise TooLarge(actions.too_many_images_message(len(files)))
-    sources, names = [], []
-    for i, upload in enumerate(files):
-        buffer = io.BytesIO(upload.file.read())
-        buffer.name = upload.filename or f"image {i + 1}"  # errors name the file as the caller sent it
-        sources.append(buffer)
-        names.append(buffer.name)
-    return actions.load_named_images(sources, names=names, limits=service.limits)
+    return [_buffer(upload, i) for i, upload in enumerate(files)]
+
+
+def _buffer(upload: UploadFile, i: int = 0) -> io.BytesIO:
+    """The upload's bytes, named as the caller sent the file (errors name it so)."""
+    buffer = io.BytesIO(upload.file.read())
+    buffer.name = upload.filename or f"image {i + 1}"
+    return buffer
 
 
 def _texts(values: list[str]) -> list[str]:
@@ -58,15 +64,22 @@ def create_app(
     queue_length: Callable[[], int] = lambda: 0,
 ) -> FastAPI:
     """The FastAPI app with /health and the /v1 routes; app.py mounts the Gradio page on it at /."""
-    service = sessions.service
-    limit = parse_size(max_upload)
     app = FastAPI(
         title="clipapp API",
         version=API_VERSION,
         description="CLIP zero-shot classification, similarity, embeddings and image search. "
         "The JSON matches `python -m clipapp ... --json`.",
     )
+    _add_error_handlers(app)
+    _add_health(app, sessions.service, queue_length)
+    guarded = [Depends(_login(auth)), Depends(_body_limit(parse_size(max_upload)))]
+    _add_model_routes(app, sessions.service, guarded)
+    _add_search_route(app, sessions, guarded)
+    return app
 
+
+# -- guards: the login and the body limit, on every /v1 route ----------------------------------------------------
+def _login(auth: Optional[tuple[str, str]]) -> Callable[..., None]:
     def login(credentials: Annotated[Optional[HTTPBasicCredentials], Depends(_BASIC)]) -> None:
         if auth is None:
             return
@@ -83,6 +96,10 @@ def create_app(
             headers={"WWW-Authenticate": "Basic"},
         )
 
+    return login
+
+
+def _body_limit(limit: Optional[int]) -> Callable[[Request], None]:
     def body_limit(request: Request) -> None:
         """Refuse an oversized body before it is read (uploads are spooled to disk as they arrive)."""
         if limit is None:
@@ -97,6 +114,12 @@ def create_app(
                 f"{limit / 1e6:.1f} MB (--max-upload).",
             )
 
+    return body_limit
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    """Every refusal is `{"error": message}`: 400 a user mistake, 413 too much input, 422 a malformed request."""
+
     @app.exception_handler(ClipAppError)
     async def user_error(_request: Request, exc: ClipAppError) -> JSONResponse:
         return JSONResponse({"error": str(exc)}, status_code=413 if isinstance(exc, TooLarge) else 400)
@@ -110,6 +133,9 @@ def create_app(
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'][1:]) or 'body'}: {e['msg']}" for e in exc.errors())
         return JSONResponse({"error": f"Malformed request: {problems}.", "detail": exc.errors()}, status_code=422)
 
+
+# -- routes -----------------------------------------------------------------------------------------------------
+def _add_health(app: FastAPI, service, queue_length: Callable[[], int]) -> None:
     @app.get("/health", tags=["server"])
     def health() -> dict:
         """For container orchestrators: the model is loaded and answering; how many events wait in the queue."""
@@ -120,7 +146,9 @@ def create_app(
             "queue_length": int(queue_length()),
         }
 
-    guarded = [Depends(login), Depends(body_limit)]
+
+def _add_model_routes(app: FastAPI, service, guarded: list) -> None:
+    """/v1/classify, /v1/similarity and /v1/embed: uploaded images (and texts) in, the CLI's JSON out."""
 
     @app.post(f"/{API_VERSION}/classify", tags=["v1"], dependencies=guarded)
     def classify(
@@ -132,7 +160,8 @@ def create_app(
         top_k: Annotated[int, Form(ge=1)] = actions.DEFAULT_TOP_K,
     ) -> dict:
         """Zero-shot top-k labels per image, as `python -m clipapp classify --json`."""
-        return actions.classify(service, _named_uploads(images, service), labels, templates=templates, top_k=top_k)
+        named = _named_uploads(images, service)
+        return actions.classify(service, named, labels, templates=templates, top_k=top_k).to_dict()
 
     @app.post(f"/{API_VERSION}/similarity", tags=["v1"], dependencies=guarded)
     def similarity(
@@ -140,7 +169,7 @@ def create_app(
         texts: Annotated[list[str], Form(description="texts as written: repeat the field or one per line")],
     ) -> dict:
         """Cosine similarity of every image with every text, as `python -m clipapp similarity --json`."""
-        return actions.similarity(service, _named_uploads(images, service), _texts(texts))
+        return actions.similarity(service, _named_uploads(images, service), _texts(texts)).to_dict()
 
     @app.post(f"/{API_VERSION}/embed", tags=["v1"], dependencies=guarded)
     def embed(
@@ -150,22 +179,10 @@ def create_app(
         ] = None,
     ) -> dict:
         """L2-normalised embeddings of images or texts (not both in one call)."""
-        images, texts = images or [], _texts(texts or [])
-        if bool(images) == bool(texts):
-            raise ClipAppError("Send either images or texts to embed (one kind per request).")
-        if images:
-            named = _named_uploads(images, service)
-            items, vectors = [i.name for i in named], service.encode_images([i.image for i in named])
-        else:
-            items = actions.parse_texts(texts)
-            vectors = service.encode_texts(items)
-        return {
-            "model": service.spec,
-            "dim": int(vectors.shape[1]),
-            "items": items,
-            "vectors": [[round(float(x), 6) for x in row] for row in vectors],
-        }
+        return actions.embed(service, images=_buffers(images or []), texts=_texts(texts or [])).to_dict()
 
+
+def _add_search_route(app: FastAPI, sessions: SessionStore, guarded: list) -> None:
     @app.post(f"/{API_VERSION}/search", tags=["v1"], dependencies=guarded)
     def search(
         source: Annotated[str, Form(description="examples, or a folder the server allows")] = "examples",
@@ -177,30 +194,7 @@ def create_app(
         tag: Annotated[Optional[str], Form(description="only images tagged with this label")] = None,
     ) -> dict:
         """Images most like a text or an image in one of the server's indexes, as `python -m clipapp search --json`."""
-        if source == MY_UPLOADS:
-            raise ClipAppError(
-                "'my uploads' belongs to a browser session; the API searches the shared indexes: "
-                f"{', '.join(s for s in sessions.sources() if s != MY_UPLOADS)}."
-            )
-        if bool(query) == (image is not None):
-            raise ClipAppError("Send either a text query or an image to search by.")
-        with sessions.searchable(source, "") as index:
-            if query:
-                result = actions.search_text(
-                    service,
-                    index,
-                    query,
-                    k=k,
-                    threshold=threshold,
-                    templates=templates,
-                    allow_image_paths=False,
-                    tag=tag or None,
-                )
-            else:
-                assert image is not None  # checked above: exactly one of query and image
-                result = actions.search_image(
-                    service, index, _named_uploads([image], service)[0].image, k=k, threshold=threshold, tag=tag or None
-                )
-        return result.to_dict()
-
-    return app
+        upload = _buffer(image) if image is not None else None
+        return actions.search_shared(
+            sessions, source, query=query, image=upload, k=k, threshold=threshold, templates=templates, tag=tag
+        ).to_dict()

@@ -13,31 +13,15 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
+from clipapp.app.options import add_model_arguments, load_service
 from clipapp.errors import ClipAppError
 
 AUTH_ENV = "CLIPAPP_AUTH"
 
 
-def add_limit_arguments(parser: argparse.ArgumentParser) -> None:
-    """`--max-pixels`, the image limit a user may change, on the app and on every CLI command; its default is the
-    one in `clipapp.images.limits.ImageLimits`."""
-    from clipapp.images.limits import MAX_IMAGE_PIXELS
-
-    parser.add_argument(
-        "--max-pixels",
-        type=int,
-        default=MAX_IMAGE_PIXELS,
-        help=f"largest accepted image in pixels, checked before decoding (default {MAX_IMAGE_PIXELS:,})",
-    )
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """The web app's flags, on `parser` (app.py's own parser, or the CLI's `serve` subcommand)."""
-    parser.add_argument(
-        "--model", default=None, help="model spec; default $CLIPAPP_MODEL or ViT-B-32:laion2b_s34b_b79k"
-    )
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    parser.add_argument("--precision", default="auto", help="auto, fp32, fp16 (GPU), bf16 or int8 (CPU)")
+    add_model_arguments(parser)
     parser.add_argument("--host", default="127.0.0.1", help="address to bind; 0.0.0.0 exposes the app on the network")
     parser.add_argument("--port", type=int, default=7860)
     parser.add_argument(
@@ -55,7 +39,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         "--auth", default=os.environ.get(AUTH_ENV), help=f"require a login, USER:PASSWORD (or set ${AUTH_ENV})"
     )
     parser.add_argument("--max-upload", default="50mb", help="largest accepted upload, e.g. 50mb")
-    add_limit_arguments(parser)
     parser.add_argument(
         "--session-ttl",
         default="1d",
@@ -91,12 +74,8 @@ def run(args: argparse.Namespace) -> None:
 
     from clipapp.app.ui import build_server
     from clipapp.app.ui.common import AppContext
-    from clipapp.images.limits import ImageLimits
-    from clipapp.model.service import ClipService
 
-    service = ClipService.load(
-        args.model, device=args.device, precision=args.precision, limits=ImageLimits(max_pixels=args.max_pixels)
-    )
+    service = load_service(args, say_notice=False)
     ctx = AppContext(
         service=service,
         state_dir=Path(args.state_dir).resolve(),

@@ -23,7 +23,7 @@ from typing import Callable, Iterable, Iterator, Optional, Sequence
 
 import numpy as np
 
-from clipapp._compat import renamed_getattr
+from clipapp._compat import forward_getattr
 from clipapp.errors import ClipAppError
 from clipapp.images.folders import SkippedFile, list_image_files
 from clipapp.model import scoring
@@ -383,12 +383,13 @@ def ray_encoder(address: str, service, *, precision: str = "auto") -> Iterator:
     shards = Path(tempfile.mkdtemp(prefix="clipapp-classify-shards-"))
     session = LazySession(address, None)
     try:
-        # "auto" would let each node pick its own precision: one run would mix them (as in index --ray).
+        from clipapp.model.device import cluster_precision  # one precision on every node (as in index --ray)
+
         yield RayEncoder(
             spec=service.spec,
             dim=service.embed_dim,
             num_actors=None,
-            precision="fp32" if precision == "auto" else precision,
+            precision=cluster_precision(precision),
             shard_dir=shards,
             session=session,
         )
@@ -397,4 +398,4 @@ def ray_encoder(address: str, service, *, precision: str = "auto") -> Iterator:
         shutil.rmtree(shards, ignore_errors=True)
 
 
-__getattr__ = renamed_getattr(__name__, {"Classifier": "LabelScorer", "predict": "predict_batches"})  # for 0.2 only
+__getattr__ = forward_getattr(__name__, ())  # names before 0.2 (Classifier, predict): _compat.MOVED_NAMES

@@ -7,14 +7,12 @@ Not to be confused with the classifiers of `clipapp.classify` (label sets scored
 
 from __future__ import annotations
 
-import warnings
-from typing import Any
-
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from clipapp._compat import forward_getattr
 from clipapp.finetune.towers import visual_blocks, visual_prefix, visual_suffix, visual_top_names
 
 
@@ -90,15 +88,5 @@ def model_inputs(model: nn.Module, x: torch.Tensor, pixel_space: bool) -> torch.
     return model.prefix(x)
 
 
-# names before 0.2, kept for one release
-_OLD_NAMES = {"HeadClassifier": TrainableHead, "PartialClassifier": PartialTower}
-
-
-def __getattr__(name: str) -> Any:
-    new = _OLD_NAMES.get(name)
-    if new is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    warnings.warn(
-        f"{__name__}.{name} is now {new.__name__}; the old name goes in the next release", DeprecationWarning, 2
-    )
-    return new
+# names before 0.2 (HeadClassifier, PartialClassifier), kept for one release: _compat.MOVED_NAMES
+__getattr__ = forward_getattr(__name__, ())

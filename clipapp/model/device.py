@@ -28,6 +28,12 @@ def select_device(name: str = "auto") -> torch.device:
     return device
 
 
+def cluster_precision(precision: str) -> str:
+    """The precision every Ray actor runs at: `auto` would let each node pick its own (amp on a GPU node, fp32 on a
+    CPU one), and one run would then mix embeddings of two precisions; so `auto` means fp32 there."""
+    return "fp32" if (precision or "auto").lower() == "auto" else precision
+
+
 def select_precision(precision: str, device: torch.device) -> str:
     """`auto` -> amp on a GPU (fp32 weights, fp16 autocast, as open_clip's own zero-shot evaluation runs), fp32 on a
     CPU (exact: int8 is only ever an explicit choice). fp16 casts the weights themselves (half the memory)."""

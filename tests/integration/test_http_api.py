@@ -31,7 +31,7 @@ def test_classify_matches_the_cli_json(api, tiny_service, photos):
     response = api.post("/v1/classify", files=_files(photos[:2]), data={"labels": "cat, rocket, coffee", "top_k": 2})
     assert response.status_code == 200
     expected = actions.classify(tiny_service, actions.load_named_images(photos[:2], names=[p.name for p in photos[:2]]),
-                              "cat, rocket, coffee", top_k=2)
+                              "cat, rocket, coffee", top_k=2).to_dict()
     got = response.json()
     assert got["model"] == expected["model"]
     for mine, theirs in zip(got["results"], expected["results"], strict=False):

@@ -11,9 +11,9 @@ from fastapi.testclient import TestClient
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 
+from clipapp.app.picks import add_picks, labelled_picks, parse_picks, picks_text
 from clipapp.app.sessions import EXAMPLES
 from clipapp.errors import ClipAppError
-from clipapp.finetune.intake import add_to_selection, labelled_selection, parse_selection, selection_text
 from tests.support.serving import serving
 
 FAST = {"mode": "head", "epochs": 3}  # a few epochs of the head: the loop, not the accuracy, is under test
@@ -55,7 +55,7 @@ def test_search_select_two_classes_finetune_then_classify_with_the_adapter(serve
     selection, table, emptied = client.predict("clothing", "\n".join(clothes), "", EXAMPLES, api_name="/add_to_class")
     assert emptied == "" and f"| clothing | {len(clothes)} |" in table
     selection, table, _ = client.predict("photo", "\n".join(photos), selection, EXAMPLES, api_name="/add_to_class")
-    assert parse_selection(selection) == {"clothing": clothes, "photo": photos}
+    assert parse_picks(selection) == {"clothing": clothes, "photo": photos}
     assert f"| photo | {len(photos)} |" in table
 
     summary, _curves, _confusion, report, files = client.predict(
@@ -96,19 +96,19 @@ def test_selection_rules(served):
     with ctx.sessions.searchable(EXAMPLES, "") as index:
         paths = sorted(record.path for record in index.records())
         a, b, c = paths[:3]
-        classes = add_to_selection({}, "first", [a, b], index)
-        classes = add_to_selection(classes, " second ", [b, c, c], index)
+        classes = add_picks({}, "first", [a, b], index)
+        classes = add_picks(classes, " second ", [b, c, c], index)
         assert classes == {"first": [a], "second": [b, c]}  # b moved: the latest choice wins
-        assert parse_selection(selection_text(classes)) == classes
-        assert parse_selection('{"first": ["%s"], "second": ["%s"]}' % (a, b)) == {"first": [a], "second": [b]}
-        data = labelled_selection(selection_text(classes), index)
+        assert parse_picks(picks_text(classes)) == classes
+        assert parse_picks('{"first": ["%s"], "second": ["%s"]}' % (a, b)) == {"first": [a], "second": [b]}
+        data = labelled_picks(picks_text(classes), index)
         assert data.class_names == ["first", "second"] and list(data.targets) == [0, 1, 1]
         with pytest.raises(ClipAppError, match="class name"):
-            add_to_selection({}, "  ", [a], index)
+            add_picks({}, "  ", [a], index)
         with pytest.raises(ClipAppError, match="Select some"):
-            add_to_selection({}, "x", [], index)
+            add_picks({}, "x", [], index)
         with pytest.raises(ClipAppError, match="at least 2 classes"):
-            labelled_selection({"only": [a, b]}, index)
+            labelled_picks({"only": [a, b]}, index)
 
 
 @pytest.mark.server

@@ -89,7 +89,8 @@ def test_a_cancelled_finetune_stops_its_work(ctx, tmp_path, photos, monkeypatch)
         for i, photo in enumerate(photos[:8]):
             zf.write(photo, f"{'odd' if i % 2 else 'even'}/{photo.name}")
     started = threading.Event()
-    from clipapp.app.ui import finetune_tab
+    import clipapp.finetune
+    from clipapp.errors import ClipAppError
 
     seen_stop = []
 
@@ -99,9 +100,10 @@ def test_a_cancelled_finetune_stops_its_work(ctx, tmp_path, photos, monkeypatch)
             progress(0.5, "training")
             threading.Event().wait(0.05)
         seen_stop.append(True)
-        raise finetune_tab.ClipAppError("stopped")
+        raise ClipAppError("stopped")
 
-    monkeypatch.setattr(finetune_tab, "finetune", endless_finetune)  # runs until it is told to stop
+    # runs until it is told to stop (actions.finetune_for_session calls clipapp.finetune.finetune)
+    monkeypatch.setattr(clipapp.finetune, "finetune", endless_finetune)
     with serving(ctx) as url:
         client = Client(url, verbose=False)
         job = client.submit(handle_file(str(archive)), api_name="/finetune")

@@ -63,7 +63,7 @@ def test_heatmap_shows_the_cosines_the_classification_computed(tiny_service, pho
     before = tiny_service.stats.images_encoded
     result, figure = classify_images(ctx, paths, "cat, rocket, coffee")
     assert tiny_service.stats.images_encoded - before == 2
-    direct = actions.classification(tiny_service, actions.load_named_images(paths), "cat, rocket, coffee")
+    direct = actions.classify(tiny_service, actions.load_named_images(paths), "cat, rocket, coffee")
     np.testing.assert_allclose(figure["matrix"], direct.scores.cosine, atol=1e-6)
     assert figure["texts"] == ["cat", "rocket", "coffee"] and figure["images"] == paths
     drawn = Image.open(HeatmapFiles().draw(figure))

@@ -13,13 +13,15 @@ from clipapp import _compat
 
 
 def _defined_name(module_name: str) -> str | None:
-    """A public name the module defines itself (not one it imports), so the forwarder must find it there."""
+    """A public name the module defines itself (not one it imports), so the forwarder must find it there; for a package
+    that only re-exports, the first name it exports."""
     module = importlib.import_module(module_name)
     for name, value in vars(module).items():
         if not name.startswith("_") and getattr(value, "__module__", None) == module_name:
             if inspect.isfunction(value) or inspect.isclass(value):
                 return name
-    return None
+    exported = getattr(module, "__all__", ())  # a package that only re-exports its modules' names
+    return exported[0] if exported else None
 
 
 @pytest.mark.parametrize("old", sorted(_compat.MOVED))

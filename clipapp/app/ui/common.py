@@ -53,7 +53,6 @@ class AppContext:
     # Model events that may run at once: enough for the service's micro-batcher to merge concurrent users' images
     # into shared forward passes (the forward passes themselves still run one at a time).
     model_concurrency: int = 16
-    extras: dict = field(default_factory=dict)
     sessions: SessionStore = field(init=False, repr=False)
     jobs: JobBoard = field(init=False, repr=False)
 

@@ -1,6 +1,6 @@
 """The Fine-tune tab: labelled images (a zip of class folders, or per-class uploads) -> an adapter, with live curves,
 before/after accuracy and a confusion matrix. The adapter becomes this browser session's classifier in the Zero-shot
-tab and can be downloaded. The work itself is `clipapp.finetune.finetune`; this file only collects inputs and draws
+tab and can be downloaded. The work itself is `actions.finetune_for_session`; this file only collects inputs and draws
 (the settings' controls: clipapp/app/ui/finetune_settings.py).
 """
 
@@ -19,13 +19,13 @@ from typing import Callable, Optional, Sequence
 import gradio as gr
 import numpy as np
 
+from clipapp.app import actions
 from clipapp.app.jobs import Job
 from clipapp.app.sessions import EXAMPLES
 from clipapp.app.ui.common import (
     IMAGE_FILE_TYPES,
     AppContext,
     Files,
-    display_name,
     session_of,
     uploaded_paths,
     user_errors,
@@ -39,54 +39,24 @@ from clipapp.app.ui.finetune_settings import (
     settings_control,
     settings_handler,
 )
-from clipapp.errors import ClipAppError
 from clipapp.finetune import (
     MODE_DEFAULTS,
     FinetuneConfig,
-    extract_labelled_zip,
-    finetune,
-    labelled_folder,
-    labelled_uploads,
 )
-from clipapp.finetune.intake import LabelledImages, labelled_selection
+from clipapp.finetune.intake import LabelledImages
 from clipapp.viz import figures as viz
 
 log = logging.getLogger(__name__)
 
 CLASS_ROWS = 4  # per-class upload rows; more classes come as a zip
-MAX_UI_IMAGES = 2000  # one fine-tune holds the CPU for everyone: keep a browser request to a few-shot size
 CURVE_REFRESH_S = 0.4  # redraw the live curves at most this often
 
 
 def collect_labelled(zip_file, rows: list[tuple[str, Optional[Sequence]]], workdir: Path) -> LabelledImages:
-    """(zip of class folders) + (class name, uploaded files) rows -> LabelledImages; a class may come from both."""
-    items, names = [], []
-    if zip_file:
-        root = extract_labelled_zip(uploaded_paths(zip_file)[0], workdir / "zip")
-        folder = labelled_folder(root)
-        for path, target in zip(folder.sources, folder.targets, strict=True):
-            items.append((path, folder.class_names[target]))
-            names.append(display_name(str(path)))  # a folder's sources are paths
-    for class_name, files in rows:
-        paths = uploaded_paths(files)
-        class_name = " ".join((class_name or "").split())
-        if paths and not class_name:
-            raise ClipAppError("A class row has images but no class name: type the class name next to them.")
-        if class_name and not paths:
-            raise ClipAppError(f"Class {class_name!r} has no images: upload a few, or clear its name.")
-        items += [(p, class_name) for p in paths]
-        names += [display_name(p) for p in paths]
-    if not items:
-        raise ClipAppError(
-            "No labelled images: upload a zip of class folders (<class>/<images>) or fill the class "
-            "rows (a name and a few images each)."
-        )
-    if len(items) > MAX_UI_IMAGES:
-        raise ClipAppError(
-            f"{len(items)} images given; the web app fine-tunes on at most {MAX_UI_IMAGES}. "
-            "Use `python -m clipapp finetune` for more."
-        )
-    return labelled_uploads(items, names=names)
+    """The page's uploads (a zip of class folders, (class name, files) rows) -> `actions.labelled_page_uploads`."""
+    zip_path = uploaded_paths(zip_file)[0] if zip_file else None
+    class_rows = [(name, uploaded_paths(files)) for name, files in rows]
+    return actions.labelled_page_uploads(zip_path, class_rows, workdir)
 
 
 def summary_markdown(result, adapter_name: str) -> str:
@@ -152,8 +122,9 @@ def follow_finetune(
 
     def work(should_stop, emit):
         try:
-            return finetune(
-                ctx.service,
+            return actions.finetune_for_session(
+                ctx.sessions,
+                session,
                 data(),
                 config,
                 name=name,
@@ -180,24 +151,20 @@ def follow_finetune(
             yield skip, figure, skip, skip, skip, skip
         else:
             yield skip, skip, skip, skip, skip, skip  # a turn for Gradio to cancel us between events
-    result = job.result
-    adapter = result.adapter
-    weights, meta = (
-        ctx.sessions.save_adapter(session, adapter) if session else adapter.save(ctx.state_dir / "adapters" / name)
-    )
+    kept = job.result
+    result, adapter = kept.result, kept.result.adapter
     title = {"cache": "cache adapter: no training"}.get(
         config.mode, "held-out curves (mean over folds)" if result.validation["kind"] == "kfold" else "curves"
     )
     confusion_figure = None
     if result.confusion_after is not None:
         confusion_figure = viz.confusion_matrix_figure(np.asarray(result.confusion_after), result.class_names)
-    payload = {"adapter": adapter.name, **result.to_dict()}
     yield (
         summary_markdown(result, adapter.name),
         _curves(result.history, title),
         confusion_figure,
-        payload,
-        _downloadable([weights, meta]),
+        kept.to_dict(),
+        _downloadable(list(kept.files)),
         adapter.name if session else None,
     )
 
@@ -305,10 +272,7 @@ def wire_selection(
         config = make_config(values)
         session = session_of(request)
         # Checked here, before the job starts, so a refused path is a message at once.
-        with ctx.sessions.searchable(source_, session) as index:
-            data = labelled_selection(selection_, index)
-        if len(data) > MAX_UI_IMAGES:
-            raise ClipAppError(f"{len(data)} images selected; the web app fine-tunes on at most {MAX_UI_IMAGES}.")
+        data = actions.labelled_source_picks(ctx.sessions, source_, session, selection_)
         yield from follow_finetune(ctx, lambda: data, config, request, progress)
 
     button.click(lambda: gr.Tabs(selected="fine-tune"), None, tabs, queue=False, api_visibility="private").then(

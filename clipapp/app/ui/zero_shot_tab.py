@@ -64,23 +64,24 @@ def classify_images(
     chosen = (
         custom_template.strip() if custom_template and custom_template.strip() else (templates or DEFAULT_TEMPLATES)
     )
-    found = actions.classification(ctx.service, images, labels, templates=chosen, classifier=adapter)
+    top_k = int(top_k if top_k is not None else DEFAULT_TOP_K)
+    found = actions.classify(ctx.service, images, labels, templates=chosen, top_k=top_k, classifier=adapter)
     figure = {
         "matrix": found.scores.cosine.tolist(),
         "texts": found.labels,
         "images": uploaded_paths(files),
         "title": "Cosine similarity of images and label classifiers",
     }
-    return found.to_dict(int(top_k if top_k is not None else DEFAULT_TOP_K)), figure
+    return found.to_dict(), figure
 
 
 def similarity_matrix(ctx: AppContext, files, texts: str):
     """-> (similarity JSON as in the CLI, what the heatmap of images x texts as written needs)."""
     images = _load(ctx, files)
     result = actions.similarity(ctx.service, images, texts)
-    return result, {
-        "matrix": result["matrix"],
-        "texts": result["texts"],
+    return result.to_dict(), {
+        "matrix": result.matrix,
+        "texts": result.texts,
         "images": uploaded_paths(files),
         "title": None,
     }
@@ -146,6 +147,40 @@ def _examples(ctx: AppContext, files, labels) -> None:
             gr.Examples(examples=examples, inputs=[files, labels], label=label)
 
 
+def _results_view(files: gr.File) -> gr.JSON:
+    """The classification's JSON (hidden) and, drawn from it, each image beside its top-k bars."""
+    results = gr.JSON(label="Results", visible=False)
+
+    @gr.render(inputs=[results, files])
+    def show_labels(result, uploaded):
+        if not result or "results" not in result:
+            gr.Markdown("Upload images, type labels and press **Classify**.")
+            return
+        paths = {display_name(p): p for p in uploaded_paths(uploaded)}
+        gr.Markdown(f"Model: `{result['model']}`")
+        for item in result["results"]:
+            with gr.Row(equal_height=True):
+                if item["image"] in paths:
+                    path = paths[item["image"]]
+                    gr.Image(
+                        path,
+                        show_label=False,
+                        height=RESULT_IMAGE_PX,
+                        scale=1,
+                        interactive=False,
+                        buttons=[],
+                        elem_classes=["pixelated"] if _is_small(path) else None,
+                    )
+                gr.Label(
+                    {t["label"]: t["prob"] for t in item["top"]},
+                    label=item["image"],
+                    num_top_classes=len(item["top"]),
+                    scale=3,
+                )
+
+    return results
+
+
 def build_tab(ctx: AppContext, adapter_state: Optional[gr.State] = None) -> None:
     heatmaps = HeatmapFiles()
     with gr.Row():
@@ -169,35 +204,7 @@ def build_tab(ctx: AppContext, adapter_state: Optional[gr.State] = None) -> None
                 similarity_button = gr.Button("Similarity of labels as written")
             _examples(ctx, files, labels)
         with gr.Column(scale=2):
-            results = gr.JSON(label="Results", visible=False)
-
-            @gr.render(inputs=[results, files])
-            def show_labels(result, uploaded):
-                if not result or "results" not in result:
-                    gr.Markdown("Upload images, type labels and press **Classify**.")
-                    return
-                paths = {display_name(p): p for p in uploaded_paths(uploaded)}
-                gr.Markdown(f"Model: `{result['model']}`")
-                for item in result["results"]:
-                    with gr.Row(equal_height=True):
-                        if item["image"] in paths:
-                            path = paths[item["image"]]
-                            gr.Image(
-                                path,
-                                show_label=False,
-                                height=RESULT_IMAGE_PX,
-                                scale=1,
-                                interactive=False,
-                                buttons=[],
-                                elem_classes=["pixelated"] if _is_small(path) else None,
-                            )
-                        gr.Label(
-                            {t["label"]: t["prob"] for t in item["top"]},
-                            label=item["image"],
-                            num_top_classes=len(item["top"]),
-                            scale=3,
-                        )
-
+            results = _results_view(files)
             heatmap = gr.Image(label="Similarity heatmap", type="filepath", interactive=False, elem_id="heatmap")
             similarity_json = gr.JSON(label="Similarity matrix", visible=False)
     figure_state = gr.State(None)

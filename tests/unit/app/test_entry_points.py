@@ -50,3 +50,28 @@ def test_an_unexpected_error_exits_internal_error_with_the_traceback_logged(monk
     (record,) = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert record.exc_info and "boom in classify_files" in str(record.exc_info[1])
     assert capsys.readouterr().out == ""  # --json: nothing but a result on stdout, and there is none
+
+
+def test_the_model_flags_are_defined_once_for_every_command_and_serve():
+    """--model/--device/--precision/--max-pixels come from clipapp/app/options.py: same help, same defaults."""
+    parser = cli.build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    model_flags = ("--model", "--device", "--precision", "--max-pixels")
+
+    def described(p):
+        return {a.option_strings[0]: (a.help, a.default) for a in p._actions
+                if a.option_strings and a.option_strings[0] in model_flags}
+
+    shown = [described(p) for p in sub.choices.values()]
+    assert len(shown[0]) == len(model_flags) and all(each == shown[0] for each in shown)
+
+
+def test_the_pre_0_2_limit_flags_path_still_answers():
+    import warnings
+
+    from clipapp.app.options import add_limit_arguments
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        from clipapp.serve import add_limit_arguments as old
+    assert old is add_limit_arguments and any(issubclass(w.category, DeprecationWarning) for w in caught)

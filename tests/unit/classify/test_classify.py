@@ -195,7 +195,7 @@ def test_siglip_models_get_independent_sigmoid_probabilities(siglip_service, pho
     np.testing.assert_allclose(result.probs, 1 / (1 + np.exp(-(scale * features @ text.T + bias))), atol=1e-5)
     assert result.multi_label and not np.allclose(result.probs.sum(axis=1), 1.0, atol=1e-3)
     payload = classify(siglip_service, [NamedImage(p.name, load_image(p)) for p in photos[:2]], labels,
-                       templates="none", top_k=4)
+                       templates="none", top_k=4).to_dict()
     assert payload["multi_label"] is True and payload["probabilities"] == "sigmoid"
     assert payload["results"][0]["top"][0]["prob"] == pytest.approx(float(result.probs[0].max()), abs=1e-5)
 

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from clipapp.app.cli import _finetune_config, build_parser
+from clipapp.app.cli import build_parser
+from clipapp.app.cli.arguments import finetune_config as _finetune_config
 from clipapp.errors import ClipAppError
 from clipapp.finetune.config import (
     MODE_DEFAULTS,

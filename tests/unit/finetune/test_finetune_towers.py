@@ -70,7 +70,7 @@ def test_trainable_models_keep_their_old_names_for_one_release():
 
     for old, new in (("HeadClassifier", trainable.TrainableHead), ("PartialClassifier", trainable.PartialTower)):
         for module in (trainable, package, package):  # the package warns on every lookup, not just the first
-            with pytest.warns(DeprecationWarning, match=f"{old} is now {new.__name__}"):
+            with pytest.warns(DeprecationWarning, match=f"{old} moved to clipapp.finetune.trainable.{new.__name__}"):
                 assert getattr(module, old) is new
     with pytest.raises(AttributeError):
         trainable.NoSuchModel  # noqa: B018

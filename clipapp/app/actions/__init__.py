@@ -1,0 +1,99 @@
+"""The app's operations as plain functions with typed arguments, returning typed results: every CLI command, page
+handler and /v1 route calls one of them. Each result's one `to_dict` is the JSON of the CLI, the page and /v1, so
+all give the same answers by construction.
+
+Modules by concern: images (a request's images), zero_shot (classify, similarity, embed a few images), batch
+(classify any number as a stream, evaluate), search (index a folder, search an index), sources (the server's
+indexes by name, per browser session: the Search tab and /v1/search), finetune (fine-tune to a file, or for a
+browser session).
+"""
+
+from __future__ import annotations
+
+from clipapp.app.actions.batch import BatchClassify, classify_batch, evaluate
+from clipapp.app.actions.finetune import (
+    MAX_PAGE_IMAGES,
+    AdapterReport,
+    LabelledSource,
+    SessionAdapter,
+    finetune_for_session,
+    finetune_to_file,
+    labelled_page_uploads,
+)
+from clipapp.app.actions.images import (
+    MAX_IMAGES_PER_REQUEST,
+    MAX_TEXTS_PER_REQUEST,
+    NamedImage,
+    load_named_images,
+    too_many_images_message,
+)
+from clipapp.app.actions.search import (
+    index_folder,
+    index_folder_ray,
+    search_image,
+    search_text,
+    search_vector,
+    sync_index,
+)
+from clipapp.app.actions.sources import (
+    SourceUpdate,
+    labelled_source_picks,
+    pick_into_class,
+    search_like_indexed,
+    search_shared,
+    search_source_image,
+    search_source_text,
+    source_tags,
+    update_source,
+)
+from clipapp.app.actions.zero_shot import (
+    DEFAULT_TOP_K,
+    Classification,
+    Embeddings,
+    Similarity,
+    classify,
+    embed,
+    parse_texts,
+    similarity,
+)
+
+__all__ = [
+    "DEFAULT_TOP_K",
+    "MAX_IMAGES_PER_REQUEST",
+    "MAX_PAGE_IMAGES",
+    "MAX_TEXTS_PER_REQUEST",
+    "AdapterReport",
+    "BatchClassify",
+    "Classification",
+    "Embeddings",
+    "LabelledSource",
+    "NamedImage",
+    "Similarity",
+    "SessionAdapter",
+    "SourceUpdate",
+    "classify",
+    "classify_batch",
+    "embed",
+    "evaluate",
+    "finetune_for_session",
+    "finetune_to_file",
+    "index_folder",
+    "index_folder_ray",
+    "labelled_page_uploads",
+    "labelled_source_picks",
+    "load_named_images",
+    "parse_texts",
+    "pick_into_class",
+    "search_image",
+    "search_like_indexed",
+    "search_shared",
+    "search_source_image",
+    "search_source_text",
+    "search_text",
+    "search_vector",
+    "similarity",
+    "source_tags",
+    "sync_index",
+    "too_many_images_message",
+    "update_source",
+]

@@ -1,0 +1,146 @@
+"""The CLI's commands as a table: each row names the command, says how its arguments are added, and runs it by
+calling one actions function with typed arguments; the typed result is printed by `render` (or as JSON), and drawn
+by the row's `figure` with `--out`. Heavy modules are imported inside `run`, so `--help` stays light."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
+
+from clipapp.app.cli import arguments, figures
+from clipapp.app.cli.progress import bar, fraction_line
+from clipapp.app.options import image_limits, load_service
+from clipapp.errors import ClipAppError
+
+
+def _print_skipped(item) -> None:
+    print(f"skipped: {item.path} ({item.error})", file=sys.stderr)
+
+
+def classify(args: argparse.Namespace):
+    if not args.labels and not args.adapter:
+        raise ClipAppError("give --labels (or --adapter)")
+    from clipapp.app import actions
+
+    job = actions.BatchClassify(
+        images=args.images,
+        index=args.index,
+        labels=args.labels or "",
+        templates=args.templates,
+        top_k=args.top_k,
+        adapter=args.adapter,
+        csv=args.csv,
+        jsonl=args.jsonl,
+        resume=args.resume,
+        tag=args.tag,
+        tag_min_prob=args.tag_min_prob,
+        ray=args.ray,
+        precision=args.precision,
+    )
+    service = load_service(args)
+    with bar() as progress:
+        return actions.classify_batch(service, job, progress=progress, on_skipped=_print_skipped)
+
+
+def similarity(args: argparse.Namespace):
+    from clipapp.app import actions
+
+    images = actions.load_named_images(args.images, names=args.images, limits=image_limits(args))
+    return actions.similarity(load_service(args), images, args.texts)
+
+
+def index(args: argparse.Namespace):
+    from clipapp.app import actions
+    from clipapp.index import parse_memory_size
+
+    max_memory = parse_memory_size(args.max_index_memory)  # a bad size fails before any work
+    if args.ray:
+        return actions.index_folder_ray(
+            args.folder, args.index, address=args.ray, model=args.model, precision=args.precision, max_memory=max_memory
+        )
+    service = load_service(args)
+    with bar(disable=args.json) as progress:
+        return actions.index_folder(service, args.folder, args.index, progress=progress, max_memory=max_memory)
+
+
+def search(args: argparse.Namespace):
+    from clipapp.app import actions
+    from clipapp.index import ImageIndex
+
+    service = load_service(args)
+    index = ImageIndex.open(args.index, expected_spec=service.spec)
+    if args.text is not None:
+        return actions.search_text(
+            service, index, args.text, k=args.k, threshold=args.threshold, templates=args.templates, tag=args.tag
+        )
+    return actions.search_image(service, index, args.image, k=args.k, threshold=args.threshold, tag=args.tag)
+
+
+def finetune(args: argparse.Namespace):
+    from clipapp.app import actions
+
+    config = arguments.finetune_config(args)
+    source = actions.LabelledSource(
+        data_dir=args.data_dir, classes=args.classes or (), from_csv=args.from_csv, from_index=args.from_index
+    )
+    service = load_service(args)
+    with fraction_line(quiet=args.json or args.quiet) as progress:
+        return actions.finetune_to_file(service, source, config, args.out, progress=progress)
+
+
+def evaluate(args: argparse.Namespace):
+    from clipapp.app import actions
+
+    service = load_service(args)
+    with bar() as progress:
+        result = actions.evaluate(
+            service, args.data_dir, adapter=args.adapter, templates=args.templates, progress=progress
+        )
+    for item in result.skipped:
+        _print_skipped(item)
+    return result
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], Any]  # -> a typed result with `to_dict`
+    figure: Optional[Callable[[Any, argparse.Namespace], None]] = None  # draws the result with --out
+
+
+COMMANDS: tuple[Command, ...] = (
+    Command(
+        "classify",
+        "zero-shot top-k labels for images, folders or a whole index",
+        arguments.classify,
+        classify,
+        figures.classify_bars,
+    ),
+    Command(
+        "similarity",
+        "cosine similarity matrix of images x texts, heatmap with --out",
+        arguments.similarity,
+        similarity,
+        figures.similarity_heatmap,
+    ),
+    Command("index", "create or update (incrementally) an image index of a folder", arguments.index, index),
+    Command("search", "search an index by text (with a + b - c arithmetic) or by an image", arguments.search, search),
+    Command(
+        "finetune",
+        "few-shot adaptation from DATA_DIR/<class>/<images> (or a .zip of it), "
+        "from --class NAME=IMAGES lists or from a path,label CSV",
+        arguments.finetune,
+        finetune,
+    ),
+    Command(
+        "eval",
+        "top-1/top-5 accuracy on DATA_DIR/<class>/<images>, zero-shot or with --adapter",
+        arguments.evaluate,
+        evaluate,
+        figures.confusion_matrix,
+    ),
+)

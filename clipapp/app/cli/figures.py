@@ -1,0 +1,38 @@
+"""The PNG a command draws with `--out` (matplotlib, clipapp.viz.figures): the top-k bars of `classify`, the heatmap
+of `similarity`, the confusion matrix of `eval`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from clipapp.app.options import image_limits
+
+MAX_BARS_IMAGES = 64  # --out draws one row per image: beyond this the figure is unreadable
+
+
+def classify_bars(report, args: argparse.Namespace) -> None:
+    from clipapp.viz import figures as viz
+
+    if report.results is None or len(report.results) > MAX_BARS_IMAGES:
+        print(f"note: --out draws at most {MAX_BARS_IMAGES} images printed on stdout; not drawn", file=sys.stderr)
+        return
+    from clipapp.images.decode import load_image
+
+    bars = [(p.image, list(p.top)) for p in report.results]
+    images = None if args.index else [load_image(p.image) for p in report.results]
+    viz.save_figure(viz.topk_bars(bars, images=images), args.out)
+
+
+def similarity_heatmap(result, args: argparse.Namespace) -> None:
+    from clipapp.images.decode import load_image
+    from clipapp.viz import figures as viz
+
+    images = [load_image(path, limits=image_limits(args)) for path in result.images]  # named by their paths
+    viz.save_figure(viz.similarity_heatmap(result.matrix, images, result.texts), args.out)
+
+
+def confusion_matrix(result, args: argparse.Namespace) -> None:
+    from clipapp.viz import figures as viz
+
+    viz.save_figure(viz.confusion_matrix_figure(result.confusion, result.class_names), args.out)

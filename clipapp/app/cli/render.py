@@ -1,0 +1,113 @@
+"""The text the CLI prints for each result type (without --json; with it, the result's `to_dict`). One renderer per
+type, found by `render`; the types are imported only when a result is printed, so `--help` stays light."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any, Callable
+
+
+def classify_text(report, args: argparse.Namespace) -> str:
+    """`ClassifyReport`: the top labels of every image kept in memory, and where the output files went."""
+    note = " (multi-label: independent sigmoid probabilities)" if report.multi_label else ""
+    lines = [f"model: {report.model}{note}"]
+    for item in report.results or []:
+        lines.append(item.image)
+        lines += [f"  {prob:6.1%}  {label}" for label, prob in item.top]
+    files = [path for path in (args.csv, args.jsonl) if path]
+    if files:
+        lines.append(
+            f"classified {report.classified}"
+            + (f", {report.resumed} already done" if report.resumed else "")
+            + f", skipped {len(report.skipped)} -> {', '.join(map(str, files))}"
+        )
+    return "\n".join(lines)
+
+
+def similarity_text(result, _args: argparse.Namespace) -> str:
+    """`Similarity`: a tab-separated table, one row per text, one column per image."""
+    header = "\t".join(Path(name).name for name in result.images)
+    rows = [f"{text}\t" + "\t".join(f"{row[j]:.3f}" for row in result.matrix) for j, text in enumerate(result.texts)]
+    return "\n".join([f"model: {result.model}", "\t" + header, *rows])
+
+
+def _metrics_line(name: str, metrics) -> str:
+    if not metrics:
+        return f"{name}: no held-out images"
+    return f"{name}: top-1 {metrics['top1']:.1%}  top-5 {metrics['top5']:.1%}  (n={metrics['n']})"
+
+
+def adapter_text(report, _args: argparse.Namespace) -> str:
+    """`AdapterReport`: the classes, the validation, accuracy before and after, and the adapter's file."""
+    result = report.result
+    return "\n".join(
+        [
+            f"model: {report.model}",
+            f"classes: {', '.join(result.class_names)}",
+            f"validation: {result.validation['kind']} ({result.validation['n_held_out']} held-out of "
+            f"{result.validation['n_images']} images), best epoch {result.best_epoch}",
+            _metrics_line("before (zero-shot)", result.before),
+            _metrics_line("after (adapted)  ", result.after),
+            *[f"note: {note}" for note in result.notes],
+            *[f"skipped: {s}" for s in result.skipped],
+            f"adapter: {report.adapter}",
+        ]
+    )
+
+
+def eval_text(result, _args: argparse.Namespace) -> str:
+    """`EvalResult`: overall top-1/top-5 and top-1 per class."""
+    width = max(len(name) for name in result.class_names)
+    lines = [
+        f"model: {result.model}",
+        f"top-1 {result.top1:.2%}  top-5 {result.top5:.2%}  n={result.n}",
+        "per class (top-1, n):",
+    ]
+    lines += [
+        f"  {row['class']:<{width}}  "
+        + (f"{row['top1']:6.1%}" if row["top1"] is not None else "     -")
+        + f"  {row['n']}"
+        for row in result.per_class()
+    ]
+    return "\n".join(lines)
+
+
+def sync_text(report, args: argparse.Namespace) -> str:
+    """`SyncReport`: the counts, then each skipped file and why."""
+    text = (
+        f"added {report.added}, updated {report.updated}, removed {report.removed}, "
+        f"skipped {len(report.skipped)}; {report.total} images in {args.index}"
+    )
+    return "\n".join([text, *(f"skipped: {item.path}: {item.error}" for item in report.skipped)])
+
+
+def search_text(result, _args: argparse.Namespace) -> str:
+    """`SearchResult`: one line per hit, best first, with the other paths of the same image."""
+    hits = result.to_dict()["results"]
+    lines = [
+        f"{hit['score']:.3f}  {hit['path']}" + (f"  (also {', '.join(hit['aliases'])})" if hit["aliases"] else "")
+        for hit in hits
+    ]
+    return "\n".join(lines) or "no results"
+
+
+def _renderers() -> dict[type, Callable[[Any, argparse.Namespace], str]]:
+    from clipapp.app.actions import AdapterReport, Similarity
+    from clipapp.classify.evaluation import EvalResult
+    from clipapp.classify.stream import ClassifyReport
+    from clipapp.index import SearchResult, SyncReport
+
+    return {
+        ClassifyReport: classify_text,
+        Similarity: similarity_text,
+        AdapterReport: adapter_text,
+        EvalResult: eval_text,
+        SyncReport: sync_text,
+        SearchResult: search_text,
+    }
+
+
+def render(result: Any, args: argparse.Namespace) -> str:
+    """The text for `result`, by its type."""
+    return _renderers()[type(result)](result, args)

@@ -1,0 +1,58 @@
+"""The flags that choose and limit the model, defined once for every CLI command and for `serve` / app.py:
+`--model`, `--device`, `--precision` and `--max-pixels`; and the service they describe."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from clipapp.images.limits import ImageLimits
+    from clipapp.model.service import ClipService
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """`--model`, `--device`, `--precision`, and the image limit (`add_limit_arguments`)."""
+    parser.add_argument(
+        "--model",
+        default=None,
+        help="model spec (default: $CLIPAPP_MODEL or ViT-B-32:laion2b_s34b_b79k; "
+        "offline without cached weights: the bundled demo model)",
+    )
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument(
+        "--precision",
+        default="auto",
+        help="auto (GPU: amp, CPU: fp32), fp32, fp16 or amp (GPU; amp = fp16 "
+        "autocast over fp32 weights), bf16, int8 (CPU)",
+    )
+    add_limit_arguments(parser)
+
+
+def add_limit_arguments(parser: argparse.ArgumentParser) -> None:
+    """`--max-pixels`, the image limit a user may change; its default is the one in `ImageLimits`."""
+    from clipapp.images.limits import MAX_IMAGE_PIXELS
+
+    parser.add_argument(
+        "--max-pixels",
+        type=int,
+        default=MAX_IMAGE_PIXELS,
+        help=f"largest accepted image in pixels, checked before decoding (default {MAX_IMAGE_PIXELS:,})",
+    )
+
+
+def image_limits(args: argparse.Namespace) -> ImageLimits:
+    from clipapp.images.limits import ImageLimits
+
+    return ImageLimits(max_pixels=args.max_pixels)
+
+
+def load_service(args: argparse.Namespace, *, say_notice: bool = True) -> ClipService:
+    """The service the flags describe; its notice (e.g. the demo model stands in) goes to stderr."""
+    from clipapp.model.service import ClipService
+
+    service = ClipService.load(args.model, device=args.device, precision=args.precision, limits=image_limits(args))
+    if say_notice and service.notice:
+        print(f"note: {service.notice}", file=sys.stderr)
+    return service
