@@ -67,6 +67,7 @@ class ClassifyReport:
     resumed: int = 0  # already in the output file(s) from an earlier run, not classified again
     skipped: list[SkippedFile] = field(default_factory=list)
     results: Optional[list[Prediction]] = None
+    warnings: Optional[list] = None  # LabelWarning (clipapp/model/label_check.py), when the labels were checked
 
     def to_dict(self) -> dict:
         payload = {
@@ -79,6 +80,8 @@ class ClassifyReport:
         }
         if self.results is not None:
             payload["results"] = [p.to_dict() for p in self.results]
+        if self.warnings is not None:
+            payload["warnings"] = [w.to_dict() for w in self.warnings]
         return payload
 
 
