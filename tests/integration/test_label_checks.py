@@ -107,3 +107,29 @@ def test_gradio_classify_and_check_labels(client, photos):
     assert 0.0 <= result["results"][0]["unknown_score"] <= 1.0 and result["warnings"] == []
     checked = client.predict("cat, cat,, dog", "simple", "", api_name="/check_labels")
     assert [w["kind"] for w in checked["warnings"]] == ["empty", "duplicate"]
+
+
+def test_finetune_warns_about_its_class_names_before_training(capsys, tmp_path):
+    from tests.support.demo import fashion_images
+
+    images, labels = fashion_images(40)
+    paths = {7: [], 9: []}  # sneaker, ankle boot
+    for i, (image, label) in enumerate(zip(images, labels, strict=True)):
+        if label in paths and len(paths[label]) < 4:
+            image.save(tmp_path / f"{i}.png")
+            paths[label].append(str(tmp_path / f"{i}.png"))
+    code, out, err = run_cli(capsys, "finetune", "--class", "sneaker=" + ",".join(paths[7]), "--class",
+                             "trainer=" + ",".join(paths[9]), "--out", str(tmp_path / "a"), "--model", "demo",
+                             "--epochs", "2", "--json")
+    assert code == 0
+    assert [w["kind"] for w in json.loads(out)["warnings"]] == ["too_close"]
+    assert "warning: 'sneaker' and 'trainer' are nearly the same" in err
+
+
+def test_gradio_review_labels(client, photos):
+    review = client.predict(None, "cat", [handle_file(str(p)) for p in photos[:2]], "rocket",
+                            [handle_file(str(p)) for p in photos[2:4]], api_name="/review_labels")
+    payload = review[0]
+    assert payload["warnings"] == []
+    assert all(set(s) == {"image", "given", "predicted", "score", "key"} for s in payload["suspects"])
+    assert all(s["key"] == f"{s['given']}/{s['image']}" and s["given"] != s["predicted"] for s in payload["suspects"])

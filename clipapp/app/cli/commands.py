@@ -94,7 +94,7 @@ def finetune(args: argparse.Namespace):
     )
     service = load_service(args)
     with fraction_line(quiet=args.json or args.quiet) as progress:
-        return actions.finetune_to_file(service, source, config, args.out, progress=progress)
+        return actions.finetune_to_file(service, source, config, args.out, progress=progress, on_warning=_print_warning)
 
 
 def evaluate(args: argparse.Namespace):
