@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import io
 import secrets
-from typing import Annotated, Callable, Optional
+from typing import Annotated, Callable, Literal, Optional
 
 from fastapi import Depends, FastAPI, File, Form, HTTPException, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
@@ -148,7 +148,8 @@ def _add_health(app: FastAPI, service, queue_length: Callable[[], int]) -> None:
 
 
 def _add_model_routes(app: FastAPI, service, guarded: list) -> None:
-    """/v1/classify, /v1/similarity and /v1/embed: uploaded images (and texts) in, the CLI's JSON out."""
+    """/v1/classify, /v1/similarity, /v1/explain and /v1/embed: uploaded images (and texts) in, the CLI's JSON
+    out."""
 
     @app.post(f"/{API_VERSION}/classify", tags=["v1"], dependencies=guarded)
     def classify(
@@ -171,6 +172,29 @@ def _add_model_routes(app: FastAPI, service, guarded: list) -> None:
     ) -> dict:
         """Cosine similarity of every image with every text, as `python -m clipapp similarity --json`."""
         return actions.similarity(service, _named_uploads(images, service), _texts(texts)).to_dict()
+
+    @app.post(f"/{API_VERSION}/explain", tags=["v1"], dependencies=guarded)
+    def explain(
+        images: Annotated[list[UploadFile], File(description="one or more image files")],
+        labels: Annotated[str, Form(description="comma- or newline-separated labels to locate")],
+        templates: Annotated[
+            str, Form(description="simple, openai, none, or one template with {}")
+        ] = DEFAULT_TEMPLATES,
+        method: Annotated[Literal["crops", "occlusion", "gradcam"], Form()] = "crops",
+        cells: Annotated[int, Form(ge=1, le=64, description="grid cells along each image's long side")] = 8,
+    ) -> dict:
+        """Where each label matches in each image: a grid per image and label, rows top to bottom, as
+        `python -m clipapp explain --json`."""
+        named = _named_uploads(images, service)
+        return actions.explain(
+            service,
+            [item.image for item in named],
+            labels,
+            names=[item.name for item in named],
+            method=method,
+            templates=templates,
+            cells=cells,
+        ).to_dict()
 
     @app.post(f"/{API_VERSION}/embed", tags=["v1"], dependencies=guarded)
     def embed(

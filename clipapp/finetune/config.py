@@ -2,9 +2,9 @@
 
 Each field carries its description as data (`Setting` in the field's metadata, the open_clip / Hugging Face
 `field(metadata=...)` manner): help, choices, the CLI flag, the web page's control. The `finetune` command's flags
-(clipapp/app/cli.py) and the Fine-tune tab's controls (clipapp/app/ui/finetune_tab.py) are generated from it, so a
-setting, its default and its help are written once (docs/architecture.md, "Command line"). No torch and no Gradio
-here: the CLI's parser imports this module for `--help`.
+(clipapp/app/cli/arguments.py) and the Fine-tune tab's controls (clipapp/app/ui/finetune_settings.py) are generated
+from it, so a setting, its default and its help are written once (docs/architecture.md, "Command line"). No torch
+and no Gradio here: the CLI's parser imports this module for `--help`.
 
 The defaults are chosen from measurements on bench/bench_fewshot.py (docs/benchmarks.md, "Few-shot").
 """

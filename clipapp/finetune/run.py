@@ -2,7 +2,7 @@
 
 The steps: encode the images and prompts; plan the validation (k-fold or a held-out split); run the frozen part
 of the model once per image and view (features.py); train one run per fold (loop.py) and choose the epoch count
-and WiSE blend on the held-out images (selection.py); keep zero-shot unless the sign test says the adapter is
+and WiSE blend on the held-out images (model_choice.py); keep zero-shot unless the sign test says the adapter is
 better; refit on every image; assemble the adapter (assemble.py).
 """
 

@@ -4,10 +4,15 @@ query parsing. Core package: no Gradio, no CLIP service (embeddings come from a 
 Modules: store.py (SQLite + vector file, schema), structure.py (size policy, faiss build, nprobe calibration,
 exact re-rank, cache file), image_index.py (ImageIndex), migrate.py (the old manifest format), sync.py
 (sync_folder, add_images), query.py (query parsing and composition), results.py
-(Hit, SearchResult, SyncReport: the typed results and their one JSON).
+(Hit, SearchResult, SyncReport: the typed results and their one JSON), compaction.py (dropping dead vector rows),
+backup.py (a consistent copy of an index in use), interchange.py (clip-retrieval's embedding-folder layout, out
+and in).
 """
 
+from clipapp.index.backup import BackupReport, backup_index
+from clipapp.index.compaction import CompactionReport
 from clipapp.index.image_index import ImageIndex, index_exists, stored_model_spec
+from clipapp.index.interchange import EXPORT_FORMATS, ExportReport, export_index, import_embeddings
 from clipapp.index.query import compose_query, image_term_path, parse_query, query_index
 from clipapp.index.results import Hit, SearchResult, SkippedFile, SyncReport
 from clipapp.index.store import DB_NAME, FORMAT_VERSION, VECTORS_NAME, FileInfo, ItemRecord
@@ -25,9 +30,13 @@ from clipapp.vectors import normalize_rows
 
 __all__ = [
     "DB_NAME",
+    "EXPORT_FORMATS",
     "FORMAT_VERSION",
     "VECTORS_NAME",
+    "BackupReport",
+    "CompactionReport",
     "Encoder",
+    "ExportReport",
     "FileInfo",
     "Hit",
     "ImageIndex",
@@ -40,12 +49,15 @@ __all__ = [
     "SyncReport",
     "TqdmProgress",
     "add_images",
+    "backup_index",
     "calibrate_nprobe",
     "capture_date",
     "compose_query",
     "exact_top_k",
+    "export_index",
     "image_sha256",
     "image_term_path",
+    "import_embeddings",
     "index_exists",
     "ivf_nlist_for",
     "normalize_rows",

@@ -3,7 +3,8 @@
 A change (add_items, add_alias, remove_paths, update_file_stat, set_tags) opens the store's write transaction
 and is applied to the open search structure at once; `save()` commits it. Another process's commits are seen on
 the next search: `PRAGMA data_version` changes, and the rows added or removed since are applied to the structure
-(no rebuild, no re-encoding). See store.py (on disk, crash safety) and structure.py (size policy, cache).
+(no rebuild, no re-encoding); after another process's compaction the vector file is reopened and the search
+structure reloaded. See store.py (on disk, crash safety), structure.py (size policy, cache) and compaction.py.
 """
 
 from __future__ import annotations
@@ -24,7 +25,9 @@ import faiss
 import numpy as np
 
 from clipapp.errors import ClipAppError
+from clipapp.index import compaction
 from clipapp.index import structure as st
+from clipapp.index.compaction import CompactionReport
 from clipapp.index.results import Hit, SearchResult
 from clipapp.index.store import DB_NAME, FileInfo, ItemRecord, Store
 from clipapp.index.structure import IndexSettings, IndexStructure, SearchStructure
@@ -107,9 +110,10 @@ class ImageIndex:
         self._search: SearchStructure | None = None
         self._cache_tried = False
         self._count = store.content_count()
-        self._data_version = store.data_version()
+        self._data_version = store.opened_data_version
         self._changed = False  # this transaction changed something
         self.last_save_seconds = 0.0
+        self._advised = False  # the compaction suggestion was logged
 
     # -- construction -----------------------------------------------------------------------------------------
     @staticmethod
@@ -316,6 +320,10 @@ class ImageIndex:
             self._data_version = version
             self._count = self._store.content_count()
             self.settings = IndexSettings(**json.loads(self._store.get_meta("settings") or "{}"))
+            if self._store.read_vector_epoch() != self._store.vector_epoch:
+                # Another process compacted: new ids, new file. Reload the (renumbered) cache it saved.
+                self._store.reopen_vectors()
+                self._search, self._cache_tried = None, False
             self._catch_up()
 
     def _catch_up(self) -> None:
@@ -459,7 +467,7 @@ class ImageIndex:
             self._refresh()
             if self._search is None and not self._cache_tried and self.path is not None:
                 self._cache_tried = True
-                self._search = st.load_cache(self.path)
+                self._search = st.load_cache(self.path, self._store.vector_epoch)
                 self._catch_up()
             search = self._search
             if search is None or search.needs_rebuild(self._count, self.dim, self.settings):
@@ -486,6 +494,7 @@ class ImageIndex:
             store.vectors_for,
             next_id=store.next_id(),
             removal_seq=store.removal_seq(),
+            vector_epoch=store.vector_epoch,
             progress=progress,
         )
         log.info(
@@ -576,6 +585,45 @@ class ImageIndex:
                 hits.append(Hit(id=item_id, path=item_paths[0], score=score, aliases=tuple(item_paths[1:])))
         return SearchResult(tuple(hits))
 
+    # -- compaction -------------------------------------------------------------------------------------------
+    def compaction_advice(self) -> str | None:
+        """A sentence suggesting `--compact` when removed images hold a large share of the vector file."""
+        with self._lock:
+            self._refresh()
+            return compaction.compaction_advice(self._store, self._count)
+
+    def compact(self, progress=None) -> CompactionReport:
+        """Rewrite the vector file without the rows of removed images (crash-safe, see compaction.py); the search
+        structure and its saved cache follow without retraining. Other writers wait for it; a process that has
+        the index open reopens the new file on its next call."""
+        if self.path is None:
+            raise ClipAppError("This index is in memory only; there is no vector file to compact.")
+        with self._lock:
+            if self._store.in_transaction:
+                raise ClipAppError("The index has unsaved changes; save them before compacting.")
+            self._begin()  # the write lock, and the commits of others applied to the structure
+            if self._search is None and not self._cache_tried:
+                self._cache_tried = True
+                self._search = st.load_cache(self.path, self._store.vector_epoch)
+                self._catch_up()
+            report, old_ids = compaction.compact_store(self._store, progress)
+            self._changed = False
+            self._follow_compaction(old_ids)
+            return report
+
+    def _follow_compaction(self, old_ids: np.ndarray) -> None:
+        """Renumber the search structure's ids as the compaction did and save it; or drop the saved cache."""
+        store, search = self._store, self._search
+        if search is not None and search.ntotal == len(old_ids) and search.remap_ids(old_ids):
+            search.next_id, search.removal_seq = store.next_id(), store.removal_seq()
+            search.vector_epoch, search.saved_ntotal = store.vector_epoch, -1
+            self._maybe_save_cache()
+            return
+        self._search = None
+        assert self.path is not None
+        with folder_lock(self.path):
+            st.remove_cache(self.path)
+
     # -- commit -----------------------------------------------------------------------------------------------
     def save(self) -> int:
         """Commit the changes made since the last save (one SQLite transaction; the search cache is rewritten
@@ -584,6 +632,7 @@ class ImageIndex:
             raise ClipAppError("This index is in memory only; give it a folder to save it.")
         started = time.perf_counter()
         with self._lock:
+            committed = self._store.in_transaction and self._changed
             if self._store.in_transaction:
                 if self._changed:
                     self._store.commit()
@@ -594,6 +643,11 @@ class ImageIndex:
                 # another process right after ours must still be seen by the next _refresh.
             self._maybe_save_cache()
             self.last_save_seconds = time.perf_counter() - started
+            if committed and not self._advised:  # once per process: a sync commits every batch
+                advice = compaction.compaction_advice(self._store, self._count)
+                if advice is not None:
+                    self._advised = True
+                    log.warning("%s", advice)
             return self._store.commits()
 
     def describe(self) -> dict:

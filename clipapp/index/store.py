@@ -25,6 +25,16 @@ Crash safety and concurrency: every change runs in one `BEGIN IMMEDIATE` transac
 writers across processes; readers never block in WAL mode). New vectors are pwritten at the ids allocated inside
 that transaction and fsynced before COMMIT, so a committed content row always has its vector on disk; a killed
 writer leaves only rows past the committed `next_id`, which the next writer overwrites.
+
+Creation is atomic: the schema and meta are committed in a temporary database beside the target, which is then
+hard-linked into place (os.link fails if the target exists), so no process ever sees a half-made index and two
+processes creating one folder at once agree on one model: the loser opens the winner's index and refuses it if the
+model differs.
+
+Compaction (compaction.py) renumbers content ids and writes `vectors.f32.compact-<epoch>`; the commit that
+renumbers also sets meta `vector_epoch`, and the file is then renamed over `vectors.f32`. A store opening (or
+noticing a new epoch) finishes a rename a killed compaction left pending, so the database and the vector file
+always belong together.
 """
 
 from __future__ import annotations
@@ -41,6 +51,7 @@ from typing import overload
 import numpy as np
 
 from clipapp.errors import ClipAppError
+from clipapp.storage import fsync_dir
 
 DB_NAME = "index.sqlite"
 VECTORS_NAME = "vectors.f32"
@@ -48,6 +59,7 @@ FORMAT_NAME = "clipapp-image-index"
 FORMAT_VERSION = 2  # 1: manifest.json + generation files (clipapp/index/migrate.py converts it)
 BUSY_TIMEOUT_S = 60.0  # another process's commit holds the write lock for one batch at most
 _SQL_VARS = 900  # below SQLite's default limit of bound parameters per statement
+VECTOR_EPOCH_KEY = "vector_epoch"  # meta: how many compactions rewrote vectors.f32 (absent: 0)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -113,6 +125,62 @@ _RECORD_SQL = (
 )
 
 
+def compacted_vectors_name(epoch: int) -> str:
+    """The file a compaction to `epoch` writes before it is renamed to vectors.f32."""
+    return f"{VECTORS_NAME}.compact-{int(epoch)}"
+
+
+def finish_compaction(folder: Path, epoch: int) -> None:
+    """Rename the vector file of committed compaction `epoch` into place if a killed compactor left it pending.
+
+    Idempotent and safe from several processes at once: the rename is atomic, and whoever comes second finds
+    nothing to rename. A file of an uncommitted compaction has a higher epoch than the database's and is ignored.
+    """
+    if epoch <= 0:
+        return
+    try:
+        os.replace(folder / compacted_vectors_name(epoch), folder / VECTORS_NAME)
+    except FileNotFoundError:
+        return
+    fsync_dir(folder)
+
+
+def _create_database(folder: Path, meta: dict) -> None:
+    """Commit a new database in a temporary file and link it into place unless another process was first."""
+    db_path = folder / DB_NAME
+    tmp = folder / f".{DB_NAME}.{os.getpid()}.{threading.get_ident()}.creating"
+    tmp.unlink(missing_ok=True)
+    try:
+        db = sqlite3.connect(tmp, isolation_level=None)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("BEGIN IMMEDIATE")
+            for statement in SCHEMA.split(";"):
+                if statement.strip():
+                    db.execute(statement)
+            rows = {
+                "format": FORMAT_NAME,
+                "format_version": FORMAT_VERSION,
+                "next_id": 0,
+                "commits": 0,
+                "created_at": time.time(),
+                **meta,
+            }
+            db.executemany("INSERT INTO meta VALUES (?, ?)", [(k, str(v)) for k, v in rows.items()])
+            db.execute("COMMIT")
+        finally:
+            db.close()  # the last connection checkpoints the WAL into the file and removes it
+        with open(tmp, "rb") as handle:
+            os.fsync(handle.fileno())
+        try:
+            os.link(tmp, db_path)  # atomic: fails if another process created the index first
+        except FileExistsError:
+            return
+        fsync_dir(folder)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def _chunks(items: Sequence, size: int = _SQL_VARS) -> Iterator[Sequence]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
@@ -131,52 +199,87 @@ class Store:
             )
         self._db: sqlite3.Connection | None = None  # None once closed
         try:
+            if create is not None and not db_path.exists():
+                _create_database(self.folder, create)
             db = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_S)
             self._db = db
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: a kill -9 loses no commit
-            if create is not None:
-                self._initialise(create)
             self.meta = dict(db.execute("SELECT key, value FROM meta"))
         except sqlite3.DatabaseError as exc:
+            if self._db is not None:
+                self._db.close()
             raise ClipAppError(
                 f"The index database {db_path} cannot be read ({exc}). Rebuild the index "
                 "(delete the folder and index the images again)."
             ) from exc
-        if self.meta.get("format") != FORMAT_NAME:
-            raise ClipAppError(f"{db_path} is not a clipapp image index.")
-        if int(self.meta.get("format_version", 0)) > FORMAT_VERSION:
-            raise ClipAppError(
-                f"The index at {self.folder} was written by a newer clipapp (format "
-                f"{self.meta['format_version']}, this one reads {FORMAT_VERSION}). Upgrade clipapp."
-            )
+        self._check_format(create)
         self.dim = int(self.meta["embed_dim"])
         self.row_bytes = 4 * self.dim
-        self._vector_fd = os.open(self.folder / VECTORS_NAME, os.O_RDWR | os.O_CREAT, 0o644)
         self._wrote_vectors = False
         self._lock = threading.RLock()
+        # Taken before the vector file is opened: any compaction committed after it changes data_version, so
+        # ImageIndex (which starts from this value) notices and reopens the file.
+        self.opened_data_version = self.data_version()
+        self._vector_fd = -1
+        self.vector_epoch = 0
+        self.reopen_vectors()
         top = self.max_content_id()
         if top is not None and os.fstat(self._vector_fd).st_size < (top + 1) * self.row_bytes:
+            self.close()
             raise ClipAppError(
                 f"The index at {self.folder} is damaged: {VECTORS_NAME} is shorter than its "
                 "database says. Rebuild it (delete the folder and index the images again)."
             )
 
-    def _initialise(self, meta: dict) -> None:
-        self.db.execute("BEGIN IMMEDIATE")
-        for statement in SCHEMA.split(";"):
-            if statement.strip():
-                self.db.execute(statement)
-        rows = {
-            "format": FORMAT_NAME,
-            "format_version": FORMAT_VERSION,
-            "next_id": 0,
-            "commits": 0,
-            "created_at": time.time(),
-            **meta,
-        }
-        self.db.executemany("INSERT OR IGNORE INTO meta VALUES (?, ?)", [(k, str(v)) for k, v in rows.items()])
-        self.db.execute("COMMIT")
+    def _check_format(self, create: dict | None) -> None:
+        db_path = self.folder / DB_NAME
+        problem = None
+        if self.meta.get("format") != FORMAT_NAME:
+            problem = f"{db_path} is not a clipapp image index."
+        elif int(self.meta.get("format_version", 0)) > FORMAT_VERSION:
+            problem = (
+                f"The index at {self.folder} was written by a newer clipapp (format "
+                f"{self.meta['format_version']}, this one reads {FORMAT_VERSION}). Upgrade clipapp."
+            )
+        elif create is not None and (
+            self.meta.get("model_spec") != str(create.get("model_spec"))
+            or self.meta.get("embed_dim") != str(create.get("embed_dim"))
+        ):
+            # Another process created this index first (or at the same moment) with another model.
+            spec, dim = self.meta.get("model_spec"), self.meta.get("embed_dim")
+            problem = (
+                f"The index at {self.folder} was created by another process with model {spec} ({dim}-d "
+                f"embeddings), not {create.get('model_spec')}. Use --model {spec} for this index, or choose "
+                "another folder."
+            )
+        if problem is not None:
+            self.db.close()
+            self._db = None
+            raise ClipAppError(problem)
+
+    def read_vector_epoch(self) -> int:
+        """The committed compaction epoch (meta `vector_epoch`)."""
+        return int(self.get_meta(VECTOR_EPOCH_KEY, "0"))
+
+    def reopen_vectors(self) -> None:
+        """(Re)open vectors.f32 as of the committed epoch, finishing a compaction's pending rename first."""
+        while True:
+            epoch = self.read_vector_epoch()
+            finish_compaction(self.folder, epoch)
+            fd = os.open(self.folder / VECTORS_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+            # Unchanged epoch: no compaction committed (so none renamed) since the read, the file is that epoch's.
+            if self.read_vector_epoch() == epoch:
+                break
+            os.close(fd)
+        if self._vector_fd >= 0:
+            os.close(self._vector_fd)
+        self._vector_fd, self.vector_epoch = fd, epoch
+
+    @property
+    def vector_fd(self) -> int:
+        """The open vector file (compaction and backup read it)."""
+        return self._vector_fd
 
     @property
     def db(self) -> sqlite3.Connection:

@@ -23,8 +23,10 @@ beyond), inner product on L2-normalized float32 = cosine:
 
 The cache on disk: `faiss-<next_id>-<removal_seq>.index` (faiss.write_index) named by `faiss.json`, which also
 records the change it covers (content ids below `next_id`, removals up to `removal_seq`), its vector count and
-its IndexStructure. On open, rows added or removed after that are applied; a missing, unreadable or inconsistent
-cache is rebuilt from the store. Written only outside a write transaction, so it never covers uncommitted rows.
+its IndexStructure, and the compaction epoch of the ids it holds (`vector_epoch`; a cache of another epoch is
+ignored, see compaction.py). On open, rows added or removed after that are applied; a missing, unreadable or
+inconsistent cache is rebuilt from the store. Written only outside a write transaction, so it never covers
+uncommitted rows.
 """
 
 from __future__ import annotations
@@ -167,7 +169,7 @@ def pq_m_for(count: int, dim: int, budget: int | None) -> int:
     """Bytes per vector of the PQ codes: d/4, or less when the budget is tight (d/8, d/16, at least d/32).
 
     d/4 because with 100 candidates re-ranked, d/8 reached recall@10 0.914 where d/4 reached the nprobe's
-    ceiling of 0.956 (20k x 64 clustered, tests/test_index_store.py's data)."""
+    ceiling of 0.956 (20k x 64 clustered, tests/unit/index/test_index_store.py's data)."""
     options = [m for m in (dim // 4, dim // 8, dim // 16, dim // 32) if m >= 1 and dim % m == 0] or [1]
     for m in options:
         if budget is None or count * (m + 8) <= budget:
@@ -211,9 +213,12 @@ class SearchStructure:
     """A faiss index over (a subset of) the store's vectors plus what it covers. `vectors_for(ids)` reads stored
     float vectors (for the exact re-rank)."""
 
-    def __init__(self, index: faiss.Index, structure: IndexStructure, *, next_id: int, removal_seq: int):
+    def __init__(
+        self, index: faiss.Index, structure: IndexStructure, *, next_id: int, removal_seq: int, vector_epoch: int = 0
+    ):
         self.index, self.structure = index, structure
         self.next_id, self.removal_seq = next_id, removal_seq  # the change it covers
+        self.vector_epoch = vector_epoch  # the compaction epoch its ids belong to
         self.saved_ntotal = -1  # ntotal when last written to disk (-1: never)
         self.changes = 0  # vectors added or removed since then
 
@@ -257,6 +262,36 @@ class SearchStructure:
         _, found = self.index.search(queries, candidates, params=params)
         return rerank(queries, found, k, vectors_for)
 
+    def remap_ids(self, old_ids: np.ndarray) -> bool:
+        """A compaction renumbered the content ids: `old_ids` (sorted) become 0..len-1. Rewrites the ids the faiss
+        index holds in place (no retraining, no vector read); False if this index type cannot be remapped."""
+        old_ids = np.asarray(old_ids, dtype=np.int64)
+
+        def renumber(ids: np.ndarray) -> np.ndarray:
+            new = np.searchsorted(old_ids, ids)
+            if len(ids) and (new.max() >= len(old_ids) or not np.array_equal(old_ids[new], ids)):
+                raise ClipAppError("The search structure holds ids the compaction did not keep.")
+            return new.astype(np.int64)
+
+        if self.structure.kind == "flat":
+            index = faiss.downcast_index(self.index)
+            if not isinstance(index, faiss.IndexIDMap2):
+                return False
+            faiss.copy_array_to_vector(renumber(faiss.vector_to_array(index.id_map)), index.id_map)
+            index.construct_rev_map()
+            return True
+        stored = faiss.extract_index_ivf(self.index).invlists
+        invlists = None if stored is None else faiss.downcast_InvertedLists(stored)
+        if not isinstance(invlists, faiss.ArrayInvertedLists):
+            return False
+        for list_no in range(invlists.nlist):
+            size = invlists.list_size(list_no)
+            if size:
+                # The list's own id array (ArrayInvertedLists keeps it in memory): rewritten in place.
+                ids = faiss.rev_swig_ptr(invlists.get_ids(list_no), size)
+                ids[:] = renumber(ids.copy())
+        return True
+
     def needs_rebuild(self, count: int, dim: int, settings: IndexSettings) -> bool:
         s = self.structure
         if s.kind == "flat":
@@ -291,6 +326,7 @@ def build(
     *,
     next_id: int,
     removal_seq: int,
+    vector_epoch: int = 0,
     progress=None,
 ) -> SearchStructure:
     """Build the structure the policy picks over the vectors of `ids` (increasing content ids).
@@ -321,7 +357,7 @@ def build(
         notify(0, count, "Training the search index")
         index.train(read_rows(train_ids))
         structure = IndexStructure(kind=kind, nlist=nlist, trained_on=count, pq_m=m, rerank=RERANK if m else 0)
-    built = SearchStructure(index, structure, next_id=next_id, removal_seq=removal_seq)
+    built = SearchStructure(index, structure, next_id=next_id, removal_seq=removal_seq, vector_epoch=vector_epoch)
     for start in range(0, len(ids), ADD_CHUNK):
         chunk = ids[start : start + ADD_CHUNK]
         built.add(read_rows(chunk), chunk)
@@ -400,6 +436,7 @@ def save_cache(folder: Path, built: SearchStructure) -> None:
         "next_id": built.next_id,
         "removal_seq": built.removal_seq,
         "ntotal": built.ntotal,
+        "vector_epoch": built.vector_epoch,
         "structure": asdict(built.structure),
     }
     with atomic_path(folder / CACHE_META) as tmp:
@@ -414,10 +451,22 @@ def save_cache(folder: Path, built: SearchStructure) -> None:
                 pass
 
 
-def load_cache(folder: Path) -> SearchStructure | None:
-    """The saved structure, or None if there is none or it cannot be read (the caller rebuilds)."""
+def remove_cache(folder: Path) -> None:
+    """Delete the saved structure (its ids no longer mean anything); the caller holds the folder lock."""
+    (folder / CACHE_META).unlink(missing_ok=True)
+    for entry in os.scandir(folder):
+        if entry.name.startswith("faiss-") and entry.name.endswith(".index"):
+            Path(entry.path).unlink(missing_ok=True)
+
+
+def load_cache(folder: Path, vector_epoch: int = 0) -> SearchStructure | None:
+    """The saved structure, or None if there is none, it cannot be read or it belongs to another compaction
+    epoch than `vector_epoch` (the caller rebuilds)."""
     try:
         meta = json.loads((folder / CACHE_META).read_text(encoding="utf-8"))
+        if int(meta.get("vector_epoch", 0)) != vector_epoch:
+            log.info("search cache in %s predates a compaction; rebuilding it", folder)
+            return None
         index = faiss.read_index(str(folder / meta["file"]))
         structure = IndexStructure(**meta["structure"])
         if int(index.ntotal) != int(meta["ntotal"]):
@@ -429,6 +478,12 @@ def load_cache(folder: Path) -> SearchStructure | None:
         return None
     if structure.kind != "flat":
         faiss.extract_index_ivf(index).nprobe = structure.nprobe
-    built = SearchStructure(index, structure, next_id=int(meta["next_id"]), removal_seq=int(meta["removal_seq"]))
+    built = SearchStructure(
+        index,
+        structure,
+        next_id=int(meta["next_id"]),
+        removal_seq=int(meta["removal_seq"]),
+        vector_epoch=vector_epoch,
+    )
     built.saved_ntotal = built.ntotal
     return built

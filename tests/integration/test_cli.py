@@ -120,3 +120,48 @@ def test_search_refuses_an_index_of_another_model(capsys, tiny_spec, photos, tmp
     capsys.readouterr()
     assert main(["search", "--index", str(index), "--text", "cat", "--model", "clipapp-tiny:random"]) == 2
     assert "rebuild it or start the app with --model" in capsys.readouterr().err
+
+
+def test_index_compact_backup_export_and_from_embeddings(capsys, tiny_spec, photos, tmp_path):
+    """The archive commands end to end on a real model: compaction after a removal, a backup, an export and an
+    index built from it without encoding, each searching as the original does."""
+    import shutil
+
+    folder, index = tmp_path / "pics", tmp_path / "index"
+    folder.mkdir()
+    for photo in photos:
+        shutil.copy(photo, folder / photo.name)
+    run_json(capsys, "index", str(folder), "--index", str(index), "--model", tiny_spec, "--json")
+    (folder / photos[0].name).unlink()
+    assert run_json(capsys, "index", str(folder), "--index", str(index), "--model", tiny_spec, "--json")["removed"] == 1
+
+    compacted = run_json(capsys, "index", "--index", str(index), "--compact", "--json")
+    assert list(compacted) == ["images", "dead_rows", "bytes_before", "bytes_after", "seconds"]
+    assert compacted["images"] == len(photos) - 1 and compacted["dead_rows"] == 1
+    search = ["search", "--index", str(index), "--text", "a photo", "-k", "3", "--model", tiny_spec, "--json"]
+    expected = run_json(capsys, *search)["results"]
+    assert len(expected) == 3
+
+    backup = run_json(capsys, "index", "--index", str(index), "--backup", str(tmp_path / "copy"), "--json")
+    assert (backup["dest"], backup["images"]) == (str(tmp_path / "copy"), len(photos) - 1)
+    search[2] = str(tmp_path / "copy")
+    assert run_json(capsys, *search)["results"] == expected
+
+    exported = run_json(capsys, "export", "--index", str(index), "--format", "npy", str(tmp_path / "emb"), "--json")
+    assert (exported["images"], exported["parts"], exported["format"]) == (len(photos) - 1, 1, "npy")
+    assert (tmp_path / "emb" / "img_emb" / "img_emb_0.npy").exists()
+    imported = run_json(capsys, "index", "--index", str(tmp_path / "new"), "--from-embeddings", str(tmp_path / "emb"),
+                        "--model", tiny_spec, "--json")
+    assert (imported["added"], imported["total"]) == (len(photos) - 1, len(photos) - 1)
+    search[2] = str(tmp_path / "new")
+    assert run_json(capsys, *search)["results"] == expected
+
+    assert main(["index", "--index", str(index), "--compact"]) == 0
+    assert "0 dead rows dropped" in capsys.readouterr().out
+    assert main(["index", "--index", str(index)]) == 2
+    assert "Give the image FOLDER" in capsys.readouterr().err
+    assert main(["index", "--index", str(tmp_path / "other"), "--from-embeddings", str(tmp_path / "emb"),
+                 "--model", "clipapp-tiny:random"]) == 2
+    assert f"embeddings of model {tiny_spec}" in capsys.readouterr().err
+    assert main(["export", "--index", str(tmp_path / "none"), str(tmp_path / "x")]) == 2
+    assert "No index at" in capsys.readouterr().err

@@ -2,15 +2,17 @@
 handler and /v1 route calls one of them. Each result's one `to_dict` is the JSON of the CLI, the page and /v1, so
 all give the same answers by construction.
 
-Modules by concern: images (a request's images), zero_shot (classify, similarity, embed a few images), batch
-(classify any number as a stream, evaluate), search (index a folder, search an index), sources (the server's
-indexes by name, per browser session: the Search tab and /v1/search), finetune (fine-tune to a file, or for a
-browser session).
+Modules by concern: images (a request's images), zero_shot (classify, similarity, embed a few images), explain
+(where each label matches: region maps), batch (classify any number as a stream, evaluate), search (index a folder,
+search an index), sources (the server's indexes by name, per browser session: the Search tab and /v1/search),
+finetune (fine-tune to a file, or for a browser session), archive (compact, back up, export and import an index).
 """
 
 from __future__ import annotations
 
+from clipapp.app.actions.archive import backup_index, compact_index, export_index, import_embeddings
 from clipapp.app.actions.batch import BatchClassify, classify_batch, evaluate
+from clipapp.app.actions.explain import Explanation, explain
 from clipapp.app.actions.finetune import (
     MAX_PAGE_IMAGES,
     AdapterReport,
@@ -61,6 +63,10 @@ from clipapp.app.actions.zero_shot import (
 )
 
 __all__ = [
+    "backup_index",
+    "compact_index",
+    "export_index",
+    "import_embeddings",
     "DEFAULT_TOP_K",
     "MAX_IMAGES_PER_REQUEST",
     "MAX_PAGE_IMAGES",
@@ -72,6 +78,7 @@ __all__ = [
     "BatchClassify",
     "Classification",
     "Embeddings",
+    "Explanation",
     "LabelledSource",
     "NamedImage",
     "Similarity",
@@ -81,6 +88,7 @@ __all__ = [
     "classify_batch",
     "embed",
     "evaluate",
+    "explain",
     "finetune_for_session",
     "finetune_to_file",
     "index_folder",

@@ -53,9 +53,37 @@ def similarity(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", help="save the heatmap as PNG")
 
 
+def explain(p: argparse.ArgumentParser) -> None:
+    # the method names and grid size are repeated from clipapp.model.regions: importing it (torch) slows --help
+    p.add_argument("images", nargs="+", help="image files")
+    p.add_argument("--labels", required=True, help='labels to locate, comma separated: "sneaker,bag"')
+    p.add_argument(
+        "--templates", default="simple", help='simple (7), openai (80), none, or one template like "a photo of a {}."'
+    )
+    p.add_argument(
+        "--method",
+        choices=("crops", "occlusion", "gradcam"),
+        default="crops",
+        help="crops (default: the one that points right, docs/benchmarks.md), occlusion, or gradcam (ResNet/ViT)",
+    )
+    p.add_argument("--cells", type=_positive_int, default=8, help="grid cells along each image's long side")
+    p.add_argument("--out", help="write one overlay PNG per image and label into this folder")
+
+
 def index(p: argparse.ArgumentParser) -> None:
-    p.add_argument("folder", help="folder of images, searched recursively")
+    p.add_argument("folder", nargs="?", help="folder of images, searched recursively")
     p.add_argument("--index", required=True, help="index folder (created if missing)")
+    archive = p.add_mutually_exclusive_group()
+    archive.add_argument(
+        "--compact", action="store_true", help="rewrite the vector file without the rows of removed images"
+    )
+    archive.add_argument("--backup", metavar="DEST", help="write a consistent copy to the new folder DEST")
+    archive.add_argument(
+        "--from-embeddings",
+        metavar="DIR",
+        help="build or extend the index from an embedding folder (img_emb/*.npy + metadata/, clip-retrieval's "
+        "layout, or `export`), encoding no image",
+    )
     p.add_argument(
         "--ray", help="embed on a Ray cluster: auto (a running one, else local) or HOST:PORT / ray://HOST:PORT"
     )
@@ -63,6 +91,17 @@ def index(p: argparse.ArgumentParser) -> None:
         "--max-index-memory",
         help="RAM the search structure may use, e.g. 1GB (kept with the index); "
         "over it, compressed codes with exact re-rank",
+    )
+
+
+def export(p: argparse.ArgumentParser) -> None:
+    p.add_argument("dest", help="new folder for img_emb/*.npy, metadata/* and clipapp.json")
+    p.add_argument("--index", required=True)
+    p.add_argument(
+        "--format",
+        choices=("parquet", "npy"),
+        default="parquet",
+        help="metadata as parquet (clip-retrieval's; needs clipapp[parquet]) or JSON lines (numpy only)",
     )
 
 

@@ -58,10 +58,44 @@ def similarity(args: argparse.Namespace):
     return actions.similarity(load_service(args), images, args.texts)
 
 
+def _index_archive(args: argparse.Namespace):
+    from clipapp.app import actions
+
+    if args.folder:
+        raise ClipAppError("--compact, --backup and --from-embeddings take no image FOLDER; run them on their own.")
+    with bar(disable=args.json) as progress:
+        if args.compact:
+            return actions.compact_index(args.index, progress=progress)
+        if args.backup:
+            return actions.backup_index(args.index, args.backup, progress=progress)
+        return actions.import_embeddings(load_service(args), args.from_embeddings, args.index, progress=progress)
+
+
+def explain(args: argparse.Namespace):
+    from clipapp.app import actions
+
+    service = load_service(args)
+    with bar() as progress:
+        return actions.explain(
+            service,
+            args.images,
+            args.labels,
+            names=args.images,
+            method=args.method,
+            templates=args.templates,
+            cells=args.cells,
+            progress=progress,
+        )
+
+
 def index(args: argparse.Namespace):
     from clipapp.app import actions
     from clipapp.index import parse_memory_size
 
+    if args.compact or args.backup or args.from_embeddings:
+        return _index_archive(args)
+    if not args.folder:
+        raise ClipAppError("Give the image FOLDER to index (or --compact, --backup DEST or --from-embeddings DIR).")
     max_memory = parse_memory_size(args.max_index_memory)  # a bad size fails before any work
     if args.ray:
         return actions.index_folder_ray(
@@ -70,6 +104,13 @@ def index(args: argparse.Namespace):
     service = load_service(args)
     with bar(disable=args.json) as progress:
         return actions.index_folder(service, args.folder, args.index, progress=progress, max_memory=max_memory)
+
+
+def export(args: argparse.Namespace):
+    from clipapp.app import actions
+
+    with bar(disable=args.json) as progress:
+        return actions.export_index(args.index, args.dest, args.format, progress=progress)
 
 
 def search(args: argparse.Namespace):
@@ -140,8 +181,21 @@ COMMANDS: tuple[Command, ...] = (
         similarity,
         figures.similarity_heatmap,
     ),
+    Command(
+        "explain",
+        "where each label matches in each image: a grid per image and label, overlay PNGs with --out",
+        arguments.explain,
+        explain,
+        figures.region_overlays,
+    ),
     Command("index", "create or update (incrementally) an image index of a folder", arguments.index, index),
     Command("search", "search an index by text (with a + b - c arithmetic) or by an image", arguments.search, search),
+    Command(
+        "export",
+        "write an index as an embedding folder (clip-retrieval's img_emb/*.npy + metadata/) for other tools",
+        arguments.export,
+        export,
+    ),
     Command(
         "finetune",
         "few-shot adaptation from DATA_DIR/<class>/<images> (or a .zip of it), "

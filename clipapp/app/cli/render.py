@@ -34,6 +34,19 @@ def similarity_text(result, _args: argparse.Namespace) -> str:
     return "\n".join([f"model: {result.model}", "\t" + header, *rows])
 
 
+def explain_text(result, _args: argparse.Namespace) -> str:
+    """`Explanation`: for each image and label, the cell where the label matches most (row, column from the top
+    left) and its value; the grids themselves are in --json and drawn by --out."""
+    lines = [f"model: {result.model} (region maps: {result.method})"]
+    for found in result.maps:
+        rows, cols = found.grids.shape[1:]
+        lines.append(f"{found.image} ({rows} x {cols} grid)")
+        for label, grid in zip(found.labels, found.grids, strict=True):
+            row, col = divmod(int(grid.argmax()), cols)
+            lines.append(f"  {label}: strongest at row {row + 1}, column {col + 1} ({float(grid.max()):.3f})")
+    return "\n".join(lines)
+
+
 def _metrics_line(name: str, metrics) -> str:
     if not metrics:
         return f"{name}: no held-out images"
@@ -88,6 +101,30 @@ def sync_text(report, args: argparse.Namespace) -> str:
     return "\n".join([text, *(f"skipped: {item.path}: {item.error}" for item in report.skipped)])
 
 
+def compaction_text(report, args: argparse.Namespace) -> str:
+    """`CompactionReport`: rows dropped and bytes before -> after."""
+    return (
+        f"compacted {args.index}: {report.images} images kept, {report.dead_rows} dead rows dropped, vectors "
+        f"{report.bytes_before / 1e6:.1f} MB -> {report.bytes_after / 1e6:.1f} MB in {report.seconds:.1f}s"
+    )
+
+
+def backup_text(report, args: argparse.Namespace) -> str:
+    """`BackupReport`: where the copy went and what it holds."""
+    return (
+        f"backed up {args.index} to {report.dest}: {report.images} images, {report.paths} paths, "
+        f"{report.bytes / 1e6:.1f} MB in {report.seconds:.1f}s"
+    )
+
+
+def export_text(report, args: argparse.Namespace) -> str:
+    """`ExportReport`: where the embedding folder went."""
+    return (
+        f"exported {report.images} images of {args.index} to {report.dest} ({report.format}, {report.parts} "
+        f"part(s), {report.bytes / 1e6:.1f} MB) in {report.seconds:.1f}s"
+    )
+
+
 def search_text(result, _args: argparse.Namespace) -> str:
     """`SearchResult`: one line per hit, best first, with the other paths of the same image."""
     hits = result.to_dict()["results"]
@@ -99,18 +136,22 @@ def search_text(result, _args: argparse.Namespace) -> str:
 
 
 def _renderers() -> dict[type, Callable[[Any, argparse.Namespace], str]]:
-    from clipapp.app.actions import AdapterReport, Similarity
+    from clipapp.app.actions import AdapterReport, Explanation, Similarity
     from clipapp.classify.evaluation import EvalResult
     from clipapp.classify.stream import ClassifyReport
-    from clipapp.index import SearchResult, SyncReport
+    from clipapp.index import BackupReport, CompactionReport, ExportReport, SearchResult, SyncReport
 
     return {
         ClassifyReport: classify_text,
         Similarity: similarity_text,
+        Explanation: explain_text,
         AdapterReport: adapter_text,
         EvalResult: eval_text,
         SyncReport: sync_text,
         SearchResult: search_text,
+        CompactionReport: compaction_text,
+        BackupReport: backup_text,
+        ExportReport: export_text,
     }
 
 

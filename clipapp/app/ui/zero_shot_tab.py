@@ -1,4 +1,5 @@
-"""The Zero-shot tab: images + labels -> top-k bars per image and a similarity heatmap.
+"""The Zero-shot tab: images + labels -> top-k bars per image, a similarity heatmap, and where each label matches
+(region maps: clipapp/app/ui/regions_view.py).
 
 Classify and Similarity answer with JSON only (what API callers get); the page then draws the heatmap in a chained
 event of its own, outside the model's concurrency group, from the cosines the classification already computed.
@@ -16,6 +17,7 @@ import gradio as gr
 from PIL import Image
 
 from clipapp.app import actions
+from clipapp.app.ui import regions_view
 from clipapp.app.ui.common import (
     IMAGE_FILE_TYPES,
     AppContext,
@@ -234,6 +236,7 @@ def build_tab(ctx: AppContext, adapter_state: Optional[gr.State] = None) -> None
             results = _results_view(files)
             heatmap = gr.Image(label="Similarity heatmap", type="filepath", interactive=False, elem_id="heatmap")
             similarity_json = gr.JSON(label="Similarity matrix", visible=False)
+            regions_view.build(ctx, files, labels, templates, custom_template)
     figure_state = gr.State(None)
 
     def run_classify(

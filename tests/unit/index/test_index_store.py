@@ -367,3 +367,69 @@ def test_cli_memory_budget_and_tag_filter(capsys, tiny_spec, photos, tmp_path):
     assert main(["index", str(folder), "--index", str(index_path), "--model", tiny_spec,
                  "--max-index-memory", "lots"]) == 2
     assert "not a memory size" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Creating an index: atomic, and two processes with different models do not both "win"
+# ---------------------------------------------------------------------------------------------------------------
+CREATOR = """
+    import os, sys
+    from clipapp.errors import ClipAppError
+    from clipapp.index import ImageIndex
+    folder, spec, dim, go = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+    print("ready", flush=True)
+    while not os.path.exists(go):  # both start creating at the same moment
+        pass
+    try:
+        index = ImageIndex.open_or_create(folder, spec, dim)
+        print("created", index.spec, index.dim, flush=True)
+    except ClipAppError as exc:
+        print("refused", exc, flush=True)
+"""
+
+
+def _race(folder: Path, go: Path, models: list[tuple[str, int]]) -> list[str]:
+    children = [_run(CREATOR, folder, spec, dim, go) for spec, dim in models]
+    for child in children:
+        assert child.stdout.readline().strip() == "ready", child.stderr.read()
+    go.touch()
+    outputs = []
+    for child in children:
+        out, err = child.communicate(timeout=120)
+        assert child.returncode == 0, err
+        outputs.append(out.strip())
+    return outputs
+
+
+def test_two_processes_creating_one_index_with_different_models_one_is_refused_by_name(tmp_path):
+    models = [("model-a", 16), ("model-b", 32)]
+    for round_no in range(4):
+        folder, go = tmp_path / f"idx{round_no}", tmp_path / f"go{round_no}"
+        outputs = _race(folder, go, models)
+        created = [(out, spec) for out, (spec, _) in zip(outputs, models, strict=True) if out.startswith("created")]
+        refused = [out for out in outputs if out.startswith("refused")]
+        assert len(created) == 1 and len(refused) == 1, outputs
+        winner = created[0][1]
+        assert winner in refused[0] and "Traceback" not in refused[0]  # the message names the index's model
+        index = ImageIndex.open(folder)
+        assert index.spec == winner and index.dim == dict(models)[winner]
+        assert sqlite3.connect(folder / DB_NAME).execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        assert [p.name for p in folder.iterdir() if p.name.endswith(".creating")] == []
+
+
+def test_two_processes_creating_one_index_with_the_same_model_both_use_it(tmp_path):
+    outputs = _race(tmp_path / "idx", tmp_path / "go", [("model-a", 16), ("model-a", 16)])
+    assert outputs == ["created model-a 16", "created model-a 16"]
+
+
+def test_the_loser_of_a_create_race_gets_the_winners_model_in_its_error(tmp_path):
+    """The path a process takes when another created the database between its existence check and its own link:
+    opening with a create request for another model names the model the index has."""
+    from clipapp.index.store import Store
+
+    ImageIndex.create(tmp_path / "idx", "model-a", 16).close()
+    with pytest.raises(ClipAppError, match=r"created by another process with model model-a \(16-d.*--model model-a"):
+        Store(tmp_path / "idx", create={"model_spec": "model-b", "embed_dim": 16, "settings": "{}"})
+    same = Store(tmp_path / "idx", create={"model_spec": "model-a", "embed_dim": 16, "settings": "{}"})
+    assert same.meta["model_spec"] == "model-a"
+    same.close()
