@@ -159,10 +159,11 @@ def _add_model_routes(app: FastAPI, service, guarded: list) -> None:
             str, Form(description="simple, openai, none, or one template with {}")
         ] = DEFAULT_TEMPLATES,
         top_k: Annotated[int, Form(ge=1)] = actions.DEFAULT_TOP_K,
+        unknown: Annotated[bool, Form(description="say per image whether it matches none of the labels")] = True,
     ) -> dict:
         """Zero-shot top-k labels per image, as `python -m clipapp classify --json`."""
         named = _named_uploads(images, service)
-        return actions.classify(service, named, labels, templates=templates, top_k=top_k).to_dict()
+        return actions.classify(service, named, labels, templates=templates, top_k=top_k, unknown=unknown).to_dict()
 
     @app.post(f"/{API_VERSION}/similarity", tags=["v1"], dependencies=guarded)
     def similarity(

@@ -17,10 +17,13 @@ from clipapp.app.actions.finetune import (
     MAX_PAGE_IMAGES,
     AdapterReport,
     LabelledSource,
+    LabelReview,
     SessionAdapter,
+    drop_images,
     finetune_for_session,
     finetune_to_file,
     labelled_page_uploads,
+    review_labels,
 )
 from clipapp.app.actions.images import (
     MAX_IMAGES_PER_REQUEST,
@@ -69,6 +72,9 @@ __all__ = [
     "MAX_PAGE_IMAGES",
     "MAX_TEXTS_PER_REQUEST",
     "AdapterReport",
+    "LabelReview",
+    "drop_images",
+    "review_labels",
     "BatchClassify",
     "Classification",
     "Embeddings",

@@ -39,6 +39,12 @@ def classify(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tag-min-prob", type=float, default=0.5, help="smallest probability stored as a tag (0..1)")
     p.add_argument("--ray", help="encode on a Ray cluster: auto (a running one, else local) or HOST:PORT")
     p.add_argument("--out", help=f"save the top-k bars as PNG (up to {MAX_BARS_IMAGES} images)")
+    p.add_argument(
+        "--no-unknown",
+        dest="unknown",
+        action="store_false",
+        help='do not say per image whether it matches none of the labels ("unknown", "unknown_score")',
+    )
 
 
 def similarity(p: argparse.ArgumentParser) -> None:
@@ -136,6 +142,14 @@ def evaluate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--adapter", help="an adapter written by finetune")
     p.add_argument("--templates", default="simple", help="zero-shot templates: simple, openai, none, or one")
     p.add_argument("--out", help="save the confusion matrix (row-normalised) as PNG")
+    p.add_argument(
+        "--suspects",
+        metavar="FILE.csv",
+        help="write every image whose folder label the model doubts, most suspect first: image,given,predicted,score",
+    )
+    p.add_argument(
+        "--suspects-top", type=_positive_int, default=100, metavar="N", help="suspects listed in --json (default 100)"
+    )
 
 
 # -- fine-tune settings: one flag per FinetuneConfig field ---------------------------------------------------------

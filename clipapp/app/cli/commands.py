@@ -19,6 +19,10 @@ def _print_skipped(item) -> None:
     print(f"skipped: {item.path} ({item.error})", file=sys.stderr)
 
 
+def _print_warning(warning) -> None:
+    print(f"warning: {warning.message}", file=sys.stderr)
+
+
 def classify(args: argparse.Namespace):
     if not args.labels and not args.adapter:
         raise ClipAppError("give --labels (or --adapter)")
@@ -38,10 +42,13 @@ def classify(args: argparse.Namespace):
         tag_min_prob=args.tag_min_prob,
         ray=args.ray,
         precision=args.precision,
+        unknown=args.unknown,
     )
     service = load_service(args)
     with bar() as progress:
-        return actions.classify_batch(service, job, progress=progress, on_skipped=_print_skipped)
+        return actions.classify_batch(
+            service, job, progress=progress, on_skipped=_print_skipped, on_warning=_print_warning
+        )
 
 
 def similarity(args: argparse.Namespace):
@@ -128,7 +135,7 @@ def finetune(args: argparse.Namespace):
     )
     service = load_service(args)
     with fraction_line(quiet=args.json or args.quiet) as progress:
-        return actions.finetune_to_file(service, source, config, args.out, progress=progress)
+        return actions.finetune_to_file(service, source, config, args.out, progress=progress, on_warning=_print_warning)
 
 
 def evaluate(args: argparse.Namespace):
@@ -137,7 +144,13 @@ def evaluate(args: argparse.Namespace):
     service = load_service(args)
     with bar() as progress:
         result = actions.evaluate(
-            service, args.data_dir, adapter=args.adapter, templates=args.templates, progress=progress
+            service,
+            args.data_dir,
+            adapter=args.adapter,
+            templates=args.templates,
+            progress=progress,
+            suspects=args.suspects,
+            suspects_top=args.suspects_top,
         )
     for item in result.skipped:
         _print_skipped(item)

@@ -13,8 +13,10 @@ def classify_text(report, args: argparse.Namespace) -> str:
     note = " (multi-label: independent sigmoid probabilities)" if report.multi_label else ""
     lines = [f"model: {report.model}{note}"]
     for item in report.results or []:
-        lines.append(item.image)
+        lines.append(item.image + ("  (none of these labels?)" if item.unknown else ""))
         lines += [f"  {prob:6.1%}  {label}" for label, prob in item.top]
+        if item.unknown_score is not None:
+            lines.append(f"  {item.unknown_score:6.1%}  none of these")
     files = [path for path in (args.csv, args.jsonl) if path]
     if files:
         lines.append(
@@ -83,6 +85,10 @@ def eval_text(result, _args: argparse.Namespace) -> str:
         + f"  {row['n']}"
         for row in result.per_class()
     ]
+    if result.suspects is not None:
+        shown = result.suspects.ranked(min(10, result.suspects_limit))
+        lines.append(f"most suspect labels ({len(shown)} shown; all in --suspects' file):" if shown else "no suspects")
+        lines += [f"  {s.score:.3f}  {s.image}: {s.given} -> {s.predicted}?" for s in shown]
     return "\n".join(lines)
 
 
