@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 from clipapp.errors import ClipAppError
 from clipapp.finetune.config import FinetuneConfig
 from clipapp.model.service import ClipService
+from clipapp.progress import ProgressFn
 
 if TYPE_CHECKING:
     from clipapp.app.sessions import SessionStore
@@ -126,7 +127,7 @@ def finetune_to_file(
     config: FinetuneConfig,
     out: str,
     *,
-    progress: Optional[Callable[[float, str], None]] = None,
+    progress: Optional[ProgressFn] = None,
     on_warning: Optional[Callable[[LabelWarning], None]] = None,
 ) -> AdapterReport:
     """Fine-tune on `source` and save the adapter as OUT.safetensors and OUT.json. The class names are checked
@@ -226,7 +227,7 @@ def finetune_for_session(
     *,
     name: str,
     stop: Optional[Callable[[], bool]] = None,
-    progress: Optional[Callable[[float, str], None]] = None,
+    progress: Optional[ProgressFn] = None,
     on_epoch: Optional[Callable[[dict], None]] = None,
 ) -> SessionAdapter:
     """Fine-tune on `data` and keep the adapter as `session`'s classifier (without a session: under the state

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 from clipapp.app.cli import arguments, figures
-from clipapp.app.cli.progress import bar, fraction_line
+from clipapp.app.cli.progress import bar
 from clipapp.app.options import image_limits, load_service
 from clipapp.errors import ClipAppError
 
@@ -134,7 +134,8 @@ def finetune(args: argparse.Namespace):
         data_dir=args.data_dir, classes=args.classes or (), from_csv=args.from_csv, from_index=args.from_index
     )
     service = load_service(args)
-    with fraction_line(quiet=args.json or args.quiet) as progress:
+    # a unit is an image encoded or an epoch trained (clipapp.finetune.run, "_PlanProgress")
+    with bar(unit="step", disable=args.json or args.quiet) as progress:
         return actions.finetune_to_file(service, source, config, args.out, progress=progress, on_warning=_print_warning)
 
 

@@ -190,7 +190,8 @@ def follow_finetune(
                 config,
                 name=name,
                 stop=should_stop,
-                progress=lambda f, m: emit("progress", f, m),
+                # the job's "progress" event carries (fraction, message), what gr.Progress draws
+                progress=lambda done, total, m: emit("progress", done / max(1, total), m),
                 on_epoch=lambda h: emit("epoch", h),
             )
         finally:
