@@ -10,12 +10,14 @@ from playwright.sync_api import expect
 
 def test_box_selection_on_the_map_adds_images_to_a_class(page, app_url):
     page.goto(app_url)
+    page.get_by_role("tab", name="Search").click()
     page.get_by_role("button", name="Build / update index").click()
     expect(page.get_by_text(re.compile(r'"total":\s*\d+|total'))).not_to_have_count(0)
     page.get_by_text("Map of the collection").click()
     page.get_by_role("button", name="Draw the map").click()
     canvas = page.locator("#collection-map canvas")
     expect(canvas).to_be_visible(timeout=180_000)
+    canvas.scroll_into_view_if_needed()  # page.mouse works in viewport coordinates
     box = canvas.bounding_box()
     page.mouse.move(box["x"] + 2, box["y"] + 2)
     page.mouse.down()
