@@ -291,6 +291,18 @@ class ImageIndex:
             after = int(ids[-1])
             yield paths, vectors
 
+    def display_paths(self, batch_rows: int = DEFAULT_ITER_BATCH) -> list[str]:
+        """Every image's first (display) path, by id: the row order of `iter_vectors` (reads no vector)."""
+        out: list[str] = []
+        after = -1
+        while True:
+            with self._lock:
+                rows = self._store.first_paths(after, int(batch_rows))
+            if not rows:
+                return out
+            out += [r[1] for r in rows]
+            after = int(rows[-1][0])
+
     def tags(self, path: str) -> list[tuple[str, float]]:
         """The (label, prob) tags of an indexed image, highest prob first ([] if none)."""
         with self._lock:

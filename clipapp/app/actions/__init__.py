@@ -5,13 +5,15 @@ all give the same answers by construction.
 Modules by concern: images (a request's images), zero_shot (classify, similarity, embed a few images), explain
 (where each label matches: region maps), batch (classify any number as a stream, evaluate), search (index a folder,
 search an index), sources (the server's indexes by name, per browser session: the Search tab and /v1/search),
-finetune (fine-tune to a file, or for a browser session), archive (compact, back up, export and import an index).
+finetune (fine-tune to a file, or for a browser session), archive (compact, back up, export and import an index),
+collection_map (the map of an index).
 """
 
 from __future__ import annotations
 
 from clipapp.app.actions.archive import backup_index, compact_index, export_index, import_embeddings
 from clipapp.app.actions.batch import BatchClassify, classify_batch, evaluate
+from clipapp.app.actions.collection_map import CollectionMap, MapCluster, collection_map, map_of_index, source_map
 from clipapp.app.actions.explain import Explanation, explain
 from clipapp.app.actions.finetune import (
     MAX_PAGE_IMAGES,
@@ -63,6 +65,11 @@ from clipapp.app.actions.zero_shot import (
 )
 
 __all__ = [
+    "CollectionMap",
+    "MapCluster",
+    "collection_map",
+    "map_of_index",
+    "source_map",
     "backup_index",
     "compact_index",
     "export_index",

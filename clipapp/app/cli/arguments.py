@@ -197,3 +197,10 @@ def finetune_config(args: argparse.Namespace):
     from clipapp.finetune.config import FinetuneConfig, settings
 
     return FinetuneConfig.from_settings({name: getattr(args, name) for name in settings()})
+
+
+def collection_map(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--index", required=True, help="the index to draw (its map is cached beside it until it changes)")
+    p.add_argument("--out", help="write the map as a self-contained HTML page (hover: thumbnail, click: open)")
+    p.add_argument("--labels", help="name clusters from these labels, comma separated (default: a built-in list)")
+    p.add_argument("--clusters", type=_positive_int, help="number of k-means clusters (default: sqrt(n/2), at most 30)")

@@ -158,6 +158,15 @@ def evaluate(args: argparse.Namespace):
     return result
 
 
+def collection_map(args: argparse.Namespace):
+    from clipapp.app import actions
+
+    labels = [t for t in (args.labels or "").split(",") if t.strip()]
+    service = load_service(args)
+    with bar(disable=args.json) as progress:
+        return actions.collection_map(service, args.index, labels=labels, clusters=args.clusters, progress=progress)
+
+
 @dataclass(frozen=True)
 class Command:
     name: str
@@ -196,6 +205,13 @@ COMMANDS: tuple[Command, ...] = (
         "write an index as an embedding folder (clip-retrieval's img_emb/*.npy + metadata/) for other tools",
         arguments.export,
         export,
+    ),
+    Command(
+        "map",
+        "every image of an index in 2D with named clusters (--json, or an HTML page with --out)",
+        arguments.collection_map,
+        collection_map,
+        figures.map_page,
     ),
     Command(
         "finetune",

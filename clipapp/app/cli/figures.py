@@ -64,3 +64,12 @@ def confusion_matrix(result, args: argparse.Namespace) -> None:
     from clipapp.viz import figures as viz
 
     viz.save_figure(viz.confusion_matrix_figure(result.confusion, result.class_names), args.out)
+
+
+def map_page(result, args: argparse.Namespace) -> None:
+    """`CollectionMap` -> a standalone HTML page (images linked as file:// URLs)."""
+    from pathlib import Path
+
+    from clipapp.app.map_view import map_document
+
+    Path(args.out).write_text(map_document(result, lambda path: Path(path).absolute().as_uri()), encoding="utf-8")

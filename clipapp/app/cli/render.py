@@ -135,8 +135,17 @@ def search_text(result, _args: argparse.Namespace) -> str:
     return "\n".join(lines) or "no results"
 
 
+def map_text(result, args: argparse.Namespace) -> str:
+    """`CollectionMap`: the clusters by size with their names, and where the page went."""
+    lines = [f"{len(result.paths)} images of {args.index} in {len(result.clusters)} clusters ({result.method} layout)"]
+    lines += [f"  {c.size:7d}  {c.name}" for c in sorted(result.clusters, key=lambda c: -c.size)]
+    if args.out:
+        lines.append(f"map: {args.out}")
+    return "\n".join(lines)
+
+
 def _renderers() -> dict[type, Callable[[Any, argparse.Namespace], str]]:
-    from clipapp.app.actions import AdapterReport, Explanation, Similarity
+    from clipapp.app.actions import AdapterReport, CollectionMap, Explanation, Similarity
     from clipapp.classify.evaluation import EvalResult
     from clipapp.classify.stream import ClassifyReport
     from clipapp.index import BackupReport, CompactionReport, ExportReport, SearchResult, SyncReport
@@ -152,6 +161,7 @@ def _renderers() -> dict[type, Callable[[Any, argparse.Namespace], str]]:
         CompactionReport: compaction_text,
         BackupReport: backup_text,
         ExportReport: export_text,
+        CollectionMap: map_text,
     }
 
 

@@ -11,6 +11,7 @@ import gradio as gr
 from clipapp.app import actions
 from clipapp.app.picks import picked_paths, picks_text, toggle_pick
 from clipapp.app.sessions import EXAMPLES
+from clipapp.app.ui import map_view
 from clipapp.app.ui.common import (
     IMAGE_FILE_TYPES,
     AppContext,
@@ -110,6 +111,8 @@ def build_tab(ctx: AppContext) -> SearchHandles:
             search = _search_controls()
             with gr.Accordion("Collect classes from these results, then fine-tune", open=True):
                 picks = _pick_controls()
+            with gr.Accordion("Map of the collection: drag a box to select images", open=False):
+                map_view.build(ctx, index.source)
     _wire_index(ctx, index, search.tag)
     _wire_search(ctx, index.source, search, picks)
     _wire_picks(ctx, index.source, picks)
@@ -166,7 +169,9 @@ def _search_controls() -> _SearchControls:
 def _pick_controls() -> _PickControls:
     select_mode = gr.Checkbox(False, label="Select mode: clicking a result selects it (or unselects it)")
     with gr.Row():
-        selected = gr.Textbox(label="Selected images (one path per line)", lines=3, scale=3)
+        selected = gr.Textbox(
+            label="Selected images (one path per line)", lines=3, scale=3, elem_id=map_view.SELECTED_ID
+        )
         with gr.Column(scale=1):
             class_name = gr.Textbox(label="Class name", placeholder="sneaker")
             add_button = gr.Button("Add to class")
