@@ -23,6 +23,7 @@ from clipapp.app.ui.common import (
 )
 from clipapp.app.ui.zero_shot_tab import TEMPLATE_CHOICES
 from clipapp.errors import ClipAppError
+from clipapp.index.filters import SORTS, SearchFilter
 from clipapp.index.results import GRADIO_FILE_KEY
 from clipapp.model.prompts import DEFAULT_TEMPLATES
 from clipapp.units import describe_duration
@@ -84,6 +85,10 @@ class _SearchControls:
     k: gr.Slider
     threshold: gr.Slider
     tag: gr.Dropdown
+    after: gr.Textbox
+    before: gr.Textbox
+    under: gr.Textbox
+    sort: gr.Radio
     query_image: gr.File
     image_button: gr.Button
     gallery: gr.Gallery
@@ -149,6 +154,11 @@ def _search_controls() -> _SearchControls:
             info="images tagged by `classify --index --tag` (with counts)",
         )
     with gr.Row():
+        after = gr.Textbox(label="Taken on or after", placeholder="YYYY-MM-DD", info="EXIF date, else file date")
+        before = gr.Textbox(label="Taken on or before", placeholder="YYYY-MM-DD")
+        under = gr.Textbox(label="Under folder", placeholder="/photos/2023", info="a path or an alias under it")
+        sort = gr.Radio(list(SORTS), value=SORTS[0], label="Sort", info="date: the top k, newest first")
+    with gr.Row():
         query_image = gr.File(label="Search by image", file_types=IMAGE_FILE_TYPES, type="filepath", scale=3)
         image_button = gr.Button("Search by image", scale=1)
     gallery = gr.Gallery(
@@ -159,7 +169,20 @@ def _search_controls() -> _SearchControls:
     )
     results = gr.JSON(label="Results", visible=False)
     return _SearchControls(
-        query, search_button, templates, k, threshold, tag, query_image, image_button, gallery, results
+        query,
+        search_button,
+        templates,
+        k,
+        threshold,
+        tag,
+        after,
+        before,
+        under,
+        sort,
+        query_image,
+        image_button,
+        gallery,
+        results,
     )
 
 
@@ -222,6 +245,10 @@ def _wire_search(ctx: AppContext, source: gr.Dropdown, c: _SearchControls, picks
         k_=DEFAULT_K,
         threshold_=-1,
         tag_=ANY_TAG,
+        after_="",
+        before_="",
+        under_="",
+        sort_=SORTS[0],
         request: Optional[gr.Request] = None,
     ):
         return actions.search_source_text(
@@ -232,15 +259,34 @@ def _wire_search(ctx: AppContext, source: gr.Dropdown, c: _SearchControls, picks
             k=int(k_),
             threshold=_threshold(threshold_),
             templates=templates_,
-            tag=tag_,
+            filter=SearchFilter.parse(after=after_, before=before_, under=under_, tag=tag_),
+            sort=sort_,
         ).for_gradio()
 
-    def by_image(source_, image_, k_=DEFAULT_K, threshold_=-1, tag_=ANY_TAG, request: Optional[gr.Request] = None):
+    def by_image(
+        source_,
+        image_,
+        k_=DEFAULT_K,
+        threshold_=-1,
+        tag_=ANY_TAG,
+        after_="",
+        before_="",
+        under_="",
+        sort_=SORTS[0],
+        request: Optional[gr.Request] = None,
+    ):
         paths = uploaded_paths(image_)
         if not paths:
             raise ClipAppError("Upload an image to search by.")
         return actions.search_source_image(
-            ctx.sessions, source_, session_of(request), paths[0], k=int(k_), threshold=_threshold(threshold_), tag=tag_
+            ctx.sessions,
+            source_,
+            session_of(request),
+            paths[0],
+            k=int(k_),
+            threshold=_threshold(threshold_),
+            filter=SearchFilter.parse(after=after_, before=before_, under=under_, tag=tag_),
+            sort=sort_,
         ).for_gradio()
 
     def by_click(source_, current, k_, threshold_, select_mode_, selected_, evt: gr.SelectData, request: gr.Request):
@@ -257,7 +303,8 @@ def _wire_search(ctx: AppContext, source: gr.Dropdown, c: _SearchControls, picks
 
     model: ListenerOptions = {"concurrency_id": "model", "concurrency_limit": ctx.model_concurrency}
     model_private: ListenerOptions = {**model, "api_visibility": "private"}  # page-only events in the model group
-    text_inputs = [source, c.query, c.templates, c.k, c.threshold, c.tag]
+    filters = [c.tag, c.after, c.before, c.under, c.sort]  # appended last: older API callers' arguments keep places
+    text_inputs = [source, c.query, c.templates, c.k, c.threshold, *filters]
     c.search_button.click(user_errors(by_text), text_inputs, c.results, api_name="search_text", **model).success(
         gallery_of, c.results, c.gallery, **FIGURES
     )
@@ -266,7 +313,7 @@ def _wire_search(ctx: AppContext, source: gr.Dropdown, c: _SearchControls, picks
     )
     c.image_button.click(
         user_errors(by_image),
-        [source, c.query_image, c.k, c.threshold, c.tag],
+        [source, c.query_image, c.k, c.threshold, *filters],
         c.results,
         api_name="search_image",
         **model,
