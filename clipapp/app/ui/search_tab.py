@@ -154,9 +154,14 @@ def _search_controls() -> _SearchControls:
             info="images tagged by `classify --index --tag` (with counts)",
         )
     with gr.Row():
-        after = gr.Textbox(label="Taken on or after", placeholder="YYYY-MM-DD", info="EXIF date, else file date")
-        before = gr.Textbox(label="Taken on or before", placeholder="YYYY-MM-DD")
-        under = gr.Textbox(label="Under folder", placeholder="/photos/2023", info="a path or an alias under it")
+        # value="": a default, so API callers that predate the filters may leave them out
+        after = gr.Textbox(
+            value="", label="Taken on or after", placeholder="YYYY-MM-DD", info="EXIF date, else file date"
+        )
+        before = gr.Textbox(value="", label="Taken on or before", placeholder="YYYY-MM-DD")
+        under = gr.Textbox(
+            value="", label="Under folder", placeholder="/photos/2023", info="a path or an alias under it"
+        )
         sort = gr.Radio(list(SORTS), value=SORTS[0], label="Sort", info="date: the top k, newest first")
     with gr.Row():
         query_image = gr.File(label="Search by image", file_types=IMAGE_FILE_TYPES, type="filepath", scale=3)
