@@ -62,9 +62,9 @@ BUSY_TIMEOUT_S = 60.0  # another process's commit holds the write lock for one b
 _SQL_VARS = 900  # below SQLite's default limit of bound parameters per statement
 # Indexes the search filters (filters.py) need; an index made before them gets them when it is first opened.
 FILTER_INDEXES = {
-    "paths_by_captured": "CREATE INDEX IF NOT EXISTS paths_by_captured ON paths(captured_at) "
+    "paths_by_captured": "CREATE INDEX IF NOT EXISTS paths_by_captured ON paths(captured_at, content_id) "
     "WHERE captured_at IS NOT NULL",
-    "paths_by_undated_mtime": "CREATE INDEX IF NOT EXISTS paths_by_undated_mtime ON paths(mtime) "
+    "paths_by_undated_mtime": "CREATE INDEX IF NOT EXISTS paths_by_undated_mtime ON paths(mtime, content_id) "
     "WHERE captured_at IS NULL",
 }
 VECTOR_EPOCH_KEY = "vector_epoch"  # meta: how many compactions rewrote vectors.f32 (absent: 0)
@@ -87,8 +87,8 @@ CREATE TABLE IF NOT EXISTS paths (
     captured_at TEXT                       -- EXIF DateTimeOriginal as 'YYYY-MM-DD HH:MM:SS', where present
 );
 CREATE INDEX IF NOT EXISTS paths_by_content ON paths(content_id);
-CREATE INDEX IF NOT EXISTS paths_by_captured ON paths(captured_at) WHERE captured_at IS NOT NULL;
-CREATE INDEX IF NOT EXISTS paths_by_undated_mtime ON paths(mtime) WHERE captured_at IS NULL;
+CREATE INDEX IF NOT EXISTS paths_by_captured ON paths(captured_at, content_id) WHERE captured_at IS NOT NULL;
+CREATE INDEX IF NOT EXISTS paths_by_undated_mtime ON paths(mtime, content_id) WHERE captured_at IS NULL;
 CREATE TABLE IF NOT EXISTS removed_contents (seq INTEGER PRIMARY KEY AUTOINCREMENT, content_id INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS tags (
     content_id INTEGER NOT NULL REFERENCES contents(id),
