@@ -104,14 +104,22 @@ def search_source_image(
 
 
 def search_like_indexed(
-    sessions: SessionStore, source: str, session: str, path: str, *, k: int = 10, threshold: Optional[float] = None
+    sessions: SessionStore,
+    source: str,
+    session: str,
+    path: str,
+    *,
+    k: int = 10,
+    threshold: Optional[float] = None,
+    filter: Optional[SearchFilter] = None,
+    sort: str = "relevance",
 ) -> SearchResult:
     """The images of `source` most like one of its own images (a clicked result), from its stored vector."""
     with sessions.searchable(source, session) as index:
         vector = index.vector_for_path(path)
         if vector is None:
             raise ClipAppError("That image is no longer in the index; search again.")
-        return search_vector(index, vector, k=k, threshold=threshold)
+        return search_vector(index, vector, k=k, threshold=threshold, filter=filter, sort=sort)
 
 
 def source_tags(sessions: SessionStore, source: str, session: str) -> dict[str, int]:

@@ -294,7 +294,21 @@ def _wire_search(ctx: AppContext, source: gr.Dropdown, c: _SearchControls, picks
             sort=sort_,
         ).for_gradio()
 
-    def by_click(source_, current, k_, threshold_, select_mode_, selected_, evt: gr.SelectData, request: gr.Request):
+    def by_click(
+        source_,
+        current,
+        k_,
+        threshold_,
+        select_mode_,
+        selected_,
+        tag_,
+        after_,
+        before_,
+        under_,
+        sort_,
+        evt: gr.SelectData,
+        request: gr.Request,
+    ):
         hits = (current or {}).get("results", [])
         if evt.index is None or evt.index >= len(hits):
             raise ClipAppError("Click a search result to search by it.")
@@ -302,7 +316,14 @@ def _wire_search(ctx: AppContext, source: gr.Dropdown, c: _SearchControls, picks
         if select_mode_:
             return gr.skip(), toggle_pick(selected_, path)
         found = actions.search_like_indexed(
-            ctx.sessions, source_, session_of(request), path, k=int(k_), threshold=_threshold(threshold_)
+            ctx.sessions,
+            source_,
+            session_of(request),
+            path,
+            k=int(k_),
+            threshold=_threshold(threshold_),
+            filter=SearchFilter.parse(after=after_, before=before_, under=under_, tag=tag_),
+            sort=sort_,
         )
         return found.for_gradio(), gr.skip()
 
@@ -326,7 +347,7 @@ def _wire_search(ctx: AppContext, source: gr.Dropdown, c: _SearchControls, picks
     # In select mode the results stay as they are (gr.skip), so the chained redraw is skipped too.
     c.gallery.select(
         user_errors(by_click),
-        [source, c.results, c.k, c.threshold, picks.select_mode, picks.selected],
+        [source, c.results, c.k, c.threshold, picks.select_mode, picks.selected, *filters],
         [c.results, picks.selected],
         **model_private,
     ).success(gallery_of, c.results, c.gallery, **FIGURES)
