@@ -217,9 +217,25 @@ def _add_search_route(app: FastAPI, sessions: SessionStore, guarded: list) -> No
         threshold: Annotated[Optional[float], Form()] = None,
         templates: Annotated[str, Form()] = DEFAULT_TEMPLATES,
         tag: Annotated[Optional[str], Form(description="only images tagged with this label")] = None,
+        after: Annotated[Optional[str], Form(description="only images dated on or after YYYY-MM-DD")] = None,
+        before: Annotated[Optional[str], Form(description="only images dated on or before YYYY-MM-DD")] = None,
+        under: Annotated[Optional[str], Form(description="only images with a path under this folder")] = None,
+        sort: Annotated[Literal["relevance", "date"], Form(description="date: the top k newest first")] = "relevance",
     ) -> dict:
         """Images most like a text or an image in one of the server's indexes, as `python -m clipapp search --json`."""
+        from clipapp.index.filters import SearchFilter  # the index (faiss) loads on the first search, not at startup
+
+        chosen = SearchFilter.parse(after=after, before=before, under=under)
         upload = _buffer(image) if image is not None else None
         return actions.search_shared(
-            sessions, source, query=query, image=upload, k=k, threshold=threshold, templates=templates, tag=tag
+            sessions,
+            source,
+            query=query,
+            image=upload,
+            k=k,
+            threshold=threshold,
+            templates=templates,
+            tag=tag,
+            filter=chosen,
+            sort=sort,
         ).to_dict()

@@ -92,3 +92,17 @@ def test_openapi_docs_are_served(api):
     assert api.get("/docs").status_code == 200
     assert {"/v1/classify", "/v1/similarity", "/v1/embed", "/v1/search", "/health"} <= \
         set(api.get("/openapi.json").json()["paths"])
+
+
+def test_search_filters(api):
+    photos_dir = str(EXAMPLES_DIR / "photos")
+    hits = api.post("/v1/search", data={"query": "a cat", "k": 50, "under": photos_dir}).json()["results"]
+    assert hits and all(hit["path"].startswith(photos_dir + "/") for hit in hits)
+    everything = api.post("/v1/search", data={"query": "a cat", "k": 50}).json()["results"]
+    assert len(everything) > len(hits)  # the fashion images were left out
+    assert api.post("/v1/search", data={"query": "a cat", "after": "2999-01-01"}).json() == {"results": []}
+    by_date = api.post("/v1/search", data={"query": "a cat", "k": 5, "sort": "date", "before": "2999-12-31"}).json()
+    assert sorted(h["id"] for h in by_date["results"]) == sorted(h["id"] for h in everything[:5])
+    bad = api.post("/v1/search", data={"query": "a cat", "before": "31/12/2020"})
+    assert bad.status_code == 400 and "--before '31/12/2020' is not a date" in bad.json()["error"]
+    assert api.post("/v1/search", data={"query": "a cat", "sort": "newest"}).status_code == 422

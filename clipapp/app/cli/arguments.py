@@ -111,9 +111,20 @@ def search(p: argparse.ArgumentParser) -> None:
     query.add_argument("--text", help='e.g. "a dog in the snow" or "dog + snow - grass" (img:PATH terms allowed)')
     query.add_argument("--image", help="an image file to find similar images to")
     p.add_argument("-k", type=int, default=10, help="number of results")
-    p.add_argument("--threshold", type=float, help="only results with at least this cosine score")
+    p.add_argument(
+        "--threshold", "--min-score", type=float, help="only results with at least this cosine score (the cut-off)"
+    )
     p.add_argument("--templates", default="simple", help="templates for text terms: simple, openai, none, or one")
     p.add_argument("--tag", help="only images tagged with this label (tags are written by classify --index)")
+    p.add_argument("--after", metavar="YYYY-MM-DD", help="only images taken on or after this day (EXIF, else mtime)")
+    p.add_argument("--before", metavar="YYYY-MM-DD", help="only images taken on or before this day (EXIF, else mtime)")
+    p.add_argument("--under", metavar="FOLDER", help="only images with a path (or an alias) under this folder")
+    p.add_argument(
+        "--sort",
+        choices=("relevance", "date"),
+        default="relevance",
+        help="date: the top k results (above --min-score) newest first",
+    )
 
 
 def finetune(p: argparse.ArgumentParser) -> None:

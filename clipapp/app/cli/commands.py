@@ -115,15 +115,15 @@ def export(args: argparse.Namespace):
 
 def search(args: argparse.Namespace):
     from clipapp.app import actions
-    from clipapp.index import ImageIndex
+    from clipapp.index import ImageIndex, SearchFilter
 
+    chosen = SearchFilter.parse(after=args.after, before=args.before, under=args.under, tag=args.tag)  # before loading
     service = load_service(args)
     index = ImageIndex.open(args.index, expected_spec=service.spec)
+    options = {"k": args.k, "threshold": args.threshold, "filter": chosen, "sort": args.sort}
     if args.text is not None:
-        return actions.search_text(
-            service, index, args.text, k=args.k, threshold=args.threshold, templates=args.templates, tag=args.tag
-        )
-    return actions.search_image(service, index, args.image, k=args.k, threshold=args.threshold, tag=args.tag)
+        return actions.search_text(service, index, args.text, templates=args.templates, **options)
+    return actions.search_image(service, index, args.image, **options)
 
 
 def finetune(args: argparse.Namespace):
