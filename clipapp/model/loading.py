@@ -98,9 +98,11 @@ def _tokenizer(name: str) -> Callable[..., torch.Tensor]:
             import_extra(exc.name, extra="hf", feature=f"Model {name!r} (its Hugging Face tokenizer)")
         raise
     except Exception as exc:  # noqa: BLE001 - transformers/huggingface_hub raise many types (offline, bad files)
+        why = " ".join(str(exc).split()).rstrip(".")  # transformers' messages span lines: the error is one
         raise ModelLoadError(
-            f"Could not load the tokenizer of model {name!r}: {type(exc).__name__}: {exc}. An HF tokenizer is "
-            "downloaded on first use: connect to the internet once (without HF_HUB_OFFLINE=1) to cache it."
+            f"Could not load {hugging_face_parts(name) or 'its tokenizer'} for model {name!r}: "
+            f"{type(exc).__name__}: {why}. A Hugging Face tokenizer "
+            "is downloaded on first use: connect to the internet once (without HF_HUB_OFFLINE=1) to cache it."
         ) from exc
 
 
@@ -136,6 +138,7 @@ def load_model(
     loaded_spec = chosen.load
     register_model_configs()
     require_hf_extra(loaded_spec.name)
+    tokenizer = _tokenizer(loaded_spec.name)  # before the model: a tokenizer that cannot be had fails in a second
     try:
         weights = None if loaded_spec.kind in ("random", "hf-hub") else loaded_spec.weights
         if loaded_spec.kind in ("file", "demo"):
@@ -150,7 +153,6 @@ def load_model(
         ) from exc
 
     model.eval()
-    tokenizer = _tokenizer(loaded_spec.name)
     precision_note = f"{precision} (auto)" if auto_precision else None
     # int8 only when asked: `auto` must give open_clip's own numbers (fp32 on a CPU: probabilities within ~1e-6
     # of plain open_clip; int8 moved them by up to 2e-3 on the demo model). bench/bench_classify.py prints its

@@ -9,6 +9,7 @@ import json
 import numpy as np
 import pytest
 
+from clipapp.errors import ModelLoadError
 from clipapp.model.loading import hugging_face_parts
 from clipapp.model.service import ClipService
 from clipapp.model.spec import register_model_configs
@@ -67,6 +68,24 @@ def test_a_model_with_a_local_hf_tokenizer_loads_and_classifies(hf_tiny, photos)
     # different texts give different embeddings: the tokenizer's ids reach the text tower
     texts = service.encode_texts(["red shirt", "blue dress"])
     assert not np.allclose(texts[0], texts[1])
+
+
+def test_a_tokenizer_that_cannot_be_had_offline_is_one_line(hf_tiny, tmp_path):
+    """The hub is off in the tests (HF_HUB_OFFLINE=1): a tokenizer neither on disk nor cached is a ModelLoadError of
+    one line saying what to do, raised before the model is built."""
+    config = json.loads(json.dumps(open_clip_config(hf_tiny)))
+    config["text_cfg"]["hf_tokenizer_name"] = "clipapp-tests/no-such-tokenizer"
+    (tmp_path / "clipapp-tiny-hf-missing.json").write_text(json.dumps(config))
+    register_model_configs(tmp_path)
+    with pytest.raises(ModelLoadError, match="connect to the internet once") as caught:
+        ClipService.load("clipapp-tiny-hf-missing:random", device="cpu")
+    assert "\n" not in str(caught.value) and "no-such-tokenizer" in str(caught.value)
+
+
+def open_clip_config(name: str) -> dict:
+    import open_clip
+
+    return open_clip.get_model_config(name)
 
 
 def test_which_models_need_transformers(hf_tiny):
