@@ -43,7 +43,9 @@ RESULT_IMAGE_PX = 140  # height of the image beside each image's bars
 # pixels sharp (CSS image-rendering: pixelated) rather than a blur.
 SMALL_IMAGE_PX = RESULT_IMAGE_PX
 THUMB_SIDE = 160
-EXAMPLE_STRIP_PX = 110  # one row of example thumbnails (8-10 per set) under the inputs
+# Example thumbnails: one row per set across the page (Gradio's gallery cells are >= ~100 px: in the inputs' column
+# at 1400 px only 3 fitted a row, seen in a screenshot)
+EXAMPLE_ROW_PX = 170
 PHOTO_LABELS = "astronaut, cat, cup of coffee, rocket, motorcycle, horse, camera, page of text"
 FASHION_LABELS = "t-shirt, trouser, pullover, dress, coat, sandal, shirt, sneaker, bag, ankle boot"
 
@@ -158,7 +160,7 @@ def _fill(paths: list[str], labels: str):
 
 
 def _examples(ctx: AppContext, files, labels) -> None:
-    """Each example set as a strip of thumbnails; clicking one fills the images and the labels with the whole set.
+    """Each example set as a grid of thumbnails; clicking one fills the images and the labels with the whole set.
     The demo model knows only clothing: with it loaded, lead with Fashion-MNIST and say what the photos need."""
     photos = [str(p) for p in sorted((ctx.examples_dir / "photos").glob("*.jpg"))]
     fashion = [str(p) for p in sorted((ctx.examples_dir / "fashion").glob("*.png"))]
@@ -185,7 +187,7 @@ def _examples(ctx: AppContext, files, labels) -> None:
             value=[(p, display_name(p)) for p in paths],
             label=title,
             columns=len(paths),
-            height=EXAMPLE_STRIP_PX,
+            height=EXAMPLE_ROW_PX,
             allow_preview=False,
             interactive=False,
             buttons=[],
@@ -253,12 +255,12 @@ def build_tab(ctx: AppContext, adapter_state: Optional[gr.State] = None) -> None
             with gr.Row():
                 classify_button = gr.Button("Classify", variant="primary")
                 similarity_button = gr.Button("Similarity of labels as written")
-            _examples(ctx, files, labels)
         with gr.Column(scale=2):
             results = _results_view(files)
             heatmap = gr.Image(label="Similarity heatmap", type="filepath", interactive=False, elem_id="heatmap")
             similarity_json = gr.JSON(label="Similarity matrix", visible=False)
             regions_view.build(ctx, files, labels, templates, custom_template)
+    _examples(ctx, files, labels)
     figure_state = gr.State(None)
 
     def run_classify(
