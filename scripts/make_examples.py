@@ -3,6 +3,9 @@
 - photos/: the CLIP-notebook photos that ship inside scikit-image's wheel (no download), JPEG q85, <= 384 px.
 - fashion/: the first Fashion-MNIST test image of each class, 112x112 nearest-neighbour PNG, read straight from
   the IDX files of the Debian package dataset-fashion-mnist.
+- ../finetune-example/<class>/: the Fine-tune tab's one-click labelled set, FINETUNE_PER_CLASS Fashion-MNIST test
+  images of each of FINETUNE_CLASSES (the next ones after fashion/'s, same size); outside examples/ so the Search
+  tab's "examples" index keeps its 18 images.
 
 Deterministic: running it again rewrites the same files.
 """
@@ -22,6 +25,9 @@ OUT = ROOT / "assets" / "examples"
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 FASHION_CLASSES = ["t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag",
                    "ankle_boot"]  # file names, in label order (T-shirt/top, ..., Ankle boot)
+# Four classes fill the Fine-tune tab's four class rows; the upper-body garments are the ones zero-shot confuses.
+FINETUNE_CLASSES = ["t-shirt", "pullover", "coat", "shirt"]
+FINETUNE_PER_CLASS = 8
 MAX_SIDE = 384
 JPEG_QUALITY = 85
 FASHION_SIZE = 112
@@ -87,22 +93,45 @@ def read_idx(path: Path, offset: int) -> np.ndarray:
         return np.frombuffer(f.read(), dtype=np.uint8, offset=offset)
 
 
-def write_fashion(out_dir: Path, src: Path = FASHION_DIR) -> list[Path]:
+def read_fashion_test(src: Path = FASHION_DIR) -> tuple[np.ndarray, np.ndarray] | None:
+    """(images (10000, 28, 28), labels) of the Fashion-MNIST test set, or None when the package is missing."""
     images_gz, labels_gz = src / "t10k-images-idx3-ubyte.gz", src / "t10k-labels-idx1-ubyte.gz"
     if not images_gz.exists() or not labels_gz.exists():
         print(f"skip fashion: {src} not found (apt-get install dataset-fashion-mnist)")
-        return []
+        return None
     labels = read_idx(labels_gz, 8)
     images = read_idx(images_gz, 16).reshape(-1, 28, 28)
     assert len(images) == len(labels) == 10_000, (len(images), len(labels))
-    out_dir.mkdir(parents=True, exist_ok=True)
+    return images, labels
+
+
+def _save_fashion(image: np.ndarray, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img = Image.fromarray(image, mode="L").resize((FASHION_SIZE, FASHION_SIZE), Image.Resampling.NEAREST)
+    img.save(path, format="PNG", optimize=True)
+    return path
+
+
+def write_fashion(out_dir: Path, src: Path = FASHION_DIR) -> list[Path]:
+    data = read_fashion_test(src)
+    if data is None:
+        return []
+    images, labels = data
+    return [
+        _save_fashion(images[int(np.flatnonzero(labels == cls)[0])], out_dir / f"{name}.png")
+        for cls, name in enumerate(FASHION_CLASSES)
+    ]
+
+
+def write_finetune_example(out_dir: Path, src: Path = FASHION_DIR) -> list[Path]:
+    data = read_fashion_test(src)
+    if data is None:
+        return []
+    images, labels = data
     written = []
-    for cls, name in enumerate(FASHION_CLASSES):
-        first = int(np.flatnonzero(labels == cls)[0])
-        img = Image.fromarray(images[first], mode="L").resize((FASHION_SIZE, FASHION_SIZE), Image.Resampling.NEAREST)
-        path = out_dir / f"{name}.png"
-        img.save(path, format="PNG", optimize=True)
-        written.append(path)
+    for name in FINETUNE_CLASSES:
+        indices = np.flatnonzero(labels == FASHION_CLASSES.index(name))[1 : 1 + FINETUNE_PER_CLASS]
+        written += [_save_fashion(images[i], out_dir / name / f"{i:05d}.png") for i in indices]
     return written
 
 
@@ -111,11 +140,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args(argv)
     paths = write_photos(args.out / "photos") + write_fashion(args.out / "fashion")
+    paths += write_finetune_example(args.out.parent / "finetune-example")
     total = 0
     for p in paths:
         size = p.stat().st_size
         total += size
-        print(f"{p.relative_to(args.out)}\t{size / 1024:.1f} KB")
+        print(f"{p.relative_to(args.out.parent)}\t{size / 1024:.1f} KB")
     print(f"{len(paths)} files, {total / 1024:.1f} KB")
     return 0
 

@@ -13,10 +13,12 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
+from clipapp.app.logs import configure_logging
 from clipapp.app.options import add_model_arguments, load_service
 from clipapp.errors import ClipAppError
 
 AUTH_ENV = "CLIPAPP_AUTH"
+log = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -40,6 +42,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     )
     parser.add_argument("--max-upload", default="50mb", help="largest accepted upload, e.g. 50mb")
     parser.add_argument(
+        "--verbose", action="store_true", help="also log the INFO lines of faiss, open_clip and other libraries"
+    )
+    parser.add_argument(
         "--session-ttl",
         default="1d",
         help="how long a browser session's uploads and adapters are kept after its last use (e.g. 1d, 12h, 30m)",
@@ -62,8 +67,8 @@ def parse_auth(value: str | None) -> tuple[str, str] | None:
 
 def run(args: argparse.Namespace) -> None:
     """Load the model and serve the app until interrupted."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger().setLevel(logging.INFO)  # the CLI configured WARNING already: the server logs its address
+    # the CLI configured WARNING already: the server logs its address
+    configure_logging(logging.INFO, fmt="%(asctime)s %(levelname)s %(name)s: %(message)s", verbose=args.verbose)
     auth = parse_auth(args.auth)
 
     from clipapp.units import parse_duration
@@ -84,9 +89,9 @@ def run(args: argparse.Namespace) -> None:
     )
     app = build_server(ctx, auth=auth, max_upload=args.max_upload)
     if args.host not in ("127.0.0.1", "localhost", "::1") and auth is None:
-        logging.warning("Listening on %s without --auth: anyone who can reach this port can use the app.", args.host)
+        log.warning("Listening on %s without --auth: anyone who can reach this port can use the app.", args.host)
     # One port serves the page (/), Gradio's API, the plain JSON API (/v1/..., docs at /docs) and /health.
-    logging.info("Serving on http://%s:%d/ (JSON API docs at /docs)", args.host, args.port)
+    log.info("Serving on http://%s:%d/ (JSON API docs at /docs)", args.host, args.port)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
 
 

@@ -17,6 +17,7 @@ from typing import Any, Callable, Optional, Protocol, cast
 import torch
 
 from clipapp.errors import ModelLoadError
+from clipapp.extras import import_extra
 from clipapp.model.checkpoint import local_weights
 from clipapp.model.device import select_device, select_precision
 from clipapp.model.spec import DEMO_SPEC, choose, parse_spec, register_model_configs
@@ -65,6 +66,46 @@ class LoadedModel:
         return text
 
 
+def hugging_face_parts(name: str) -> Optional[str]:
+    """What of model `name` comes from Hugging Face `transformers` (its open_clip config's text tower or tokenizer:
+    SigLIP / SigLIP2, the multilingual xlm-roberta / nllb / mt5 models), or None. A hf-hub: model's config is
+    remote and not looked at here; `_tokenizer` still turns a missing `transformers` into the same error."""
+    import open_clip
+
+    text_cfg = (open_clip.get_model_config(name) or {}).get("text_cfg", {})
+    if text_cfg.get("hf_model_name"):
+        return f"its Hugging Face text tower ({text_cfg['hf_model_name']})"
+    if text_cfg.get("hf_tokenizer_name"):
+        return f"its Hugging Face tokenizer ({text_cfg['hf_tokenizer_name']})"
+    return None
+
+
+def require_hf_extra(name: str) -> None:
+    """A MissingExtraError naming `clipapp[hf]` when model `name` needs `transformers` and it is not installed
+    (open_clip itself fails with a ModuleNotFoundError traceback, or "pip install transformers", mid-load)."""
+    parts = hugging_face_parts(name)
+    if parts is not None:
+        import_extra("transformers", extra="hf", feature=f"Model {name!r} ({parts})")
+
+
+def _tokenizer(name: str) -> Callable[..., torch.Tensor]:
+    import open_clip
+
+    try:
+        return open_clip.get_tokenizer(name)
+    except ModuleNotFoundError as exc:
+        if exc.name and exc.name.split(".")[0] in ("transformers", "tokenizers"):
+            import_extra(exc.name, extra="hf", feature=f"Model {name!r} (its Hugging Face tokenizer)")
+        raise
+    except Exception as exc:  # noqa: BLE001 - transformers/huggingface_hub raise many types (offline, bad files)
+        why = " ".join(str(exc).split()).rstrip(".")  # transformers' messages span lines: the error is one
+        raise ModelLoadError(
+            f"Could not load {hugging_face_parts(name) or 'its tokenizer'} for model {name!r}: "
+            f"{type(exc).__name__}: {why}. A Hugging Face tokenizer "
+            "is downloaded on first use: connect to the internet once (without HF_HUB_OFFLINE=1) to cache it."
+        ) from exc
+
+
 def _create(name: str, pretrained: Optional[str], device: torch.device, precision: str):
     import open_clip
 
@@ -87,8 +128,6 @@ def load_model(
     model is loaded instead and `notice` says why (`spec.choose`). A missing or unreadable local checkpoint is
     always an error.
     """
-    import open_clip
-
     start = time.perf_counter()
     parse_spec(spec)  # a bad spec is reported before a bad device, and before the hub is probed
     torch_device = select_device(device)
@@ -98,6 +137,8 @@ def load_model(
     chosen = choose(spec, allow_fallback=allow_fallback)
     loaded_spec = chosen.load
     register_model_configs()
+    require_hf_extra(loaded_spec.name)
+    tokenizer = _tokenizer(loaded_spec.name)  # before the model: a tokenizer that cannot be had fails in a second
     try:
         weights = None if loaded_spec.kind in ("random", "hf-hub") else loaded_spec.weights
         if loaded_spec.kind in ("file", "demo"):
@@ -112,7 +153,6 @@ def load_model(
         ) from exc
 
     model.eval()
-    tokenizer = open_clip.get_tokenizer(loaded_spec.name)
     precision_note = f"{precision} (auto)" if auto_precision else None
     # int8 only when asked: `auto` must give open_clip's own numbers (fp32 on a CPU: probabilities within ~1e-6
     # of plain open_clip; int8 moved them by up to 2e-3 on the demo model). bench/bench_classify.py prints its

@@ -60,3 +60,19 @@ def test_check_my_labels_shows_suspects_and_drops_the_ticked_ones(page, app_url,
     page.get_by_role("button", name="Fine-tune", exact=True).click()
     expect(page.get_by_text(re.compile(r"is now used by the Zero-shot tab"))).to_be_visible(timeout=180_000)
     expect(page.locator("#finetune-report")).to_contain_text(re.compile(r"n_images\W*17\b"))
+
+
+def test_the_example_set_loads_in_one_click_and_trains(page, app_url):
+    """A new user without a zip: the example button fills the four class rows (names and images), then Fine-tune
+    trains on them."""
+    page.goto(app_url)
+    page.get_by_role("tab", name="Fine-tune").click()
+    page.get_by_role("button", name=re.compile("Try an example")).click()
+    panel = page.get_by_role("tabpanel")
+    for i, name in enumerate(["coat", "pullover", "shirt", "t-shirt"], start=1):
+        expect(panel.get_by_label(f"Class {i}", exact=True)).to_have_value(name)
+    # 8 files in each class row's file list (the bundled ones, assets/finetune-example/<class>/)
+    expect(panel.locator("tbody tr")).to_have_count(32)
+    page.get_by_role("button", name="Fine-tune", exact=True).click()
+    expect(page.get_by_text(re.compile(r"is now used by the Zero-shot tab"))).to_be_visible(timeout=180_000)
+    expect(page.get_by_text(re.compile(r"\(coat, pullover, shirt, t-shirt\)"))).to_be_visible()

@@ -74,3 +74,19 @@ def test_label_warnings_show_next_to_the_labels_box(page, app_url):
     labels.fill("cat, dog")
     labels.blur()
     expect(warnings).not_to_contain_text("repeats")
+
+
+def test_example_thumbnails_fill_the_images_and_labels(page, app_url):
+    """The examples are pictures, not file names: clicking one loads its whole set and its labels."""
+    from clipapp.app.ui.zero_shot_tab import PHOTO_LABELS
+
+    page.goto(app_url)
+    thumbs = page.locator("#examples-photos img")
+    expect(thumbs).to_have_count(8)
+    expect(page.locator("#examples-fashion img")).to_have_count(10)
+    assert thumbs.first.bounding_box()["height"] > 40  # a thumbnail, not an icon
+    thumbs.nth(2).click()
+    expect(page.get_by_label("Labels (comma or newline separated)")).to_have_value(PHOTO_LABELS)
+    expect(page.get_by_text("astronaut.jpg").first).to_be_visible()
+    page.get_by_role("button", name="Classify", exact=True).click()
+    expect(page.locator("[data-testid=label-output-value]")).to_have_count(8)

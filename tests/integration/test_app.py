@@ -63,3 +63,21 @@ def test_uploads_over_the_size_limit_are_refused(tiny_spec, photos, tmp_path):
             client.predict([handle_file(str(big))], "a, b", "simple", "", 2, api_name="/classify")
         result = client.predict([handle_file(str(photos[2]))], "a, b", "simple", "", 2, api_name="/classify")
         assert len(result["results"]) == 1
+
+
+@pytest.mark.server
+@pytest.mark.slow
+def test_the_start_up_log_has_clipapps_lines_and_no_third_party_info(tiny_spec, tmp_path):
+    """faiss's loader ("Could not load library with AVX512 support") and open_clip's INFO lines read like errors
+    to a new user; clipapp's own INFO lines (the model loaded, the address) stay. --verbose brings them back."""
+    with running_app(["--model", tiny_spec, "--state-dir", str(tmp_path)]) as (proc, _):
+        pass
+    log = proc.stdout.read()
+    assert "INFO clipapp.model.loading: Loaded" in log and "Serving on http://" in log, log
+    assert "faiss" not in log and "AVX" not in log, log
+    assert not [line for line in log.splitlines() if " INFO " in line and " clipapp." not in line], log
+
+    with running_app(["--model", tiny_spec, "--state-dir", str(tmp_path), "--verbose"]) as (proc, _):
+        pass
+    verbose = proc.stdout.read()
+    assert "INFO faiss.loader" in verbose and "INFO root: Loaded" in verbose, verbose  # open_clip logs to root

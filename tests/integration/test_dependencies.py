@@ -23,7 +23,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 REPO = Path(__file__).resolve().parents[2]
-EXTRA_MODULES = ("optuna", "ray", "pyarrow", "sklearn", "skimage")
+EXTRA_MODULES = ("optuna", "ray", "pyarrow", "sklearn", "skimage", "transformers")
 
 # None in sys.modules: `import optuna` (and optuna.x) raises ImportError, importlib.util.find_spec says "absent".
 BLOCKER = textwrap.dedent(f"""
@@ -57,6 +57,11 @@ PROBE = textwrap.dedent("""
 
     out["random"] = message(lambda: run_sweep(lambda s: 0.0, {"a": (0.0, 1.0)}, method="random", n_trials=2))
     out["ray"] = message(clipapp.index.distributed.import_ray)
+    from clipapp.model.service import ClipService
+    # a Hugging Face tokenizer (SigLIP2) and a Hugging Face text tower (xlm-roberta): open_clip raised
+    # ModuleNotFoundError / "pip install transformers" from inside model creation
+    out["hf"] = [message(lambda s=spec: ClipService.load(s, device="cpu"))
+                 for spec in ("ViT-B-16-SigLIP2:random", "xlm-roberta-base-ViT-B-32:random")]
     out["leaked"] = sorted(m for m in sys.modules if m.split(".")[0] in EXTRAS and sys.modules[m] is not None)
     print(json.dumps(out))
 """)
@@ -75,6 +80,9 @@ def test_without_the_extras_the_app_runs_and_each_feature_names_its_extra(tmp_pa
     assert out["grid"] == 2  # a grid sweep (fine-tuning's cache mode uses one) needs no optuna
     assert out["random"][0] == "MissingExtraError" and "pip install 'clipapp[sweeps]'" in out["random"][1]
     assert "pip install 'clipapp[ray]'" in out["ray"][1]
+    for kind, text in out["hf"]:
+        assert kind == "MissingExtraError" and "pip install 'clipapp[hf]'" in text and "\n" not in text, text
+    assert "ViT-B-16-SigLIP2" in out["hf"][0][1] and "xlm-roberta-base-ViT-B-32" in out["hf"][1][1]
     assert out["leaked"] == []
 
     # the real entry point too, as a user runs it

@@ -32,6 +32,23 @@ def check_page_size(count: int, given: str = "given") -> None:
         )
 
 
+def example_class_rows(folder: Path, max_classes: int) -> list[tuple[str, list[str]]]:
+    """The bundled labelled example set (assets/finetune-example/<class>/<images>, written by
+    scripts/make_examples.py) as the Fine-tune page's (class name, image paths) rows, at most `max_classes`."""
+    from clipapp.images.decode import IMAGE_EXTENSIONS
+
+    folder = Path(folder)
+    classes = sorted(d for d in folder.iterdir() if d.is_dir()) if folder.is_dir() else []
+    rows = [(d.name, [str(f) for f in sorted(d.iterdir()) if f.suffix.lower() in IMAGE_EXTENSIONS]) for d in classes]
+    rows = [(name, paths) for name, paths in rows if paths][:max_classes]
+    if len(rows) < 2:
+        raise ClipAppError(
+            f"The example set is missing from {folder} (it ships in the source checkout): run "
+            "`python scripts/make_examples.py`, or upload your own labelled images."
+        )
+    return rows
+
+
 def labelled_page_uploads(
     zip_path: Optional[str], rows: Sequence[tuple[Optional[str], Sequence[str]]], workdir: Path
 ) -> LabelledImages:

@@ -13,6 +13,7 @@ import sys
 from typing import Optional, Sequence
 
 from clipapp.app.cli.commands import COMMANDS, Command
+from clipapp.app.logs import configure_logging
 from clipapp.app.options import add_model_arguments
 from clipapp.errors import ClipAppError
 
@@ -54,7 +55,7 @@ def _runner(command: Command):
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    configure_logging(logging.WARNING, fmt="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
     try:
         args.func(args)

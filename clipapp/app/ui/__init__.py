@@ -15,7 +15,7 @@ from clipapp.app.ui.common import AppContext
 
 TITLE = "clipapp — CLIP zero-shot, search and few-shot fine-tuning"
 # Small images (28 x 28 Fashion-MNIST) are shown enlarged: keep their pixels square instead of a blur.
-CSS = ".pixelated img { image-rendering: pixelated; }"
+CSS = ".pixelated img, .pixelated-thumbs img { image-rendering: pixelated; }"  # 28 x 28 clothes, enlarged
 QUEUE_MAX_SIZE = 256  # events waiting beyond this are refused at once ("queue full") rather than left to time out
 
 
@@ -57,6 +57,7 @@ def launch_options(ctx: AppContext) -> dict:
     return {
         "allowed_paths": [
             str(ctx.examples_dir),
+            str(ctx.finetune_example_dir),
             *(str(root) for root in ctx.allowed_roots),
             str(ctx.state_dir / "sessions"),
         ],

@@ -49,6 +49,8 @@ class AppContext:
     state_dir: Path  # server-side indexes and adapters live under here
     allowed_roots: tuple[Path, ...] = ()  # server folders the browser may index
     examples_dir: Path = Path(__file__).resolve().parents[3] / "assets" / "examples"
+    # the Fine-tune tab's one-click labelled set; outside examples_dir so the Search tab's "examples" index is unchanged
+    finetune_example_dir: Path = Path(__file__).resolve().parents[3] / "assets" / "finetune-example"
     session_ttl_s: float = DEFAULT_TTL_S  # --session-ttl: how long a session's uploads and adapters are kept
     # Model events that may run at once: enough for the service's micro-batcher to merge concurrent users' images
     # into shared forward passes (the forward passes themselves still run one at a time).

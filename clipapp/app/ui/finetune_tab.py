@@ -54,6 +54,7 @@ log = logging.getLogger(__name__)
 
 CLASS_ROWS = 4  # per-class upload rows; more classes come as a zip
 CURVE_REFRESH_S = 0.4  # redraw the live curves at most this often
+EXAMPLE_BUTTON = "Try an example: 4 kinds of clothing (Fashion-MNIST), 8 images each"
 REVIEW_THUMB_SIDE = 96  # the suspects' thumbnails, decoded small: the gallery shows them, nothing else reads them
 
 
@@ -231,6 +232,19 @@ def follow_finetune(
     )
 
 
+def _wire_example_set(ctx: AppContext, button: gr.Button, per_class: gr.Accordion, rows: list) -> None:
+    """The example button: the bundled labelled set fills the class rows (names and images) and opens them, so
+    **Fine-tune** can run at once."""
+
+    def load_example_set():
+        found = actions.example_class_rows(ctx.finetune_example_dir, CLASS_ROWS)
+        found += [("", [])] * (CLASS_ROWS - len(found))
+        values = [value for name, paths in found for value in (name, paths or None)]
+        return [gr.Accordion(open=True), *values]
+
+    button.click(user_errors(load_example_set), None, [per_class, *rows], queue=False, api_visibility="private")
+
+
 @dataclass
 class FinetuneHandles:
     settings: list  # the settings' controls, in SETTING_NAMES order
@@ -244,9 +258,10 @@ def build_tab(ctx: AppContext, adapter_state: gr.State) -> FinetuneHandles:
                 "Give a few labelled images per class: a **zip of class folders** (`<class>/<images>`), "
                 "or the class rows below, or both. Then press **Fine-tune**."
             )
+            example_button = gr.Button(EXAMPLE_BUTTON, size="sm", elem_id="finetune-example")
             zip_file = gr.File(label="Labelled images: zip of class folders", file_types=[".zip"], type="filepath")
             rows = []
-            with gr.Accordion("…or upload images per class", open=False):
+            with gr.Accordion("…or upload images per class", open=False) as per_class:
                 for i in range(CLASS_ROWS):
                     with gr.Row(equal_height=True):
                         name = gr.Textbox(label=f"Class {i + 1}", placeholder="class name", scale=1)
@@ -280,6 +295,7 @@ def build_tab(ctx: AppContext, adapter_state: gr.State) -> FinetuneHandles:
                 interactive=False,
             )
 
+    _wire_example_set(ctx, example_button, per_class, rows)
     dropped = DroppedImages()
     upload_parameters = [("zip_file", None)]
     upload_parameters += [(f"{kind}_{i}", None) for i in range(1, CLASS_ROWS + 1) for kind in ("class", "images")]

@@ -43,6 +43,9 @@ RESULT_IMAGE_PX = 140  # height of the image beside each image's bars
 # pixels sharp (CSS image-rendering: pixelated) rather than a blur.
 SMALL_IMAGE_PX = RESULT_IMAGE_PX
 THUMB_SIDE = 160
+# Example thumbnails: one row per set across the page (Gradio's gallery cells are >= ~100 px: in the inputs' column
+# at 1400 px only 3 fitted a row, seen in a screenshot)
+EXAMPLE_ROW_PX = 170
 PHOTO_LABELS = "astronaut, cat, cup of coffee, rocket, motorcycle, horse, camera, page of text"
 FASHION_LABELS = "t-shirt, trouser, pullover, dress, coat, sandal, shirt, sneaker, bag, ankle boot"
 
@@ -152,26 +155,47 @@ def _is_small(path: str) -> bool:
         return False
 
 
+def _fill(paths: list[str], labels: str):
+    return lambda: (paths, labels)
+
+
 def _examples(ctx: AppContext, files, labels) -> None:
-    """The demo model knows only clothing: with it loaded, lead with Fashion-MNIST and say what the photos need."""
+    """Each example set as a grid of thumbnails; clicking one fills the images and the labels with the whole set.
+    The demo model knows only clothing: with it loaded, lead with Fashion-MNIST and say what the photos need."""
     photos = [str(p) for p in sorted((ctx.examples_dir / "photos").glob("*.jpg"))]
     fashion = [str(p) for p in sorted((ctx.examples_dir / "fashion").glob("*.png"))]
-    photo_set = ([[photos, PHOTO_LABELS]], "Photos (CLIP notebook)")
-    fashion_set = ([[fashion, FASHION_LABELS]], "Clothing (Fashion-MNIST)")
+    photo_set = (photos, PHOTO_LABELS, "Photos (CLIP notebook)", "examples-photos")
+    fashion_set = (fashion, FASHION_LABELS, "Clothing (Fashion-MNIST)", "examples-fashion")
     if ctx.is_demo_model:
         sets = [
-            (fashion_set[0], "Examples the demo model knows: clothing (Fashion-MNIST)"),
+            (fashion, FASHION_LABELS, "Examples the demo model knows: clothing (Fashion-MNIST)", "examples-fashion"),
             (
-                photo_set[0],
+                photos,
+                PHOTO_LABELS,
                 "Photos: these need a general CLIP model (the demo model knows clothing only; "
                 "start the app with --model ViT-B-32:laion2b_s34b_b79k)",
+                "examples-photos",
             ),
         ]
     else:
         sets = [photo_set, fashion_set]
-    for examples, label in sets:
-        if examples[0][0]:
-            gr.Examples(examples=examples, inputs=[files, labels], label=label)
+    gr.Markdown("**Examples**: click a picture to load its set and labels, then press **Classify**.")
+    for paths, text, title, elem_id in sets:
+        if not paths:
+            continue
+        gallery = gr.Gallery(
+            value=[(p, display_name(p)) for p in paths],
+            label=title,
+            columns=len(paths),
+            height=EXAMPLE_ROW_PX,
+            allow_preview=False,
+            interactive=False,
+            buttons=[],
+            object_fit="contain",
+            elem_id=elem_id,
+            elem_classes=["pixelated-thumbs"] if "fashion" in elem_id else None,
+        )
+        gallery.select(_fill(paths, text), None, [files, labels], queue=False, api_visibility="private")
 
 
 def _results_view(files: gr.File) -> gr.JSON:
@@ -231,12 +255,12 @@ def build_tab(ctx: AppContext, adapter_state: Optional[gr.State] = None) -> None
             with gr.Row():
                 classify_button = gr.Button("Classify", variant="primary")
                 similarity_button = gr.Button("Similarity of labels as written")
-            _examples(ctx, files, labels)
         with gr.Column(scale=2):
             results = _results_view(files)
             heatmap = gr.Image(label="Similarity heatmap", type="filepath", interactive=False, elem_id="heatmap")
             similarity_json = gr.JSON(label="Similarity matrix", visible=False)
             regions_view.build(ctx, files, labels, templates, custom_template)
+    _examples(ctx, files, labels)
     figure_state = gr.State(None)
 
     def run_classify(

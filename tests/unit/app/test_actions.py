@@ -205,3 +205,16 @@ def test_the_fine_tune_page_uploads_zip_and_rows_combine(photos, tmp_path, monke
     monkeypatch.setattr(page, "MAX_PAGE_IMAGES", 2)
     with pytest.raises(ClipAppError, match="3 images given; the web app fine-tunes on at most 2"):
         actions.labelled_page_uploads(None, [("a", [str(p) for p in photos[:3]])], tmp_path)
+
+
+def test_the_bundled_example_set_fills_the_class_rows(tmp_path):
+    from clipapp.app.actions import example_class_rows
+    from clipapp.app.ui.common import AppContext
+
+    folder = AppContext.__dataclass_fields__["finetune_example_dir"].default  # the page's own folder
+    rows = example_class_rows(folder, 4)
+    assert [name for name, _ in rows] == ["coat", "pullover", "shirt", "t-shirt"]
+    assert all(len(paths) == 8 and all(p.endswith(".png") for p in paths) for _, paths in rows)
+    assert len(example_class_rows(folder, 2)) == 2  # never more classes than the page has rows
+    with pytest.raises(ClipAppError, match="make_examples.py"):
+        example_class_rows(tmp_path / "absent", 4)
