@@ -70,6 +70,6 @@ def map_page(result, args: argparse.Namespace) -> None:
     """`CollectionMap` -> a standalone HTML page (images linked as file:// URLs)."""
     from pathlib import Path
 
-    from clipapp.app.map_view import map_document
+    from clipapp.viz.map_page import map_document
 
     Path(args.out).write_text(map_document(result, lambda path: Path(path).absolute().as_uri()), encoding="utf-8")

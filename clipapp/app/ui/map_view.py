@@ -1,4 +1,4 @@
-"""The Search tab's map view: the chosen index drawn as a map (clipapp/app/map_view.py's script in a gr.HTML);
+"""The Search tab's map view: the chosen index drawn as a map (clipapp/viz/map_page.py's script in a gr.HTML);
 dragging a box fills the tab's "Selected images" box, from which "Add to class" and "Fine-tune on these" go on as
 with picked search results. Lays out and wires only: the map is actions.source_map."""
 
@@ -10,9 +10,9 @@ from urllib.parse import quote
 import gradio as gr
 
 from clipapp.app import actions
-from clipapp.app.map_view import MAP_SCRIPT, drawn_payload, payload_json
 from clipapp.app.sessions import EXAMPLES
 from clipapp.app.ui.common import AppContext, session_of, user_errors
+from clipapp.viz.map_page import MAP_SCRIPT, drawn_payload, payload_json
 
 SELECTED_ID = "search-selected"  # elem_id of the Search tab's "Selected images" box, which a box selection fills
 

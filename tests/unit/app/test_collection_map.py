@@ -1,5 +1,5 @@
 """Cluster naming and the JSON shape of the collection map (clipapp/app/actions/collection_map.py), and the page
-payload that bounds what the browser draws (clipapp/app/map_view.py)."""
+payload that bounds what the browser draws (clipapp/viz/map_page.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import json
 import numpy as np
 
 from clipapp.app.actions.collection_map import CollectionMap, MapCluster, name_clusters
-from clipapp.app.map_view import drawn_payload, map_document, payload_json
+from clipapp.viz.map_page import drawn_payload, map_document, payload_json
 
 
 def _unit(v):
