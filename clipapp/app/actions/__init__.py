@@ -5,13 +5,21 @@ all give the same answers by construction.
 Modules by concern: images (a request's images), zero_shot (classify, similarity, embed a few images), batch
 (classify any number as a stream, evaluate), search (index a folder, search an index), sources (the server's
 indexes by name, per browser session: the Search tab and /v1/search), finetune (fine-tune to a file, or for a
-browser session), archive (compact, back up, export and import an index).
+browser session), archive (compact, back up, export and import an index), duplicates (near-duplicate
+groups, moving them aside and back).
 """
 
 from __future__ import annotations
 
 from clipapp.app.actions.archive import backup_index, compact_index, export_index, import_embeddings
 from clipapp.app.actions.batch import BatchClassify, classify_batch, evaluate
+from clipapp.app.actions.duplicates import (
+    find_duplicates,
+    move_duplicates,
+    source_duplicates,
+    undo_duplicate_moves,
+    write_duplicates_csv,
+)
 from clipapp.app.actions.finetune import (
     MAX_PAGE_IMAGES,
     AdapterReport,
@@ -59,6 +67,11 @@ from clipapp.app.actions.zero_shot import (
 )
 
 __all__ = [
+    "find_duplicates",
+    "move_duplicates",
+    "source_duplicates",
+    "undo_duplicate_moves",
+    "write_duplicates_csv",
     "backup_index",
     "compact_index",
     "export_index",
