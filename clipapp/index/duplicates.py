@@ -38,8 +38,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-DEFAULT_THRESHOLD = 0.90  # cosine; chosen by bench/bench_duplicates.py (docs/benchmarks.md, "Near-duplicates")
-DEFAULT_HASH_DISTANCE = 22  # bits of 64 (pHash); chosen by the same sweep
+DEFAULT_THRESHOLD = 0.90  # cosine: bench/bench_duplicates.py (docs/benchmarks.md, "Near-duplicates"), demo model
+DEFAULT_HASH_DISTANCE = 10  # bits of 64 (pHash): the best pair F1 of the same sweep (0.76; 14 bits: 0.54)
 NEIGHBOURS = 10
 BATCH = 4096  # queries per search call: (BATCH, NEIGHBOURS) results and BATCH vectors in memory at a time
 DATE_FORMAT = "%Y-%m-%d %H:%M:%S"  # as the index stores EXIF capture dates
@@ -55,8 +55,8 @@ class DuplicateImage:
     height: int
     date: str  # 'YYYY-MM-DD HH:MM:SS': the EXIF capture date, else the file's mtime
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"path": self.path, "size": self.size, "width": self.width, "height": self.height, "date": self.date}
+    def to_dict(self, *, file_key: str = "path") -> dict[str, Any]:
+        return {file_key: self.path, "size": self.size, "width": self.width, "height": self.height, "date": self.date}
 
 
 @dataclass(frozen=True)
@@ -75,12 +75,12 @@ class DuplicateGroup:
         """The members that are not the keeper (what `--move-to` moves)."""
         return [image.path for image in self.images[1:]]
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, *, file_key: str = "path") -> dict[str, Any]:
         return {
             "keep": self.keep,
             "paths": [image.path for image in self.images],
             "similarity": round(float(self.similarity), 6),
-            "images": [image.to_dict() for image in self.images],
+            "images": [image.to_dict(file_key=file_key) for image in self.images],
         }
 
 
@@ -96,10 +96,11 @@ class DuplicateReport:
     rejected: int  # candidate pairs the hash check refused
     seconds: float
 
-    def to_dict(self) -> dict[str, Any]:
-        """The JSON of `clipapp duplicates --json` and /v1/duplicates (docs/cli.md)."""
+    def to_dict(self, *, file_key: str = "path") -> dict[str, Any]:
+        """The JSON of `clipapp duplicates --json` and /v1/duplicates (docs/cli.md); `file_key` renames each
+        image's "path" (see `for_gradio`)."""
         return {
-            "groups": [group.to_dict() for group in self.groups],
+            "groups": [group.to_dict(file_key=file_key) for group in self.groups],
             "threshold": self.threshold,
             "hash_distance": self.hash_distance,
             "images": self.images,
@@ -107,6 +108,13 @@ class DuplicateReport:
             "rejected": self.rejected,
             "seconds": round(self.seconds, 3),
         }
+
+    def for_gradio(self) -> dict[str, Any]:
+        """The web app's JSON: each image's "path" named "image", as `SearchResult.for_gradio` does and for the same
+        reason (gradio_client would download every {"path": ...} object)."""
+        from clipapp.index.results import GRADIO_FILE_KEY
+
+        return self.to_dict(file_key=GRADIO_FILE_KEY)
 
 
 def check_threshold(threshold: float) -> float:

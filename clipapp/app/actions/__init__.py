@@ -16,6 +16,7 @@ from clipapp.app.actions.batch import BatchClassify, classify_batch, evaluate
 from clipapp.app.actions.duplicates import (
     find_duplicates,
     move_duplicates,
+    shared_duplicates,
     source_duplicates,
     undo_duplicate_moves,
     write_duplicates_csv,
@@ -69,6 +70,7 @@ from clipapp.app.actions.zero_shot import (
 __all__ = [
     "find_duplicates",
     "move_duplicates",
+    "shared_duplicates",
     "source_duplicates",
     "undo_duplicate_moves",
     "write_duplicates_csv",

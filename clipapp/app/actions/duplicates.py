@@ -44,6 +44,15 @@ def source_duplicates(
         return find(index, threshold=DEFAULT_THRESHOLD if threshold is None else threshold)
 
 
+def shared_duplicates(sessions: SessionStore, source: str, *, threshold: Optional[float] = None) -> DuplicateReport:
+    """/v1/duplicates: the groups of one of the shared indexes (never a browser session's uploads)."""
+    from clipapp.app.sessions import MY_UPLOADS
+
+    if source == MY_UPLOADS:
+        raise ClipAppError("'my uploads' belongs to a browser session; the API reads the shared indexes.")
+    return source_duplicates(sessions, source, "", threshold=threshold)
+
+
 def write_duplicates_csv(report: DuplicateReport, path: str | os.PathLike) -> None:
     """One row per member: group number (from 1), keeper of the group (yes/no), path, size, resolution, date."""
     with open(path, "w", newline="", encoding="utf-8") as handle:
