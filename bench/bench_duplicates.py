@@ -35,13 +35,15 @@ from clipapp.index import ImageIndex, sync_folder  # noqa: E402
 from clipapp.index.duplicates import (  # noqa: E402
     DEFAULT_HASH_DISTANCE,
     DEFAULT_THRESHOLD,
+    DUPLICATE_NPROBE,
     candidate_pairs,
     find_duplicates,
     perceptual_hash,
 )
 
 PHOTOS = ("astronaut", "brick", "camera", "cat", "chelsea", "coffee", "coins", "grass", "gravel", "horse",
-          "hubble_deep_field", "immunohistochemistry", "logo", "moon", "page", "rocket", "text", "colorwheel")  # fmt: skip
+          "hubble_deep_field", "immunohistochemistry", "logo", "moon", "page", "rocket", "text",
+          "colorwheel")  # fmt: skip
 TRANSFORMS = ("resize", "jpeg", "crop", "bright")
 
 
@@ -73,7 +75,8 @@ def originals(n: int, rng: np.random.Generator) -> list[tuple[str, Image.Image]]
             continue
         if i % 2:
             w, h = image.size  # two photos of one scene: left and right 60%, no original
-            out += [(f"scene-{name}-left", image.crop((0, 0, w * 6 // 10, h))), (f"scene-{name}-right", image.crop((w * 4 // 10, 0, w, h)))]  # fmt: skip
+            out.append((f"scene-{name}-left", image.crop((0, 0, w * 6 // 10, h))))
+            out.append((f"scene-{name}-right", image.crop((w * 4 // 10, 0, w, h))))
         else:
             out.append((f"photo-{name}", image))
     left, right, _ = skimage.data.stereo_motorcycle()
@@ -176,17 +179,21 @@ def real_images(n: int, repeats: int) -> None:
         found = {frozenset(p) for g in report.groups for p in itertools.combinations([i.path for i in g.images], 2)}
         ours_r, ours_p = scores(found, truth)
         np_r, np_p = scores({frozenset((paths[a], paths[b])) for a, b in pairs.tolist()}, truth)
-        print(f"threshold {DEFAULT_THRESHOLD}, hash distance {DEFAULT_HASH_DISTANCE}, {repeats} repeats, min/median/max s")
+        print(
+            f"threshold {DEFAULT_THRESHOLD}, hash distance {DEFAULT_HASH_DISTANCE}, {repeats} repeats, min/median/max s"
+        )
         print(f"ours (k-NN on the index + pHash + components): recall {ours_r:.3f} precision {ours_p:.3f}  "
               f"{spread(ours_t)}  ({len(report.groups)} groups)")  # fmt: skip
-        print(f"numpy all pairs (embedding only):              recall {np_r:.3f} precision {np_p:.3f}  {spread(numpy_t)}")
+        print(
+            f"numpy all pairs (embedding only):              recall {np_r:.3f} precision {np_p:.3f}  {spread(numpy_t)}"
+        )
 
 
 def spread(values: list[float]) -> str:
     return f"{min(values):.2f} / {statistics.median(values):.2f} / {max(values):.2f} s"
 
 
-def synthetic(n: int, repeats: int, d: int = 512, copies: int = 1000) -> None:
+def synthetic(n: int, repeats: int, nprobes: list, d: int = 512, copies: int = 1000) -> None:
     """Time (and recall of injected copies) of ours on n clustered vectors; no files, so no hash check."""
     from bench_search import clustered_dataset, unit
 
@@ -201,23 +208,28 @@ def synthetic(n: int, repeats: int, d: int = 512, copies: int = 1000) -> None:
     with ImageIndex.create(work / "index", "bench", d) as index:
         for start in range(0, n - copies, 100_000):
             stop = min(n - copies, start + 100_000)
-            index.add_items(vectors[start:stop], [FileInfo(f"/p/{i}.jpg", 1, 0.0, f"{i:064x}") for i in range(start, stop)])  # fmt: skip
+            infos = [FileInfo(f"/p/{i}.jpg", 1, 0.0, f"{i:064x}") for i in range(start, stop)]
+            index.add_items(vectors[start:stop], infos)
             index.save()
         index.add_items(twins, [FileInfo(f"/p/t{i}.jpg", 1, 0.0, f"t{i:063x}") for i in range(copies)])
         index.save()
         del vectors
         index.ensure_built()
         print(f"{n} synthetic {d}-d vectors, {index.index_type} built in {time.perf_counter() - started:.0f}s")
-        times = []
-        for _ in range(repeats):
-            started = time.perf_counter()
-            pairs, _scores = candidate_pairs(index, DEFAULT_THRESHOLD)
-            times.append(time.perf_counter() - started)
-        found = {tuple(p) for p in pairs.tolist()}
-        twin_ids = np.arange(n - copies, n)  # ids are given in insertion order from 0
-        hit = sum((int(s), int(t)) in found for s, t in zip(sources, twin_ids, strict=True))
-        print(f"ours at {n}: {spread(times)} (candidate search; no files to hash), recall of injected copies "
-              f"{hit / copies:.3f}, {len(pairs)} pairs >= {DEFAULT_THRESHOLD}")  # fmt: skip
+        print(f"calibrated nprobe {index.structure.nprobe}")
+        for nprobe in nprobes:
+            times = []
+            for _ in range(repeats):
+                started = time.perf_counter()
+                pairs, _scores = candidate_pairs(index, DEFAULT_THRESHOLD, **({"nprobe": nprobe} if nprobe else {}))
+                times.append(time.perf_counter() - started)
+            found = {tuple(p) for p in pairs.tolist()}
+            twin_ids = np.arange(n - copies, n)  # ids are given in insertion order from 0
+            hit = sum((int(s), int(t)) in found for s, t in zip(sources, twin_ids, strict=True))
+            print(
+                f"ours at {n}, nprobe {nprobe or DUPLICATE_NPROBE}: {spread(times)} (candidate search; no files to "
+                f"hash), recall of injected copies {hit / copies:.3f}, {len(pairs)} pairs >= {DEFAULT_THRESHOLD}"
+            )
 
 
 def main() -> None:
@@ -225,12 +237,13 @@ def main() -> None:
     parser.add_argument("--originals", type=int, default=3000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--synthetic", type=int, default=0, help="also time N synthetic vectors (e.g. 1000000)")
+    parser.add_argument("--nprobe", type=int, nargs="*", default=[0], help="nprobe values to time (0: the default)")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if args.originals:
         real_images(args.originals, args.repeats)
     if args.synthetic:
-        synthetic(args.synthetic, args.repeats)
+        synthetic(args.synthetic, args.repeats, args.nprobe)
 
 
 if __name__ == "__main__":

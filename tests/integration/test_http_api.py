@@ -92,3 +92,18 @@ def test_openapi_docs_are_served(api):
     assert api.get("/docs").status_code == 200
     assert {"/v1/classify", "/v1/similarity", "/v1/embed", "/v1/search", "/health"} <= \
         set(api.get("/openapi.json").json()["paths"])
+
+
+def test_duplicates_route(tiny_service, photos, tmp_path):
+    root = tmp_path / "shared"
+    root.mkdir()
+    for photo in photos[:2]:
+        (root / photo.name).write_bytes(photo.read_bytes())
+    (root / "copy.jpg").write_bytes(photos[0].read_bytes())
+    client = TestClient(create_app(SessionStore(tiny_service, tmp_path / "state", EXAMPLES_DIR, (root,))))
+    answer = client.post("/v1/duplicates", data={"source": str(root)})
+    assert answer.status_code == 200, answer.text
+    group = next(g for g in answer.json()["groups"] if str(root / "copy.jpg") in g["paths"])
+    assert str(root / photos[0].name) in group["paths"] and group["keep"] in group["paths"]
+    assert client.post("/v1/duplicates", data={"source": "my uploads"}).status_code == 400
+    assert client.post("/v1/duplicates", data={"source": str(root), "threshold": "2"}).status_code == 422
