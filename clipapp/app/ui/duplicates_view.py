@@ -11,6 +11,7 @@ from typing import Optional
 import gradio as gr
 
 from clipapp.app import actions
+from clipapp.app.sessions import EXAMPLES
 from clipapp.app.ui.common import session_of, user_errors
 from clipapp.index.duplicates import DEFAULT_THRESHOLD
 from clipapp.index.results import GRADIO_FILE_KEY
@@ -71,7 +72,7 @@ def build_view(ctx, source: gr.Dropdown) -> None:
         view = gr.HTML(elem_id="duplicate-groups")
         result = gr.JSON(visible=False)
 
-    def find(source_, threshold_=DEFAULT_THRESHOLD, request: Optional[gr.Request] = None):
+    def find(source_=EXAMPLES, threshold_=DEFAULT_THRESHOLD, request: Optional[gr.Request] = None):
         report = actions.source_duplicates(ctx.sessions, source_, session_of(request), threshold=float(threshold_))
         return report.for_gradio()
 
