@@ -189,6 +189,17 @@ def real_images(n: int, repeats: int) -> None:
         )
 
 
+def rate(started: float):
+    """A progress callback that prints the queries done and the rate every 100k queries (long runs)."""
+
+    def report(done: int, total: int, _message: str) -> None:
+        if done % 100_000 < 4096 or done == total:
+            seconds = time.perf_counter() - started
+            print(f"  {done}/{total} queries in {seconds:.0f} s ({done / seconds:.0f}/s)", flush=True)
+
+    return report
+
+
 def spread(values: list[float]) -> str:
     return f"{min(values):.2f} / {statistics.median(values):.2f} / {max(values):.2f} s"
 
@@ -215,14 +226,19 @@ def synthetic(n: int, repeats: int, nprobes: list, d: int = 512, copies: int = 1
         index.save()
         del vectors
         index.ensure_built()
-        print(f"{n} synthetic {d}-d vectors, {index.index_type} built in {time.perf_counter() - started:.0f}s")
-        print(f"calibrated nprobe {index.structure.nprobe}")
+        print(
+            f"{n} synthetic {d}-d vectors, {index.index_type} built in {time.perf_counter() - started:.0f}s", flush=True
+        )
+        print(f"calibrated nprobe {index.structure.nprobe}", flush=True)
         for nprobe in nprobes:
             times = []
             for _ in range(repeats):
                 started = time.perf_counter()
-                pairs, _scores = candidate_pairs(index, DEFAULT_THRESHOLD, **({"nprobe": nprobe} if nprobe else {}))
+                pairs, _scores = candidate_pairs(
+                    index, DEFAULT_THRESHOLD, progress=rate(started), **({"nprobe": nprobe} if nprobe else {})
+                )
                 times.append(time.perf_counter() - started)
+                print(f"  repeat: {times[-1]:.1f} s", flush=True)
             found = {tuple(p) for p in pairs.tolist()}
             twin_ids = np.arange(n - copies, n)  # ids are given in insertion order from 0
             hit = sum((int(s), int(t)) in found for s, t in zip(sources, twin_ids, strict=True))
