@@ -74,6 +74,8 @@ MOVED_NAMES: dict[str, dict[str, str]] = {
         "Classifier": "clipapp.classify.stream.LabelScorer",
         "predict": "clipapp.classify.stream.predict_batches",
     },
+    # fine-tuning's own (fraction, message) callback type: the one protocol (done, total, message) replaced it
+    "clipapp.finetune.config": {"ProgressFn": "clipapp.progress.ProgressFn"},
     "clipapp.finetune.trainable": {
         "HeadClassifier": "clipapp.finetune.trainable.TrainableHead",
         "PartialClassifier": "clipapp.finetune.trainable.PartialTower",

@@ -1,6 +1,6 @@
 """Reporting long work and asking it to stop: the one progress protocol `progress(done, total, message)` (indexing,
-classification, evaluation), its terminal renderer (a tqdm bar on stderr), and the one stop flag (`StopFlag`,
-checked with `stopped`) that fine-tuning and the background jobs share."""
+classification, evaluation, fine-tuning), its terminal renderer (a tqdm bar on stderr), and the one stop flag
+(`StopFlag`, checked with `stopped`) that fine-tuning and the background jobs share."""
 
 from __future__ import annotations
 
@@ -24,7 +24,11 @@ def stopped(stop: StopFlag) -> bool:
 
 
 class TqdmProgress:
-    """Adapts `progress(done, total, message)` to a tqdm bar (a new phase, i.e. a new message, resets it)."""
+    """Adapts `progress(done, total, message)` to a tqdm bar; the message is the bar's description.
+
+    A new phase (a new total, or a count that starts over) resets the bar. A message that changes while the count
+    goes on does not: fine-tuning counts its whole plan once and says in the message which fold and epoch it is at,
+    and a reset there would restart tqdm's rate and time left at every epoch."""
 
     def __init__(self, **tqdm_kwargs: Any):
         self._kwargs = tqdm_kwargs
@@ -37,9 +41,11 @@ class TqdmProgress:
         bar = self._bar
         if bar is None:
             bar = self._bar = tqdm(total=total, desc=message, **self._kwargs)
-        elif message != self._message or total != bar.total:
+        elif total != bar.total or done < bar.n:
             bar.reset(total=total)
             bar.set_description(message)
+        elif message != self._message:
+            bar.set_description(message, refresh=False)
         self._message = message
         bar.n = done
         bar.refresh()

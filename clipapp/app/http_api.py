@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import io
 import secrets
-from typing import Annotated, Callable, Optional
+from typing import Annotated, Callable, Literal, Optional
 
 from fastapi import Depends, FastAPI, File, Form, HTTPException, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
@@ -149,7 +149,8 @@ def _add_health(app: FastAPI, service, queue_length: Callable[[], int]) -> None:
 
 
 def _add_model_routes(app: FastAPI, service, guarded: list) -> None:
-    """/v1/classify, /v1/similarity and /v1/embed: uploaded images (and texts) in, the CLI's JSON out."""
+    """/v1/classify, /v1/similarity, /v1/explain and /v1/embed: uploaded images (and texts) in, the CLI's JSON
+    out."""
 
     @app.post(f"/{API_VERSION}/classify", tags=["v1"], dependencies=guarded)
     def classify(
@@ -159,10 +160,11 @@ def _add_model_routes(app: FastAPI, service, guarded: list) -> None:
             str, Form(description="simple, openai, none, or one template with {}")
         ] = DEFAULT_TEMPLATES,
         top_k: Annotated[int, Form(ge=1)] = actions.DEFAULT_TOP_K,
+        unknown: Annotated[bool, Form(description="say per image whether it matches none of the labels")] = True,
     ) -> dict:
         """Zero-shot top-k labels per image, as `python -m clipapp classify --json`."""
         named = _named_uploads(images, service)
-        return actions.classify(service, named, labels, templates=templates, top_k=top_k).to_dict()
+        return actions.classify(service, named, labels, templates=templates, top_k=top_k, unknown=unknown).to_dict()
 
     @app.post(f"/{API_VERSION}/similarity", tags=["v1"], dependencies=guarded)
     def similarity(
@@ -171,6 +173,29 @@ def _add_model_routes(app: FastAPI, service, guarded: list) -> None:
     ) -> dict:
         """Cosine similarity of every image with every text, as `python -m clipapp similarity --json`."""
         return actions.similarity(service, _named_uploads(images, service), _texts(texts)).to_dict()
+
+    @app.post(f"/{API_VERSION}/explain", tags=["v1"], dependencies=guarded)
+    def explain(
+        images: Annotated[list[UploadFile], File(description="one or more image files")],
+        labels: Annotated[str, Form(description="comma- or newline-separated labels to locate")],
+        templates: Annotated[
+            str, Form(description="simple, openai, none, or one template with {}")
+        ] = DEFAULT_TEMPLATES,
+        method: Annotated[Literal["crops", "occlusion", "gradcam"], Form()] = "crops",
+        cells: Annotated[int, Form(ge=1, le=64, description="grid cells along each image's long side")] = 8,
+    ) -> dict:
+        """Where each label matches in each image: a grid per image and label, rows top to bottom, as
+        `python -m clipapp explain --json`."""
+        named = _named_uploads(images, service)
+        return actions.explain(
+            service,
+            [item.image for item in named],
+            labels,
+            names=[item.name for item in named],
+            method=method,
+            templates=templates,
+            cells=cells,
+        ).to_dict()
 
     @app.post(f"/{API_VERSION}/embed", tags=["v1"], dependencies=guarded)
     def embed(
@@ -193,11 +218,27 @@ def _add_search_route(app: FastAPI, sessions: SessionStore, guarded: list) -> No
         threshold: Annotated[Optional[float], Form()] = None,
         templates: Annotated[str, Form()] = DEFAULT_TEMPLATES,
         tag: Annotated[Optional[str], Form(description="only images tagged with this label")] = None,
+        after: Annotated[Optional[str], Form(description="only images dated on or after YYYY-MM-DD")] = None,
+        before: Annotated[Optional[str], Form(description="only images dated on or before YYYY-MM-DD")] = None,
+        under: Annotated[Optional[str], Form(description="only images with a path under this folder")] = None,
+        sort: Annotated[Literal["relevance", "date"], Form(description="date: the top k newest first")] = "relevance",
     ) -> dict:
         """Images most like a text or an image in one of the server's indexes, as `python -m clipapp search --json`."""
+        from clipapp.index.filters import SearchFilter  # the index (faiss) loads on the first search, not at startup
+
+        chosen = SearchFilter.parse(after=after, before=before, under=under)
         upload = _buffer(image) if image is not None else None
         return actions.search_shared(
-            sessions, source, query=query, image=upload, k=k, threshold=threshold, templates=templates, tag=tag
+            sessions,
+            source,
+            query=query,
+            image=upload,
+            k=k,
+            threshold=threshold,
+            templates=templates,
+            tag=tag,
+            filter=chosen,
+            sort=sort,
         ).to_dict()
 
 

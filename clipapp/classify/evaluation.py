@@ -1,6 +1,8 @@
 """`eval`: accuracy on a labelled folder (DATA_DIR/<class>/<images>, or a .zip of one), streamed the way
 `classify` streams (clipapp/classify/stream.py), so memory stays bounded whatever the size: per batch only counts
 are kept (top-1/top-5 hits, a confusion matrix), never the features or logits of the whole set.
+With `suspects`, the images whose folder label the model doubts are ranked too (clipapp/classify/suspects.py:
+some 20 bytes per image).
 """
 
 from __future__ import annotations
@@ -19,9 +21,11 @@ from clipapp.classify.stream import (
     file_features,
     zero_shot_classifier,
 )
+from clipapp.classify.suspects import DEFAULT_LIMIT, SuspectRanker
 from clipapp.errors import ClipAppError
 from clipapp.images.archive import labelled_root
 from clipapp.images.folders import ImageFolder, SkippedFile
+from clipapp.model import scoring
 from clipapp.model.prompts import DEFAULT_TEMPLATES
 from clipapp.progress import ProgressFn
 
@@ -38,6 +42,8 @@ class EvalResult:
     # per true class: the adapter's best class was none of the folder classes (a miss with no column in the matrix)
     outside_by_class: np.ndarray  # (n_classes,) counts
     skipped: list[SkippedFile] = field(default_factory=list)
+    suspects: Optional[SuspectRanker] = None  # with evaluate_folder(..., suspects=True)
+    suspects_limit: int = DEFAULT_LIMIT  # how many the JSON lists, most suspect first
 
     @property
     def n(self) -> int:
@@ -59,7 +65,7 @@ class EvalResult:
         ]
 
     def to_dict(self) -> dict:
-        return {
+        payload = {
             "model": self.model,
             "top1": self.top1,
             "top5": self.top5,
@@ -69,6 +75,9 @@ class EvalResult:
             "confusion": self.confusion.tolist(),
             "skipped": [s.to_dict() for s in self.skipped],
         }
+        if self.suspects is not None:
+            payload["suspects"] = [s.to_dict() for s in self.suspects.ranked(self.suspects_limit)]
+        return payload
 
 
 def _classifier_for(service, class_names: Sequence[str], adapter, templates) -> tuple[LabelScorer, np.ndarray]:
@@ -94,6 +103,8 @@ def evaluate_folder(
     batch_size: int = DEFAULT_BATCH,
     progress: Optional[ProgressFn] = None,
     encoder=None,
+    suspects: bool = False,
+    suspects_limit: int = DEFAULT_LIMIT,
 ) -> EvalResult:
     """Top-1, top-5, per-class accuracy and the confusion matrix on DATA_DIR/<class>/<images> (or a .zip).
 
@@ -101,6 +112,8 @@ def evaluate_folder(
     as right when the adapter's best class is its folder's; the confusion matrix has the folder classes, with
     predictions of other adapter classes counted in no column but as misses). Unreadable images are skipped
     (listed, not counted in n). `encoder`: another encoder with `encode_image_files` (a Ray one).
+    `suspects`: also rank the images whose folder label the model doubts (`result.suspects`; the JSON lists the
+    first `suspects_limit`).
     """
     with labelled_root(data_dir) as root:
         data = ImageFolder.scan(root)
@@ -117,6 +130,8 @@ def evaluate_folder(
             top5_hits=0,
             top5_k=k,
             outside_by_class=np.zeros(n_classes, dtype=np.int64),
+            suspects=SuspectRanker(classifier.labels) if suspects else None,
+            suspects_limit=suspects_limit,
         )
         done = 0
 
@@ -129,7 +144,11 @@ def evaluate_folder(
         encoded = encode_files(service, paths, classifier, batch_size=batch_size, encoder=encoder)
         for batch_paths, vectors in file_features(encoded, on_skip=skip, batch_size=batch_size):
             targets = np.array([target_of[p] for p in batch_paths])
-            top, _ = classifier.top(vectors, k)
+            logits = classifier.logits(vectors)
+            top, _ = scoring.top_k(logits, k, multi_label=classifier.multi_label)
+            if result.suspects is not None:
+                probs = scoring.probabilities(logits, multi_label=classifier.multi_label)
+                result.suspects.add(batch_paths, probs, columns[targets])
             predicted = column_to_class[top[:, 0]]
             inside = predicted >= 0
             np.add.at(confusion, (targets[inside], predicted[inside]), 1)

@@ -1,4 +1,5 @@
-"""Prediction files: CSV (`image,label,prob,label_2,prob_2,...`) and JSON Lines, written as results arrive, resumable.
+"""Prediction files: CSV (`image,label,prob,label_2,prob_2,...`, then `unknown,unknown_score` unless turned off)
+and JSON Lines, written as results arrive, resumable.
 
 Rows are flushed after every batch (and fsynced every few seconds), so a killed run leaves every finished batch on
 disk, at worst with a torn last line; `resume=True` cuts that line off, reads which images are done and appends
@@ -35,8 +36,12 @@ def significant(values: np.ndarray, digits: int = 6) -> np.ndarray:
     return np.round(x * scale) / scale
 
 
-def csv_header(k: int) -> list[str]:
-    return ["image", "label", "prob"] + [name for i in range(2, k + 1) for name in (f"label_{i}", f"prob_{i}")]
+UNKNOWN_COLUMNS = ["unknown", "unknown_score"]
+
+
+def csv_header(k: int, *, unknown: bool = False) -> list[str]:
+    columns = ["image", "label", "prob"] + [name for i in range(2, k + 1) for name in (f"label_{i}", f"prob_{i}")]
+    return columns + (UNKNOWN_COLUMNS if unknown else [])
 
 
 def _cut_torn_tail(path: Path) -> None:
@@ -67,9 +72,10 @@ class PredictionFile:
 
     kind = ""
 
-    def __init__(self, path: str | os.PathLike, k: int, *, resume: bool = False):
+    def __init__(self, path: str | os.PathLike, k: int, *, resume: bool = False, unknown: bool = False):
         self.path = Path(path)
         self.k = int(k)
+        self.unknown = unknown  # the CSV's unknown columns (JSON Lines rows carry whatever the predictions have)
         self.done: set[str] = set()
         self.written = 0
         existing = resume and self.path.is_file() and self.path.stat().st_size > 0
@@ -118,7 +124,7 @@ class CsvPredictions(PredictionFile):
     kind = "csv"
 
     def _start(self) -> None:
-        csv.writer(self._file).writerow(csv_header(self.k))
+        csv.writer(self._file).writerow(csv_header(self.k, unknown=self.unknown))
         self._file.flush()
 
     def _read_done(self) -> set[str]:
@@ -127,8 +133,13 @@ class CsvPredictions(PredictionFile):
             header = next(reader, None)
             if header is None:
                 return set()
-            if header != csv_header(self.k):
-                found = (len(header) - 1) // 2
+            has_unknown = header[-len(UNKNOWN_COLUMNS) :] == UNKNOWN_COLUMNS
+            if header == csv_header(self.k, unknown=has_unknown):
+                # A file keeps its own columns: one written before the unknown columns existed (or with
+                # --no-unknown) resumes without them; one with them gets empty cells if they are not computed.
+                self.unknown = has_unknown
+            else:
+                found = (len(header) - 1 - (len(UNKNOWN_COLUMNS) if has_unknown else 0)) // 2
                 raise ClipAppError(
                     f"{self.path} has the columns of top-k {found} ({','.join(header[:5])}...), "
                     f"not of --top-k {self.k}: resume with --top-k {found}, or write another file."
@@ -138,10 +149,14 @@ class CsvPredictions(PredictionFile):
     def _rows(self, batch: PredictionBatch) -> str:
         # Formatted a column at a time, not a Python loop per cell: 1M rows of top-5 in seconds (bench_classify).
         n, k = batch.indices.shape
-        cells = np.full((n, 1 + 2 * self.k), "", dtype=object)
+        extra = len(UNKNOWN_COLUMNS) if self.unknown else 0
+        cells = np.full((n, 1 + 2 * self.k + extra), "", dtype=object)
         cells[:, 0] = batch.images
         cells[:, 1 : 1 + 2 * k : 2] = batch.labels[batch.indices]
         cells[:, 2 : 2 + 2 * k : 2] = significant(batch.probs).astype(object)  # csv writes a float's shortest repr
+        if extra and batch.unknown is not None:
+            cells[:, -2] = np.where(batch.unknown.flag, "true", "false")
+            cells[:, -1] = significant(batch.unknown.score).astype(object)
         buffer = io.StringIO()
         csv.writer(buffer).writerows(cells.tolist())
         return buffer.getvalue()
@@ -169,11 +184,13 @@ class JsonlPredictions(PredictionFile):
         return "".join(json.dumps(p.to_dict(), ensure_ascii=False) + "\n" for p in batch.predictions())
 
 
-def open_outputs(*, csv_path: Optional[str], jsonl_path: Optional[str], k: int, resume: bool) -> list[PredictionFile]:
+def open_outputs(
+    *, csv_path: Optional[str], jsonl_path: Optional[str], k: int, resume: bool, unknown: bool = False
+) -> list[PredictionFile]:
     outputs: list[PredictionFile] = []
     try:
         if csv_path:
-            outputs.append(CsvPredictions(csv_path, k, resume=resume))
+            outputs.append(CsvPredictions(csv_path, k, resume=resume, unknown=unknown))
         if jsonl_path:
             outputs.append(JsonlPredictions(jsonl_path, k, resume=resume))
     except BaseException:

@@ -7,7 +7,8 @@ The pieces (docs/cli.md, "Classify a whole folder or index"):
                    is clipapp/model/scoring.py's
   file_features    paths -> (paths, vectors) batches through `ClipService.encode_image_files` (threaded decoding
                    overlapped with encoding, memory bounded by a few batches); unreadable files reported
-  predict_batches  (paths, vectors) batches -> `PredictionBatch`es (top-k label indices and probabilities)
+  predict_batches  (paths, vectors) batches -> `PredictionBatch`es (top-k label indices and probabilities, and
+                   with `unknown=True` whether each image matches none of the labels: clipapp/model/unknown.py)
 Outputs (CSV, JSONL, resume) are in clipapp/classify/predictions.py. Core: no Gradio.
 `Classifier` and `predict` are the pre-0.2 names of `LabelScorer` and `predict_batches` (a DeprecationWarning).
 """
@@ -27,6 +28,7 @@ from clipapp.errors import ClipAppError
 from clipapp.images.folders import SkippedFile, list_image_files
 from clipapp.model import scoring
 from clipapp.model.prompts import DEFAULT_TEMPLATES, parse_labels
+from clipapp.model.unknown import UnknownDetector, UnknownScores
 from clipapp.progress import ProgressFn
 
 DEFAULT_BATCH = 64
@@ -42,9 +44,15 @@ class Prediction:
 
     image: str
     top: tuple[tuple[str, float], ...]
+    unknown: Optional[bool] = None  # None: not computed (--no-unknown)
+    unknown_score: Optional[float] = None
 
     def to_dict(self) -> dict:
-        return {"image": self.image, "top": [{"label": label, "prob": prob} for label, prob in self.top]}
+        payload: dict = {"image": self.image, "top": [{"label": label, "prob": prob} for label, prob in self.top]}
+        if self.unknown is not None:
+            payload["unknown"] = self.unknown
+            payload["unknown_score"] = self.unknown_score
+        return payload
 
 
 @dataclass
@@ -59,6 +67,7 @@ class ClassifyReport:
     resumed: int = 0  # already in the output file(s) from an earlier run, not classified again
     skipped: list[SkippedFile] = field(default_factory=list)
     results: Optional[list[Prediction]] = None
+    warnings: Optional[list] = None  # LabelWarning (clipapp/model/label_check.py), when the labels were checked
 
     def to_dict(self) -> dict:
         payload = {
@@ -71,6 +80,8 @@ class ClassifyReport:
         }
         if self.results is not None:
             payload["results"] = [p.to_dict() for p in self.results]
+        if self.warnings is not None:
+            payload["warnings"] = [w.to_dict() for w in self.warnings]
         return payload
 
 
@@ -105,6 +116,8 @@ class LabelScorer:
     logits: Callable[[np.ndarray], np.ndarray]  # (n, dim) features -> (n, n_labels) float32
     # An adapter with tuned visual blocks embeds decoded images itself; None: the model's stored/normal features.
     image_encoder: Optional[Callable[[list], np.ndarray]] = None
+    # "None of these" on the model's own features (for an adapter, against its class names' text embeddings).
+    unknown: Optional[UnknownDetector] = None
 
     def probabilities(self, features: np.ndarray) -> np.ndarray:
         return scoring.probabilities(self.logits(features), multi_label=self.multi_label)
@@ -115,8 +128,15 @@ class LabelScorer:
 
 
 def zero_shot_classifier(
-    service, labels: str | Sequence[str], *, templates: str | Sequence[str] | None = DEFAULT_TEMPLATES
+    service,
+    labels: str | Sequence[str],
+    *,
+    templates: str | Sequence[str] | None = DEFAULT_TEMPLATES,
+    unknown: bool = False,
 ) -> LabelScorer:
+    """`unknown`: also say per image whether it matches none of the labels (clipapp/model/unknown.py)."""
+    from clipapp.model.unknown import detector
+
     labels = parse_labels(labels)
     weights_t = np.ascontiguousarray(service.text_embeddings(labels, templates).T)  # once for the whole run
 
@@ -124,10 +144,20 @@ def zero_shot_classifier(
         # numpy's product: 1.3x torch.mm's speed here for (8192 x 512) @ (512 x 1000) on 2 cores
         return service.label_logits(np.asarray(features, dtype=np.float32) @ weights_t)
 
-    return LabelScorer(labels=labels, model=service.spec, multi_label=service.multi_label, logits=logits)
+    return LabelScorer(
+        labels=labels,
+        model=service.spec,
+        multi_label=service.multi_label,
+        logits=logits,
+        unknown=detector(service, labels, templates) if unknown else None,
+    )
 
 
-def adapter_classifier(service, adapter) -> LabelScorer:
+def adapter_classifier(service, adapter, *, unknown: bool = False) -> LabelScorer:
+    """`unknown`: "none of these" from the features against the adapter's class names' text embeddings; not for an
+    adapter with tuned visual blocks (its features are its own, off the text embeddings' calibration)."""
+    from clipapp.model.unknown import detector
+
     adapter.check_service(service)
     encoder = None
     if adapter.visual_state:
@@ -141,6 +171,7 @@ def adapter_classifier(service, adapter) -> LabelScorer:
         multi_label=False,
         logits=adapter.logits_from_features,
         image_encoder=encoder,
+        unknown=detector(service, adapter.class_names) if unknown and not adapter.visual_state else None,
     )
 
 
@@ -152,19 +183,30 @@ class PredictionBatch:
     labels: np.ndarray  # object array of the classifier's label strings, (n_labels,)
     indices: np.ndarray  # (n, k) into labels, best first
     probs: np.ndarray  # (n, k)
+    unknown: Optional[UnknownScores] = None
 
     def __len__(self) -> int:
         return len(self.images)
 
     def select(self, rows: Sequence[int]) -> "PredictionBatch":
         picked = np.asarray(rows, dtype=np.int64)
-        return PredictionBatch([self.images[i] for i in picked], self.labels, self.indices[picked], self.probs[picked])
+        return PredictionBatch(
+            [self.images[i] for i in picked],
+            self.labels,
+            self.indices[picked],
+            self.probs[picked],
+            None if self.unknown is None else self.unknown.select(picked),
+        )
 
     def predictions(self) -> list[Prediction]:
         names = self.labels[self.indices].tolist()
+        flags: list = [None] * len(self) if self.unknown is None else self.unknown.flag.tolist()
+        scores: list = [None] * len(self) if self.unknown is None else self.unknown.score.tolist()
         return [
-            Prediction(image, tuple(zip(row_names, row_probs, strict=True)))
-            for image, row_names, row_probs in zip(self.images, names, self.probs.tolist(), strict=True)
+            Prediction(image, tuple(zip(row_names, row_probs, strict=True)), flag, score)
+            for image, row_names, row_probs, flag, score in zip(
+                self.images, names, self.probs.tolist(), flags, scores, strict=True
+            )
         ]
 
 
@@ -174,7 +216,8 @@ def predict_batches(classifier: LabelScorer, batches: VectorBatches, *, k: int =
     for paths, vectors in batches:
         if len(paths):
             indices, probs = classifier.top(vectors, k)
-            yield PredictionBatch(list(paths), labels, indices, probs)
+            unknown = None if classifier.unknown is None else classifier.unknown(vectors)
+            yield PredictionBatch(list(paths), labels, indices, probs, unknown)
 
 
 # -- features ---------------------------------------------------------------------------------------------------

@@ -46,7 +46,6 @@ from clipapp.finetune.config import (
     WISE_ALPHA_UNVALIDATED,
     WISE_ALPHAS,
     FinetuneConfig,
-    ProgressFn,
     StopFlag,
 )
 
@@ -124,7 +123,7 @@ _LAZY = {
 
 
 # names before 0.2: the module warns on each lookup, so they are not cached here
-_RENAMED = {"HeadClassifier": "trainable", "PartialClassifier": "trainable"}
+_RENAMED = {"HeadClassifier": "trainable", "PartialClassifier": "trainable", "ProgressFn": "config"}
 
 
 def __getattr__(name: str) -> Any:
@@ -158,7 +157,6 @@ __all__ = [
     "Inputs",
     "LabelledImages",
     "PartialTower",
-    "ProgressFn",
     "Run",
     "StopFlag",
     "TokenGrid",

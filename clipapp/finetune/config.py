@@ -2,9 +2,9 @@
 
 Each field carries its description as data (`Setting` in the field's metadata, the open_clip / Hugging Face
 `field(metadata=...)` manner): help, choices, the CLI flag, the web page's control. The `finetune` command's flags
-(clipapp/app/cli.py) and the Fine-tune tab's controls (clipapp/app/ui/finetune_tab.py) are generated from it, so a
-setting, its default and its help are written once (docs/architecture.md, "Command line"). No torch and no Gradio
-here: the CLI's parser imports this module for `--help`.
+(clipapp/app/cli/arguments.py) and the Fine-tune tab's controls (clipapp/app/ui/finetune_settings.py) are generated
+from it, so a setting, its default and its help are written once (docs/architecture.md, "Command line"). No torch
+and no Gradio here: the CLI's parser imports this module for `--help`.
 
 The defaults are chosen from measurements on bench/bench_fewshot.py (docs/benchmarks.md, "Few-shot").
 """
@@ -15,8 +15,9 @@ import dataclasses
 import functools
 import typing
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Mapping, Optional
 
+from clipapp._compat import forward_getattr
 from clipapp.errors import ClipAppError
 from clipapp.model.prompts import DEFAULT_TEMPLATES, resolve_templates
 from clipapp.progress import StopFlag, stopped  # noqa: F401 - re-exported: the training code imports them from here
@@ -27,7 +28,6 @@ HEAD_INITS = ("zero-shot", "random")
 # where partial fine-tuning mixes: on the activations cached at the block boundary (manifold mixup; CutMix on the
 # spatial maps or the ViT token grid), or on the pixels (the frozen lower blocks then run again at every step)
 MIX_SPACES = ("activations", "pixels")
-ProgressFn = Callable[[float, str], None]
 
 WISE_ALPHAS = (0.0, 0.25, 0.5, 0.75, 1.0)  # the blends tried when wise_alpha is None (0 = keep zero-shot)
 WISE_ALPHA_UNVALIDATED = 0.5  # nothing held out to choose on: the middle, robust in the WiSE-FT paper
@@ -407,3 +407,8 @@ def loss_name(config: FinetuneConfig) -> str:
     """The named loss a config's numbers make (the first one on), cross-entropy when none is."""
     on = [name for name, value in zip(loss_names()[1:], NAMED_LOSSES, strict=True) if getattr(config, value) > 0]
     return on[0] if on else CROSS_ENTROPY
+
+
+# ProgressFn lived here before 0.2 as (fraction, message); fine-tuning now reports through clipapp.progress's
+# (done, total, message). The old name is kept for one release: _compat.MOVED_NAMES.
+__getattr__ = forward_getattr(__name__, ())

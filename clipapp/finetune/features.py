@@ -17,12 +17,13 @@ import torch
 import torch.nn as nn
 
 from clipapp.errors import ImageLoadError
-from clipapp.finetune.config import FinetuneConfig, ProgressFn, StopFlag, stopped
+from clipapp.finetune.config import FinetuneConfig, StopFlag, stopped
 from clipapp.finetune.intake import LabelledImages
 from clipapp.finetune.results import FinetuneStopped
 from clipapp.finetune.towers import tuned_visual_copy, visual_kind, visual_prefix, vit_grid_size
 from clipapp.finetune.trainable import PartialTower, TrainableHead
 from clipapp.model.service import ClipService
+from clipapp.progress import ProgressFn
 from clipapp.tricks import MixedBatch
 
 CACHE_BYTES = 2 << 30  # at most this much cached activations (views x images); fewer views beyond it
@@ -64,7 +65,7 @@ def encode_labelled(
         chunks.append(service.encode_images(images[start : start + batch_size], batch_size=batch_size))
         if progress:
             done = min(start + batch_size, len(images))
-            progress(done / max(1, len(images)), f"encoded {done}/{len(images)} images")
+            progress(done, len(images), f"encoded {done}/{len(images)} images")
     features = np.concatenate(chunks) if chunks else np.zeros((0, service.embed_dim), dtype=np.float32)
     return EncodedImages(features, np.asarray(targets, dtype=np.int64), names, images, skipped)
 

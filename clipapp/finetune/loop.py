@@ -18,10 +18,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from clipapp.finetune.config import WISE_ALPHA_UNVALIDATED, WISE_ALPHAS, FinetuneConfig, ProgressFn, StopFlag, stopped
+from clipapp.finetune.config import WISE_ALPHA_UNVALIDATED, WISE_ALPHAS, FinetuneConfig, StopFlag, stopped
 from clipapp.finetune.features import Inputs, TokenGrid
 from clipapp.finetune.model_choice import score, wise_applied
 from clipapp.finetune.trainable import PartialTower, head_of, model_inputs
+from clipapp.progress import ProgressFn
 
 
 @dataclass
@@ -336,7 +337,7 @@ def train_run(
         if was_stopped and not losses:
             break
         if progress:
-            progress(epoch / max(1, epochs), f"{stage}epoch {epoch}/{epochs}, loss {np.mean(losses):.3f}")
+            progress(epoch, epochs, f"{stage}epoch {epoch}/{epochs}, loss {np.mean(losses):.3f}")
         if (validate(epoch, float(np.mean(losses)), correct / max(1, seen)) and early_stop) or was_stopped:
             break
     return _finish(model, ema, validate, len(val_idx) > 0, config, was_stopped)

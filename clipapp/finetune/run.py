@@ -2,7 +2,7 @@
 
 The steps: encode the images and prompts; plan the validation (k-fold or a held-out split); run the frozen part
 of the model once per image and view (features.py); train one run per fold (loop.py) and choose the epoch count
-and WiSE blend on the held-out images (selection.py); keep zero-shot unless the sign test says the adapter is
+and WiSE blend on the held-out images (model_choice.py); keep zero-shot unless the sign test says the adapter is
 better; refit on every image; assemble the adapter (assemble.py).
 """
 
@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from clipapp.errors import ClipAppError
 from clipapp.finetune.assemble import cache_adapter, trained_adapter
-from clipapp.finetune.config import FinetuneConfig, ProgressFn, StopFlag
+from clipapp.finetune.config import FinetuneConfig, StopFlag
 from clipapp.finetune.features import EncodedImages, TrainingSetup, encode_labelled, prepare_training
 from clipapp.finetune.intake import LabelledImages, labelled_folder
 from clipapp.finetune.loop import Run, epoch_steps, fastest_threads, torch_threads, train_run
@@ -38,8 +38,59 @@ from clipapp.finetune.results import FinetuneResult, confusion_counts, metrics_f
 from clipapp.images.archive import labelled_root
 from clipapp.model.prompts import resolve_templates
 from clipapp.model.service import ClipService
+from clipapp.progress import ProgressFn
 
-ENCODE_SHARE = 0.3  # of the progress bar
+
+class _PlanProgress:
+    """Fine-tuning's progress in the one protocol (clipapp.progress): `done` of `total` units of the whole plan, a
+    unit being an image encoded or an epoch of one training run (the refit on every image is a run too).
+
+    The total is sized before any image is decoded, from the labels and the validation plan they give, and never
+    changes, so the page's bar and the CLI's never go back. The runs share the training units in order and in
+    proportion: one unit an epoch, unless unreadable images changed the plan; a run that ends early (early
+    stopping, the refit's chosen epoch count) jumps to the next one's start, and `finish` to the total."""
+
+    def __init__(self, progress: Optional[ProgressFn], n_images: int, train_units: int):
+        self._progress = progress
+        self._images = n_images
+        self._train = max(1, train_units)  # the cache's grid search, without epochs, counts as one unit
+        self.total = n_images + self._train
+        self.done = 0
+
+    def __call__(self, done: int, message: str) -> None:
+        self.done = min(self.total, max(self.done, done))  # monotone, and never past the total
+        if self._progress is not None:
+            self._progress(self.done, self.total, message)
+
+    def encoding(self, done: int, total: int, message: str) -> None:
+        self(self._images * done // max(1, total), message)
+
+    def run(self, index: int, runs: int) -> ProgressFn:
+        """The progress callback of training run `index` (from 0) of `runs`: its share of the training units."""
+
+        def progress(done: int, total: int, message: str) -> None:
+            total = max(1, total)  # integer arithmetic: with the planned runs, an epoch is exactly one unit
+            self(self._images + self._train * (index * total + min(done, total)) // (max(1, runs) * total), message)
+
+        return progress
+
+    def finish(self) -> None:
+        self(self.total, "done")
+
+
+def _refits(plan: ValidationPlan, config: FinetuneConfig) -> bool:
+    """Whether training ends with a run on every image: k-fold always does, a held-out split if asked to."""
+    return plan.kind == "kfold" or (plan.kind == "holdout" and config.refit)
+
+
+def _training_units(data: LabelledImages, config: FinetuneConfig) -> int:
+    """The epochs of every run the labels' validation plan will train (0 for the cache, which does not train).
+    Planned on the labels, before decoding: an unreadable image may change the plan made after it (rarely)."""
+    if config.mode == "cache":
+        return 0
+    assert config.epochs is not None  # FinetuneConfig.__post_init__ fills None in from MODE_DEFAULTS
+    plan = plan_validation(np.asarray(data.targets, dtype=np.int64), config)
+    return (len(plan.splits) + _refits(plan, config)) * config.epochs
 
 
 @dataclass
@@ -64,23 +115,24 @@ def finetune(
 ) -> FinetuneResult:
     """Adapt `service`'s model to `data`'s classes; returns the adapter and the evidence that it is better.
 
-    `progress(fraction, message)` is called as work advances; `on_epoch(history)` after every epoch with the current
-    run's curves (for live plots); setting `stop` (an Event or a callable) ends training at the next step and keeps
-    the best model so far. The resident model is only read.
+    `progress(done, total, message)` (clipapp.progress) is called as work advances, counting the whole plan once
+    (`_PlanProgress`); `on_epoch(history)` after every epoch with the current run's curves (for live plots); setting
+    `stop` (an Event or a callable) ends training at the next step and keeps the best model so far. The resident
+    model is only read.
     """
     config = (config or FinetuneConfig()).validate()
     started = time.perf_counter()
-    report = progress or (lambda fraction, message: None)
     if len(data) > config.max_images:
         raise ClipAppError(f"{len(data)} images given; fine-tuning takes at most {config.max_images}.")
     class_names = list(data.class_names)
     if len(class_names) < 2:
         raise ClipAppError("Fine-tuning needs at least 2 classes.")
     templates = list(resolve_templates(config.templates))
+    report = _PlanProgress(progress, len(data), _training_units(data, config))
 
-    report(0.0, "encoding class prompts")
+    report(0, "encoding class prompts")
     zero_shot = service.text_embeddings(class_names, templates)
-    encoded = encode_labelled(service, data, stop=stop, progress=lambda f, m: report(ENCODE_SHARE * f, m))
+    encoded = encode_labelled(service, data, stop=stop, progress=report.encoding)
     timings = {"encode": time.perf_counter() - started}
     counts = _check_counts(encoded, class_names)
     notes = []
@@ -126,7 +178,7 @@ def finetune(
     result = _result(
         adapter, encoded, plan, trained.selection.held_out, zero_logits, trained, counts, notes, timings, config
     )
-    report(1.0, "done")
+    report.finish()
     return result
 
 
@@ -157,75 +209,36 @@ def _train_and_select(
     plan: ValidationPlan,
     zero_logits: np.ndarray,
     config: FinetuneConfig,
-    report: ProgressFn,
+    report: _PlanProgress,
     on_epoch,
     stop: StopFlag,
     service: ClipService,
 ) -> _Trained:
     """One run per fold (or the held-out split), the choice of epoch and blend, the sign test, then the refit."""
-    targets, n_classes = encoded.targets, zero_logits.shape[1]
-    train_share = 1.0 - ENCODE_SHARE
-    refits = plan.kind == "kfold" or (plan.kind == "holdout" and config.refit)
-    n_runs = len(plan.splits) + (1 if refits else 0)
+    targets = encoded.targets
+    refits = _refits(plan, config)
+    n_runs = len(plan.splits) + refits
     run = functools.partial(
         train_run,
         build_model=setup.build_model,
         inputs=setup.inputs,
         targets=targets,
-        n_classes=n_classes,
+        n_classes=zero_logits.shape[1],
         config=config,
         grid=setup.grid,
         stop=stop,
     )
-    assert config.epochs is not None  # FinetuneConfig.__post_init__ fills None in from MODE_DEFAULTS
     threads = fastest_threads(setup.build_model(), setup.inputs, service.device, batch_size=config.batch_size)
-    runs: list[Run] = []
     with torch_threads(threads):
-        for i, (train_idx, val_idx) in enumerate(plan.splits):
-            stage = f"fold {i + 1}/{len(plan.splits)}: " if plan.kind == "kfold" else ""
-            base = ENCODE_SHARE + train_share * i / n_runs
-
-            def fold_progress(fraction: float, message: str, base: float = base) -> None:
-                report(base + train_share * fraction / n_runs, message)
-
-            runs.append(
-                run(
-                    train_idx=train_idx,
-                    val_idx=val_idx,
-                    epochs=config.epochs,
-                    early_stop=plan.kind == "holdout",
-                    seed=config.seed + i,
-                    stage=stage,
-                    on_epoch=on_epoch,
-                    progress=fold_progress,
-                )
-            )
-            if runs[-1].stopped:
-                break
+        runs = _validation_runs(run, plan, config, report, n_runs, on_epoch)
         stopped = runs[-1].stopped
-        state: Optional[dict[str, torch.Tensor]]
-        if plan.kind == "kfold" and not stopped:
-            selection = choose_across_folds(runs, plan, len(targets), n_classes)
-            state = None  # the refit on every image trains the model (k-fold always refits)
-        else:  # a held-out split (or no validation, or a stop): the last run's best weights are the model
-            last_val = plan.splits[len(runs) - 1][1] if plan.kind != "none" else None
-            selection = choose_in_run(runs[-1], last_val, len(targets), n_classes)
-            state = runs[-1].state
+        selection, state = _select(runs, plan, zero_logits, targets, config, stopped)
         notes: list[str] = []
-        if (
-            selection.best_epoch > 0
-            and config.require_gain
-            and plan.kind != "none"
-            and not beats_zero_shot(
-                selection.after_logits, zero_logits, targets, selection.held_out, config.gain_p_value
-            )
-        ):
-            selection.best_epoch, selection.after_logits = 0, zero_logits.copy()
         if selection.best_epoch == 0:
             state = setup.build_model().state_dict()  # the start: the zero-shot classifier
             notes += _kept_zero_shot_notes(plan, np.bincount(targets))
         elif refits and not stopped:
-            refit = _refit(setup, plan, config, run, report, n_runs, selection.best_epoch)
+            refit = _refit(setup, plan, config, run, report.run(n_runs - 1, n_runs), selection.best_epoch)
             if not refit.stopped or plan.kind == "kfold":
                 state = refit.state
             if refit.stopped:
@@ -241,6 +254,64 @@ def _train_and_select(
             + (": the zero-shot weights were best, kept as they are." if alpha == 0 else ".")
         )
     return trained
+
+
+def _validation_runs(
+    run: Callable[..., Run],
+    plan: ValidationPlan,
+    config: FinetuneConfig,
+    report: _PlanProgress,
+    n_runs: int,
+    on_epoch,
+) -> list[Run]:
+    """One training run per fold (or the held-out split, or every image without validation), until one stops."""
+    assert config.epochs is not None  # FinetuneConfig.__post_init__ fills None in from MODE_DEFAULTS
+    runs: list[Run] = []
+    for i, (train_idx, val_idx) in enumerate(plan.splits):
+        runs.append(
+            run(
+                train_idx=train_idx,
+                val_idx=val_idx,
+                epochs=config.epochs,
+                early_stop=plan.kind == "holdout",
+                seed=config.seed + i,
+                stage=f"fold {i + 1}/{len(plan.splits)}: " if plan.kind == "kfold" else "",
+                on_epoch=on_epoch,
+                progress=report.run(i, n_runs),
+            )
+        )
+        if runs[-1].stopped:
+            break
+    return runs
+
+
+def _select(
+    runs: list[Run],
+    plan: ValidationPlan,
+    zero_logits: np.ndarray,
+    targets: np.ndarray,
+    config: FinetuneConfig,
+    stopped: bool,
+) -> tuple[Selection, Optional[dict[str, torch.Tensor]]]:
+    """The epoch count and blend chosen on the held-out images, and the weights to keep (None: the refit trains
+    them). The selection's epoch is 0, keeping zero-shot, when the sign test says training did not beat it."""
+    n_classes = zero_logits.shape[1]
+    state: Optional[dict[str, torch.Tensor]]
+    if plan.kind == "kfold" and not stopped:
+        selection = choose_across_folds(runs, plan, len(targets), n_classes)
+        state = None  # the refit on every image trains the model (k-fold always refits)
+    else:  # a held-out split (or no validation, or a stop): the last run's best weights are the model
+        last_val = plan.splits[len(runs) - 1][1] if plan.kind != "none" else None
+        selection = choose_in_run(runs[-1], last_val, len(targets), n_classes)
+        state = runs[-1].state
+    if (
+        selection.best_epoch > 0
+        and config.require_gain
+        and plan.kind != "none"
+        and not beats_zero_shot(selection.after_logits, zero_logits, targets, selection.held_out, config.gain_p_value)
+    ):
+        selection.best_epoch, selection.after_logits = 0, zero_logits.copy()
+    return selection, state
 
 
 def _kept_zero_shot_notes(plan: ValidationPlan, counts: np.ndarray) -> list[str]:
@@ -262,14 +333,12 @@ def _refit(
     plan: ValidationPlan,
     config: FinetuneConfig,
     run: Callable[..., Run],
-    report: ProgressFn,
-    n_runs: int,
+    progress: ProgressFn,
     best_epoch: int,
 ) -> Run:
     """Train again on every image for the chosen epoch count, with the validation runs' step schedule."""
-    train_share = 1.0 - ENCODE_SHARE
     everything = np.arange(len(setup.inputs))
-    report(ENCODE_SHARE + train_share * (n_runs - 1) / n_runs, f"training on all images for {best_epoch} epochs")
+    progress(0, best_epoch, f"training on all images for {best_epoch} epochs")
     fold_steps = epoch_steps(max(len(t) for t, _ in plan.splits), config)
     return run(
         train_idx=everything,
@@ -279,7 +348,7 @@ def _refit(
         seed=config.seed + 1000,
         stage="all images: ",
         steps_per_epoch=fold_steps,
-        progress=lambda f, m: report(ENCODE_SHARE + train_share * ((n_runs - 1) + f) / n_runs, m),
+        progress=progress,
     )
 
 

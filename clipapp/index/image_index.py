@@ -17,7 +17,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import TextIO
 
@@ -28,6 +28,7 @@ from clipapp.errors import ClipAppError
 from clipapp.index import compaction
 from clipapp.index import structure as st
 from clipapp.index.compaction import CompactionReport
+from clipapp.index.filters import SearchFilter, check_sort
 from clipapp.index.results import Hit, SearchResult
 from clipapp.index.store import DB_NAME, FileInfo, ItemRecord, Store
 from clipapp.index.structure import IndexSettings, IndexStructure, SearchStructure
@@ -47,6 +48,15 @@ OLD_MANIFEST_NAME = "manifest.json"  # format 1
 CACHE_REWRITE_MIN_CHANGES = 1000
 CACHE_REWRITE_FRACTION = 0.01
 DEFAULT_ITER_BATCH = 65_536
+# Filtered search: up to FILTER_EXACT_MAX allowed images are scored exactly from the vector file; above it, a filter
+# passing at least FILTER_OVERFETCH_MIN_FRACTION of the images over-fetches FILTER_OVERFETCH * k / fraction
+# unfiltered candidates, a narrower one searches the faiss structure with an IDSelector over the allowed ids.
+# Measured (bench/bench_filters.py, 1M x 512 IVF-PQ, p50 medians of 3 runs, docs/benchmarks.md): 1% (10k allowed)
+# exact 57 ms, the others tie or fall back to it; 10%: IDSelector 106, over-fetch 119, exact 493; 50%: over-fetch
+# 1,350, IDSelector 1,390, exact 3,650.
+FILTER_EXACT_MAX = 50_000
+FILTER_OVERFETCH_MIN_FRACTION = 0.5
+FILTER_OVERFETCH = 2.0
 
 
 class folder_lock:
@@ -317,6 +327,18 @@ class ImageIndex:
             with st.faiss_threads(1 if len(queries) < st.SINGLE_THREAD_BELOW else None):
                 return search.search(queries, min(int(k), self._count), self._store.vectors_for, nprobe=nprobe)
 
+    def display_paths(self, batch_rows: int = DEFAULT_ITER_BATCH) -> list[str]:
+        """Every image's first (display) path, by id: the row order of `iter_vectors` (reads no vector)."""
+        out: list[str] = []
+        after = -1
+        while True:
+            with self._lock:
+                rows = self._store.first_paths(after, int(batch_rows))
+            if not rows:
+                return out
+            out += [r[1] for r in rows]
+            after = int(rows[-1][0])
+
     def tags(self, path: str) -> list[tuple[str, float]]:
         """The (label, prob) tags of an indexed image, highest prob first ([] if none)."""
         with self._lock:
@@ -545,16 +567,28 @@ class ImageIndex:
 
     # -- search -----------------------------------------------------------------------------------------------
     def search(
-        self, query_vectors: np.ndarray, k: int = 10, threshold: float | None = None, *, tag: str | None = None
+        self,
+        query_vectors: np.ndarray,
+        k: int = 10,
+        threshold: float | None = None,
+        *,
+        tag: str | None = None,
+        filter: SearchFilter | None = None,
+        sort: str = "relevance",
     ) -> list[SearchResult]:
         """Nearest images by cosine similarity, one `SearchResult` per query row (a (d,) vector is one query).
 
         Its hits (`Hit`: id, path, score, aliases) are best first; at most `k`, fewer if the index is smaller or
-        if `threshold` (minimum score) cuts them. `tag`: only images tagged with this label. Query rows are
-        L2-normalized here.
+        if `threshold` (minimum score) cuts them. `filter` (filters.SearchFilter: date range, folder, tag) limits
+        the images searched; `tag` is a shorthand for a tag filter. `sort="date"` reorders the hits that passed
+        (the top k by relevance, above `threshold`) newest first. Query rows are L2-normalized here.
         """
         if int(k) < 1:
             raise ClipAppError(f"k must be at least 1, not {k}.")
+        sort = check_sort(sort)
+        search_filter = filter or SearchFilter()
+        if tag is not None:
+            search_filter = replace(search_filter, tag=tag)
         queries = np.asarray(query_vectors, dtype=np.float32)
         if queries.ndim == 1:
             queries = queries[None, :]
@@ -571,24 +605,27 @@ class ImageIndex:
             k = min(int(k), self._count)
             if k == 0:
                 return [SearchResult() for _ in range(len(queries))]
-            scores, ids = self._search_ids(queries, k, tag)
+            if search_filter.empty:
+                scores, ids = self._search_ids(queries, k)
+            else:
+                scores, ids = self._search_filtered(queries, k, self._store.ids_matching(search_filter))
             hit_ids = ids[ids >= 0]
             paths = self._store.paths_for_ids(hit_ids.tolist()) if len(hit_ids) else {}
-        return [
+            dates = self._store.dates_for_ids(hit_ids.tolist()) if sort == "date" and len(hit_ids) else None
+        results = [
             self._hits(row_scores, row_ids, threshold, paths) for row_scores, row_ids in zip(scores, ids, strict=True)
         ]
+        if dates is not None:
+            # newest first; ties (and images without a date) keep their relevance order
+            results = [
+                SearchResult(tuple(sorted(r.hits, key=lambda hit: dates.get(hit.id) or "", reverse=True)))
+                for r in results
+            ]
+        return results
 
-    def _search_ids(self, queries: np.ndarray, k: int, tag: str | None) -> tuple[np.ndarray, np.ndarray]:
+    def _search_ids(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         store = self._store
         threads = 1 if len(queries) < st.SINGLE_THREAD_BELOW else None
-        if tag is not None:
-            tagged = store.ids_with_tag(tag)
-            if len(tagged) <= self.settings.exact_threshold:  # small subset: exact, no structure needed
-                return st.exact_over_ids(tagged, queries, k, store.vectors_for)
-            search = self.ensure_built()
-            batch = faiss.IDSelectorBatch(tagged)
-            with st.faiss_threads(threads):
-                return search.search(queries, k, store.vectors_for, selector=batch)
         search = self.ensure_built()
         with st.faiss_threads(threads):
             scores, ids = search.search(queries, k, store.vectors_for)
@@ -596,6 +633,33 @@ class ImageIndex:
         if len(short) and search.structure.kind != "flat":
             # The probed lists held fewer than k vectors (large k): answer those queries exactly instead.
             scores[short], ids[short] = st.exact_over_ids(store.content_ids(), queries[short], k, store.vectors_for)
+        return scores, ids
+
+    def _search_filtered(self, queries: np.ndarray, k: int, allowed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Top k among `allowed` (sorted content ids), by the cheapest way for its size (FILTER_* above)."""
+        store = self._store
+        if len(allowed) <= max(FILTER_EXACT_MAX, self.settings.exact_threshold):
+            # few allowed images: read their vectors and score them all, no structure needed (exact)
+            return st.exact_over_ids(allowed, queries, k, store.vectors_for)
+        search = self.ensure_built()
+        threads = 1 if len(queries) < st.SINGLE_THREAD_BELOW else None
+        fraction = len(allowed) / max(1, self._count)
+        if fraction >= FILTER_OVERFETCH_MIN_FRACTION:
+            # most images pass: over-fetch unfiltered candidates and keep the allowed ones
+            fetch = min(self._count, int(np.ceil(FILTER_OVERFETCH * k / fraction)))
+            with st.faiss_threads(threads):
+                scores, ids = search.search(queries, fetch, store.vectors_for)
+            keep = np.isin(ids, allowed) & (ids >= 0)
+            order = np.argsort(~keep, axis=1, kind="stable")[:, :k]  # allowed first, in score order
+            scores = np.where(keep, scores, -np.inf)
+            scores, ids = np.take_along_axis(scores, order, axis=1), np.take_along_axis(ids, order, axis=1)
+            ids[~np.isfinite(scores)] = -1
+        else:
+            with st.faiss_threads(threads):
+                scores, ids = search.search(queries, k, store.vectors_for, selector=faiss.IDSelectorBatch(allowed))
+        short = np.flatnonzero((ids < 0).any(axis=1))
+        if len(short):  # the probed lists or the candidates held fewer than k allowed images: exact for those
+            scores[short], ids[short] = st.exact_over_ids(allowed, queries[short], k, store.vectors_for)
         return scores, ids
 
     @staticmethod

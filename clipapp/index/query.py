@@ -12,6 +12,7 @@ import numpy as np
 
 from clipapp.errors import ClipAppError
 from clipapp.images.decode import IMAGE_EXTENSIONS
+from clipapp.index.filters import SearchFilter
 from clipapp.index.image_index import ImageIndex
 from clipapp.index.results import SearchResult
 from clipapp.index.sync import Encoder, check_encoder
@@ -115,9 +116,11 @@ def query_index(
     templates: Any = None,
     allow_image_paths: bool = True,
     tag: str | None = None,
+    filter: SearchFilter | None = None,
+    sort: str = "relevance",
 ) -> SearchResult:
     """Parse, compose and search in one call: the hits for a text/image query string (`tag`: only images
-    tagged with this label)."""
+    tagged with this label; `filter`, `sort`: see ImageIndex.search)."""
     check_encoder(index, encoder)
     vector = compose_query(query, encoder, templates, allow_image_paths=allow_image_paths)
-    return index.search(vector, k=k, threshold=threshold, tag=tag)[0]
+    return index.search(vector, k=k, threshold=threshold, tag=tag, filter=filter, sort=sort)[0]

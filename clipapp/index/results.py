@@ -14,9 +14,10 @@ from clipapp.images.folders import SkippedFile
 
 SCORE_DECIMALS = 6  # float32 cosines hold ~7 significant digits; 6 decimals, as the JSON always had
 
-# gradio_client (2.7.2, checked against a live app by tests/test_search_api.py) takes any JSON object with a string
-# "path" key for a file to download and replaces it with the local copy: the hit's score and id would be lost, and
-# a path the server does not serve fails the whole call (403). The web app's JSON names the file "image" instead.
+# gradio_client (2.7.2, checked against a live app by tests/integration/test_search_api.py) takes any JSON object
+# with a string "path" key for a file to download and replaces it with the local copy: the hit's score and id would
+# be lost, and a path the server does not serve fails the whole call (403). The web app's JSON names the file
+# "image" instead.
 GRADIO_FILE_KEY = "image"
 
 

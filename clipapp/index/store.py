@@ -51,6 +51,7 @@ from typing import overload
 import numpy as np
 
 from clipapp.errors import ClipAppError
+from clipapp.index.filters import DATE_SQL, SearchFilter
 from clipapp.storage import fsync_dir
 
 DB_NAME = "index.sqlite"
@@ -59,6 +60,13 @@ FORMAT_NAME = "clipapp-image-index"
 FORMAT_VERSION = 2  # 1: manifest.json + generation files (clipapp/index/migrate.py converts it)
 BUSY_TIMEOUT_S = 60.0  # another process's commit holds the write lock for one batch at most
 _SQL_VARS = 900  # below SQLite's default limit of bound parameters per statement
+# Indexes the search filters (filters.py) need; an index made before them gets them when it is first opened.
+FILTER_INDEXES = {
+    "paths_by_captured": "CREATE INDEX IF NOT EXISTS paths_by_captured ON paths(captured_at, content_id) "
+    "WHERE captured_at IS NOT NULL",
+    "paths_by_undated_mtime": "CREATE INDEX IF NOT EXISTS paths_by_undated_mtime ON paths(mtime, content_id) "
+    "WHERE captured_at IS NULL",
+}
 VECTOR_EPOCH_KEY = "vector_epoch"  # meta: how many compactions rewrote vectors.f32 (absent: 0)
 
 SCHEMA = """
@@ -79,6 +87,8 @@ CREATE TABLE IF NOT EXISTS paths (
     captured_at TEXT                       -- EXIF DateTimeOriginal as 'YYYY-MM-DD HH:MM:SS', where present
 );
 CREATE INDEX IF NOT EXISTS paths_by_content ON paths(content_id);
+CREATE INDEX IF NOT EXISTS paths_by_captured ON paths(captured_at, content_id) WHERE captured_at IS NOT NULL;
+CREATE INDEX IF NOT EXISTS paths_by_undated_mtime ON paths(mtime, content_id) WHERE captured_at IS NULL;
 CREATE TABLE IF NOT EXISTS removed_contents (seq INTEGER PRIMARY KEY AUTOINCREMENT, content_id INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS tags (
     content_id INTEGER NOT NULL REFERENCES contents(id),
@@ -214,6 +224,7 @@ class Store:
                 "(delete the folder and index the images again)."
             ) from exc
         self._check_format(create)
+        self._add_filter_indexes()
         self.dim = int(self.meta["embed_dim"])
         self.row_bytes = 4 * self.dim
         self._wrote_vectors = False
@@ -257,6 +268,22 @@ class Store:
             self.db.close()
             self._db = None
             raise ClipAppError(problem)
+
+    def _add_filter_indexes(self) -> None:
+        """Create the filter indexes an older index lacks (once; SQLite's write lock makes it safe to race). A
+        read-only index folder is still searched, filtering by scanning instead."""
+        have = {row[0] for row in self.db.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+        missing = [sql for name, sql in FILTER_INDEXES.items() if name not in have]
+        if not missing:
+            return
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+            for sql in missing:
+                self.db.execute(sql)
+            self.db.execute("COMMIT")
+        except sqlite3.OperationalError:
+            if self.db.in_transaction:
+                self.db.execute("ROLLBACK")
 
     def read_vector_epoch(self) -> int:
         """The committed compaction epoch (meta `vector_epoch`)."""
@@ -570,6 +597,27 @@ class Store:
             "SELECT content_id FROM tags WHERE label = ? AND prob >= ? ORDER BY content_id", (label, min_prob)
         ).fetchall()
         return np.asarray([r[0] for r in rows], dtype=np.int64)
+
+    def ids_matching(self, search_filter: SearchFilter) -> np.ndarray:
+        """The sorted content ids with at least one path that passes `search_filter` (filters.py)."""
+        where, args = search_filter.where()
+        rows = self.db.execute(f"SELECT DISTINCT content_id FROM paths WHERE {where}", args).fetchall()
+        ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+        ids.sort()
+        return ids
+
+    def dates_for_ids(self, ids: Sequence[int]) -> dict[int, str]:
+        """{content id: its latest date 'YYYY-MM-DD HH:MM:SS'} (EXIF date, else the mtime; see filters.DATE_SQL)."""
+        found: dict[int, str] = {}
+        for chunk in _chunks(sorted({int(i) for i in ids})):
+            marks = ",".join("?" * len(chunk))
+            found.update(
+                self.db.execute(
+                    f"SELECT content_id, max({DATE_SQL}) FROM paths WHERE content_id IN ({marks}) GROUP BY content_id",
+                    chunk,
+                )
+            )
+        return found
 
     def tag_counts(self) -> dict[str, int]:
         return dict(self.db.execute("SELECT label, count(*) FROM tags GROUP BY label ORDER BY count(*) DESC, label"))

@@ -169,7 +169,7 @@ def pq_m_for(count: int, dim: int, budget: int | None) -> int:
     """Bytes per vector of the PQ codes: d/4, or less when the budget is tight (d/8, d/16, at least d/32).
 
     d/4 because with 100 candidates re-ranked, d/8 reached recall@10 0.914 where d/4 reached the nprobe's
-    ceiling of 0.956 (20k x 64 clustered, tests/test_index_store.py's data)."""
+    ceiling of 0.956 (20k x 64 clustered, tests/unit/index/test_index_store.py's data)."""
     options = [m for m in (dim // 4, dim // 8, dim // 16, dim // 32) if m >= 1 and dim % m == 0] or [1]
     for m in options:
         if budget is None or count * (m + 8) <= budget:

@@ -28,6 +28,7 @@ from clipapp.storage import file_sha256
 EXIF_IFD = 0x8769
 EXIF_DATETIME_ORIGINAL = 36867
 EXIF_DATETIME = 306
+Stats = dict[str, tuple[int, float]]  # path -> (size, mtime)
 
 
 class FileEncoder(Protocol):
@@ -134,16 +135,7 @@ def sync_folder(
     root = root.resolve()
     tally = _Tally()
     notify: ProgressFn = progress or (lambda done, total, message: None)
-
-    found: dict[str, tuple[int, float]] = {}
-    for file_path in list_image_files(root):
-        try:
-            stat = file_path.stat()
-        except OSError as exc:  # e.g. a dangling symlink
-            tally.skip(str(file_path), f"cannot read: {exc.strerror or exc}")
-            continue
-        found[str(file_path)] = (stat.st_size, stat.st_mtime)
-
+    found = _stat_folder(root, tally)
     prefix = str(root).rstrip(os.sep) + os.sep
     known = index.file_stats(prefix)
     gone = [path for path in known if path not in found]
@@ -155,21 +147,7 @@ def sync_folder(
 
     try:
         hashes = _hash_files(changed, notify, tally)
-        to_encode: dict[str, list[tuple[FileInfo, bool]]] = {}  # content hash -> files with it (in order)
-        for path in changed:
-            if path not in hashes:
-                continue
-            size, mtime = found[path]
-            digest, captured_at = hashes[path]
-            previous = index.record(path)
-            if previous is not None and previous.sha256 == digest:
-                index.update_file_stat(path, size=size, mtime=mtime)  # touched, same bytes: no re-embedding
-                continue
-            info = FileInfo(path=path, size=size, mtime=mtime, sha256=digest, captured_at=captured_at)
-            if index.add_alias(info) is not None:  # before removals, so a moved file keeps its vector
-                _count_change(tally, existed=previous is not None)
-            else:
-                to_encode.setdefault(info.sha256, []).append((info, previous is not None))
+        to_encode = _record_known_content(index, found, hashes, tally)  # before removals: a moved file is an alias
         tally.removed = index.remove_paths(gone)
         commit()
         _embed_new_content(
@@ -191,6 +169,40 @@ def sync_folder(
     return tally.freeze(total)
 
 
+def _stat_folder(root: Path, tally: _Tally) -> Stats:
+    """The (size, mtime) of every image file under `root`; one that cannot be read is skipped and said so."""
+    found: Stats = {}
+    for file_path in list_image_files(root):
+        try:
+            stat = file_path.stat()
+        except OSError as exc:  # e.g. a dangling symlink
+            tally.skip(str(file_path), f"cannot read: {exc.strerror or exc}")
+            continue
+        found[str(file_path)] = (stat.st_size, stat.st_mtime)
+    return found
+
+
+def _record_known_content(
+    index: ImageIndex, found: Stats, hashes: dict[str, tuple[str, str | None]], tally: _Tally
+) -> dict[str, list[tuple[FileInfo, bool]]]:
+    """Files whose bytes the index has already: a touched file gets its size and mtime refreshed, a copy or a moved
+    file becomes an alias. Returns the rest to encode: content hash -> its files (in order), each with whether it had
+    a record before."""
+    to_encode: dict[str, list[tuple[FileInfo, bool]]] = {}
+    for path, (digest, captured_at) in hashes.items():
+        size, mtime = found[path]
+        previous = index.record(path)
+        if previous is not None and previous.sha256 == digest:
+            index.update_file_stat(path, size=size, mtime=mtime)  # touched, same bytes: no re-embedding
+            continue
+        info = FileInfo(path=path, size=size, mtime=mtime, sha256=digest, captured_at=captured_at)
+        if index.add_alias(info) is not None:
+            _count_change(tally, existed=previous is not None)
+        else:
+            to_encode.setdefault(info.sha256, []).append((info, previous is not None))
+    return to_encode
+
+
 def _count_change(tally: _Tally, *, existed: bool) -> None:
     if existed:
         tally.updated += 1
@@ -199,7 +211,8 @@ def _count_change(tally: _Tally, *, existed: bool) -> None:
 
 
 def _hash_files(paths: list[str], notify: ProgressFn, tally: _Tally) -> dict[str, tuple[str, str | None]]:
-    """(sha256, EXIF capture date) of each readable file, in a few threads (I/O bound; hashlib releases the GIL)."""
+    """(sha256, EXIF capture date) of each readable file, in `paths`' order, hashed in a few threads (I/O bound;
+    hashlib releases the GIL)."""
 
     def attempt(path: str) -> tuple[str, str | None, str | None, str | None]:
         try:

@@ -25,6 +25,7 @@ from clipapp.model import scoring
 from clipapp.model.batching import MicroBatcher
 from clipapp.model.loading import LoadedModel, load_model, towers
 from clipapp.model.prompts import DEFAULT_TEMPLATES, fill_template, resolve_templates
+from clipapp.model.unknown import UnknownScores, detector
 
 if TYPE_CHECKING:  # open_clip itself is imported where a model is built (clipapp.model.loading): it costs ~2.6 s
     import open_clip
@@ -47,6 +48,7 @@ class ZeroShotResult:
     logits: np.ndarray  # (n_images, n_labels)
     cosine: np.ndarray  # (n_images, n_labels)
     multi_label: bool = False  # True: each probability stands alone (sigmoid); they need not sum to 1
+    unknown: Optional[UnknownScores] = None  # "none of these" per image (clipapp/model/unknown.py), when asked
     probs: np.ndarray = field(init=False)  # (n_images, n_labels)
 
     def __post_init__(self) -> None:
@@ -97,15 +99,17 @@ class ClipService:
         self.device = loaded.device
         self.stats = EncodeStats()
         self._dtype = next(self.model.parameters()).dtype
-        # amp: fp32 weights, forward passes under autocast (fp16 on a GPU), as open_clip's zero-shot evaluation
+        # amp: fp32 weights, forward passes under autocast (fp16 on a GPU), as open_clip's zero-shot evaluation.
+        # fp16/bf16: open_clip casts only convolutions, linears and projections to low precision and leaves norms
+        # (a ResNet's BatchNorm) in fp32, so their float32 outputs meet low-precision weights: autocast in the
+        # weights' dtype casts each op's inputs (without it, the demo ResNet failed with "expected Float").
+        autocast_dtype = {
+            "amp": torch.float16 if self.device.type == "cuda" else torch.bfloat16,
+            "fp16": torch.float16,
+            "bf16": torch.bfloat16,
+        }.get(loaded.precision)
         self._autocast = (
-            (
-                lambda: torch.autocast(
-                    self.device.type, dtype=torch.float16 if self.device.type == "cuda" else torch.bfloat16
-                )
-            )
-            if loaded.precision == "amp"
-            else nullcontext
+            (lambda: torch.autocast(self.device.type, dtype=autocast_dtype)) if autocast_dtype else nullcontext
         )
         self._model_lock = threading.Lock()  # one forward pass at a time: the CPU has no spare cores to share
         self._text_cache: LRU[str, np.ndarray] = LRU(text_cache_size)
@@ -351,9 +355,11 @@ class ClipService:
         templates: str | Sequence[str] | None = DEFAULT_TEMPLATES,
         image_features: Optional[np.ndarray] = None,
         classifier: Optional[np.ndarray] = None,
+        unknown: bool = False,
     ) -> ZeroShotResult:
         """Probabilities over `labels` for each image. `image_features` skips image encoding;
-        `classifier` (n_labels, dim) replaces the text classifier, e.g. with a fine-tuned head."""
+        `classifier` (n_labels, dim) replaces the text classifier, e.g. with a fine-tuned head. `unknown`: also
+        whether each image matches none of the labels (against the labels' text embeddings, whatever `classifier`)."""
         labels = list(labels)
         if not labels:
             raise ClipAppError("No labels given.")
@@ -361,7 +367,11 @@ class ClipService:
         weights = self.text_embeddings(labels, templates) if classifier is None else classifier
         cosine = features @ weights.T
         return ZeroShotResult(
-            labels=labels, logits=self.label_logits(cosine), cosine=cosine, multi_label=self.multi_label
+            labels=labels,
+            logits=self.label_logits(cosine),
+            cosine=cosine,
+            multi_label=self.multi_label,
+            unknown=detector(self, labels, templates)(features) if unknown else None,
         )
 
     def label_probabilities(self, cosine: np.ndarray) -> np.ndarray:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -93,6 +94,27 @@ def _contrast_color(rgba) -> str:
 
 
 # --------------------------------------------------------------------------------------------- heatmap
+@dataclass(frozen=True)
+class _HeatmapLayout:
+    """Where the heatmap's parts go, in inches, and its font sizes in points."""
+
+    cell: float  # a cell's edge
+    value_fs: float
+    label_fs: float
+    title_fs: float
+    top_extra: float  # the thumbnail row above the grid, in cells
+    left: float
+    bottom: float
+    ax_w: float
+    ax_h: float
+    fig_w: float
+    fig_h: float
+    heading_lines: list[str]
+    title_x: float
+    cbar_gap: float = 0.15
+    cbar_w: float = 0.18
+
+
 def similarity_heatmap(
     matrix: np.ndarray,
     images: Sequence[object] | None,
@@ -107,22 +129,56 @@ def similarity_heatmap(
     """
     grid, texts = heatmap_grid(matrix, images, texts)  # rows = texts, columns = images
     n_txt, n_img = grid.shape
+    fig = _new_figure(4, 4)  # resized below; text is measured with its renderer first
+    labels = [shorten(t, LABEL_CHARS) for t in texts]
+    at = _heatmap_layout(fig, n_txt, n_img, labels, title if title is not None else HEATMAP_TITLE, images is not None)
+    fig.set_size_inches(at.fig_w, at.fig_h)
 
+    ax = fig.add_axes((at.left / at.fig_w, at.bottom / at.fig_h, at.ax_w / at.fig_w, at.ax_h / at.fig_h))
+    im = _heatmap_cells(ax, grid, at.value_fs)
+    _heatmap_axes(ax, n_txt, n_img, images, labels, at)
+
+    cax = fig.add_axes(
+        (
+            (at.left + at.ax_w + at.cbar_gap) / at.fig_w,
+            at.bottom / at.fig_h,
+            at.cbar_w / at.fig_w,
+            n_txt * at.cell / at.fig_h,
+        )
+    )
+    cb = fig.colorbar(im, cax=cax)
+    cb.ax.tick_params(labelsize=max(7.0, at.label_fs * 0.8))
+    cb.outline.set_visible(False)
+
+    fig.text(
+        at.title_x / at.fig_w,
+        1 - 0.12 / at.fig_h,
+        "\n".join(at.heading_lines),
+        ha="center",
+        va="top",
+        fontsize=at.title_fs,
+        parse_math=False,
+        linespacing=1.3,
+    )
+    return fig
+
+
+def _heatmap_layout(
+    fig: Figure, n_txt: int, n_img: int, labels: list[str], heading: str, thumbnails: bool
+) -> _HeatmapLayout:
+    """The heatmap's sizes from its counts, label widths and title (measured with `fig`'s renderer)."""
     # Cell edge in inches: large for small matrices, shrinking so 20 x 30 stays on about 12 x 18 inches.
     cell = clip(min(12.0 / n_img, 18.0 / (n_txt + 1.2)), 0.5, 1.1)
     value_fs = clip(cell * 72 * 0.26, 6.5, 14)
     label_fs = clip(cell * 72 * 0.25, 8, 13)
     title_fs = 13 if n_img > 3 else 11
-    top_extra = 1.1 if images is not None else 0.0  # thumbnail row above the grid, in cell units (+ a gap)
+    top_extra = 1.1 if thumbnails else 0.0  # thumbnail row above the grid, in cell units (+ a gap)
 
-    fig = _new_figure(4, 4)
-    labels = [shorten(t, LABEL_CHARS) for t in texts]
     label_w = _text_width_in(fig, labels, label_fs) + 0.15
     left = label_w + 0.15
-    cbar_w, cbar_gap, cbar_labels = 0.18, 0.15, 0.55
+    cbar_gap, cbar_w, cbar_labels = _HeatmapLayout.cbar_gap, _HeatmapLayout.cbar_w, 0.55
     right = cbar_gap + cbar_w + cbar_labels
-    heading = title if title is not None else HEATMAP_TITLE
-    bottom = 0.25 if images is not None else 0.45
+    bottom = 0.25 if thumbnails else 0.45
     ax_w = n_img * cell
     ax_h = (n_txt + top_extra) * cell
     fig_w = max(left + ax_w + right, 4.5)
@@ -133,9 +189,15 @@ def similarity_heatmap(
     fig_h += 0.2 + 0.27 * len(heading_lines) * title_fs / 12
     half = max(_text_width_in(fig, heading_lines, title_fs) / 2, 0.01)
     title_x = clip(left + ax_w / 2, min(half + 0.15, fig_w / 2), max(fig_w - half - 0.15, fig_w / 2))
-    fig.set_size_inches(fig_w, fig_h)
+    return _HeatmapLayout(
+        cell, value_fs, label_fs, title_fs, top_extra, left, bottom, ax_w, ax_h, fig_w, fig_h, heading_lines, title_x
+    )
 
-    ax = fig.add_axes((left / fig_w, bottom / fig_h, ax_w / fig_w, ax_h / fig_h))
+
+def _heatmap_cells(ax, grid: np.ndarray, value_fs: float):
+    """The coloured grid with each cell's cosine written in an ink that reads on it; returns the image (for the
+    colour bar)."""
+    n_txt, n_img = grid.shape
     lo, hi = color_range(grid)
     norm = Normalize(vmin=lo, vmax=hi)
     im = ax.imshow(
@@ -159,7 +221,13 @@ def similarity_heatmap(
                 color=_contrast_color(cell_rgba[y, x]),
                 parse_math=False,
             )
+    return im
 
+
+def _heatmap_axes(
+    ax, n_txt: int, n_img: int, images: Sequence[object] | None, labels: list[str], at: _HeatmapLayout
+) -> None:
+    """The thumbnails above the columns (or "image N" ticks), the texts beside the rows, no frame."""
     if images is not None:
         for x, img in enumerate(images):
             thumb = square_thumbnail(img)
@@ -169,30 +237,13 @@ def similarity_heatmap(
             )
         ax.set_xticks([])
     else:
-        ax.set_xticks(range(n_img), [f"image {i + 1}" for i in range(n_img)], fontsize=label_fs * 0.85)
+        ax.set_xticks(range(n_img), [f"image {i + 1}" for i in range(n_img)], fontsize=at.label_fs * 0.85)
     ax.set_xlim(-0.5, n_img - 0.5)
-    ax.set_ylim(n_txt - 0.5, -0.5 - top_extra)
-    ax.set_yticks(range(n_txt), labels, fontsize=label_fs, parse_math=False)
+    ax.set_ylim(n_txt - 0.5, -0.5 - at.top_extra)
+    ax.set_yticks(range(n_txt), labels, fontsize=at.label_fs, parse_math=False)
     ax.tick_params(axis="y", length=0, pad=6)
     for spine in ax.spines.values():
         spine.set_visible(False)
-
-    cax = fig.add_axes(((left + ax_w + cbar_gap) / fig_w, bottom / fig_h, cbar_w / fig_w, n_txt * cell / fig_h))
-    cb = fig.colorbar(im, cax=cax)
-    cb.ax.tick_params(labelsize=max(7.0, label_fs * 0.8))
-    cb.outline.set_visible(False)
-
-    fig.text(
-        title_x / fig_w,
-        1 - 0.12 / fig_h,
-        "\n".join(heading_lines),
-        ha="center",
-        va="top",
-        fontsize=title_fs,
-        parse_math=False,
-        linespacing=1.3,
-    )
-    return fig
 
 
 # --------------------------------------------------------------------------------------------- top-k bars

@@ -45,3 +45,18 @@ def test_finetune_then_classify_with_the_adapter(page, app_url, tmp_path):
     expect(output.first).to_have_text(re.compile(r"^\s*(red|green|blue)\s*$"))
     page.get_by_role("button", name=re.compile("Back to plain zero-shot")).click()
     expect(page.get_by_text(re.compile("Using the fine-tuned adapter"))).to_have_count(0)
+
+
+def test_check_my_labels_shows_suspects_and_drops_the_ticked_ones(page, app_url, tmp_path):
+    archive = _labelled_zip(tmp_path / "colours.zip")  # 18 images; the random tiny model doubts many of them
+    page.goto(app_url)
+    page.get_by_role("tab", name="Fine-tune").click()
+    page.get_by_role("tabpanel").locator("input[type=file]").first.set_input_files(str(archive))
+    page.get_by_role("button", name="Check my labels").click()
+    expect(page.locator("#label-review")).to_contain_text(re.compile("doubts|agrees"), timeout=60_000)
+    expect(page.locator("#suspects img").first).to_be_visible()
+    first = page.locator("#drop input[type=checkbox]").first
+    first.check()
+    page.get_by_role("button", name="Fine-tune", exact=True).click()
+    expect(page.get_by_text(re.compile(r"is now used by the Zero-shot tab"))).to_be_visible(timeout=180_000)
+    expect(page.locator("#finetune-report")).to_contain_text(re.compile(r"n_images\W*17\b"))

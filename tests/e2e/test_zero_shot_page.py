@@ -19,8 +19,10 @@ def test_classify_flow(page, app_url, photos):
     outputs = page.locator("[data-testid=label-output-value]")
     expect(outputs).to_have_count(2)
     for i in range(2):
-        expect(outputs.nth(i)).to_have_text(re.compile(r"^\s*(cat|rocket|cup of coffee)\s*$"))
-    expect(page.get_by_text(re.compile(r"^\s*\d+%\s*$"))).to_have_count(6)  # 3 labels x 2 images
+        expect(outputs.nth(i)).to_have_text(re.compile(r"^\s*(cat|rocket|cup of coffee|none of these)\s*$"))
+    # 3 labels and the "none of these" bar x 2 images
+    expect(page.get_by_text(re.compile(r"^\s*\d+%\s*$"))).to_have_count(8)
+    expect(page.get_by_text("none of these", exact=True)).to_have_count(2)
     expect(page.locator("#heatmap img").first).to_be_visible()  # drawn by the chained event after Classify
 
 
@@ -59,3 +61,16 @@ def test_demo_model_leads_with_what_it_knows(page, tmp_path):
         expect(small).to_have_count(2)
         assert small.first.evaluate("e => getComputedStyle(e).imageRendering") == "pixelated"
         assert small.first.bounding_box()["height"] > 112  # enlarged beyond the file's own size
+
+
+def test_label_warnings_show_next_to_the_labels_box(page, app_url):
+    page.goto(app_url)
+    labels = page.get_by_label("Labels (comma or newline separated)")
+    labels.fill("cat,, dog, Dog")
+    labels.blur()
+    warnings = page.locator("#label-warnings")
+    expect(warnings).to_contain_text("1 empty label(s)")
+    expect(warnings).to_contain_text("'Dog' repeats 'dog'")
+    labels.fill("cat, dog")
+    labels.blur()
+    expect(warnings).not_to_contain_text("repeats")

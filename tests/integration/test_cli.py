@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 from PIL import Image
@@ -187,3 +188,34 @@ def test_duplicates_json_csv_move_and_undo(capsys, tiny_spec, photos, tmp_path):
     assert sorted(r["to"] for r in restored["moved"]) == sorted(m["from"] for m in moved["moved"])
     assert main(["duplicates", "--index", str(tmp_path / "nothing"), "--json"]) == 2
     assert "No index" in capsys.readouterr().err
+
+
+def test_search_filters_and_sort_by_date(capsys, tiny_spec, photos, tmp_path):
+    folder, index = tmp_path / "pics", tmp_path / "index"
+    days = {}
+    for i, photo in enumerate(photos[:4]):  # two folders; no EXIF dates, so each file's mtime is its date
+        target = folder / ("old" if i < 2 else "new") / photo.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(photo.read_bytes())
+        stamp = time.mktime((2020 + i, 6, 15, 12, 0, 0, 0, 0, -1))
+        os.utime(target, (stamp, stamp))
+        days[str(target)] = 2020 + i
+    run_json(capsys, "index", str(folder), "--index", str(index), "--model", tiny_spec, "--json")
+    base = ["search", "--index", str(index), "--text", "a cat", "--model", tiny_spec, "--json"]
+
+    under = run_json(capsys, *base, "--under", str(folder / "new"))["results"]
+    assert sorted(hit["path"] for hit in under) == sorted(p for p in days if "/new/" in p)
+    dated = run_json(capsys, *base, "--after", "2021-06-15", "--before", "2022-06-15")["results"]
+    assert sorted(days[hit["path"]] for hit in dated) == [2021, 2022]  # both ends inclusive
+    by_score = run_json(capsys, *base, "--min-score", "-1")["results"]
+    by_date = run_json(capsys, *base, "--min-score", "-1", "--sort", "date")["results"]
+    assert sorted(h["path"] for h in by_date) == sorted(h["path"] for h in by_score)
+    assert [days[h["path"]] for h in by_date] == [2023, 2022, 2021, 2020]
+    assert {"id", "path", "score", "aliases"} == set(by_date[0])  # the JSON shape is unchanged
+    cut_off = str(by_score[1]["score"] - 1e-5)  # the JSON rounds scores to 6 decimals
+    cut = run_json(capsys, *base, "--min-score", cut_off, "--sort", "date")["results"]
+    assert sorted(h["path"] for h in cut) == sorted(h["path"] for h in by_score[:2])  # cut first, then sorted
+
+    assert main([*base, "--after", "2021-02-30"]) == 2
+    err = capsys.readouterr().err
+    assert "--after '2021-02-30' is not a date" in err and "YYYY-MM-DD" in err and "Traceback" not in err

@@ -107,3 +107,15 @@ def test_duplicates_route(tiny_service, photos, tmp_path):
     assert str(root / photos[0].name) in group["paths"] and group["keep"] in group["paths"]
     assert client.post("/v1/duplicates", data={"source": "my uploads"}).status_code == 400
     assert client.post("/v1/duplicates", data={"source": str(root), "threshold": "2"}).status_code == 422
+def test_search_filters(api):
+    photos_dir = str(EXAMPLES_DIR / "photos")
+    hits = api.post("/v1/search", data={"query": "a cat", "k": 50, "under": photos_dir}).json()["results"]
+    assert hits and all(hit["path"].startswith(photos_dir + "/") for hit in hits)
+    everything = api.post("/v1/search", data={"query": "a cat", "k": 50}).json()["results"]
+    assert len(everything) > len(hits)  # the fashion images were left out
+    assert api.post("/v1/search", data={"query": "a cat", "after": "2999-01-01"}).json() == {"results": []}
+    by_date = api.post("/v1/search", data={"query": "a cat", "k": 5, "sort": "date", "before": "2999-12-31"}).json()
+    assert sorted(h["id"] for h in by_date["results"]) == sorted(h["id"] for h in everything[:5])
+    bad = api.post("/v1/search", data={"query": "a cat", "before": "31/12/2020"})
+    assert bad.status_code == 400 and "--before '31/12/2020' is not a date" in bad.json()["error"]
+    assert api.post("/v1/search", data={"query": "a cat", "sort": "newest"}).status_code == 422

@@ -144,3 +144,16 @@ def test_registry_refuses_unlisted_sources_and_bad_sessions(tiny_service, tmp_pa
             registry.folder_and_index_path(source, "session1")
     with pytest.raises(ClipAppError, match="session"):
         registry.folder_and_index_path("my uploads", "../../etc")
+
+
+def test_search_tab_filters(client):
+    photos_dir = str(EXAMPLES_DIR / "photos")
+    # the filter inputs follow the old ones: source, query, templates, k, min score, tag, after, before, under, sort
+    under = client.predict("examples", "a cat", "simple", 50, -1, "", "", "", photos_dir, "relevance",
+                           api_name="/search_text")["results"]
+    assert under and all(hit["image"].startswith(photos_dir + "/") for hit in under)
+    future = client.predict("examples", "a cat", "simple", 5, -1, "", "2999-01-01", "", "", "date",
+                            api_name="/search_text")
+    assert future == {"results": []}
+    with pytest.raises(AppError, match="is not a date"):
+        client.predict("examples", "a cat", "simple", 5, -1, "", "yesterday", api_name="/search_text")

@@ -97,7 +97,7 @@ def test_a_cancelled_finetune_stops_its_work(ctx, tmp_path, photos, monkeypatch)
     def endless_finetune(service, data, config, *, stop, progress, **kwargs):
         started.set()
         while not stop():
-            progress(0.5, "training")
+            progress(1, 2, "training")
             threading.Event().wait(0.05)
         seen_stop.append(True)
         raise ClipAppError("stopped")

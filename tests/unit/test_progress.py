@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import threading
+
+import pytest
 
 from clipapp.progress import stopped, tqdm_progress
 
@@ -22,3 +25,27 @@ def test_the_tqdm_renderer_follows_done_total_and_resets_on_a_new_phase():
         bar(1, 3, "building")
         assert bar._bar.n == 1 and bar._bar.total == 3
     assert bar._bar is None
+
+
+def test_the_tqdm_renderer_keeps_counting_when_only_the_message_changes():
+    """Fine-tuning counts its whole plan once and names the fold and epoch in the message: no reset (which would
+    restart tqdm's rate and time left) until a new total or a count that starts over."""
+    with tqdm_progress(file=io.StringIO()) as bar:
+        bar(3, 20, "fold 1/2: epoch 1/3")
+        started = bar._bar.start_t
+        bar(4, 20, "fold 1/2: epoch 2/3")
+        assert (bar._bar.n, bar._bar.total) == (4, 20) and bar._bar.desc.startswith("fold 1/2: epoch 2/3")
+        assert bar._bar.start_t == started
+        bar(1, 20, "building")  # the count starts over: a new phase
+        assert bar._bar.n == 1 and bar._bar.desc.startswith("building")
+
+
+def test_fine_tunings_old_progress_type_answers_for_one_release():
+    """`clipapp.finetune.config.ProgressFn` (fraction, message) gave way to the one protocol's type."""
+    import clipapp.finetune as package
+    import clipapp.progress
+    from clipapp.finetune import config
+
+    for module in (config, package, package):  # the package warns on every lookup, not just the first
+        with pytest.warns(DeprecationWarning, match="ProgressFn moved to clipapp.progress.ProgressFn"):
+            assert module.ProgressFn is clipapp.progress.ProgressFn

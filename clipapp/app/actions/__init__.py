@@ -2,17 +2,19 @@
 handler and /v1 route calls one of them. Each result's one `to_dict` is the JSON of the CLI, the page and /v1, so
 all give the same answers by construction.
 
-Modules by concern: images (a request's images), zero_shot (classify, similarity, embed a few images), batch
-(classify any number as a stream, evaluate), search (index a folder, search an index), sources (the server's
-indexes by name, per browser session: the Search tab and /v1/search), finetune (fine-tune to a file, or for a
-browser session), archive (compact, back up, export and import an index), duplicates (near-duplicate
-groups, moving them aside and back).
+Modules by concern: images (a request's images), zero_shot (classify, similarity, embed a few images), explain
+(where each label matches: region maps), batch (classify any number as a stream, evaluate), search (index a folder,
+search an index), sources (the server's indexes by name, per browser session: the Search tab and /v1/search),
+finetune (fine-tune to a file, or for a browser session), archive (compact, back up, export and import an index),
+collection_map (the map of an index), duplicates
+(near-duplicate groups, moving them aside and back).
 """
 
 from __future__ import annotations
 
 from clipapp.app.actions.archive import backup_index, compact_index, export_index, import_embeddings
 from clipapp.app.actions.batch import BatchClassify, classify_batch, evaluate
+from clipapp.app.actions.collection_map import CollectionMap, MapCluster, collection_map, map_of_index, source_map
 from clipapp.app.actions.duplicates import (
     find_duplicates,
     move_duplicates,
@@ -21,14 +23,18 @@ from clipapp.app.actions.duplicates import (
     undo_duplicate_moves,
     write_duplicates_csv,
 )
+from clipapp.app.actions.explain import Explanation, explain
 from clipapp.app.actions.finetune import (
     MAX_PAGE_IMAGES,
     AdapterReport,
     LabelledSource,
+    LabelReview,
     SessionAdapter,
+    drop_images,
     finetune_for_session,
     finetune_to_file,
     labelled_page_uploads,
+    review_labels,
 )
 from clipapp.app.actions.images import (
     MAX_IMAGES_PER_REQUEST,
@@ -74,6 +80,11 @@ __all__ = [
     "source_duplicates",
     "undo_duplicate_moves",
     "write_duplicates_csv",
+    "CollectionMap",
+    "MapCluster",
+    "collection_map",
+    "map_of_index",
+    "source_map",
     "backup_index",
     "compact_index",
     "export_index",
@@ -83,9 +94,13 @@ __all__ = [
     "MAX_PAGE_IMAGES",
     "MAX_TEXTS_PER_REQUEST",
     "AdapterReport",
+    "LabelReview",
+    "drop_images",
+    "review_labels",
     "BatchClassify",
     "Classification",
     "Embeddings",
+    "Explanation",
     "LabelledSource",
     "NamedImage",
     "Similarity",
@@ -95,6 +110,7 @@ __all__ = [
     "classify_batch",
     "embed",
     "evaluate",
+    "explain",
     "finetune_for_session",
     "finetune_to_file",
     "index_folder",

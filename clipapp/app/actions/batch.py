@@ -13,9 +13,12 @@ from clipapp.model.prompts import DEFAULT_TEMPLATES
 from clipapp.model.service import ClipService
 from clipapp.progress import ProgressFn
 
+DEFAULT_SUSPECTS = 100  # suspects listed in eval's JSON and text; the CSV has every one
+
 if TYPE_CHECKING:
     from clipapp.classify.evaluation import EvalResult
     from clipapp.images.folders import SkippedFile
+    from clipapp.model.label_check import LabelWarning
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,7 @@ class BatchClassify:
     tag_min_prob: float = 0.5
     ray: Optional[str] = None  # a Ray address: encode the files on the cluster
     precision: str = "auto"  # the cluster's precision (see `model.device.cluster_precision`)
+    unknown: bool = True  # say per image whether it matches none of the labels (--no-unknown: not)
     keep_results: bool = field(init=False, default=True)
 
     def __post_init__(self) -> None:
@@ -59,8 +63,8 @@ def _classifier(service: ClipService, job: BatchClassify):
     if job.adapter:
         from clipapp.finetune.adapter import load_adapter
 
-        return adapter_classifier(service, load_adapter(job.adapter, expected_spec=service.spec))
-    return zero_shot_classifier(service, job.labels or "", templates=job.templates)
+        return adapter_classifier(service, load_adapter(job.adapter, expected_spec=service.spec), unknown=job.unknown)
+    return zero_shot_classifier(service, job.labels or "", templates=job.templates, unknown=job.unknown)
 
 
 def _run(service: ClipService, job: BatchClassify, classifier, outputs: list, progress) -> ClassifyReport:
@@ -104,20 +108,30 @@ def classify_batch(
     *,
     progress: Optional[ProgressFn] = None,
     on_skipped: Optional[Callable[[SkippedFile], None]] = None,
+    on_warning: Optional[Callable[[LabelWarning], None]] = None,
 ) -> ClassifyReport:
     """Classify every image of `job` as a stream, writing its output files as results arrive; the report.
 
     `on_skipped` hears of each unreadable file before a run that classified nothing is refused (its message says
-    they were listed)."""
+    they were listed); `on_warning` of each label-check warning before the work starts (a duplicate or an
+    over-long label is then refused)."""
     from clipapp.classify.predictions import open_outputs
+    from clipapp.model.label_check import check_labels
 
+    warnings = None if job.adapter else check_labels(service, job.labels, job.templates)
+    if warnings and on_warning is not None:
+        for warning in warnings:
+            on_warning(warning)
     classifier = _classifier(service, job)
-    outputs = list(open_outputs(csv_path=job.csv, jsonl_path=job.jsonl, k=job.top_k, resume=job.resume))
+    outputs = list(
+        open_outputs(csv_path=job.csv, jsonl_path=job.jsonl, k=job.top_k, resume=job.resume, unknown=job.unknown)
+    )
     try:
         report = _run(service, job, classifier, outputs, progress)
     finally:
         for output in outputs:
             output.close()
+    report.warnings = warnings
     for item in report.skipped:
         if on_skipped is not None:
             on_skipped(item)
@@ -132,9 +146,12 @@ def evaluate(
     adapter: Optional[str] = None,
     templates: str = DEFAULT_TEMPLATES,
     progress: Optional[ProgressFn] = None,
+    suspects: Optional[str] = None,
+    suspects_top: int = DEFAULT_SUSPECTS,
 ) -> EvalResult:
     """Top-1/top-5, per-class accuracy and the confusion matrix on DATA_DIR/<class>/<images> (or a .zip), zero-shot
-    on the folder names or with the adapter file `adapter`."""
+    on the folder names or with the adapter file `adapter`. `suspects`: a CSV path for every image whose folder
+    label the model doubts, most suspect first; the result's JSON lists the first `suspects_top`."""
     from clipapp.classify.evaluation import evaluate_folder
 
     loaded = None
@@ -142,4 +159,17 @@ def evaluate(
         from clipapp.finetune.adapter import load_adapter
 
         loaded = load_adapter(adapter, expected_spec=service.spec)
-    return evaluate_folder(service, data_dir, loaded, templates=templates, progress=progress)
+    if suspects_top < 1:
+        raise ClipAppError(f"--suspects-top must be at least 1, not {suspects_top}.")
+    result = evaluate_folder(
+        service,
+        data_dir,
+        loaded,
+        templates=templates,
+        progress=progress,
+        suspects=bool(suspects),
+        suspects_limit=suspects_top,
+    )
+    if suspects and result.suspects is not None:
+        result.suspects.write_csv(suspects)
+    return result

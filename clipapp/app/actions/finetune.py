@@ -11,11 +11,14 @@ from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 from clipapp.errors import ClipAppError
 from clipapp.finetune.config import FinetuneConfig
 from clipapp.model.service import ClipService
+from clipapp.progress import ProgressFn
 
 if TYPE_CHECKING:
     from clipapp.app.sessions import SessionStore
+    from clipapp.classify.suspects import Suspect
     from clipapp.finetune.intake import LabelledImages
     from clipapp.finetune.results import FinetuneResult
+    from clipapp.model.label_check import LabelWarning
 
 MAX_PAGE_IMAGES = 2000  # one fine-tune holds the CPU for everyone: keep a browser request to a few-shot size
 
@@ -99,9 +102,23 @@ class AdapterReport:
     model: str
     adapter: Path
     result: FinetuneResult
+    warnings: list[LabelWarning] = field(default_factory=list)  # the label check of the class names
 
     def to_dict(self) -> dict[str, Any]:
-        return {"model": self.model, "adapter": str(self.adapter), **self.result.to_dict()}
+        payload = {"model": self.model, "adapter": str(self.adapter), **self.result.to_dict()}
+        return payload | {"warnings": [w.to_dict() for w in self.warnings]}
+
+
+def _class_names(source: LabelledSource) -> Optional[list[str]]:
+    """The classes to check before training: listed or read already, or a folder's subfolders (a zip's are known
+    only once extracted: checked after training)."""
+    if source.labelled is not None:
+        return list(source.labelled.class_names)
+    if source.data_dir and Path(source.data_dir).is_dir():
+        from clipapp.images.folders import ImageFolder
+
+        return list(ImageFolder.scan(source.data_dir).class_names)
+    return None
 
 
 def finetune_to_file(
@@ -110,19 +127,85 @@ def finetune_to_file(
     config: FinetuneConfig,
     out: str,
     *,
-    progress: Optional[Callable[[float, str], None]] = None,
+    progress: Optional[ProgressFn] = None,
+    on_warning: Optional[Callable[[LabelWarning], None]] = None,
 ) -> AdapterReport:
-    """Fine-tune on `source` and save the adapter as OUT.safetensors and OUT.json."""
+    """Fine-tune on `source` and save the adapter as OUT.safetensors and OUT.json. The class names are checked
+    first (`on_warning` hears each warning before training starts)."""
     from clipapp.finetune import finetune_folder, finetune_labelled
     from clipapp.finetune.adapter import adapter_paths
+    from clipapp.model.label_check import check_labels
 
+    class_names = _class_names(source)
+    warnings = check_labels(service, class_names) if class_names else []
+    for warning in warnings:
+        if on_warning is not None:
+            on_warning(warning)
     if source.labelled is None:
         assert source.data_dir is not None  # LabelledSource: exactly one way given
         result = finetune_folder(service, source.data_dir, config, out=out, progress=progress)
     else:
         result = finetune_labelled(service, source.labelled, config, out=out, progress=progress)
+    if class_names is None:
+        warnings = check_labels(service, result.class_names)
     weights_path, _ = adapter_paths(out)
-    return AdapterReport(model=service.spec, adapter=Path(weights_path), result=result)
+    return AdapterReport(model=service.spec, adapter=Path(weights_path), result=result, warnings=warnings)
+
+
+REVIEW_LIMIT = 24  # suspects the page shows: a screenful of thumbnails
+
+
+@dataclass
+class LabelReview:
+    """The Fine-tune tab's "Check my labels": the label check of the class names and the images whose class the
+    model doubts (zero-shot, most suspect first), each with its `key` ("class/name") to drop it by and its source."""
+
+    warnings: list[LabelWarning]
+    suspects: list[Suspect]
+    keys: list[str]
+    sources: list[Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "warnings": [w.to_dict() for w in self.warnings],
+            "suspects": [s.to_dict() | {"key": key} for s, key in zip(self.suspects, self.keys, strict=True)],
+        }
+
+
+def image_key(data: LabelledImages, i: int) -> str:
+    """An image of a fine-tune set by its class and name (names alone may repeat across class folders)."""
+    return f"{data.class_names[data.targets[i]]}/{data.names[i]}"
+
+
+def review_labels(service: ClipService, data: LabelledImages, *, limit: int = REVIEW_LIMIT) -> LabelReview:
+    """Before training: warnings about the class names and the `limit` most suspect images."""
+    from clipapp.classify.suspects import rank_labelled
+    from clipapp.model.label_check import check_labels
+
+    ranker = rank_labelled(service, data.sources, data.targets, data.class_names, data.names)
+    rows = ranker.rows(limit)
+    return LabelReview(
+        warnings=check_labels(service, data.class_names),
+        suspects=ranker.ranked(limit),
+        keys=[image_key(data, i) for i in rows],
+        sources=[data.sources[i] for i in rows],
+    )
+
+
+def drop_images(data: LabelledImages, keys: Sequence[str]) -> LabelledImages:
+    """`data` without the images whose `image_key` is in `keys` (the ones the user dropped after the review)."""
+    from clipapp.finetune.intake import LabelledImages
+
+    drop = set(keys)
+    if not drop:
+        return data
+    keep = [i for i in range(len(data)) if image_key(data, i) not in drop]
+    return LabelledImages(
+        sources=[data.sources[i] for i in keep],
+        targets=data.targets[keep],
+        class_names=list(data.class_names),
+        names=[data.names[i] for i in keep],
+    )
 
 
 @dataclass
@@ -144,7 +227,7 @@ def finetune_for_session(
     *,
     name: str,
     stop: Optional[Callable[[], bool]] = None,
-    progress: Optional[Callable[[float, str], None]] = None,
+    progress: Optional[ProgressFn] = None,
     on_epoch: Optional[Callable[[dict], None]] = None,
 ) -> SessionAdapter:
     """Fine-tune on `data` and keep the adapter as `session`'s classifier (without a session: under the state

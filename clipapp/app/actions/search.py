@@ -12,7 +12,7 @@ from clipapp.images.decode import ImageSource
 from clipapp.model.service import ClipService
 
 if TYPE_CHECKING:  # the index (faiss) is imported only by the actions that use it
-    from clipapp.index import ImageIndex, SearchResult, SyncReport
+    from clipapp.index import ImageIndex, SearchFilter, SearchResult, SyncReport
 
 
 def sync_index(service: ClipService, index: ImageIndex, folder: str | os.PathLike, *, progress=None) -> SyncReport:
@@ -79,8 +79,11 @@ def search_text(
     templates: str | Sequence[str] | None = None,
     allow_image_paths: bool = True,
     tag: Optional[str] = None,
+    filter: Optional[SearchFilter] = None,
+    sort: str = "relevance",
 ) -> SearchResult:
-    """Text (or rclip-style `a + b - c`) query -> its hits, best first. `tag`: only images tagged with this label."""
+    """Text (or rclip-style `a + b - c`) query -> its hits, best first. `tag`: only images tagged with this label;
+    `filter` (SearchFilter: dates, folder, tag) and `sort` ("relevance" or "date"): see ImageIndex.search."""
     from clipapp.index import query_index
 
     return query_index(
@@ -92,6 +95,8 @@ def search_text(
         templates=templates,
         allow_image_paths=allow_image_paths,
         tag=tag,
+        filter=filter,
+        sort=sort,
     )
 
 
@@ -103,14 +108,22 @@ def search_image(
     k: int = 10,
     threshold: Optional[float] = None,
     tag: Optional[str] = None,
+    filter: Optional[SearchFilter] = None,
+    sort: str = "relevance",
 ) -> SearchResult:
-    """Images most like `image` (a path, bytes or PIL image), best first."""
+    """Images most like `image` (a path, bytes or PIL image), best first (`filter`, `sort`: as search_text)."""
     vector = service.encode_images([image])
-    return index.search(vector, k=k, threshold=threshold, tag=tag)[0]
+    return index.search(vector, k=k, threshold=threshold, tag=tag, filter=filter, sort=sort)[0]
 
 
 def search_vector(
-    index: ImageIndex, vector: np.ndarray, *, k: int = 10, threshold: Optional[float] = None
+    index: ImageIndex,
+    vector: np.ndarray,
+    *,
+    k: int = 10,
+    threshold: Optional[float] = None,
+    filter: Optional[SearchFilter] = None,
+    sort: str = "relevance",
 ) -> SearchResult:
     """Images most like an embedding (e.g. an indexed image's own vector: the page's click-to-search)."""
-    return index.search(vector, k=k, threshold=threshold)[0]
+    return index.search(vector, k=k, threshold=threshold, filter=filter, sort=sort)[0]

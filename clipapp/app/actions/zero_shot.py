@@ -12,6 +12,7 @@ from clipapp.app.actions.images import MAX_TEXTS_PER_REQUEST, NamedImage, load_n
 from clipapp.classify.stream import ClassifyReport, Prediction
 from clipapp.errors import ClipAppError
 from clipapp.images.decode import ImageSource
+from clipapp.model.label_check import LabelWarning
 from clipapp.model.prompts import DEFAULT_TEMPLATES, parse_labels
 from clipapp.model.service import ClipService, ZeroShotResult
 
@@ -28,6 +29,7 @@ class Classification:
     names: list[str]
     scores: ZeroShotResult
     top_k: int = DEFAULT_TOP_K
+    warnings: Optional[list[LabelWarning]] = None  # the label check's, for zero-shot labels
 
     @property
     def labels(self) -> list[str]:
@@ -37,13 +39,20 @@ class Classification:
         """The JSON of the CLI's `classify` (README "Classify a whole folder or index"), made by the one
         `ClassifyReport.to_dict` that the CLI's streaming path uses too. `top_k`: default the one asked for."""
         k = max(1, int(self.top_k if top_k is None else top_k))
-        results = [Prediction(name, tuple(top)) for name, top in zip(self.names, self.scores.top(k), strict=True)]
+        unknown = self.scores.unknown
+        flags = [None] * len(self.names) if unknown is None else unknown.flag.tolist()
+        scores = [None] * len(self.names) if unknown is None else unknown.score.tolist()
+        results = [
+            Prediction(name, tuple(top), flag, score)
+            for name, top, flag, score in zip(self.names, self.scores.top(k), flags, scores, strict=True)
+        ]
         return ClassifyReport(
             model=self.model,
             labels=self.labels,
             multi_label=self.scores.multi_label,
             classified=len(results),
             results=results,
+            warnings=self.warnings,
         ).to_dict()
 
 
@@ -55,17 +64,24 @@ def classify(
     templates: str | Sequence[str] | None = DEFAULT_TEMPLATES,
     top_k: int = DEFAULT_TOP_K,
     classifier=None,
+    unknown: bool = True,
 ) -> Classification:
     """Zero-shot (or adapted, when `classifier` is an adapter) scores of every image for every label; each image is
-    encoded once. `top_k`: the labels per image that `to_dict` lists."""
+    encoded once. `top_k`: the labels per image that `to_dict` lists. `unknown`: per image, whether it matches none
+    of the labels (zero-shot labels only); the labels are checked first (`warnings`)."""
+    from clipapp.model.label_check import check_labels
+
     pil = [item.image for item in images]
+    warnings = None
     if classifier is not None:
         scores = classifier.classify(service, pil)
         model = f"{service.spec} + adapter {classifier.name}"
     else:
-        scores = service.zero_shot(pil, parse_labels(labels), templates=templates)
+        warnings = check_labels(service, labels, templates)
+        scores = service.zero_shot(pil, parse_labels(labels), templates=templates, unknown=unknown)
         model = service.spec
-    return Classification(model=model, names=[item.name for item in images], scores=scores, top_k=int(top_k))
+    names = [item.name for item in images]
+    return Classification(model=model, names=names, scores=scores, top_k=int(top_k), warnings=warnings)
 
 
 def parse_texts(texts: str | Sequence[str], *, limit: int = MAX_TEXTS_PER_REQUEST) -> list[str]:

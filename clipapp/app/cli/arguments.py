@@ -39,12 +39,35 @@ def classify(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tag-min-prob", type=float, default=0.5, help="smallest probability stored as a tag (0..1)")
     p.add_argument("--ray", help="encode on a Ray cluster: auto (a running one, else local) or HOST:PORT")
     p.add_argument("--out", help=f"save the top-k bars as PNG (up to {MAX_BARS_IMAGES} images)")
+    p.add_argument(
+        "--no-unknown",
+        dest="unknown",
+        action="store_false",
+        help='do not say per image whether it matches none of the labels ("unknown", "unknown_score")',
+    )
 
 
 def similarity(p: argparse.ArgumentParser) -> None:
     p.add_argument("images", nargs="+")
     p.add_argument("--texts", nargs="+", required=True)
     p.add_argument("--out", help="save the heatmap as PNG")
+
+
+def explain(p: argparse.ArgumentParser) -> None:
+    # the method names and grid size are repeated from clipapp.model.regions: importing it (torch) slows --help
+    p.add_argument("images", nargs="+", help="image files")
+    p.add_argument("--labels", required=True, help='labels to locate, comma separated: "sneaker,bag"')
+    p.add_argument(
+        "--templates", default="simple", help='simple (7), openai (80), none, or one template like "a photo of a {}."'
+    )
+    p.add_argument(
+        "--method",
+        choices=("crops", "occlusion", "gradcam"),
+        default="crops",
+        help="crops (default: the one that points right, docs/benchmarks.md), occlusion, or gradcam (ResNet/ViT)",
+    )
+    p.add_argument("--cells", type=_positive_int, default=8, help="grid cells along each image's long side")
+    p.add_argument("--out", help="write one overlay PNG per image and label into this folder")
 
 
 def index(p: argparse.ArgumentParser) -> None:
@@ -88,9 +111,20 @@ def search(p: argparse.ArgumentParser) -> None:
     query.add_argument("--text", help='e.g. "a dog in the snow" or "dog + snow - grass" (img:PATH terms allowed)')
     query.add_argument("--image", help="an image file to find similar images to")
     p.add_argument("-k", type=int, default=10, help="number of results")
-    p.add_argument("--threshold", type=float, help="only results with at least this cosine score")
+    p.add_argument(
+        "--threshold", "--min-score", type=float, help="only results with at least this cosine score (the cut-off)"
+    )
     p.add_argument("--templates", default="simple", help="templates for text terms: simple, openai, none, or one")
     p.add_argument("--tag", help="only images tagged with this label (tags are written by classify --index)")
+    p.add_argument("--after", metavar="YYYY-MM-DD", help="only images taken on or after this day (EXIF, else mtime)")
+    p.add_argument("--before", metavar="YYYY-MM-DD", help="only images taken on or before this day (EXIF, else mtime)")
+    p.add_argument("--under", metavar="FOLDER", help="only images with a path (or an alias) under this folder")
+    p.add_argument(
+        "--sort",
+        choices=("relevance", "date"),
+        default="relevance",
+        help="date: the top k results (above --min-score) newest first",
+    )
 
 
 def duplicates(p: argparse.ArgumentParser) -> None:
@@ -135,6 +169,14 @@ def evaluate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--adapter", help="an adapter written by finetune")
     p.add_argument("--templates", default="simple", help="zero-shot templates: simple, openai, none, or one")
     p.add_argument("--out", help="save the confusion matrix (row-normalised) as PNG")
+    p.add_argument(
+        "--suspects",
+        metavar="FILE.csv",
+        help="write every image whose folder label the model doubts, most suspect first: image,given,predicted,score",
+    )
+    p.add_argument(
+        "--suspects-top", type=_positive_int, default=100, metavar="N", help="suspects listed in --json (default 100)"
+    )
 
 
 # -- fine-tune settings: one flag per FinetuneConfig field ---------------------------------------------------------
@@ -182,3 +224,10 @@ def finetune_config(args: argparse.Namespace):
     from clipapp.finetune.config import FinetuneConfig, settings
 
     return FinetuneConfig.from_settings({name: getattr(args, name) for name in settings()})
+
+
+def collection_map(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--index", required=True, help="the index to draw (its map is cached beside it until it changes)")
+    p.add_argument("--out", help="write the map as a self-contained HTML page (hover: thumbnail, click: open)")
+    p.add_argument("--labels", help="name clusters from these labels, comma separated (default: a built-in list)")
+    p.add_argument("--clusters", type=_positive_int, help="number of k-means clusters (default: sqrt(n/2), at most 30)")

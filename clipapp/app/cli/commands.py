@@ -10,13 +10,17 @@ from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 from clipapp.app.cli import arguments, figures
-from clipapp.app.cli.progress import bar, fraction_line
+from clipapp.app.cli.progress import bar
 from clipapp.app.options import image_limits, load_service
 from clipapp.errors import ClipAppError
 
 
 def _print_skipped(item) -> None:
     print(f"skipped: {item.path} ({item.error})", file=sys.stderr)
+
+
+def _print_warning(warning) -> None:
+    print(f"warning: {warning.message}", file=sys.stderr)
 
 
 def classify(args: argparse.Namespace):
@@ -38,10 +42,13 @@ def classify(args: argparse.Namespace):
         tag_min_prob=args.tag_min_prob,
         ray=args.ray,
         precision=args.precision,
+        unknown=args.unknown,
     )
     service = load_service(args)
     with bar() as progress:
-        return actions.classify_batch(service, job, progress=progress, on_skipped=_print_skipped)
+        return actions.classify_batch(
+            service, job, progress=progress, on_skipped=_print_skipped, on_warning=_print_warning
+        )
 
 
 def similarity(args: argparse.Namespace):
@@ -62,6 +69,23 @@ def _index_archive(args: argparse.Namespace):
         if args.backup:
             return actions.backup_index(args.index, args.backup, progress=progress)
         return actions.import_embeddings(load_service(args), args.from_embeddings, args.index, progress=progress)
+
+
+def explain(args: argparse.Namespace):
+    from clipapp.app import actions
+
+    service = load_service(args)
+    with bar() as progress:
+        return actions.explain(
+            service,
+            args.images,
+            args.labels,
+            names=args.images,
+            method=args.method,
+            templates=args.templates,
+            cells=args.cells,
+            progress=progress,
+        )
 
 
 def index(args: argparse.Namespace):
@@ -91,15 +115,15 @@ def export(args: argparse.Namespace):
 
 def search(args: argparse.Namespace):
     from clipapp.app import actions
-    from clipapp.index import ImageIndex
+    from clipapp.index import ImageIndex, SearchFilter
 
+    chosen = SearchFilter.parse(after=args.after, before=args.before, under=args.under, tag=args.tag)  # before loading
     service = load_service(args)
     index = ImageIndex.open(args.index, expected_spec=service.spec)
+    options = {"k": args.k, "threshold": args.threshold, "filter": chosen, "sort": args.sort}
     if args.text is not None:
-        return actions.search_text(
-            service, index, args.text, k=args.k, threshold=args.threshold, templates=args.templates, tag=args.tag
-        )
-    return actions.search_image(service, index, args.image, k=args.k, threshold=args.threshold, tag=args.tag)
+        return actions.search_text(service, index, args.text, templates=args.templates, **options)
+    return actions.search_image(service, index, args.image, **options)
 
 
 def duplicates(args: argparse.Namespace):
@@ -126,8 +150,9 @@ def finetune(args: argparse.Namespace):
         data_dir=args.data_dir, classes=args.classes or (), from_csv=args.from_csv, from_index=args.from_index
     )
     service = load_service(args)
-    with fraction_line(quiet=args.json or args.quiet) as progress:
-        return actions.finetune_to_file(service, source, config, args.out, progress=progress)
+    # a unit is an image encoded or an epoch trained (clipapp.finetune.run, "_PlanProgress")
+    with bar(unit="step", disable=args.json or args.quiet) as progress:
+        return actions.finetune_to_file(service, source, config, args.out, progress=progress, on_warning=_print_warning)
 
 
 def evaluate(args: argparse.Namespace):
@@ -136,11 +161,26 @@ def evaluate(args: argparse.Namespace):
     service = load_service(args)
     with bar() as progress:
         result = actions.evaluate(
-            service, args.data_dir, adapter=args.adapter, templates=args.templates, progress=progress
+            service,
+            args.data_dir,
+            adapter=args.adapter,
+            templates=args.templates,
+            progress=progress,
+            suspects=args.suspects,
+            suspects_top=args.suspects_top,
         )
     for item in result.skipped:
         _print_skipped(item)
     return result
+
+
+def collection_map(args: argparse.Namespace):
+    from clipapp.app import actions
+
+    labels = [t for t in (args.labels or "").split(",") if t.strip()]
+    service = load_service(args)
+    with bar(disable=args.json) as progress:
+        return actions.collection_map(service, args.index, labels=labels, clusters=args.clusters, progress=progress)
 
 
 @dataclass(frozen=True)
@@ -167,6 +207,13 @@ COMMANDS: tuple[Command, ...] = (
         similarity,
         figures.similarity_heatmap,
     ),
+    Command(
+        "explain",
+        "where each label matches in each image: a grid per image and label, overlay PNGs with --out",
+        arguments.explain,
+        explain,
+        figures.region_overlays,
+    ),
     Command("index", "create or update (incrementally) an image index of a folder", arguments.index, index),
     Command("search", "search an index by text (with a + b - c arithmetic) or by an image", arguments.search, search),
     Command(
@@ -181,6 +228,13 @@ COMMANDS: tuple[Command, ...] = (
         "suggested keeper; --move-to DIR moves the others aside (--undo LOG puts them back)",
         arguments.duplicates,
         duplicates,
+    ),
+    Command(
+        "map",
+        "every image of an index in 2D with named clusters (--json, or an HTML page with --out)",
+        arguments.collection_map,
+        collection_map,
+        figures.map_page,
     ),
     Command(
         "finetune",

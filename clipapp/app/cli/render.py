@@ -13,8 +13,10 @@ def classify_text(report, args: argparse.Namespace) -> str:
     note = " (multi-label: independent sigmoid probabilities)" if report.multi_label else ""
     lines = [f"model: {report.model}{note}"]
     for item in report.results or []:
-        lines.append(item.image)
+        lines.append(item.image + ("  (none of these labels?)" if item.unknown else ""))
         lines += [f"  {prob:6.1%}  {label}" for label, prob in item.top]
+        if item.unknown_score is not None:
+            lines.append(f"  {item.unknown_score:6.1%}  none of these")
     files = [path for path in (args.csv, args.jsonl) if path]
     if files:
         lines.append(
@@ -30,6 +32,19 @@ def similarity_text(result, _args: argparse.Namespace) -> str:
     header = "\t".join(Path(name).name for name in result.images)
     rows = [f"{text}\t" + "\t".join(f"{row[j]:.3f}" for row in result.matrix) for j, text in enumerate(result.texts)]
     return "\n".join([f"model: {result.model}", "\t" + header, *rows])
+
+
+def explain_text(result, _args: argparse.Namespace) -> str:
+    """`Explanation`: for each image and label, the cell where the label matches most (row, column from the top
+    left) and its value; the grids themselves are in --json and drawn by --out."""
+    lines = [f"model: {result.model} (region maps: {result.method})"]
+    for found in result.maps:
+        rows, cols = found.grids.shape[1:]
+        lines.append(f"{found.image} ({rows} x {cols} grid)")
+        for label, grid in zip(found.labels, found.grids, strict=True):
+            row, col = divmod(int(grid.argmax()), cols)
+            lines.append(f"  {label}: strongest at row {row + 1}, column {col + 1} ({float(grid.max()):.3f})")
+    return "\n".join(lines)
 
 
 def _metrics_line(name: str, metrics) -> str:
@@ -70,6 +85,10 @@ def eval_text(result, _args: argparse.Namespace) -> str:
         + f"  {row['n']}"
         for row in result.per_class()
     ]
+    if result.suspects is not None:
+        shown = result.suspects.ranked(min(10, result.suspects_limit))
+        lines.append(f"most suspect labels ({len(shown)} shown; all in --suspects' file):" if shown else "no suspects")
+        lines += [f"  {s.score:.3f}  {s.image}: {s.given} -> {s.predicted}?" for s in shown]
     return "\n".join(lines)
 
 
@@ -146,8 +165,17 @@ def moves_text(report, args: argparse.Namespace) -> str:
     return "\n".join(lines)
 
 
+def map_text(result, args: argparse.Namespace) -> str:
+    """`CollectionMap`: the clusters by size with their names, and where the page went."""
+    lines = [f"{len(result.paths)} images of {args.index} in {len(result.clusters)} clusters ({result.method} layout)"]
+    lines += [f"  {c.size:7d}  {c.name}" for c in sorted(result.clusters, key=lambda c: -c.size)]
+    if args.out:
+        lines.append(f"map: {args.out}")
+    return "\n".join(lines)
+
+
 def _renderers() -> dict[type, Callable[[Any, argparse.Namespace], str]]:
-    from clipapp.app.actions import AdapterReport, Similarity
+    from clipapp.app.actions import AdapterReport, CollectionMap, Explanation, Similarity
     from clipapp.classify.evaluation import EvalResult
     from clipapp.classify.stream import ClassifyReport
     from clipapp.index import BackupReport, CompactionReport, ExportReport, SearchResult, SyncReport
@@ -157,6 +185,7 @@ def _renderers() -> dict[type, Callable[[Any, argparse.Namespace], str]]:
     return {
         ClassifyReport: classify_text,
         Similarity: similarity_text,
+        Explanation: explain_text,
         AdapterReport: adapter_text,
         EvalResult: eval_text,
         SyncReport: sync_text,
@@ -166,6 +195,7 @@ def _renderers() -> dict[type, Callable[[Any, argparse.Namespace], str]]:
         ExportReport: export_text,
         DuplicateReport: duplicates_text,
         MoveReport: moves_text,
+        CollectionMap: map_text,
     }
 
 

@@ -6,11 +6,13 @@ tab and can be downloaded. The work itself is `actions.finetune_for_session`; th
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import re
 import shutil
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,12 +46,71 @@ from clipapp.finetune import (
     FinetuneConfig,
 )
 from clipapp.finetune.intake import LabelledImages
+from clipapp.images.decode import load_image
+from clipapp.lru import LRU
 from clipapp.viz import figures as viz
 
 log = logging.getLogger(__name__)
 
 CLASS_ROWS = 4  # per-class upload rows; more classes come as a zip
 CURVE_REFRESH_S = 0.4  # redraw the live curves at most this often
+REVIEW_THUMB_SIDE = 96  # the suspects' thumbnails, decoded small: the gallery shows them, nothing else reads them
+
+
+class DroppedImages:
+    """Per browser session, the images the "Check my labels" step dropped (their `actions.image_key`s), read when
+    that session's next fine-tune starts. Bounded: the least recently used sessions' choices go first."""
+
+    def __init__(self, sessions: int = 256):
+        self._keys: LRU[str, tuple[str, ...]] = LRU(sessions)
+        self._lock = threading.Lock()
+
+    def set(self, session: str, keys: Sequence[str]) -> None:
+        if session:
+            with self._lock:
+                self._keys.put(session, tuple(keys))
+
+    def get(self, session: str) -> tuple[str, ...]:
+        with self._lock:
+            return self._keys.get(session) or ()
+
+
+def upload_handler(body: Callable, leading: Sequence[tuple[str, object]]) -> Callable:
+    """`body(**uploads, request=)` as a Gradio handler whose parameters are the upload inputs `leading` (name,
+    default) and the request: gradio_client names the endpoint's parameters after this signature."""
+    keyword = inspect.Parameter.POSITIONAL_OR_KEYWORD
+    parameters = [inspect.Parameter(name, keyword, default=default) for name, default in leading]
+    parameters.append(inspect.Parameter("request", keyword, default=None, annotation=Optional[gr.Request]))
+    signature = inspect.Signature(parameters)
+
+    def handler(*args, **kwargs):
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        return body(**bound.arguments)
+
+    handler.__signature__ = signature  # type: ignore[attr-defined]  # inspect.signature (Gradio) reads it
+    handler.__annotations__ = {"request": Optional[gr.Request]}  # Gradio finds the request by its annotation
+    handler.__name__ = handler.__qualname__ = body.__name__
+    return handler
+
+
+def review_outputs(review: actions.LabelReview, thumbs: list):
+    """The review's JSON, its text (warnings, how many suspects), the gallery and the drop choices."""
+    lines = [f"- ⚠ {w.message}" for w in review.warnings]
+    if review.suspects:
+        lines.append(
+            f"**{len(review.suspects)} image(s) whose class the model doubts**, most suspect first. "
+            "Tick the ones to leave out, then press **Fine-tune**."
+        )
+    else:
+        lines.append("The model agrees with every image's class.")
+    captions = [f"{s.given} → {s.predicted}? ({s.score:.2f}) {s.image}" for s in review.suspects]
+    return (
+        review.to_dict(),
+        "\n".join(lines),
+        list(zip(thumbs, captions, strict=True)),
+        gr.CheckboxGroup(choices=list(zip(captions, review.keys, strict=True)), value=[]),
+    )
 
 
 def collect_labelled(zip_file, rows: list[tuple[str, Optional[Sequence]]], workdir: Path) -> LabelledImages:
@@ -129,7 +190,8 @@ def follow_finetune(
                 config,
                 name=name,
                 stop=should_stop,
-                progress=lambda f, m: emit("progress", f, m),
+                # the job's "progress" event carries (fraction, message), what gr.Progress draws
+                progress=lambda done, total, m: emit("progress", done / max(1, total), m),
                 on_epoch=lambda h: emit("epoch", h),
             )
         finally:
@@ -199,33 +261,76 @@ def build_tab(ctx: AppContext, adapter_state: gr.State) -> FinetuneHandles:
                         for setting in row:
                             controls[setting] = settings_control(setting)
             with gr.Row():
+                check_button = gr.Button("Check my labels")
                 run_button = gr.Button("Fine-tune", variant="primary")
                 stop_button = gr.Button("Stop")
+            with gr.Group():
+                review_text = gr.Markdown(elem_id="label-review")
+                review_gallery = gr.Gallery(label="Most suspect images", columns=4, height="auto", elem_id="suspects")
+                drop_box = gr.CheckboxGroup(label="Leave these out of the fine-tune", choices=[], elem_id="drop")
+                review_json = gr.JSON(visible=False)
         with gr.Column(scale=2):
             summary = gr.Markdown("Results appear here: accuracy before and after, curves, confusion matrix.")
             curves = gr.Plot(label="Training curves")
             confusion = gr.Plot(label="Confusion matrix on the held-out images (adapted)")
-            report = gr.JSON(label="Report")
+            report = gr.JSON(label="Report", elem_id="finetune-report")
             download = gr.File(
                 label="Adapter (.safetensors + .json): python -m clipapp classify --adapter ...",
                 file_count="multiple",
                 interactive=False,
             )
 
+    dropped = DroppedImages()
+    upload_parameters = [("zip_file", None)]
+    upload_parameters += [(f"{kind}_{i}", None) for i in range(1, CLASS_ROWS + 1) for kind in ("class", "images")]
+
     def run_finetune(values, zip_file=None, request=None, progress=None, **rows):
         config = make_config(values)
         class_rows = [(rows[f"class_{i}"], rows[f"images_{i}"]) for i in range(1, CLASS_ROWS + 1)]
         workdir = Path(tempfile.mkdtemp(prefix="clipapp-finetune-"))
+        drop = dropped.get(session_of(request))  # what "Check my labels" left out, for this session
 
         # The images extracted from the zip are read while training: removed by the job when it has ended.
         yield from follow_finetune(
             ctx,
-            lambda: collect_labelled(zip_file, class_rows, workdir),
+            lambda: actions.drop_images(collect_labelled(zip_file, class_rows, workdir), drop),
             config,
             request,
             progress,
             cleanup=lambda: shutil.rmtree(workdir, ignore_errors=True),
         )
+
+    def review(zip_file=None, request: Optional[gr.Request] = None, **rows_):
+        """The "Check my labels" step: the class names' warnings and the most suspect images, before training."""
+        class_rows = [(rows_[f"class_{i}"], rows_[f"images_{i}"]) for i in range(1, CLASS_ROWS + 1)]
+        workdir = Path(tempfile.mkdtemp(prefix="clipapp-review-"))
+        try:
+            found = actions.review_labels(ctx.service, collect_labelled(zip_file, class_rows, workdir))
+            thumbs = [load_image(source, min_side=REVIEW_THUMB_SIDE) for source in found.sources]
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)  # the thumbnails are in memory
+        dropped.set(session_of(request), ())  # a new review starts with nothing left out
+        return review_outputs(found, thumbs)
+
+    check_button.click(
+        user_errors(upload_handler(review, upload_parameters)),
+        [zip_file, *rows],
+        [review_json, review_text, review_gallery, drop_box],
+        api_name="review_labels",
+        concurrency_id="model",
+        concurrency_limit=ctx.model_concurrency,
+    )
+
+    def keep_dropped(keys, request: gr.Request):
+        dropped.set(session_of(request), keys or ())
+
+    drop_box.change(
+        keep_dropped,
+        drop_box,
+        None,
+        api_visibility="private",
+        queue=False,
+    )
 
     def stop_finetune(request: gr.Request):
         session = session_of(request)
@@ -242,8 +347,6 @@ def build_tab(ctx: AppContext, adapter_state: gr.State) -> FinetuneHandles:
         queue=False,
     )
     outputs = [summary, curves, confusion, report, download, adapter_state]
-    upload_parameters = [("zip_file", None)]
-    upload_parameters += [(f"{kind}_{i}", None) for i in range(1, CLASS_ROWS + 1) for kind in ("class", "images")]
     run_button.click(
         user_errors(settings_handler(run_finetune, upload_parameters)),
         [zip_file, *rows, *setting_controls],

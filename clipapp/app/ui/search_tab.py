@@ -11,7 +11,7 @@ import gradio as gr
 from clipapp.app import actions
 from clipapp.app.picks import picked_paths, picks_text, toggle_pick
 from clipapp.app.sessions import EXAMPLES
-from clipapp.app.ui import duplicates_view
+from clipapp.app.ui import duplicates_view, map_view
 from clipapp.app.ui.common import (
     IMAGE_FILE_TYPES,
     AppContext,
@@ -24,6 +24,7 @@ from clipapp.app.ui.common import (
 )
 from clipapp.app.ui.zero_shot_tab import TEMPLATE_CHOICES
 from clipapp.errors import ClipAppError
+from clipapp.index.filters import SORTS, SearchFilter
 from clipapp.index.results import GRADIO_FILE_KEY
 from clipapp.model.prompts import DEFAULT_TEMPLATES
 from clipapp.units import describe_duration
@@ -85,6 +86,10 @@ class _SearchControls:
     k: gr.Slider
     threshold: gr.Slider
     tag: gr.Dropdown
+    after: gr.Textbox
+    before: gr.Textbox
+    under: gr.Textbox
+    sort: gr.Radio
     query_image: gr.File
     image_button: gr.Button
     gallery: gr.Gallery
@@ -112,6 +117,8 @@ def build_tab(ctx: AppContext) -> SearchHandles:
             with gr.Accordion("Collect classes from these results, then fine-tune", open=True):
                 picks = _pick_controls()
             duplicates_view.build_view(ctx, index.source)
+            with gr.Accordion("Map of the collection: drag a box to select images", open=False):
+                map_view.build(ctx, index.source)
     _wire_index(ctx, index, search.tag)
     _wire_search(ctx, index.source, search, picks)
     _wire_picks(ctx, index.source, picks)
@@ -151,6 +158,16 @@ def _search_controls() -> _SearchControls:
             info="images tagged by `classify --index --tag` (with counts)",
         )
     with gr.Row():
+        # value="": a default, so API callers that predate the filters may leave them out
+        after = gr.Textbox(
+            value="", label="Taken on or after", placeholder="YYYY-MM-DD", info="EXIF date, else file date"
+        )
+        before = gr.Textbox(value="", label="Taken on or before", placeholder="YYYY-MM-DD")
+        under = gr.Textbox(
+            value="", label="Under folder", placeholder="/photos/2023", info="a path or an alias under it"
+        )
+        sort = gr.Radio(list(SORTS), value=SORTS[0], label="Sort", info="date: the top k, newest first")
+    with gr.Row():
         query_image = gr.File(label="Search by image", file_types=IMAGE_FILE_TYPES, type="filepath", scale=3)
         image_button = gr.Button("Search by image", scale=1)
     gallery = gr.Gallery(
@@ -161,14 +178,29 @@ def _search_controls() -> _SearchControls:
     )
     results = gr.JSON(label="Results", visible=False)
     return _SearchControls(
-        query, search_button, templates, k, threshold, tag, query_image, image_button, gallery, results
+        query,
+        search_button,
+        templates,
+        k,
+        threshold,
+        tag,
+        after,
+        before,
+        under,
+        sort,
+        query_image,
+        image_button,
+        gallery,
+        results,
     )
 
 
 def _pick_controls() -> _PickControls:
     select_mode = gr.Checkbox(False, label="Select mode: clicking a result selects it (or unselects it)")
     with gr.Row():
-        selected = gr.Textbox(label="Selected images (one path per line)", lines=3, scale=3)
+        selected = gr.Textbox(
+            label="Selected images (one path per line)", lines=3, scale=3, elem_id=map_view.SELECTED_ID
+        )
         with gr.Column(scale=1):
             class_name = gr.Textbox(label="Class name", placeholder="sneaker")
             add_button = gr.Button("Add to class")
@@ -224,6 +256,10 @@ def _wire_search(ctx: AppContext, source: gr.Dropdown, c: _SearchControls, picks
         k_=DEFAULT_K,
         threshold_=-1,
         tag_=ANY_TAG,
+        after_="",
+        before_="",
+        under_="",
+        sort_=SORTS[0],
         request: Optional[gr.Request] = None,
     ):
         return actions.search_source_text(
@@ -234,18 +270,51 @@ def _wire_search(ctx: AppContext, source: gr.Dropdown, c: _SearchControls, picks
             k=int(k_),
             threshold=_threshold(threshold_),
             templates=templates_,
-            tag=tag_,
+            filter=SearchFilter.parse(after=after_, before=before_, under=under_, tag=tag_),
+            sort=sort_,
         ).for_gradio()
 
-    def by_image(source_, image_, k_=DEFAULT_K, threshold_=-1, tag_=ANY_TAG, request: Optional[gr.Request] = None):
+    def by_image(
+        source_,
+        image_,
+        k_=DEFAULT_K,
+        threshold_=-1,
+        tag_=ANY_TAG,
+        after_="",
+        before_="",
+        under_="",
+        sort_=SORTS[0],
+        request: Optional[gr.Request] = None,
+    ):
         paths = uploaded_paths(image_)
         if not paths:
             raise ClipAppError("Upload an image to search by.")
         return actions.search_source_image(
-            ctx.sessions, source_, session_of(request), paths[0], k=int(k_), threshold=_threshold(threshold_), tag=tag_
+            ctx.sessions,
+            source_,
+            session_of(request),
+            paths[0],
+            k=int(k_),
+            threshold=_threshold(threshold_),
+            filter=SearchFilter.parse(after=after_, before=before_, under=under_, tag=tag_),
+            sort=sort_,
         ).for_gradio()
 
-    def by_click(source_, current, k_, threshold_, select_mode_, selected_, evt: gr.SelectData, request: gr.Request):
+    def by_click(
+        source_,
+        current,
+        k_,
+        threshold_,
+        select_mode_,
+        selected_,
+        tag_,
+        after_,
+        before_,
+        under_,
+        sort_,
+        evt: gr.SelectData,
+        request: gr.Request,
+    ):
         hits = (current or {}).get("results", [])
         if evt.index is None or evt.index >= len(hits):
             raise ClipAppError("Click a search result to search by it.")
@@ -253,13 +322,21 @@ def _wire_search(ctx: AppContext, source: gr.Dropdown, c: _SearchControls, picks
         if select_mode_:
             return gr.skip(), toggle_pick(selected_, path)
         found = actions.search_like_indexed(
-            ctx.sessions, source_, session_of(request), path, k=int(k_), threshold=_threshold(threshold_)
+            ctx.sessions,
+            source_,
+            session_of(request),
+            path,
+            k=int(k_),
+            threshold=_threshold(threshold_),
+            filter=SearchFilter.parse(after=after_, before=before_, under=under_, tag=tag_),
+            sort=sort_,
         )
         return found.for_gradio(), gr.skip()
 
     model: ListenerOptions = {"concurrency_id": "model", "concurrency_limit": ctx.model_concurrency}
     model_private: ListenerOptions = {**model, "api_visibility": "private"}  # page-only events in the model group
-    text_inputs = [source, c.query, c.templates, c.k, c.threshold, c.tag]
+    filters = [c.tag, c.after, c.before, c.under, c.sort]  # appended last: older API callers' arguments keep places
+    text_inputs = [source, c.query, c.templates, c.k, c.threshold, *filters]
     c.search_button.click(user_errors(by_text), text_inputs, c.results, api_name="search_text", **model).success(
         gallery_of, c.results, c.gallery, **FIGURES
     )
@@ -268,7 +345,7 @@ def _wire_search(ctx: AppContext, source: gr.Dropdown, c: _SearchControls, picks
     )
     c.image_button.click(
         user_errors(by_image),
-        [source, c.query_image, c.k, c.threshold, c.tag],
+        [source, c.query_image, c.k, c.threshold, *filters],
         c.results,
         api_name="search_image",
         **model,
@@ -276,7 +353,7 @@ def _wire_search(ctx: AppContext, source: gr.Dropdown, c: _SearchControls, picks
     # In select mode the results stay as they are (gr.skip), so the chained redraw is skipped too.
     c.gallery.select(
         user_errors(by_click),
-        [source, c.results, c.k, c.threshold, picks.select_mode, picks.selected],
+        [source, c.results, c.k, c.threshold, picks.select_mode, picks.selected, *filters],
         [c.results, picks.selected],
         **model_private,
     ).success(gallery_of, c.results, c.gallery, **FIGURES)

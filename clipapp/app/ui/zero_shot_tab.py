@@ -1,4 +1,5 @@
-"""The Zero-shot tab: images + labels -> top-k bars per image and a similarity heatmap.
+"""The Zero-shot tab: images + labels -> top-k bars per image, a similarity heatmap, and where each label matches
+(region maps: clipapp/app/ui/regions_view.py).
 
 Classify and Similarity answer with JSON only (what API callers get); the page then draws the heatmap in a chained
 event of its own, outside the model's concurrency group, from the cosines the classification already computed.
@@ -16,6 +17,7 @@ import gradio as gr
 from PIL import Image
 
 from clipapp.app import actions
+from clipapp.app.ui import regions_view
 from clipapp.app.ui.common import (
     IMAGE_FILE_TYPES,
     AppContext,
@@ -66,6 +68,7 @@ def classify_images(
     )
     top_k = int(top_k if top_k is not None else DEFAULT_TOP_K)
     found = actions.classify(ctx.service, images, labels, templates=chosen, top_k=top_k, classifier=adapter)
+    # the page always says "none of these"; the API's callers read "unknown" / "unknown_score" per result
     figure = {
         "matrix": found.scores.cosine.tolist(),
         "texts": found.labels,
@@ -73,6 +76,30 @@ def classify_images(
         "title": "Cosine similarity of images and label classifiers",
     }
     return found.to_dict(), figure
+
+
+NONE_OF_THESE = "none of these"
+
+
+def label_bars(item: dict) -> dict[str, float]:
+    """One result's bars: its top labels and, when computed, the "none of these" score beside them."""
+    bars = {t["label"]: t["prob"] for t in item["top"]}
+    if item.get("unknown_score") is not None:
+        bars[NONE_OF_THESE] = item["unknown_score"]
+    return bars
+
+
+def warnings_markdown(warnings: Optional[list]) -> str:
+    """The label check's warnings (their JSON) as the lines shown under the labels box."""
+    return "\n".join(f"- ⚠ {w['message']}" for w in warnings or [])
+
+
+def check_labels(ctx: AppContext, labels: str, templates: str = DEFAULT_TEMPLATES, custom_template: str = ""):
+    """-> {"warnings": [...]}: the label check of the labels box (clipapp/model/label_check.py)."""
+    from clipapp.model.label_check import check_labels as check
+
+    chosen = custom_template.strip() if custom_template and custom_template.strip() else templates
+    return {"warnings": [w.to_dict() for w in check(ctx.service, labels or "", chosen or DEFAULT_TEMPLATES)]}
 
 
 def similarity_matrix(ctx: AppContext, files, texts: str):
@@ -171,10 +198,11 @@ def _results_view(files: gr.File) -> gr.JSON:
                         buttons=[],
                         elem_classes=["pixelated"] if _is_small(path) else None,
                     )
+                bars = label_bars(item)
                 gr.Label(
-                    {t["label"]: t["prob"] for t in item["top"]},
-                    label=item["image"],
-                    num_top_classes=len(item["top"]),
+                    bars,
+                    label=item["image"] + (" — none of these labels?" if item.get("unknown") else ""),
+                    num_top_classes=len(bars),
                     scale=3,
                 )
 
@@ -193,6 +221,7 @@ def build_tab(ctx: AppContext, adapter_state: Optional[gr.State] = None) -> None
             labels = gr.Textbox(
                 label="Labels (comma or newline separated)", lines=3, placeholder="cat, dog, a cup of coffee"
             )
+            label_warnings = gr.Markdown(elem_id="label-warnings")
             with gr.Row():
                 templates = gr.Dropdown(TEMPLATE_CHOICES, value=DEFAULT_TEMPLATES, label="Prompt templates")
                 top_k = gr.Slider(1, 10, value=DEFAULT_TOP_K, step=1, label="Top-k")
@@ -207,6 +236,7 @@ def build_tab(ctx: AppContext, adapter_state: Optional[gr.State] = None) -> None
             results = _results_view(files)
             heatmap = gr.Image(label="Similarity heatmap", type="filepath", interactive=False, elem_id="heatmap")
             similarity_json = gr.JSON(label="Similarity matrix", visible=False)
+            regions_view.build(ctx, files, labels, templates, custom_template)
     figure_state = gr.State(None)
 
     def run_classify(
@@ -243,10 +273,33 @@ def build_tab(ctx: AppContext, adapter_state: Optional[gr.State] = None) -> None
             queue=False,
         )
     model: ListenerOptions = {"concurrency_id": "model", "concurrency_limit": ctx.model_concurrency}
+    # The label check when the labels box is left, and from each classification's own "warnings".
+    checked = gr.JSON(visible=False)
+    labels.blur(
+        user_errors(lambda labels_, templates_, custom_: check_labels(ctx, labels_, templates_, custom_)),
+        [labels, templates, custom_template],
+        checked,
+        api_name="check_labels",
+        **model,
+    ).success(
+        lambda found: warnings_markdown(found.get("warnings")),
+        checked,
+        label_warnings,
+        queue=False,
+        api_visibility="private",
+    )
     figures: ListenerOptions = {"concurrency_id": "figures", "concurrency_limit": 2, "api_visibility": "private"}
-    classify_button.click(
+    classified = classify_button.click(
         user_errors(run_classify), inputs, [results, figure_state], api_name="classify", **model
-    ).success(user_errors(heatmaps.draw), figure_state, heatmap, **figures)
+    )
+    classified.success(user_errors(heatmaps.draw), figure_state, heatmap, **figures)
+    classified.success(
+        lambda found: warnings_markdown((found or {}).get("warnings")),
+        results,
+        label_warnings,
+        queue=False,
+        api_visibility="private",
+    )
     similarity_button.click(
         user_errors(run_similarity), [files, labels], [similarity_json, figure_state], api_name="similarity", **model
     ).success(user_errors(heatmaps.draw), figure_state, heatmap, **figures)

@@ -8,7 +8,7 @@ import os
 import time
 import uuid
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Generator, Iterator, Optional
 
 import numpy as np
 
@@ -21,6 +21,8 @@ from clipapp.index.distributed.shards import read_shards, write_shard
 log = logging.getLogger(__name__)
 
 DISAPPEARED = "cannot read: the file disappeared"
+Result = tuple[str, Optional[np.ndarray], Optional[str]]  # (path, vector or None, error or None)
+Stats = dict[str, tuple[int, float]]  # path -> (size, mtime) when it was listed
 
 
 @dataclasses.dataclass
@@ -61,21 +63,26 @@ class RayEncoder:
         self.bad_images: dict[str, tuple[tuple[int, float], str]] = {}  # path -> ((size, mtime), error)
         self.stats = RayStats()
 
-    def encode_image_files(
-        self, paths: list[str], *, batch_size: int = 32
-    ) -> Iterator[tuple[str, Optional[np.ndarray], Optional[str]]]:
+    def encode_image_files(self, paths: list[str], *, batch_size: int = 32) -> Iterator[Result]:
+        """(path, vector, error) for every path: unreadable ones first, then what shards already hold, then Ray's."""
         paths = [str(p) for p in paths]
         if not paths:
             return
-        stat_of: dict[str, tuple[int, float]] = {}
+        stat_of: Stats = {}
         for path in paths:
             try:
                 st = os.stat(path)
                 stat_of[path] = (st.st_size, st.st_mtime)
             except OSError as exc:
                 yield path, None, f"cannot read: {exc.strerror or exc}"
-
         # 1. Results an interrupted earlier run already has in its shards.
+        todo = yield from self._reused(stat_of)
+        if todo:
+            # 2. The rest on Ray.
+            yield from self._embed_on_ray(todo, stat_of, batch_size)
+
+    def _reused(self, stat_of: Stats) -> Generator[Result, None, list[str]]:
+        """Yields the results earlier runs' shards hold for these files as they are now; returns the other paths."""
         previous, files = read_shards(self.shard_dir, self._header)
         self.shard_files.extend(files)
         todo = []
@@ -88,10 +95,10 @@ class RayEncoder:
                 yield path, hit[2], hit[3] or None
             else:
                 todo.append(path)
-        if not todo:
-            return
+        return todo
 
-        # 2. The rest on Ray.
+    def _embed_on_ray(self, todo: list[str], stat_of: Stats, batch_size: int) -> Iterator[Result]:
+        """Embeds `todo` on the cluster, each block written to a shard before its results are yielded."""
         ray = self._session.ray()
         started = time.perf_counter()
         plan = cluster_plan(ray, num_actors=self.num_actors, precision=self.precision)
@@ -101,7 +108,28 @@ class RayEncoder:
         context = ray.data.DataContext.get_current()
         saved_bars = context.enable_progress_bars
         context.enable_progress_bars = False  # sync_folder reports progress itself; no bars on the CLI's stderr
-        dataset = ray.data.from_items([{"path": p} for p in todo]).map_batches(
+        dataset = self._dataset(ray, todo, plan, batch_size)
+        run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+        returned: set[str] = set()
+        try:
+            for number, block in enumerate(dataset.iter_batches(batch_size=None, batch_format="numpy")):
+                results = self._check_block(block, stat_of)
+                # 3. Shard first, then merge: a shard on disk is work the next run need not redo.
+                self._write_shard(self.shard_dir / f"shard-{run_id}-{number:06d}.npz", results, stat_of)
+                for path, vector, error in results:
+                    returned.add(path)
+                    self.stats.embedded += int(vector is not None)
+                    yield path, vector, error
+        finally:
+            context.enable_progress_bars = saved_bars
+            self.stats.ray_seconds += time.perf_counter() - started
+        for path in todo:
+            if path not in returned:  # not expected: Ray Data returns every row or raises
+                yield path, None, "not returned by the Ray job"
+
+    def _dataset(self, ray, todo: list[str], plan: dict, batch_size: int):
+        """The Ray Data pipeline: the paths, embedded by a fixed pool of `EmbedActor`s as `plan` sizes them."""
+        return ray.data.from_items([{"path": p} for p in todo]).map_batches(
             EmbedActor,
             fn_constructor_kwargs={
                 "spec": self.spec,
@@ -119,42 +147,24 @@ class RayEncoder:
             num_cpus=plan["num_cpus"],
             runtime_env={"env_vars": worker_env()},
         )
-        run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
-        returned: set[str] = set()
-        try:
-            for number, block in enumerate(dataset.iter_batches(batch_size=None, batch_format="numpy")):
-                results = self._check_block(block, stat_of)
-                # 3. Shard first, then merge: a shard on disk is work the next run need not redo. A file that
-                # vanished meanwhile is no result worth keeping.
-                kept = [r for r in results if r[2] != DISAPPEARED]
-                if kept:
-                    shard = self.shard_dir / f"shard-{run_id}-{number:06d}.npz"
-                    write_shard(
-                        shard,
-                        header=self._header,
-                        paths=[p for p, _, _ in kept],
-                        stats=[stat_of[p] for p, _, _ in kept],
-                        vectors=np.stack(
-                            [v if v is not None else np.zeros(self.embed_dim, np.float32) for _, v, _ in kept]
-                        ),
-                        errors=[e or "" for _, _, e in kept],
-                    )
-                    self.shard_files.append(shard)
-                for path, vector, error in results:
-                    returned.add(path)
-                    self.stats.embedded += int(vector is not None)
-                    yield path, vector, error
-        finally:
-            context.enable_progress_bars = saved_bars
-            self.stats.ray_seconds += time.perf_counter() - started
-        for path in todo:
-            if path not in returned:  # not expected: Ray Data returns every row or raises
-                yield path, None, "not returned by the Ray job"
 
-    def _check_block(
-        self, block: dict[str, np.ndarray], stat_of: dict[str, tuple[int, float]]
-    ) -> list[tuple[str, Optional[np.ndarray], Optional[str]]]:
-        results: list[tuple[str, Optional[np.ndarray], Optional[str]]] = []
+    def _write_shard(self, shard: Path, results: list[Result], stat_of: Stats) -> None:
+        """One block's results on disk (a file that vanished meanwhile is no result worth keeping)."""
+        kept = [r for r in results if r[2] != DISAPPEARED]
+        if not kept:
+            return
+        write_shard(
+            shard,
+            header=self._header,
+            paths=[p for p, _, _ in kept],
+            stats=[stat_of[p] for p, _, _ in kept],
+            vectors=np.stack([v if v is not None else np.zeros(self.embed_dim, np.float32) for _, v, _ in kept]),
+            errors=[e or "" for _, _, e in kept],
+        )
+        self.shard_files.append(shard)
+
+    def _check_block(self, block: dict[str, np.ndarray], stat_of: Stats) -> list[Result]:
+        results: list[Result] = []
         for path, vector, status, error, node in zip(
             block["path"], block["vector"], block["status"], block["error"], block["node"], strict=True
         ):

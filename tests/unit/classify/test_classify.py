@@ -35,7 +35,7 @@ def test_folder_to_csv_matches_zero_shot(capsys, tiny_spec, tiny_service, fashio
                               "--csv", str(out), "--model", tiny_spec, "--precision", "fp32")
     assert code == 0 and f"classified {N_IMAGES}" in stdout
     rows = read_csv(out)
-    assert rows[0] == ["image", "label", "prob", "label_2", "prob_2", "label_3", "prob_3"]
+    assert rows[0] == ["image", "label", "prob", "label_2", "prob_2", "label_3", "prob_3", "unknown", "unknown_score"]
     assert len(rows) == N_IMAGES + 1
     paths = [row[0] for row in rows[1:]]
     assert len(set(paths)) == N_IMAGES and all(p.startswith(str(fashion_folder)) for p in paths)
@@ -83,7 +83,7 @@ def test_resume_through_the_cli_and_a_wrong_top_k(capsys, tiny_spec, fashion_fol
     assert (payload["resumed"], payload["classified"]) == (10, N_IMAGES - 10)
     rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
     assert len(rows) == N_IMAGES == len({r["image"] for r in rows})
-    assert set(rows[0]) == {"image", "top"} and len(rows[0]["top"]) == 5
+    assert set(rows[0]) == {"image", "top", "unknown", "unknown_score"} and len(rows[0]["top"]) == 5
 
     csv_out = tmp_path / "p.csv"
     assert run_cli(capsys, "classify", *map(str, first), "--csv", str(csv_out), "--top-k", "2", *args)[0] == 0

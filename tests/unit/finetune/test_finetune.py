@@ -129,7 +129,7 @@ def test_tricks_on_cached_features_run(tiny_service, colours12):
 def test_progress_epochs_and_stop(tiny_service, colours12):
     seen, epochs = [], []
     finetune(tiny_service, colours12, FinetuneConfig(epochs=3, max_folds=2),
-             progress=lambda f, m: seen.append(f), on_epoch=epochs.append)
+             progress=lambda done, total, m: seen.append(done / total), on_epoch=epochs.append)
     assert seen[-1] == 1.0 and all(0 <= f <= 1 for f in seen) and seen == sorted(seen)
     assert [h["epoch"][-1] for h in epochs] == [0, 1, 2, 3] * 2  # two folds, live (the refit is not plotted)
     assert [h["stage"] for h in epochs[::4]] == ["fold 1/2: ", "fold 2/2: "]
@@ -138,6 +138,29 @@ def test_progress_epochs_and_stop(tiny_service, colours12):
     assert result.stopped and len(result.history["epoch"]) < 51
     with pytest.raises(FinetuneStopped):
         finetune(tiny_service, colours12, stop=lambda: True)
+
+
+@pytest.mark.parametrize(
+    "config",
+    [FinetuneConfig(epochs=3, max_folds=2), FinetuneConfig(epochs=4, kfold_below=2), FinetuneConfig(mode="cache")],
+    ids=["kfold", "holdout", "cache"],
+)
+def test_progress_counts_the_whole_plan_once(tiny_service, colours12, config):
+    """The one protocol (clipapp.progress): one total for the whole plan, a monotone `done` that never passes it and
+    ends at it, so the CLI's bar and the page's fraction never go back."""
+    calls = []
+    finetune(tiny_service, colours12, config, progress=lambda *call: calls.append(call))
+    totals = {total for _, total, _ in calls}
+    assert len(totals) == 1
+    total = totals.pop()
+    done = [d for d, _, _ in calls]
+    assert done == sorted(done) and 0 <= done[0] and done[-1] == total and calls[-1][2] == "done"
+    if config.mode == "cache":
+        assert total == len(colours12) + 1  # the images encoded, then the blend's grid search
+    elif config.kfold_below == 20:  # 2 folds and the refit, 3 epochs each: one unit an image, one an epoch
+        assert total == len(colours12) + 3 * 3
+        folds = [d for d, _, m in calls if m.startswith("fold")]
+        assert folds == list(range(len(colours12) + 1, len(colours12) + 7))
 
 
 def test_config_is_data():

@@ -171,6 +171,21 @@ def test_auto_on_a_gpu_is_fp16_autocast_over_fp32_weights(tiny_spec, photos):
     assert (amp.encode_texts(["a cat"]) * reference.encode_texts(["a cat"])).sum() > 0.99
 
 
+@pytest.mark.parametrize("spec", ["demo", "tiny"])
+def test_bf16_on_the_cpu_encodes_close_to_fp32(spec, tiny_spec, photos):
+    """open_clip's bf16 leaves norms in fp32 (the demo ResNet's BatchNorm fed float32 into bf16 convolutions and
+    failed with "expected scalar type Float"): the service runs bf16 models under autocast."""
+    from clipapp.model.service import ClipService
+
+    spec = tiny_spec if spec == "tiny" else spec
+    bf16 = ClipService.load(spec, device="cpu", precision="bf16", micro_batch_window_s=0)
+    fp32 = ClipService.load(spec, device="cpu", precision="fp32", micro_batch_window_s=0)
+    assert any(p.dtype == torch.bfloat16 for p in bf16.model.parameters())  # open_clip cast the weights it casts
+    bf16_vectors, fp32_vectors = bf16.encode_images(photos), fp32.encode_images(photos)
+    assert bf16_vectors.dtype == np.float32 and (bf16_vectors * fp32_vectors).sum(axis=1).min() > 0.98
+    assert (bf16.encode_texts(["a cat"]) * fp32.encode_texts(["a cat"])).sum() > 0.98
+
+
 def test_the_demo_fallback_is_decided_once_for_resolve_spec_and_load_model(monkeypatch):
     """resolve_spec (what Ray workers are told) and load_model ask the same `choose`, so they agree."""
     from clipapp.model.spec import choose, resolve_spec
