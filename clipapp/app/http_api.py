@@ -75,6 +75,7 @@ def create_app(
     guarded = [Depends(_login(auth)), Depends(_body_limit(parse_size(max_upload)))]
     _add_model_routes(app, sessions.service, guarded)
     _add_search_route(app, sessions, guarded)
+    _add_duplicates_route(app, sessions, guarded)
     return app
 
 
@@ -239,3 +240,15 @@ def _add_search_route(app: FastAPI, sessions: SessionStore, guarded: list) -> No
             filter=chosen,
             sort=sort,
         ).to_dict()
+
+
+def _add_duplicates_route(app: FastAPI, sessions: SessionStore, guarded: list) -> None:
+    @app.post(f"/{API_VERSION}/duplicates", tags=["v1"], dependencies=guarded)
+    def duplicates(
+        source: Annotated[str, Form(description="examples, or a folder the server allows")] = "examples",
+        threshold: Annotated[
+            Optional[float], Form(gt=0, le=1, description="smallest cosine of two copies (default: measured)")
+        ] = None,
+    ) -> dict:
+        """Near-duplicate groups of one of the server's indexes, as `python -m clipapp duplicates --json`."""
+        return actions.shared_duplicates(sessions, source, threshold=threshold).to_dict()

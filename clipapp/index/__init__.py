@@ -7,7 +7,7 @@ exact re-rank, cache file), image_index.py (ImageIndex), migrate.py (the old man
 date, folder and tag filters on a search), results.py
 (Hit, SearchResult, SyncReport: the typed results and their one JSON), compaction.py (dropping dead vector rows),
 backup.py (a consistent copy of an index in use), interchange.py (clip-retrieval's embedding-folder layout, out
-and in).
+and in), duplicates.py (near-duplicate groups and their keepers), moves.py (moving files aside with an undo log).
 """
 
 from clipapp.index.backup import BackupReport, backup_index

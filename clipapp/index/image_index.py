@@ -301,6 +301,32 @@ class ImageIndex:
             after = int(ids[-1])
             yield paths, vectors
 
+    def records_for_ids(self, ids: Sequence[int]) -> list[ItemRecord]:
+        """Every indexed path of the content `ids` (aliases included), in insertion order."""
+        with self._lock:
+            return self._store.records_for_ids(ids)
+
+    def paths_for_ids(self, ids: Sequence[int]) -> dict[int, list[str]]:
+        """{content id: [its paths, first (display) path first]} for the ids that have paths."""
+        with self._lock:
+            return self._store.paths_for_ids(ids)
+
+    def shared_content_ids(self) -> np.ndarray:
+        """Content ids indexed under more than one path (byte-identical copies)."""
+        with self._lock:
+            return self._store.shared_content_ids()
+
+    def neighbours(self, ids: np.ndarray, k: int, *, nprobe: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(scores, ids), (len(ids), k), best first: the k nearest stored images of each stored image in `ids`,
+        queried with its stored vector through the search structure (itself among them). `nprobe`: lists probed
+        by an IVF structure (None: the calibrated value). For duplicates.py: all images against the index."""
+        with self._lock:
+            self._refresh()
+            queries = self._store.vectors_for(np.asarray(ids, dtype=np.int64))
+            search = self.ensure_built()
+            with st.faiss_threads(1 if len(queries) < st.SINGLE_THREAD_BELOW else None):
+                return search.search(queries, min(int(k), self._count), self._store.vectors_for, nprobe=nprobe)
+
     def display_paths(self, batch_rows: int = DEFAULT_ITER_BATCH) -> list[str]:
         """Every image's first (display) path, by id: the row order of `iter_vectors` (reads no vector)."""
         out: list[str] = []

@@ -427,6 +427,20 @@ class Store:
                 found.setdefault(content_id, []).append(path)
         return found
 
+    def records_for_ids(self, ids: Sequence[int]) -> list[ItemRecord]:
+        """The records of every path of the content `ids`, in insertion order (duplicates.py's group members)."""
+        found: list[tuple[int, ItemRecord]] = []
+        for chunk in _chunks(sorted({int(i) for i in ids})):
+            marks = ",".join("?" * len(chunk))
+            sql = _RECORD_SQL.replace("SELECT ", "SELECT p.seq, ", 1) + f" WHERE p.content_id IN ({marks})"
+            found += [(row[0], ItemRecord(*row[1:])) for row in self.db.execute(sql, chunk)]
+        return [record for _, record in sorted(found, key=lambda pair: pair[0])]
+
+    def shared_content_ids(self) -> np.ndarray:
+        """Content ids with more than one path (byte-identical copies), from the paths_by_content index."""
+        rows = self.db.execute("SELECT content_id FROM paths GROUP BY content_id HAVING count(*) > 1").fetchall()
+        return np.asarray([r[0] for r in rows], dtype=np.int64)
+
     def content_ids(self, *, after: int = -1) -> np.ndarray:
         rows = self.db.execute("SELECT id FROM contents WHERE id > ? ORDER BY id", (after,)).fetchall()
         return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))

@@ -168,6 +168,28 @@ def test_index_compact_backup_export_and_from_embeddings(capsys, tiny_spec, phot
     assert "No index at" in capsys.readouterr().err
 
 
+def test_duplicates_json_csv_move_and_undo(capsys, tiny_spec, photos, tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for photo in photos[:3]:
+        (folder / photo.name).write_bytes(photo.read_bytes())
+    copy = folder / f"copy-of-{photos[0].name}"
+    copy.write_bytes(photos[0].read_bytes())
+    index = str(tmp_path / "index")
+    run_json(capsys, "index", str(folder), "--index", index, "--model", tiny_spec, "--json")
+    found = run_json(capsys, "duplicates", "--index", index, "--csv", str(tmp_path / "d.csv"), "--json")
+    group = next(g for g in found["groups"] if str(copy) in g["paths"])
+    assert set(group["paths"]) >= {str(copy), str(folder / photos[0].name)} and group["keep"] in group["paths"]
+    assert [image["path"] for image in group["images"]] == group["paths"]
+    assert str(copy) in (tmp_path / "d.csv").read_text()
+    moved = run_json(capsys, "duplicates", "--index", index, "--move-to", str(tmp_path / "aside"), "--json")
+    assert len(moved["moved"]) >= 1 and not os.path.exists(moved["moved"][0]["from"])
+    restored = run_json(capsys, "duplicates", "--undo", moved["log"], "--json")
+    assert sorted(r["to"] for r in restored["moved"]) == sorted(m["from"] for m in moved["moved"])
+    assert main(["duplicates", "--index", str(tmp_path / "nothing"), "--json"]) == 2
+    assert "No index" in capsys.readouterr().err
+
+
 def test_search_filters_and_sort_by_date(capsys, tiny_spec, photos, tmp_path):
     folder, index = tmp_path / "pics", tmp_path / "index"
     days = {}

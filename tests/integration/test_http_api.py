@@ -94,6 +94,19 @@ def test_openapi_docs_are_served(api):
         set(api.get("/openapi.json").json()["paths"])
 
 
+def test_duplicates_route(tiny_service, photos, tmp_path):
+    root = tmp_path / "shared"
+    root.mkdir()
+    for photo in photos[:2]:
+        (root / photo.name).write_bytes(photo.read_bytes())
+    (root / "copy.jpg").write_bytes(photos[0].read_bytes())
+    client = TestClient(create_app(SessionStore(tiny_service, tmp_path / "state", EXAMPLES_DIR, (root,))))
+    answer = client.post("/v1/duplicates", data={"source": str(root)})
+    assert answer.status_code == 200, answer.text
+    group = next(g for g in answer.json()["groups"] if str(root / "copy.jpg") in g["paths"])
+    assert str(root / photos[0].name) in group["paths"] and group["keep"] in group["paths"]
+    assert client.post("/v1/duplicates", data={"source": "my uploads"}).status_code == 400
+    assert client.post("/v1/duplicates", data={"source": str(root), "threshold": "2"}).status_code == 422
 def test_search_filters(api):
     photos_dir = str(EXAMPLES_DIR / "photos")
     hits = api.post("/v1/search", data={"query": "a cat", "k": 50, "under": photos_dir}).json()["results"]

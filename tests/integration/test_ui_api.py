@@ -99,3 +99,12 @@ def test_an_untouched_epochs_setting_is_each_modes_own_schedule():
         assert config.epochs == MODE_DEFAULTS[mode]["epochs"]
     assert MODE_DEFAULTS["head"]["epochs"] != MODE_DEFAULTS["partial"]["epochs"]
     assert make_config({"mode": "head", "epochs": 7}).epochs == 7
+
+
+def test_find_duplicates_endpoint(client):
+    """The groups' JSON as the CLI's, each image's path under "image" (gradio_client would download a "path")."""
+    result = client.predict(threshold_=0.95, api_name="/find_duplicates")
+    assert result["threshold"] == 0.95 and isinstance(result["groups"], list)
+    assert result["images"] >= 4  # the examples index: photos and fashion images
+    for group in result["groups"]:
+        assert [image["image"] for image in group["images"]] == group["paths"]

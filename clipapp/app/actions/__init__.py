@@ -6,7 +6,8 @@ Modules by concern: images (a request's images), zero_shot (classify, similarity
 (where each label matches: region maps), batch (classify any number as a stream, evaluate), search (index a folder,
 search an index), sources (the server's indexes by name, per browser session: the Search tab and /v1/search),
 finetune (fine-tune to a file, or for a browser session), archive (compact, back up, export and import an index),
-collection_map (the map of an index).
+collection_map (the map of an index), duplicates
+(near-duplicate groups, moving them aside and back).
 """
 
 from __future__ import annotations
@@ -14,6 +15,14 @@ from __future__ import annotations
 from clipapp.app.actions.archive import backup_index, compact_index, export_index, import_embeddings
 from clipapp.app.actions.batch import BatchClassify, classify_batch, evaluate
 from clipapp.app.actions.collection_map import CollectionMap, MapCluster, collection_map, map_of_index, source_map
+from clipapp.app.actions.duplicates import (
+    find_duplicates,
+    move_duplicates,
+    shared_duplicates,
+    source_duplicates,
+    undo_duplicate_moves,
+    write_duplicates_csv,
+)
 from clipapp.app.actions.explain import Explanation, explain
 from clipapp.app.actions.finetune import (
     MAX_PAGE_IMAGES,
@@ -66,6 +75,12 @@ from clipapp.app.actions.zero_shot import (
 )
 
 __all__ = [
+    "find_duplicates",
+    "move_duplicates",
+    "shared_duplicates",
+    "source_duplicates",
+    "undo_duplicate_moves",
+    "write_duplicates_csv",
     "CollectionMap",
     "MapCluster",
     "collection_map",

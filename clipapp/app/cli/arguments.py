@@ -127,6 +127,22 @@ def search(p: argparse.ArgumentParser) -> None:
     )
 
 
+def duplicates(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--index", help="the index to search for near-duplicates (not needed with --undo)")
+    p.add_argument(
+        "--threshold",
+        type=float,
+        help="smallest cosine similarity of two copies, in (0, 1] (default: measured, "
+        "docs/benchmarks.md); a perceptual hash confirms each pair",
+    )
+    out = p.add_mutually_exclusive_group()
+    out.add_argument("--csv", help="also write group,keep,path,size,width,height,date,similarity rows to this file")
+    out.add_argument(
+        "--move-to", metavar="DIR", help="move every group's non-keepers under DIR, with an undo log (CSV) there"
+    )
+    out.add_argument("--undo", metavar="LOG", help="move back the files an undo log written by --move-to lists")
+
+
 def finetune(p: argparse.ArgumentParser) -> None:
     p.add_argument("data_dir", nargs="?", help="folder of class folders (class names = folder names), or a .zip")
     p.add_argument(

@@ -126,6 +126,22 @@ def search(args: argparse.Namespace):
     return actions.search_image(service, index, args.image, **options)
 
 
+def duplicates(args: argparse.Namespace):
+    from clipapp.app import actions
+
+    with bar(disable=args.json) as progress:
+        if args.undo:
+            return actions.undo_duplicate_moves(args.undo, progress=progress)
+        if not args.index:
+            raise ClipAppError("Give --index PATH (the index to search for near-duplicates), or --undo LOG.")
+        report = actions.find_duplicates(args.index, threshold=args.threshold, progress=progress)
+        if args.csv:
+            actions.write_duplicates_csv(report, args.csv)
+        if args.move_to:
+            return actions.move_duplicates(report, args.move_to, progress=progress)
+    return report
+
+
 def finetune(args: argparse.Namespace):
     from clipapp.app import actions
 
@@ -205,6 +221,13 @@ COMMANDS: tuple[Command, ...] = (
         "write an index as an embedding folder (clip-retrieval's img_emb/*.npy + metadata/) for other tools",
         arguments.export,
         export,
+    ),
+    Command(
+        "duplicates",
+        "near-duplicate groups of an index (resized, re-compressed, cropped, brightened copies), each with a "
+        "suggested keeper; --move-to DIR moves the others aside (--undo LOG puts them back)",
+        arguments.duplicates,
+        duplicates,
     ),
     Command(
         "map",

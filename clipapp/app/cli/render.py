@@ -135,6 +135,36 @@ def search_text(result, _args: argparse.Namespace) -> str:
     return "\n".join(lines) or "no results"
 
 
+def duplicates_text(report, args: argparse.Namespace) -> str:
+    """`DuplicateReport`: one block per group, the keeper marked, then the counts."""
+    lines = []
+    for number, group in enumerate(report.groups, 1):
+        lines.append(f"group {number} (similarity >= {group.similarity:.3f}):")
+        lines += [
+            f"  {'keep' if image.path == group.keep else '    '}  {image.width}x{image.height}  "
+            f"{image.size / 1e3:.0f} kB  {image.date}  {image.path}"
+            for image in group.images
+        ]
+    extra = sum(len(group.images) - 1 for group in report.groups)
+    lines.append(
+        f"{len(report.groups)} groups, {extra} copies beside their keepers, among {report.images} images "
+        f"(threshold {report.threshold}, {report.rejected} of {report.candidates} candidate pairs refused by the "
+        f"perceptual hash) in {report.seconds:.1f}s" + (f"; rows written to {args.csv}" if args.csv else "")
+    )
+    return "\n".join(lines)
+
+
+def moves_text(report, args: argparse.Namespace) -> str:
+    """`MoveReport`: each file moved, each left alone and why, and the undo log."""
+    lines = [f"moved {a} -> {b}" for a, b in report.moved]
+    lines += [f"skipped {path}: {why}" for path, why in report.skipped]
+    verb = "restored" if args.undo else "moved"
+    lines.append(f"{verb} {len(report.moved)}, skipped {len(report.skipped)}")
+    if not args.undo:
+        lines.append(f"undo with: clipapp duplicates --undo {report.log}")
+    return "\n".join(lines)
+
+
 def map_text(result, args: argparse.Namespace) -> str:
     """`CollectionMap`: the clusters by size with their names, and where the page went."""
     lines = [f"{len(result.paths)} images of {args.index} in {len(result.clusters)} clusters ({result.method} layout)"]
@@ -149,6 +179,8 @@ def _renderers() -> dict[type, Callable[[Any, argparse.Namespace], str]]:
     from clipapp.classify.evaluation import EvalResult
     from clipapp.classify.stream import ClassifyReport
     from clipapp.index import BackupReport, CompactionReport, ExportReport, SearchResult, SyncReport
+    from clipapp.index.duplicates import DuplicateReport
+    from clipapp.index.moves import MoveReport
 
     return {
         ClassifyReport: classify_text,
@@ -161,6 +193,8 @@ def _renderers() -> dict[type, Callable[[Any, argparse.Namespace], str]]:
         CompactionReport: compaction_text,
         BackupReport: backup_text,
         ExportReport: export_text,
+        DuplicateReport: duplicates_text,
+        MoveReport: moves_text,
         CollectionMap: map_text,
     }
 

@@ -11,7 +11,7 @@ import gradio as gr
 from clipapp.app import actions
 from clipapp.app.picks import picked_paths, picks_text, toggle_pick
 from clipapp.app.sessions import EXAMPLES
-from clipapp.app.ui import map_view
+from clipapp.app.ui import duplicates_view, map_view
 from clipapp.app.ui.common import (
     IMAGE_FILE_TYPES,
     AppContext,
@@ -116,6 +116,7 @@ def build_tab(ctx: AppContext) -> SearchHandles:
             search = _search_controls()
             with gr.Accordion("Collect classes from these results, then fine-tune", open=True):
                 picks = _pick_controls()
+            duplicates_view.build_view(ctx, index.source)
             with gr.Accordion("Map of the collection: drag a box to select images", open=False):
                 map_view.build(ctx, index.source)
     _wire_index(ctx, index, search.tag)
