@@ -31,7 +31,7 @@ test-fast: $(STAMP)
 # The tests are not under `ruff format --check` yet.
 lint: $(STAMP)
 	$(VENV)/bin/ruff check clipapp tests
-	$(VENV)/bin/ruff format --check clipapp
+	$(VENV)/bin/ruff format --check clipapp tests
 	$(VENV)/bin/mypy clipapp
 	$(VENV)/bin/lint-imports
 

@@ -78,7 +78,6 @@ def client(app_url):
     return Client(app_url, verbose=False)
 
 
-
 SERVER_FIXTURES = {"server", "app_url", "client"}
 
 

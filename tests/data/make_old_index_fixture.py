@@ -30,8 +30,10 @@ OUT = REPO / "tests" / "data" / "old_index_v1"
 
 
 def hits_of(index: ImageIndex, queries: np.ndarray, k: int) -> list:
-    return [[{"id": h["id"], "path": h["path"], "aliases": h["aliases"], "score": h["score"]} for h in hits]
-            for hits in index.search(queries, k=k)]
+    return [
+        [{"id": h["id"], "path": h["path"], "aliases": h["aliases"], "score": h["score"]} for h in hits]
+        for hits in index.search(queries, k=k)
+    ]
 
 
 def main() -> None:
@@ -50,8 +52,13 @@ def main() -> None:
         (photos / "page.jpg").unlink()
         sync_folder(index, photos, service)
         queries = service.encode_texts(["a cat", "a rocket", "a cup of coffee"])
-        expected["photos"] = {"queries": queries.tolist(), "k": 5, "hits": hits_of(index, queries, 5),
-                              "records": [vars(r) for r in index.records()], "count": len(index)}
+        expected["photos"] = {
+            "queries": queries.tolist(),
+            "k": 5,
+            "hits": hits_of(index, queries, 5),
+            "records": [vars(r) for r in index.records()],
+            "count": len(index),
+        }
 
     rng = np.random.default_rng(0)
     vectors = rng.standard_normal((1500, 16)).astype(np.float32)
@@ -62,8 +69,13 @@ def main() -> None:
     index.save()
     queries = rng.standard_normal((8, 16)).astype(np.float32)
     queries /= np.linalg.norm(queries, axis=1, keepdims=True)
-    expected["ivf"] = {"queries": queries.tolist(), "k": 10, "hits": hits_of(index, queries, 10),
-                       "structure": vars(index.structure), "count": len(index)}
+    expected["ivf"] = {
+        "queries": queries.tolist(),
+        "k": 10,
+        "hits": hits_of(index, queries, 10),
+        "structure": vars(index.structure),
+        "count": len(index),
+    }
     (OUT / "expected.json").write_text(json.dumps(expected, indent=1))
     for lock in OUT.glob("*/.lock"):
         lock.unlink()

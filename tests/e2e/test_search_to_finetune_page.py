@@ -58,7 +58,8 @@ def test_search_select_finetune_then_classify(page, app_url):
     page.get_by_role("tab", name="Zero-shot").click()
     expect(page.get_by_text(re.compile("Using the fine-tuned adapter"))).to_be_visible()
     page.get_by_role("tabpanel").locator("input[type=file]").first.set_input_files(
-        str(EXAMPLES_DIR / "fashion" / "coat.png"))
+        str(EXAMPLES_DIR / "fashion" / "coat.png")
+    )
     page.get_by_role("button", name="Classify", exact=True).click()
     output = page.locator("[data-testid=label-output-value]")
     expect(output).to_have_count(1)

@@ -53,7 +53,8 @@ def test_demo_model_leads_with_what_it_knows(page, tmp_path):
         expect(needs).to_be_visible()
         assert knows.bounding_box()["y"] < needs.bounding_box()["y"]  # the examples it knows come first
         page.locator("input[type=file]").first.set_input_files(
-            [str(ctx.examples_dir / "fashion" / name) for name in ("sneaker.png", "bag.png")])
+            [str(ctx.examples_dir / "fashion" / name) for name in ("sneaker.png", "bag.png")]
+        )
         page.get_by_label("Labels (comma or newline separated)").fill("sneaker, bag, dress")
         page.get_by_role("button", name="Classify", exact=True).click()
         expect(page.locator("[data-testid=label-output-value]")).to_have_count(2)

@@ -45,8 +45,10 @@ def test_login_is_required_when_auth_is_set(tiny_spec, photos, tmp_path):
         # The /v1 routes are not Gradio's: the same login protects them (HTTP basic).
         upload = {"images": (photos[0].name, photos[0].read_bytes(), "image/jpeg")}
         assert requests.post(url + "v1/classify", files=upload, data={"labels": "a, b"}).status_code == 401
-        assert requests.post(url + "v1/classify", files=upload, data={"labels": "a, b"},
-                             auth=("ann", "wrong")).status_code == 401
+        assert (
+            requests.post(url + "v1/classify", files=upload, data={"labels": "a, b"}, auth=("ann", "wrong")).status_code
+            == 401
+        )
         answer = requests.post(url + "v1/classify", files=upload, data={"labels": "a, b"}, auth=("ann", "s3cret"))
         assert answer.status_code == 200 and answer.json()["results"][0]["image"] == photos[0].name
         assert requests.get(url + "health").json()["model_loaded"] is True

@@ -22,8 +22,21 @@ def run_json(capsys, *argv) -> dict:
 
 def test_classify_json_contract(capsys, tiny_spec, photos, tmp_path):
     out_png = tmp_path / "bars.png"
-    result = run_json(capsys, "classify", str(photos[0]), str(photos[1]), "--labels", "cat, rocket,dog",
-                      "--top-k", "2", "--model", tiny_spec, "--json", "--out", str(out_png))
+    result = run_json(
+        capsys,
+        "classify",
+        str(photos[0]),
+        str(photos[1]),
+        "--labels",
+        "cat, rocket,dog",
+        "--top-k",
+        "2",
+        "--model",
+        tiny_spec,
+        "--json",
+        "--out",
+        str(out_png),
+    )
     assert result["model"] == tiny_spec
     assert [r["image"] for r in result["results"]] == [str(photos[0]), str(photos[1])]
     for item in result["results"]:
@@ -35,8 +48,19 @@ def test_classify_json_contract(capsys, tiny_spec, photos, tmp_path):
 
 def test_similarity_json_contract(capsys, tiny_spec, photos, tmp_path):
     out_png = tmp_path / "heatmap.png"
-    result = run_json(capsys, "similarity", *map(str, photos[:3]), "--texts", "a cat", "a rocket",
-                      "--model", tiny_spec, "--json", "--out", str(out_png))
+    result = run_json(
+        capsys,
+        "similarity",
+        *map(str, photos[:3]),
+        "--texts",
+        "a cat",
+        "a rocket",
+        "--model",
+        tiny_spec,
+        "--json",
+        "--out",
+        str(out_png),
+    )
     assert result["texts"] == ["a cat", "a rocket"]
     assert len(result["matrix"]) == 3 and all(len(row) == 2 for row in result["matrix"])
     assert all(-1.0 <= v <= 1.0 for row in result["matrix"] for v in row)
@@ -63,10 +87,16 @@ def test_real_entry_point_reports_bad_image_without_traceback(tmp_path, tiny_spe
     bad = tmp_path / "fake.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 20)
     # the model loads first now (files are streamed after it): the subprocess needs the tiny model's config
-    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(REPO_DIR),
-               CLIPAPP_MODEL_CONFIGS=str(REPO_DIR / "tests" / "data"))
-    proc = subprocess.run([sys.executable, "-m", "clipapp", "classify", str(bad), "--labels", "a,b",
-                           "--model", tiny_spec, "--json"], capture_output=True, text=True, env=env, timeout=300)
+    env = dict(
+        os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(REPO_DIR), CLIPAPP_MODEL_CONFIGS=str(REPO_DIR / "tests" / "data")
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "clipapp", "classify", str(bad), "--labels", "a,b", "--model", tiny_spec, "--json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert proc.returncode == 2
     assert proc.stdout == ""
     assert "fake.png" in proc.stderr and "Traceback" not in proc.stderr
@@ -86,12 +116,24 @@ def test_index_and_search_commands(capsys, tiny_spec, photos, tmp_path):
     (folder / photos[0].name).unlink()
     assert run_json(capsys, "index", str(folder), "--index", str(index), "--model", tiny_spec, "--json")["removed"] == 1
 
-    by_image = run_json(capsys, "search", "--index", str(index), "--image", str(folder / photos[1].name), "-k", "2",
-                        "--model", tiny_spec, "--json")
+    by_image = run_json(
+        capsys,
+        "search",
+        "--index",
+        str(index),
+        "--image",
+        str(folder / photos[1].name),
+        "-k",
+        "2",
+        "--model",
+        tiny_spec,
+        "--json",
+    )
     assert by_image["results"][0]["path"] == str(folder / photos[1].name)
     assert by_image["results"][0]["score"] == pytest.approx(1.0, abs=1e-4)
-    by_text = run_json(capsys, "search", "--index", str(index), "--text", "cat + snow - grass", "--model", tiny_spec,
-                       "--json")
+    by_text = run_json(
+        capsys, "search", "--index", str(index), "--text", "cat + snow - grass", "--model", tiny_spec, "--json"
+    )
     assert len(by_text["results"]) == 3
     assert {"id", "path", "score", "aliases"} == set(by_text["results"][0])
 
@@ -151,8 +193,17 @@ def test_index_compact_backup_export_and_from_embeddings(capsys, tiny_spec, phot
     exported = run_json(capsys, "export", "--index", str(index), "--format", "npy", str(tmp_path / "emb"), "--json")
     assert (exported["images"], exported["parts"], exported["format"]) == (len(photos) - 1, 1, "npy")
     assert (tmp_path / "emb" / "img_emb" / "img_emb_0.npy").exists()
-    imported = run_json(capsys, "index", "--index", str(tmp_path / "new"), "--from-embeddings", str(tmp_path / "emb"),
-                        "--model", tiny_spec, "--json")
+    imported = run_json(
+        capsys,
+        "index",
+        "--index",
+        str(tmp_path / "new"),
+        "--from-embeddings",
+        str(tmp_path / "emb"),
+        "--model",
+        tiny_spec,
+        "--json",
+    )
     assert (imported["added"], imported["total"]) == (len(photos) - 1, len(photos) - 1)
     search[2] = str(tmp_path / "new")
     assert run_json(capsys, *search)["results"] == expected
@@ -161,8 +212,20 @@ def test_index_compact_backup_export_and_from_embeddings(capsys, tiny_spec, phot
     assert "0 dead rows dropped" in capsys.readouterr().out
     assert main(["index", "--index", str(index)]) == 2
     assert "Give the image FOLDER" in capsys.readouterr().err
-    assert main(["index", "--index", str(tmp_path / "other"), "--from-embeddings", str(tmp_path / "emb"),
-                 "--model", "clipapp-tiny:random"]) == 2
+    assert (
+        main(
+            [
+                "index",
+                "--index",
+                str(tmp_path / "other"),
+                "--from-embeddings",
+                str(tmp_path / "emb"),
+                "--model",
+                "clipapp-tiny:random",
+            ]
+        )
+        == 2
+    )
     assert f"embeddings of model {tiny_spec}" in capsys.readouterr().err
     assert main(["export", "--index", str(tmp_path / "none"), str(tmp_path / "x")]) == 2
     assert "No index at" in capsys.readouterr().err

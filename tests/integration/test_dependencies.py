@@ -72,8 +72,9 @@ def test_without_the_extras_the_app_runs_and_each_feature_names_its_extra(tmp_pa
     (tmp_path / "sitecustomize.py").write_text(BLOCKER)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path), str(REPO)]), HF_HUB_OFFLINE="1")
     code = f"EXTRAS = {EXTRA_MODULES!r}\n" + PROBE
-    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True,
-                            timeout=600)
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=600
+    )
     assert result.returncode == 0, result.stderr
     out = json.loads(result.stdout.strip().splitlines()[-1])
     assert out["help_exit"] == 0 and out["help_has_classify"]
@@ -86,8 +87,9 @@ def test_without_the_extras_the_app_runs_and_each_feature_names_its_extra(tmp_pa
     assert out["leaked"] == []
 
     # the real entry point too, as a user runs it
-    help_run = subprocess.run([sys.executable, "-m", "clipapp", "--help"], cwd=REPO, env=env, capture_output=True,
-                              text=True, timeout=600)
+    help_run = subprocess.run(
+        [sys.executable, "-m", "clipapp", "--help"], cwd=REPO, env=env, capture_output=True, text=True, timeout=600
+    )
     assert help_run.returncode == 0 and "serve" in help_run.stdout, help_run.stderr
 
 
@@ -95,8 +97,9 @@ def test_the_blocker_blocks(tmp_path):
     """Without this, the test above could pass with the extras quietly importable."""
     (tmp_path / "sitecustomize.py").write_text(BLOCKER)
     env = dict(os.environ, PYTHONPATH=str(tmp_path))
-    result = subprocess.run([sys.executable, "-c", "import optuna"], env=env, capture_output=True, text=True,
-                            timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", "import optuna"], env=env, capture_output=True, text=True, timeout=120
+    )
     assert result.returncode != 0 and "ModuleNotFoundError: import of optuna halted" in result.stderr
 
 
@@ -126,8 +129,12 @@ def _imports(path: Path) -> list[tuple[str, bool]]:
 def _declared() -> tuple[set[str], set[str]]:
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     runtime = {canonicalize_name(Requirement(r).name) for r in project["dependencies"]}
-    extras = {canonicalize_name(Requirement(r).name) for reqs in project["optional-dependencies"].values()
-              for r in reqs if not r.startswith("clipapp[")}
+    extras = {
+        canonicalize_name(Requirement(r).name)
+        for reqs in project["optional-dependencies"].values()
+        for r in reqs
+        if not r.startswith("clipapp[")
+    }
     return runtime, extras
 
 
@@ -152,10 +159,17 @@ def test_every_import_is_declared_and_eager_imports_are_runtime_dependencies():
 
 def test_the_static_check_sees_lazy_and_eager_imports(tmp_path):
     sample = tmp_path / "m.py"
-    sample.write_text("import numpy\nfrom typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import optuna\n"
-                      "def f():\n    import ray.data\n    from sklearn import svm\n")
-    assert _imports(sample) == [("numpy", True), ("typing", True), ("optuna", False), ("ray", False),
-                                ("sklearn", False)]
+    sample.write_text(
+        "import numpy\nfrom typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import optuna\n"
+        "def f():\n    import ray.data\n    from sklearn import svm\n"
+    )
+    assert _imports(sample) == [
+        ("numpy", True),
+        ("typing", True),
+        ("optuna", False),
+        ("ray", False),
+        ("sklearn", False),
+    ]
 
 
 # That only clipapp/app/ui/ imports Gradio (docs/architecture.md, "Layers") is an import-linter contract now:

@@ -75,8 +75,22 @@ def test_v1_explain_answers_as_the_cli(capsys, tiny_service, tiny_spec, photos, 
     response = api.post("/v1/explain", files=files, data={"labels": "cat, rocket", "method": "occlusion"})
     assert response.status_code == 200
     got = response.json()
-    assert main(["explain", *map(str, photos[:2]), "--labels", "cat, rocket", "--method", "occlusion",
-                 "--model", tiny_spec, "--json"]) == 0
+    assert (
+        main(
+            [
+                "explain",
+                *map(str, photos[:2]),
+                "--labels",
+                "cat, rocket",
+                "--method",
+                "occlusion",
+                "--model",
+                tiny_spec,
+                "--json",
+            ]
+        )
+        == 0
+    )
     expected = json.loads(capsys.readouterr().out)
     assert [item["image"] for item in got["results"]] == [p.name for p in photos[:2]]
     assert got["method"] == "occlusion" and got["labels"] == expected["labels"]

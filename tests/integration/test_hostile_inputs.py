@@ -47,8 +47,9 @@ def test_bad_files_on_every_image_endpoint(client, bad_files, photos):
 
 
 def test_odd_but_valid_images_are_classified(client, odd_files):
-    result = client.predict([handle_file(str(p)) for p in odd_files], "red, green", "simple", "", 2,
-                            api_name="/classify")
+    result = client.predict(
+        [handle_file(str(p)) for p in odd_files], "red, green", "simple", "", 2, api_name="/classify"
+    )
     assert [r["image"] for r in result["results"]] == [p.name for p in odd_files]
 
 
@@ -101,8 +102,12 @@ def test_hostile_labels(client, photos, case):
 
 
 def test_bad_custom_template(client, photos):
-    _assert_clear_refusal(lambda: client.predict([handle_file(str(photos[0]))], "a, b", "simple", "no placeholder", 2,
-                                                 api_name="/classify"), "{}")
+    _assert_clear_refusal(
+        lambda: client.predict(
+            [handle_file(str(photos[0]))], "a, b", "simple", "no placeholder", 2, api_name="/classify"
+        ),
+        "{}",
+    )
 
 
 @pytest.mark.parametrize("command", ["classify", "similarity"])
@@ -129,10 +134,12 @@ def test_hostile_zips_on_the_finetune_endpoint(client, photos, tmp_path):
             writer(archive)
         return str(path)
 
-    traversal = make("traversal.zip",
-                     lambda a: (a.write(photos[0], "red/a.jpg"), a.writestr("../evil.jpg", photos[1].read_bytes())))
-    absolute = make("absolute.zip",
-                    lambda a: (a.write(photos[0], "red/a.jpg"), a.writestr("/tmp/evil.jpg", photos[1].read_bytes())))
+    traversal = make(
+        "traversal.zip", lambda a: (a.write(photos[0], "red/a.jpg"), a.writestr("../evil.jpg", photos[1].read_bytes()))
+    )
+    absolute = make(
+        "absolute.zip", lambda a: (a.write(photos[0], "red/a.jpg"), a.writestr("/tmp/evil.jpg", photos[1].read_bytes()))
+    )
     bomb = make("bomb.zip", lambda a: a.writestr("red/bomb.png", b"\0" * (20 * 2**20)))
     not_zip = tmp_path / "not.zip"
     not_zip.write_bytes(b"definitely not a zip")
@@ -170,8 +177,9 @@ def test_image_limits_are_the_services_and_a_cli_flag(capsys, tiny_spec, tiny_we
     from clipapp.model.service import ClipService
 
     width, height = Image.open(photos[0]).size
-    strict = ClipService(load_model(tiny_spec, device="cpu", precision="fp32"),
-                         limits=ImageLimits(max_pixels=width * height - 1))
+    strict = ClipService(
+        load_model(tiny_spec, device="cpu", precision="fp32"), limits=ImageLimits(max_pixels=width * height - 1)
+    )
     with pytest.raises(ImageLoadError, match="over the limit of"):
         strict.encode_images([photos[0]])
     with pytest.raises(ImageLoadError, match="over the limit of"):  # uploads decoded with the service's limits

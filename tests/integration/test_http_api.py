@@ -30,8 +30,12 @@ def _files(paths, field="images"):
 def test_classify_matches_the_cli_json(api, tiny_service, photos):
     response = api.post("/v1/classify", files=_files(photos[:2]), data={"labels": "cat, rocket, coffee", "top_k": 2})
     assert response.status_code == 200
-    expected = actions.classify(tiny_service, actions.load_named_images(photos[:2], names=[p.name for p in photos[:2]]),
-                              "cat, rocket, coffee", top_k=2).to_dict()
+    expected = actions.classify(
+        tiny_service,
+        actions.load_named_images(photos[:2], names=[p.name for p in photos[:2]]),
+        "cat, rocket, coffee",
+        top_k=2,
+    ).to_dict()
     got = response.json()
     assert got["model"] == expected["model"]
     for mine, theirs in zip(got["results"], expected["results"], strict=False):
@@ -57,15 +61,29 @@ def test_similarity_embed_and_search(api, tiny_service, photos):
 def test_errors_are_http_codes_with_a_message(api, photos, tmp_path):
     bad = bad_image_files(tmp_path)
     cases = [
-        (api.post("/v1/classify", files=_files([bad["thin_1x20000.png"]]), data={"labels": "a, b"}), 400,
-         "aspect-ratio limit"),
-        (api.post("/v1/classify", files=_files([bad["text_as_jpg.jpg"]]), data={"labels": "a, b"}), 400,
-         "text_as_jpg.jpg: not an image"),
+        (
+            api.post("/v1/classify", files=_files([bad["thin_1x20000.png"]]), data={"labels": "a, b"}),
+            400,
+            "aspect-ratio limit",
+        ),
+        (
+            api.post("/v1/classify", files=_files([bad["text_as_jpg.jpg"]]), data={"labels": "a, b"}),
+            400,
+            "text_as_jpg.jpg: not an image",
+        ),
         (api.post("/v1/classify", files=_files(photos[:1]), data={"labels": "cat, cat"}), 400, "Duplicate"),
-        (api.post("/v1/classify", files=_files([bad["wide_20000x1.png"]] * 65), data={"labels": "a, b"}), 413,
-         "at most 64"),
-        (api.post("/v1/classify", files=[("images", ("big.png", b"\0" * 3_000_000, "image/png"))],
-                  data={"labels": "a, b"}), 413, "--max-upload"),
+        (
+            api.post("/v1/classify", files=_files([bad["wide_20000x1.png"]] * 65), data={"labels": "a, b"}),
+            413,
+            "at most 64",
+        ),
+        (
+            api.post(
+                "/v1/classify", files=[("images", ("big.png", b"\0" * 3_000_000, "image/png"))], data={"labels": "a, b"}
+            ),
+            413,
+            "--max-upload",
+        ),
         (api.post("/v1/classify", data={"labels": "a, b"}), 422, "images"),
         (api.post("/v1/classify", files=_files(photos[:1]), data={"labels": "a", "top_k": "many"}), 422, "top_k"),
         (api.post("/v1/embed", data={}), 400, "either images or texts"),
@@ -90,8 +108,9 @@ def test_the_same_login_protects_the_routes(store, photos):
 
 def test_openapi_docs_are_served(api):
     assert api.get("/docs").status_code == 200
-    assert {"/v1/classify", "/v1/similarity", "/v1/embed", "/v1/search", "/health"} <= \
-        set(api.get("/openapi.json").json()["paths"])
+    assert {"/v1/classify", "/v1/similarity", "/v1/embed", "/v1/search", "/health"} <= set(
+        api.get("/openapi.json").json()["paths"]
+    )
 
 
 def test_duplicates_route(tiny_service, photos, tmp_path):
@@ -107,6 +126,8 @@ def test_duplicates_route(tiny_service, photos, tmp_path):
     assert str(root / photos[0].name) in group["paths"] and group["keep"] in group["paths"]
     assert client.post("/v1/duplicates", data={"source": "my uploads"}).status_code == 400
     assert client.post("/v1/duplicates", data={"source": str(root), "threshold": "2"}).status_code == 422
+
+
 def test_search_filters(api):
     photos_dir = str(EXAMPLES_DIR / "photos")
     hits = api.post("/v1/search", data={"query": "a cat", "k": 50, "under": photos_dir}).json()["results"]

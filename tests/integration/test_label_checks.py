@@ -66,8 +66,18 @@ def test_label_warnings_go_to_stderr_and_json(capsys, tiny_spec, photos):
 
 def test_eval_suspects_csv_and_bounded_json(capsys, tiny_spec, fashion_folder, tmp_path):
     out_csv = tmp_path / "suspects.csv"
-    code, out, _ = run_cli(capsys, "eval", str(fashion_folder), "--model", tiny_spec, "--suspects", str(out_csv),
-                           "--suspects-top", "5", "--json")
+    code, out, _ = run_cli(
+        capsys,
+        "eval",
+        str(fashion_folder),
+        "--model",
+        tiny_spec,
+        "--suspects",
+        str(out_csv),
+        "--suspects-top",
+        "5",
+        "--json",
+    )
     assert code == 0
     payload = json.loads(out)
     with open(out_csv, newline="") as f:
@@ -118,17 +128,35 @@ def test_finetune_warns_about_its_class_names_before_training(capsys, tmp_path):
         if label in paths and len(paths[label]) < 4:
             image.save(tmp_path / f"{i}.png")
             paths[label].append(str(tmp_path / f"{i}.png"))
-    code, out, err = run_cli(capsys, "finetune", "--class", "sneaker=" + ",".join(paths[7]), "--class",
-                             "trainer=" + ",".join(paths[9]), "--out", str(tmp_path / "a"), "--model", "demo",
-                             "--epochs", "2", "--json")
+    code, out, err = run_cli(
+        capsys,
+        "finetune",
+        "--class",
+        "sneaker=" + ",".join(paths[7]),
+        "--class",
+        "trainer=" + ",".join(paths[9]),
+        "--out",
+        str(tmp_path / "a"),
+        "--model",
+        "demo",
+        "--epochs",
+        "2",
+        "--json",
+    )
     assert code == 0
     assert [w["kind"] for w in json.loads(out)["warnings"]] == ["too_close"]
     assert "warning: 'sneaker' and 'trainer' are nearly the same" in err
 
 
 def test_gradio_review_labels(client, photos):
-    review = client.predict(None, "cat", [handle_file(str(p)) for p in photos[:2]], "rocket",
-                            [handle_file(str(p)) for p in photos[2:4]], api_name="/review_labels")
+    review = client.predict(
+        None,
+        "cat",
+        [handle_file(str(p)) for p in photos[:2]],
+        "rocket",
+        [handle_file(str(p)) for p in photos[2:4]],
+        api_name="/review_labels",
+    )
     payload = review[0]
     assert payload["warnings"] == []
     assert all(set(s) == {"image", "given", "predicted", "score", "key"} for s in payload["suspects"])

@@ -82,8 +82,11 @@ def installed(tmp_path_factory):
         shutil.copy2(REPO / name, src / name)
     shutil.copytree(REPO / "clipapp", src / "clipapp", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     wheels = root / "wheels"
-    built = _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index",
-                  "-w", wheels, src], cwd=root, env=dict(os.environ))
+    built = _run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-w", wheels, src],
+        cwd=root,
+        env=dict(os.environ),
+    )
     assert built.returncode == 0, built.stdout + built.stderr
     (wheel,) = wheels.glob("clipapp-*.whl")
 
@@ -91,12 +94,18 @@ def installed(tmp_path_factory):
     made = _run([sys.executable, "-m", "venv", "--without-pip", venv], cwd=root, env=dict(os.environ))
     assert made.returncode == 0, made.stderr
     python = venv / "bin" / "python"
-    site = Path(_run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                     cwd=root, env=dict(os.environ)).stdout.strip())
+    site = Path(
+        _run(
+            [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], cwd=root, env=dict(os.environ)
+        ).stdout.strip()
+    )
     ours = {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}
     (site / "project-venv.pth").write_text("\n".join(sorted(ours)) + "\n")
-    done = _run([sys.executable, "-m", "pip", "--python", python, "install", "--no-deps", "--no-index", wheel],
-                cwd=root, env=dict(os.environ))
+    done = _run(
+        [sys.executable, "-m", "pip", "--python", python, "install", "--no-deps", "--no-index", wheel],
+        cwd=root,
+        env=dict(os.environ),
+    )
     assert done.returncode == 0, done.stdout + done.stderr
 
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "CLIPAPP_MODEL_CONFIGS", "CLIPAPP_MODEL")}
@@ -133,8 +142,24 @@ def test_clipapp_help_lists_the_commands(installed):
 @pytest.mark.slow
 def test_clipapp_classify_with_the_bundled_demo_model(installed):
     _, clipapp, env, work = installed
-    result = _run([clipapp, "classify", EXAMPLE, "--labels", LABELS, "--model", "demo", "--device", "cpu",
-                   "--top-k", "2", "--json"], cwd=work, env=env)
+    result = _run(
+        [
+            clipapp,
+            "classify",
+            EXAMPLE,
+            "--labels",
+            LABELS,
+            "--model",
+            "demo",
+            "--device",
+            "cpu",
+            "--top-k",
+            "2",
+            "--json",
+        ],
+        cwd=work,
+        env=env,
+    )
     assert result.returncode == 0, result.stderr
     payload = json.loads(result.stdout)
     assert payload["model"].startswith("demo")
@@ -168,8 +193,10 @@ def _pins(*names: str) -> dict[str, Requirement]:
 
 def _declared() -> tuple[list[Requirement], dict[str, list[Requirement]]]:
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    extras = {name: [Requirement(r) for r in reqs if not r.startswith("clipapp[")]
-              for name, reqs in project["optional-dependencies"].items()}
+    extras = {
+        name: [Requirement(r) for r in reqs if not r.startswith("clipapp[")]
+        for name, reqs in project["optional-dependencies"].items()
+    }
     return [Requirement(r) for r in project["dependencies"]], extras
 
 

@@ -34,8 +34,12 @@ def test_the_page_gallery_is_drawn_from_the_json():
     from clipapp.app.ui.search_tab import gallery_of
 
     result = SearchResult((Hit(3, "/x/cat.jpg", 0.31234, ("/x/cat-copy.jpg",)), Hit(5, "/x/dog.jpg", 0.2)))
-    assert result.for_gradio()["results"][0] == {"id": 3, "image": "/x/cat.jpg", "score": 0.31234,
-                                                  "aliases": ["/x/cat-copy.jpg"]}
+    assert result.for_gradio()["results"][0] == {
+        "id": 3,
+        "image": "/x/cat.jpg",
+        "score": 0.31234,
+        "aliases": ["/x/cat-copy.jpg"],
+    }
     assert gallery_of(result.for_gradio()) == [("/x/cat.jpg", "0.312  cat.jpg"), ("/x/dog.jpg", "0.200  dog.jpg")]
     assert gallery_of(None) == []
 
@@ -54,8 +58,9 @@ def test_gradio_client_still_takes_a_path_key_for_a_file(tmp_path):
         query, out = gr.Textbox(), gr.JSON()
         gr.Button("a").click(lambda _: result.to_dict(), query, out, api_name="with_path")
         gr.Button("b").click(lambda _: result.for_gradio(), query, out, api_name="with_image")
-    _, url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True,
-                            allowed_paths=[str(tmp_path)])
+    _, url, _ = demo.launch(
+        prevent_thread_lock=True, server_name="127.0.0.1", quiet=True, allowed_paths=[str(tmp_path)]
+    )
     try:
         client = Client(url, verbose=False)
         mangled = client.predict("x", api_name="/with_path")["results"][0]
@@ -79,24 +84,29 @@ def test_cli_v1_and_gradio_give_the_same_hits(tiny_service, tiny_spec, photos, t
     ctx = AppContext(service=tiny_service, state_dir=tmp_path / "state", allowed_roots=(folder,))
     with serving(ctx) as url:
         via_gradio = Client(url, verbose=False).predict(source, "a cat", "simple", 10, -1, api_name="/search_text")
-        via_http = requests.post(url + "v1/search", data={"source": source, "query": "a cat", "k": 10,
-                                                         "templates": "simple"}).json()
+        via_http = requests.post(
+            url + "v1/search", data={"source": source, "query": "a cat", "k": 10, "templates": "simple"}
+        ).json()
     _, index_path = ctx.sessions.folder_and_index_path(source, "")
-    assert main(["search", "--index", str(index_path), "--text", "a cat", "-k", "10", "--model", tiny_spec,
-                 "--json"]) == 0
+    assert (
+        main(["search", "--index", str(index_path), "--text", "a cat", "-k", "10", "--model", tiny_spec, "--json"]) == 0
+    )
     via_cli = json.loads(capsys.readouterr().out)
 
-    gradio_hits = [{("path" if key == "image" else key): value for key, value in hit.items()}
-                   for hit in via_gradio["results"]]
+    gradio_hits = [
+        {("path" if key == "image" else key): value for key, value in hit.items()} for hit in via_gradio["results"]
+    ]
     for hits in (gradio_hits, via_http["results"], via_cli["results"]):
         assert len(hits) == 4 and all(set(hit) == {"id", "path", "score", "aliases"} for hit in hits)
         assert [{k: v for k, v in hit.items() if k != "score"} for hit in hits] == [
-            {k: v for k, v in hit.items() if k != "score"} for hit in via_cli["results"]]
-        assert [hit["score"] for hit in hits] == pytest.approx([hit["score"] for hit in via_cli["results"]],
-                                                               abs=1e-5)
+            {k: v for k, v in hit.items() if k != "score"} for hit in via_cli["results"]
+        ]
+        assert [hit["score"] for hit in hits] == pytest.approx([hit["score"] for hit in via_cli["results"]], abs=1e-5)
     (with_alias,) = [hit for hit in via_cli["results"] if hit["aliases"]]
-    assert {Path(with_alias["path"]).name, *(Path(p).name for p in with_alias["aliases"])} == {photos[0].name,
-                                                                                            "copy.jpg"}
+    assert {Path(with_alias["path"]).name, *(Path(p).name for p in with_alias["aliases"])} == {
+        photos[0].name,
+        "copy.jpg",
+    }
 
 
 def test_search_by_image_finds_the_image_itself(client, photos):
@@ -149,11 +159,13 @@ def test_registry_refuses_unlisted_sources_and_bad_sessions(tiny_service, tmp_pa
 def test_search_tab_filters(client):
     photos_dir = str(EXAMPLES_DIR / "photos")
     # the filter inputs follow the old ones: source, query, templates, k, min score, tag, after, before, under, sort
-    under = client.predict("examples", "a cat", "simple", 50, -1, "", "", "", photos_dir, "relevance",
-                           api_name="/search_text")["results"]
+    under = client.predict(
+        "examples", "a cat", "simple", 50, -1, "", "", "", photos_dir, "relevance", api_name="/search_text"
+    )["results"]
     assert under and all(hit["image"].startswith(photos_dir + "/") for hit in under)
-    future = client.predict("examples", "a cat", "simple", 5, -1, "", "2999-01-01", "", "", "date",
-                            api_name="/search_text")
+    future = client.predict(
+        "examples", "a cat", "simple", 5, -1, "", "2999-01-01", "", "", "date", api_name="/search_text"
+    )
     assert future == {"results": []}
     with pytest.raises(AppError, match="is not a date"):
         client.predict("examples", "a cat", "simple", 5, -1, "", "yesterday", api_name="/search_text")

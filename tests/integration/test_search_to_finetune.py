@@ -38,8 +38,10 @@ def _all_examples(client) -> list[str]:
 def test_every_optional_parameter_has_a_default(served):
     client = Client(served[0], verbose=False)
     api = client.view_api(return_format="dict", print_info=False)["named_endpoints"]
-    required = {name: [p["parameter_name"] for p in info["parameters"] if not p["parameter_has_default"]]
-                for name, info in api.items()}
+    required = {
+        name: [p["parameter_name"] for p in info["parameters"] if not p["parameter_has_default"]]
+        for name, info in api.items()
+    }
     assert required["/add_to_class"] == ["class_name_"]
     assert required["/finetune_selection"] == []
     assert "tag_" in [p["parameter_name"] for p in api["/search_text"]["parameters"]]
@@ -59,7 +61,8 @@ def test_search_select_two_classes_finetune_then_classify_with_the_adapter(serve
     assert f"| photo | {len(photos)} |" in table
 
     summary, _curves, _confusion, report, files = client.predict(
-        selection_=selection, source_=EXAMPLES, **FAST, api_name="/finetune_selection")
+        selection_=selection, source_=EXAMPLES, **FAST, api_name="/finetune_selection"
+    )
     assert report["class_names"] == ["clothing", "photo"]
     assert report["adapter"] in summary and "is now used by the Zero-shot tab" in summary
     assert any(str(f).endswith(".safetensors") for f in files)
@@ -146,8 +149,11 @@ def test_image_upload_fields_accept_heic_and_raw(tiny_service, tmp_path):
     from clipapp.app.ui.common import AppContext
 
     demo = build_app(AppContext(service=tiny_service, state_dir=tmp_path))
-    fields = [block for block in demo.blocks.values()
-              if isinstance(block, gr.File) and block.interactive is not False and block.file_types != [".zip"]]
+    fields = [
+        block
+        for block in demo.blocks.values()
+        if isinstance(block, gr.File) and block.interactive is not False and block.file_types != [".zip"]
+    ]
     assert len(fields) >= 4  # zero-shot images, search uploads, search by image, per-class rows
     for field in fields:
         assert {".heic", ".heif", ".dng", ".jpg", ".png"} <= set(field.file_types), field.label

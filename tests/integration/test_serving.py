@@ -25,8 +25,9 @@ pytestmark = pytest.mark.server  # every test here starts the server (tests.supp
 @pytest.fixture
 def ctx(tiny_service, tmp_path):
     # A service of its own (the tiny model's weights shared), so its micro-batcher counts only this test's calls.
-    return AppContext(service=ClipService(tiny_service.loaded), state_dir=tmp_path / "state",
-                      allowed_roots=(EXAMPLES_DIR,))
+    return AppContext(
+        service=ClipService(tiny_service.loaded), state_dir=tmp_path / "state", allowed_roots=(EXAMPLES_DIR,)
+    )
 
 
 def test_concurrent_users_share_forward_passes(ctx, photos):
@@ -49,8 +50,9 @@ def test_concurrent_users_share_forward_passes(ctx, photos):
     with serving(ctx) as url:
         clients = [Client(url, verbose=False) for _ in range(USERS)]
         with ThreadPoolExecutor(USERS) as pool:
-            results = list(pool.map(lambda c: c.predict(handle_file(str(photos[0])), "cat, dog",
-                                                        api_name="/classify"), clients))
+            results = list(
+                pool.map(lambda c: c.predict(handle_file(str(photos[0])), "cat, dog", api_name="/classify"), clients)
+            )
     assert all(len(r["results"]) == 1 for r in results)
     assert all_queued.is_set()
     assert (batcher.batches_run, batcher.rows_run) == (2, USERS)

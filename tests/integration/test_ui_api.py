@@ -18,8 +18,10 @@ def test_api_names_are_published(client):
 
 
 def test_every_optional_parameter_has_a_default(client):
-    required = {name: [p["parameter_name"] for p in info["parameters"] if not p["parameter_has_default"]]
-                for name, info in _api(client).items()}
+    required = {
+        name: [p["parameter_name"] for p in info["parameters"] if not p["parameter_has_default"]]
+        for name, info in _api(client).items()
+    }
     assert required["/classify"] == ["files_", "labels_"]
     assert required["/similarity"] == ["files_", "texts_"]
     assert required["/search_text"] == ["query_"]
@@ -40,7 +42,11 @@ def test_short_form_and_a_single_file(client, photos):
 def test_classify_returns_top_k_without_drawing(client, photos):
     """API callers get the JSON; the heatmap is drawn only by the page (a chained, private event)."""
     result = client.predict(
-        [handle_file(str(p)) for p in photos[:3]], "cat, rocket, coffee, astronaut", "simple", "", 2,
+        [handle_file(str(p)) for p in photos[:3]],
+        "cat, rocket, coffee, astronaut",
+        "simple",
+        "",
+        2,
         api_name="/classify",
     )
     assert [r["image"] for r in result["results"]] == [p.name for p in photos[:3]]

@@ -39,10 +39,21 @@ def wait_until_up(url: str, proc: subprocess.Popen, *, timeout: float = 180) -> 
 @contextmanager
 def running_app(args: Sequence[str], *, env: dict | None = None) -> Iterator[tuple[subprocess.Popen, str]]:
     port = free_port()
-    full_env = dict(os.environ, HF_HUB_OFFLINE="1", CLIPAPP_MODEL_CONFIGS=str(REPO_DIR / "tests" / "data"),
-                    PYTHONPATH=str(REPO_DIR), **(env or {}))
-    proc = subprocess.Popen([sys.executable, str(REPO_DIR / "app.py"), "--port", str(port), *args], cwd=REPO_DIR,
-                            env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    full_env = dict(
+        os.environ,
+        HF_HUB_OFFLINE="1",
+        CLIPAPP_MODEL_CONFIGS=str(REPO_DIR / "tests" / "data"),
+        PYTHONPATH=str(REPO_DIR),
+        **(env or {}),
+    )
+    proc = subprocess.Popen(
+        [sys.executable, str(REPO_DIR / "app.py"), "--port", str(port), *args],
+        cwd=REPO_DIR,
+        env=full_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     url = f"http://127.0.0.1:{port}/"
     try:
         wait_until_up(url, proc)

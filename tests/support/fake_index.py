@@ -93,6 +93,7 @@ def infos_for(ids) -> list[FileInfo]:
 def write_image(path: Path, seed: int, *, size=(24, 24)) -> Path:
     pixels = np.random.default_rng(seed).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(pixels).save(path, quality=95) if path.suffix.lower() in (".jpg", ".jpeg") else \
-        Image.fromarray(pixels).save(path)
+    Image.fromarray(pixels).save(path, quality=95) if path.suffix.lower() in (".jpg", ".jpeg") else Image.fromarray(
+        pixels
+    ).save(path)
     return path

@@ -19,12 +19,17 @@ def _png(image: Image.Image) -> bytes:
 
 def _png_header_only(width: int, height: int) -> bytes:
     """A PNG whose header claims huge dimensions, with one tiny compressed row: decoding would need gigabytes."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\x00" * 64))
-            + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\x00" * 64))
+        + chunk(b"IEND", b"")
+    )
 
 
 def bad_image_files(folder: Path) -> dict[str, Path]:
@@ -65,8 +70,14 @@ def odd_valid_image_files(folder: Path) -> list[Path]:
         path = folder / name
         Image.new("RGB", size, (250, 120, 0)).save(path)
         paths.append(path)
-    for mode, name in (("RGBA", "rgba.png"), ("LA", "la.png"), ("I;16", "sixteen.png"), ("P", "palette.png"),
-                       ("CMYK", "cmyk.jpg"), ("1", "bilevel.png")):
+    for mode, name in (
+        ("RGBA", "rgba.png"),
+        ("LA", "la.png"),
+        ("I;16", "sixteen.png"),
+        ("P", "palette.png"),
+        ("CMYK", "cmyk.jpg"),
+        ("1", "bilevel.png"),
+    ):
         path = folder / name
         Image.new(mode, (24, 16)).save(path)
         paths.append(path)

@@ -25,8 +25,9 @@ class Served:
 @contextmanager
 def serving(ctx: AppContext, **server_options) -> Iterator[str]:
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(build_server(ctx, **server_options), host="127.0.0.1", port=port,
-                                           log_level="warning"))
+    server = uvicorn.Server(
+        uvicorn.Config(build_server(ctx, **server_options), host="127.0.0.1", port=port, log_level="warning")
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     while not server.started:

@@ -69,9 +69,12 @@ def _noisy_jpeg() -> bytes:
     return buffer.getvalue()
 
 
-@given(st.sampled_from([_valid_png(), _valid_jpeg(), _noisy_jpeg()]),
-       st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 255)), max_size=12), st.integers(0, 10_000),
-       st.sampled_from([None, 8]))
+@given(
+    st.sampled_from([_valid_png(), _valid_jpeg(), _noisy_jpeg()]),
+    st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 255)), max_size=12),
+    st.integers(0, 10_000),
+    st.sampled_from([None, 8]),
+)
 @settings(max_examples=300, deadline=None)
 def test_corrupted_images_are_decoded_or_refused(original, flips, cut, min_side):
     """Full and reduced-scale decoding (min_side) alike: an RGB image or an ImageLoadError, nothing else."""

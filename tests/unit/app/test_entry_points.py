@@ -27,8 +27,7 @@ def test_clipapp_serve_takes_exactly_app_py_flags():
     flags = ["--port", "8081", "--allowed-root", "/srv/photos", "--model", "demo"]
     args = cli.build_parser().parse_args(["serve", *flags])
     assert args.func is serve.run and args.port == 8081 and args.allowed_root == ["/srv/photos"]
-    assert vars(app.parse_args(flags)) == {
-        k: v for k, v in vars(args).items() if k not in ("command", "func")}
+    assert vars(app.parse_args(flags)) == {k: v for k, v in vars(args).items() if k not in ("command", "func")}
 
 
 def test_serve_bad_auth_is_a_user_error_before_any_model_loads(capsys):
@@ -59,8 +58,11 @@ def test_the_model_flags_are_defined_once_for_every_command_and_serve():
     model_flags = ("--model", "--device", "--precision", "--max-pixels")
 
     def described(p):
-        return {a.option_strings[0]: (a.help, a.default) for a in p._actions
-                if a.option_strings and a.option_strings[0] in model_flags}
+        return {
+            a.option_strings[0]: (a.help, a.default)
+            for a in p._actions
+            if a.option_strings and a.option_strings[0] in model_flags
+        }
 
     shown = [described(p) for p in sub.choices.values()]
     assert len(shown[0]) == len(model_flags) and all(each == shown[0] for each in shown)

@@ -19,6 +19,7 @@ def _looping(started: threading.Event, steps: list):
             emit("progress", len(steps), "working")
             threading.Event().wait(0.001)
         return "stopped"
+
     return work
 
 

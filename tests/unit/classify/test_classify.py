@@ -31,8 +31,21 @@ def run_cli(capsys, *argv) -> tuple[int, str, str]:
 
 def test_folder_to_csv_matches_zero_shot(capsys, tiny_spec, tiny_service, fashion_folder, tmp_path):
     out = tmp_path / "preds.csv"
-    code, stdout, _ = run_cli(capsys, "classify", str(fashion_folder), "--labels", ",".join(LABELS), "--top-k", "3",
-                              "--csv", str(out), "--model", tiny_spec, "--precision", "fp32")
+    code, stdout, _ = run_cli(
+        capsys,
+        "classify",
+        str(fashion_folder),
+        "--labels",
+        ",".join(LABELS),
+        "--top-k",
+        "3",
+        "--csv",
+        str(out),
+        "--model",
+        tiny_spec,
+        "--precision",
+        "fp32",
+    )
     assert code == 0 and f"classified {N_IMAGES}" in stdout
     rows = read_csv(out)
     assert rows[0] == ["image", "label", "prob", "label_2", "prob_2", "label_3", "prob_3", "unknown", "unknown_score"]
@@ -68,8 +81,11 @@ def test_resume_continues_a_torn_partial_file(tiny_service, fashion_folder, tmp_
     resumed, expected = read_csv(partial), read_csv(full)
     assert [row[:2] + row[3::2] for row in resumed] == [row[:2] + row[3::2] for row in expected]  # images, labels
     # probabilities to float rounding: other batch boundaries, other BLAS blocking
-    np.testing.assert_allclose([[float(v) for v in row[2::2]] for row in resumed[1:]],
-                               [[float(v) for v in row[2::2]] for row in expected[1:]], atol=1e-5)
+    np.testing.assert_allclose(
+        [[float(v) for v in row[2::2]] for row in resumed[1:]],
+        [[float(v) for v in row[2::2]] for row in expected[1:]],
+        atol=1e-5,
+    )
 
 
 def test_resume_through_the_cli_and_a_wrong_top_k(capsys, tiny_spec, fashion_folder, tmp_path):
@@ -121,8 +137,9 @@ def test_unreadable_files_are_listed_and_skipped(capsys, tiny_spec, fashion_fold
     assert len(payload["results"]) == 3 and payload["classified"] == 3
     assert [s["path"] for s in payload["skipped"]] == [str(folder / "broken.png")]
     assert "broken.png" in err
-    code, stdout, err = run_cli(capsys, "classify", str(folder / "broken.png"), "--labels", "a,b",
-                                "--model", tiny_spec, "--json")
+    code, stdout, err = run_cli(
+        capsys, "classify", str(folder / "broken.png"), "--labels", "a,b", "--model", tiny_spec, "--json"
+    )
     assert code == 2 and stdout == "" and "No image could be classified" in err
     assert run_cli(capsys, "classify", str(tmp_path / "absent"), "--labels", "a,b", "--model", tiny_spec)[0] == 2
 
@@ -142,9 +159,14 @@ def test_adapter_on_index_head_works_partial_refused(tiny_service, fashion_folde
     index_folder(tiny_service, fashion_folder, tmp_path / "index")
     index = ImageIndex.open(tmp_path / "index", expected_spec=tiny_service.spec)
     rng = np.random.default_rng(0)
-    head = Adapter(name="h", class_names=LABELS[:4], spec=tiny_service.spec, logit_scale=tiny_service.logit_scale,
-                   head=rng.normal(size=(4, tiny_service.embed_dim)).astype(np.float32),
-                   head_bias=rng.normal(size=4).astype(np.float32))
+    head = Adapter(
+        name="h",
+        class_names=LABELS[:4],
+        spec=tiny_service.spec,
+        logit_scale=tiny_service.logit_scale,
+        head=rng.normal(size=(4, tiny_service.embed_dim)).astype(np.float32),
+        head_bias=rng.normal(size=4).astype(np.float32),
+    )
     classifier = core.adapter_classifier(tiny_service, head)
     from_index = core.classify_vectors(index.iter_vectors(every_path=True), classifier, keep_results=True)
     from_files = core.classify_files(tiny_service, [fashion_folder], classifier, keep_results=True)
@@ -156,9 +178,16 @@ def test_adapter_on_index_head_works_partial_refused(tiny_service, fashion_folde
     assert math.isclose(max(p for _, p in from_index.results[0].top), float(expected[0].max()), abs_tol=1e-6)
 
     name = next(n for n, _ in tiny_service.model.visual.named_parameters() if "ln_post" in n)
-    partial = Adapter(name="p", class_names=LABELS[:4], spec=tiny_service.spec, logit_scale=1.0, head=head.head,
-                      mode="partial", visual_blocks=1,
-                      visual_state={f"visual.{name}": dict(tiny_service.model.visual.named_parameters())[name] + 0.1})
+    partial = Adapter(
+        name="p",
+        class_names=LABELS[:4],
+        spec=tiny_service.spec,
+        logit_scale=1.0,
+        head=head.head,
+        mode="partial",
+        visual_blocks=1,
+        visual_state={f"visual.{name}": dict(tiny_service.model.visual.named_parameters())[name] + 0.1},
+    )
     with pytest.raises(ClipAppError, match="needs the pixels"):
         core.classify_vectors(index.iter_vectors(every_path=True), core.adapter_classifier(tiny_service, partial))
     # on files the partial adapter's own tower runs, through the same threaded pipeline
@@ -194,8 +223,9 @@ def test_siglip_models_get_independent_sigmoid_probabilities(siglip_service, pho
     bias = siglip_service.model.logit_bias.item()
     np.testing.assert_allclose(result.probs, 1 / (1 + np.exp(-(scale * features @ text.T + bias))), atol=1e-5)
     assert result.multi_label and not np.allclose(result.probs.sum(axis=1), 1.0, atol=1e-3)
-    payload = classify(siglip_service, [NamedImage(p.name, load_image(p)) for p in photos[:2]], labels,
-                       templates="none", top_k=4).to_dict()
+    payload = classify(
+        siglip_service, [NamedImage(p.name, load_image(p)) for p in photos[:2]], labels, templates="none", top_k=4
+    ).to_dict()
     assert payload["multi_label"] is True and payload["probabilities"] == "sigmoid"
     assert payload["results"][0]["top"][0]["prob"] == pytest.approx(float(result.probs[0].max()), abs=1e-5)
 
@@ -217,15 +247,18 @@ def test_csv_header_and_short_rows(tmp_path):
     jsonl.write(batch)
     jsonl.close()
     assert json.loads((tmp_path / "x.jsonl").read_text()) == {
-        "image": "a,b.png", "top": [{"label": 'dog, "big"', "prob": 0.75}, {"label": "cat", "prob": 0.25}]}
+        "image": "a,b.png",
+        "top": [{"label": 'dog, "big"', "prob": 0.75}, {"label": "cat", "prob": 0.25}],
+    }
 
 
 def test_top_k_probabilities_equal_the_full_softmax_and_sigmoid():
     rng = np.random.default_rng(0)
     logits = rng.normal(size=(50, 30)).astype(np.float32) * 5
     for multi_label in (False, True):
-        classifier = core.LabelScorer(labels=[str(i) for i in range(30)], model="m", multi_label=multi_label,
-                                     logits=lambda f: f)
+        classifier = core.LabelScorer(
+            labels=[str(i) for i in range(30)], model="m", multi_label=multi_label, logits=lambda f: f
+        )
         indices, probs = classifier.top(logits, 4)
         full = classifier.probabilities(logits)
         np.testing.assert_array_equal(indices, np.argsort(-full, axis=1)[:, :4])
@@ -260,8 +293,21 @@ def test_index_classify_tags_the_index_and_search_filters_by_tag(capsys, tiny_sp
     assert main(["index", str(fashion_folder), "--index", str(index_path), "--model", tiny_spec, "--json"]) == 0
     predictions = tmp_path / "p.jsonl"
     common = ["--labels", ",".join(LABELS), "--model", tiny_spec, "--top-k", "3"]
-    assert run_cli(capsys, "classify", "--index", str(index_path), "--jsonl", str(predictions), "--tag",
-                   "--tag-min-prob", "0.2", *common)[0] == 0
+    assert (
+        run_cli(
+            capsys,
+            "classify",
+            "--index",
+            str(index_path),
+            "--jsonl",
+            str(predictions),
+            "--tag",
+            "--tag-min-prob",
+            "0.2",
+            *common,
+        )[0]
+        == 0
+    )
     rows = [json.loads(line) for line in predictions.read_text().splitlines()]
     expected = {r["image"]: [(t["label"], t["prob"]) for t in r["top"] if t["prob"] >= 0.2] for r in rows}
     index = ImageIndex.open(index_path)
@@ -272,8 +318,21 @@ def test_index_classify_tags_the_index_and_search_filters_by_tag(capsys, tiny_sp
     label, count = next(iter(index.tag_counts().items()))
     assert 0 < count < N_IMAGES
     tagged = {image for image, tags in expected.items() if label in [t for t, _ in tags]}
-    code, out, _ = run_cli(capsys, "search", "--index", str(index_path), "--text", label, "-k", str(N_IMAGES),
-                           "--tag", label, "--model", tiny_spec, "--json")
+    code, out, _ = run_cli(
+        capsys,
+        "search",
+        "--index",
+        str(index_path),
+        "--text",
+        label,
+        "-k",
+        str(N_IMAGES),
+        "--tag",
+        label,
+        "--model",
+        tiny_spec,
+        "--json",
+    )
     assert code == 0
     assert {hit["path"] for hit in json.loads(out)["results"]} == tagged
 

@@ -28,8 +28,9 @@ def test_ray_classify_equals_local(ray_cluster, tiny_service, fashion_folder, tm
     classifier = core.zero_shot_classifier(tiny_service, LABELS)
     local = core.classify_files(tiny_service, sources, classifier, k=3, keep_results=True, batch_size=16)
     with core.ray_encoder("auto", tiny_service, precision="fp32") as encoder:
-        remote = core.classify_files(tiny_service, sources, classifier, k=3, keep_results=True, batch_size=16,
-                                     encoder=encoder)
+        remote = core.classify_files(
+            tiny_service, sources, classifier, k=3, keep_results=True, batch_size=16, encoder=encoder
+        )
         assert encoder.stats.embedded == len(files)  # the vectors did come from the actors
     assert remote.classified == local.classified == len(files)
     assert [s.path for s in remote.skipped] == [s.path for s in local.skipped] == [str(broken)]

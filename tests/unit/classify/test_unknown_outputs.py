@@ -1,4 +1,4 @@
-""""None of these" through dataset-scale classification: the JSON fields, the CSV columns, resume of files with and
+""" "None of these" through dataset-scale classification: the JSON fields, the CSV columns, resume of files with and
 without them, and adapters."""
 
 from __future__ import annotations
@@ -31,8 +31,9 @@ def test_results_carry_unknown_only_when_asked(tiny_service, fashion_folder):
     assert [r["unknown"] for r in rows] == [s > 0.5 for s in (r["unknown_score"] for r in rows)]
     # the labels' scores are unchanged (to float rounding: other batch boundaries)
     assert [[t["label"] for t in r["top"]] for r in rows] == [[label for label, _ in p.top] for p in plain.results]
-    np.testing.assert_allclose([[t["prob"] for t in r["top"]] for r in rows],
-                               [[prob for _, prob in p.top] for p in plain.results], atol=1e-6)
+    np.testing.assert_allclose(
+        [[t["prob"] for t in r["top"]] for r in rows], [[prob for _, prob in p.top] for p in plain.results], atol=1e-6
+    )
 
 
 def test_csv_and_jsonl_get_the_unknown_columns(tiny_service, fashion_folder, tmp_path):
@@ -68,16 +69,29 @@ def test_a_head_adapter_gets_unknown_from_its_class_names_a_partial_one_none(tin
     from clipapp.finetune.adapter import Adapter
 
     rng = np.random.default_rng(0)
-    head = Adapter(name="h", class_names=LABELS[:4], spec=tiny_service.spec, logit_scale=tiny_service.logit_scale,
-                   head=rng.normal(size=(4, tiny_service.embed_dim)).astype(np.float32))
+    head = Adapter(
+        name="h",
+        class_names=LABELS[:4],
+        spec=tiny_service.spec,
+        logit_scale=tiny_service.logit_scale,
+        head=rng.normal(size=(4, tiny_service.embed_dim)).astype(np.float32),
+    )
     some = sorted(fashion_folder.rglob("*.png"))[:6]
-    report = core.classify_files(tiny_service, some, core.adapter_classifier(tiny_service, head, unknown=True),
-                                 keep_results=True)
+    report = core.classify_files(
+        tiny_service, some, core.adapter_classifier(tiny_service, head, unknown=True), keep_results=True
+    )
     expected = unknown.detector(tiny_service, LABELS[:4])(tiny_service.encode_images([str(p) for p in some]))
     np.testing.assert_allclose([p.unknown_score for p in report.results], expected.score, atol=1e-5)
 
     name = next(n for n, _ in tiny_service.model.visual.named_parameters() if "ln_post" in n)
-    partial = Adapter(name="p", class_names=LABELS[:4], spec=tiny_service.spec, logit_scale=1.0, head=head.head,
-                      mode="partial", visual_blocks=1,
-                      visual_state={f"visual.{name}": dict(tiny_service.model.visual.named_parameters())[name] + 0.1})
+    partial = Adapter(
+        name="p",
+        class_names=LABELS[:4],
+        spec=tiny_service.spec,
+        logit_scale=1.0,
+        head=head.head,
+        mode="partial",
+        visual_blocks=1,
+        visual_state={f"visual.{name}": dict(tiny_service.model.visual.named_parameters())[name] + 0.1},
+    )
     assert core.adapter_classifier(tiny_service, partial, unknown=True).unknown is None

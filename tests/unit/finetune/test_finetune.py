@@ -71,7 +71,7 @@ def test_sign_test_lets_only_a_clear_gain_replace_zero_shot():
     def logits_right(n_right: int, offset: int = 0) -> np.ndarray:
         """Two-class logits that get images offset .. offset + n_right - 1 right."""
         logits = np.tile([0.0, 1.0], (40, 1))
-        logits[offset:offset + n_right] = [1.0, 0.0]
+        logits[offset : offset + n_right] = [1.0, 0.0]
         return logits
 
     zero = logits_right(20)
@@ -94,16 +94,27 @@ def test_random_init_probe_never_returns_its_untrained_start(tiny_service, kfold
     items = colour_images(12)
     shuffled = np.random.default_rng(0).permutation([name for _, name in items])
     data = labelled_uploads([(image, name) for (image, _), name in zip(items, shuffled, strict=False)])
-    config = FinetuneConfig(mode="head", head_init="random", wise_alpha=1.0, require_gain=False, epochs=3, lr=1e4,
-                            kfold_below=kfold_below, mixup=0.0, label_smoothing=0.0, ema=0.0)
+    config = FinetuneConfig(
+        mode="head",
+        head_init="random",
+        wise_alpha=1.0,
+        require_gain=False,
+        epochs=3,
+        lr=1e4,
+        kfold_below=kfold_below,
+        mixup=0.0,
+        label_smoothing=0.0,
+        ema=0.0,
+    )
     result = finetune(tiny_service, data, config)
     assert min(result.history["val_loss"][1:]) > result.history["val_loss"][0]
     assert result.best_epoch >= 1
 
 
 def test_held_out_split_early_stopping_and_refit(tiny_service, colours12):
-    result = finetune(tiny_service, colours12, FinetuneConfig(mode="head", kfold_below=4, epochs=60, patience=3,
-                                                            wise_alpha=1.0))
+    result = finetune(
+        tiny_service, colours12, FinetuneConfig(mode="head", kfold_below=4, epochs=60, patience=3, wise_alpha=1.0)
+    )
     assert result.validation["kind"] == "holdout" and result.after["n"] == 9
     assert result.after["top1"] > result.before["top1"]
     history = result.history
@@ -119,8 +130,18 @@ def test_wise_alpha_zero_keeps_the_zero_shot_head(tiny_service, colours12):
 
 
 def test_tricks_on_cached_features_run(tiny_service, colours12):
-    config = FinetuneConfig(mode="head", epochs=4, mixup=0.2, label_smoothing=0.1, ema=0.9, sam=0.05, focal=2.0,
-                            class_balanced=0.99, clip_grad=1.0, cutmix=1.0)
+    config = FinetuneConfig(
+        mode="head",
+        epochs=4,
+        mixup=0.2,
+        label_smoothing=0.1,
+        ema=0.9,
+        sam=0.05,
+        focal=2.0,
+        class_balanced=0.99,
+        clip_grad=1.0,
+        cutmix=1.0,
+    )
     result = finetune(tiny_service, colours12, config)
     assert np.isfinite(result.history["train_loss"][1:]).all()
     assert any("CutMix" in note for note in result.notes)  # no pixels in head mode: said, not silently ignored
@@ -128,8 +149,13 @@ def test_tricks_on_cached_features_run(tiny_service, colours12):
 
 def test_progress_epochs_and_stop(tiny_service, colours12):
     seen, epochs = [], []
-    finetune(tiny_service, colours12, FinetuneConfig(epochs=3, max_folds=2),
-             progress=lambda done, total, m: seen.append(done / total), on_epoch=epochs.append)
+    finetune(
+        tiny_service,
+        colours12,
+        FinetuneConfig(epochs=3, max_folds=2),
+        progress=lambda done, total, m: seen.append(done / total),
+        on_epoch=epochs.append,
+    )
     assert seen[-1] == 1.0 and all(0 <= f <= 1 for f in seen) and seen == sorted(seen)
     assert [h["epoch"][-1] for h in epochs] == [0, 1, 2, 3] * 2  # two folds, live (the refit is not plotted)
     assert [h["stage"] for h in epochs[::4]] == ["fold 1/2: ", "fold 2/2: "]
@@ -215,7 +241,7 @@ def test_adapter_round_trip_safetensors_and_json(tiny_service, head_result, tmp_
     assert (weights, meta) == adapter_paths(tmp_path / "colours.json")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["colours.json", "colours.safetensors"]
     header_length = int.from_bytes(weights.read_bytes()[:8], "little")  # safetensors: u64 length + JSON header
-    header = json.loads(weights.read_bytes()[8:8 + header_length])
+    header = json.loads(weights.read_bytes()[8 : 8 + header_length])
     assert header["head.weight"]["shape"] == [3, 32] and header["head.bias"]["shape"] == [3]
     description = json.loads(meta.read_text())
     assert description["format_version"] == 2 and description["class_names"] == ["red", "green", "blue"]
@@ -224,8 +250,9 @@ def test_adapter_round_trip_safetensors_and_json(tiny_service, head_result, tmp_
 
     loaded = load_adapter(tmp_path / "colours.safetensors", expected_spec=tiny_spec)
     images = [image for image, _ in colour_images(1, seed=9)]
-    np.testing.assert_allclose(loaded.classify(tiny_service, images).probs,
-                               head_result.adapter.classify(tiny_service, images).probs, atol=1e-6)
+    np.testing.assert_allclose(
+        loaded.classify(tiny_service, images).probs, head_result.adapter.classify(tiny_service, images).probs, atol=1e-6
+    )
     assert loaded.classify(tiny_service, images).top(1)[0][0][0] in CLASSES
     assert loaded.cosine(tiny_service, images).shape == (3, 3)
 
@@ -246,8 +273,9 @@ def test_version_1_adapter_without_bias_still_loads(tiny_service, head_result, t
     loaded = load_adapter(tmp_path / "old")
     features = tiny_service.encode_images([image for image, _ in colour_images(1, seed=3)])
     np.testing.assert_array_equal(loaded.head_bias, np.zeros(3, dtype=np.float32))
-    np.testing.assert_allclose(loaded.logits_from_features(features),
-                               old.logit_scale * features @ unit_rows.T, atol=1e-5)
+    np.testing.assert_allclose(
+        loaded.logits_from_features(features), old.logit_scale * features @ unit_rows.T, atol=1e-5
+    )
 
 
 def test_adapter_refused_for_another_model_or_broken_files(head_result, tmp_path):
@@ -278,8 +306,9 @@ def test_partial_fine_tuning_leaves_the_resident_model_alone(tiny_service, colou
     images = [image for image, _ in colour_images(1, seed=3)]
     adapter.save(tmp_path / "partial")
     loaded = load_adapter(tmp_path / "partial", expected_spec=tiny_spec)
-    np.testing.assert_allclose(loaded.classify(tiny_service, images).probs,
-                               adapter.classify(tiny_service, images).probs, atol=1e-5)
+    np.testing.assert_allclose(
+        loaded.classify(tiny_service, images).probs, adapter.classify(tiny_service, images).probs, atol=1e-5
+    )
     # evaluate_folder() goes through the tuned tower in batches, skipping unreadable files.
     folder = tmp_path / "eval"
     labelled = colour_images(3, seed=4)
@@ -304,8 +333,11 @@ def test_cache_adapter(tiny_service, colours12, tmp_path, tiny_spec):
     assert result.after["top1"] > result.before["top1"]
     adapter.save(tmp_path / "cache")
     images = [image for image, _ in colour_images(1, seed=4)]
-    np.testing.assert_allclose(load_adapter(tmp_path / "cache").classify(tiny_service, images).probs,
-                               adapter.classify(tiny_service, images).probs, atol=1e-6)
+    np.testing.assert_allclose(
+        load_adapter(tmp_path / "cache").classify(tiny_service, images).probs,
+        adapter.classify(tiny_service, images).probs,
+        atol=1e-6,
+    )
 
 
 # --------------------------------------------------------------------------------------------- CLI
@@ -317,8 +349,26 @@ def run_json(capsys, *argv) -> dict:
 def test_cli_finetune_eval_classify_contracts(capsys, tiny_spec, tmp_path):
     data = write_folder(tmp_path / "data", colour_images(8))
     out = tmp_path / "adapters" / "colours"
-    result = run_json(capsys, "finetune", str(data), "--out", str(out), "--model", tiny_spec, "--json",
-                      "--epochs", "20", "--mixup", "0.2", "--label-smoothing", "0.1", "--ema", "0.9", "--seed", "1")
+    result = run_json(
+        capsys,
+        "finetune",
+        str(data),
+        "--out",
+        str(out),
+        "--model",
+        tiny_spec,
+        "--json",
+        "--epochs",
+        "20",
+        "--mixup",
+        "0.2",
+        "--label-smoothing",
+        "0.1",
+        "--ema",
+        "0.9",
+        "--seed",
+        "1",
+    )
     assert {"before", "after", "adapter", "history"} <= set(result)
     assert result["adapter"] == str(out) + ".safetensors" and Path(result["adapter"]).is_file()
     assert set(result["before"]) >= {"top1", "top5", "n"} and result["after"]["n"] == result["before"]["n"] == 24
@@ -331,16 +381,33 @@ def test_cli_finetune_eval_classify_contracts(capsys, tiny_spec, tmp_path):
     assert adapted["top1"] > zero_shot["top1"]
 
     image = next((data / "red").iterdir())
-    classified = run_json(capsys, "classify", str(image), "--model", tiny_spec, "--adapter", str(out), "--json",
-                          "--top-k", "2")
+    classified = run_json(
+        capsys, "classify", str(image), "--model", tiny_spec, "--adapter", str(out), "--json", "--top-k", "2"
+    )
     assert classified["model"] == f"{tiny_spec} + adapter colours"
     assert len(classified["results"][0]["top"]) == 2 and classified["results"][0]["top"][0]["label"] in CLASSES
 
 
 def test_cli_errors_are_messages(capsys, tiny_spec, tmp_path):
     data = write_folder(tmp_path / "data", colour_images(2))
-    assert main(["finetune", str(data), "--out", str(tmp_path / "x"), "--model", tiny_spec, "--mode", "partial",
-                 "--blocks", "9", "--json"]) == 2
+    assert (
+        main(
+            [
+                "finetune",
+                str(data),
+                "--out",
+                str(tmp_path / "x"),
+                "--model",
+                tiny_spec,
+                "--mode",
+                "partial",
+                "--blocks",
+                "9",
+                "--json",
+            ]
+        )
+        == 2
+    )
     assert "blocks" in capsys.readouterr().err
     assert main(["eval", str(data), "--model", tiny_spec, "--adapter", str(tmp_path / "nope")]) == 2
     assert "nope.json" in capsys.readouterr().err
@@ -355,8 +422,15 @@ def test_finetune_folder_from_zip_and_evaluate(tiny_service, tmp_path):
 
 
 # --------------------------------------------------------------------------------------------- zip safety
-@pytest.mark.parametrize("name, message", [("../evil.png", r"\.\."), ("red/../../evil.png", r"\.\."),
-                                           ("/etc/evil.png", "absolute"), ("C:/evil.png", "absolute")])
+@pytest.mark.parametrize(
+    "name, message",
+    [
+        ("../evil.png", r"\.\."),
+        ("red/../../evil.png", r"\.\."),
+        ("/etc/evil.png", "absolute"),
+        ("C:/evil.png", "absolute"),
+    ],
+)
 def test_zip_refuses_escaping_names(tmp_path, name, message):
     path = tmp_path / "bad.zip"
     with zipfile.ZipFile(path, "w") as archive:
@@ -369,7 +443,7 @@ def test_zip_refuses_escaping_names(tmp_path, name, message):
 
 def test_zip_refuses_symlinks_bombs_and_floods(tmp_path):
     link = zipfile.ZipInfo("red/link.png")
-    link.external_attr = (0o120777 << 16)
+    link.external_attr = 0o120777 << 16
     with zipfile.ZipFile(tmp_path / "link.zip", "w") as archive:
         archive.writestr(link, "/etc/passwd")
     with pytest.raises(ClipAppError, match="symbolic link"):
@@ -408,8 +482,9 @@ def test_gradio_finetune_endpoint(client, tmp_path):
 
     assert "/finetune" in client.view_api(return_format="dict", print_info=False)["named_endpoints"]
     archive = write_zip(tmp_path / "colours.zip", colour_images(6))
-    summary, curves, confusion, report, files = client.predict(zip_file=handle_file(str(archive)), epochs=15,
-                                                               api_name="/finetune")
+    summary, curves, confusion, report, files = client.predict(
+        zip_file=handle_file(str(archive)), epochs=15, api_name="/finetune"
+    )
     assert report["before"]["n"] == report["after"]["n"] > 0
     assert report["after"]["top1"] >= report["before"]["top1"]
     assert "zero-shot" in summary and report["adapter"] in summary

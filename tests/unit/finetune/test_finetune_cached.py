@@ -36,8 +36,19 @@ def colours():
 
 
 def test_cached_activations_give_the_uncached_logits_without_augmentation(service, colours):
-    base = dict(mode="partial", blocks=2, epochs=3, max_folds=2, visual_lr=1e-3, mixup=0.0, cutmix=0.0, views=1,
-                wise_alpha=1.0, require_gain=False, seed=3)
+    base = dict(
+        mode="partial",
+        blocks=2,
+        epochs=3,
+        max_folds=2,
+        visual_lr=1e-3,
+        mixup=0.0,
+        cutmix=0.0,
+        views=1,
+        wise_alpha=1.0,
+        require_gain=False,
+        seed=3,
+    )
     cached = finetune(service, colours, FinetuneConfig(**base))
     uncached = finetune(service, colours, FinetuneConfig(**base, mix_space="pixels"))
     images = [image for image, _ in colour_images(2, seed=7)]
@@ -47,8 +58,11 @@ def test_cached_activations_give_the_uncached_logits_without_augmentation(servic
     np.testing.assert_allclose(logits, reference, atol=LOGIT_TOLERANCE, rtol=LOGIT_TOLERANCE)
     np.testing.assert_allclose(cached.history["val_loss"], uncached.history["val_loss"], atol=LOGIT_TOLERANCE)
     # and training moved the model: equal logits are not just two copies of zero-shot
-    zero_shot = service.logit_scale * service.encode_images(images) @ service.text_embeddings(
-        list(colours.class_names), "simple").T
+    zero_shot = (
+        service.logit_scale
+        * service.encode_images(images)
+        @ service.text_embeddings(list(colours.class_names), "simple").T
+    )
     assert np.abs(logits - zero_shot).max() > 100 * LOGIT_TOLERANCE
 
 
@@ -61,6 +75,7 @@ def test_every_default_trick_acts_on_the_cached_activations(service, colours, mo
         def wrapper(x, target, **kwargs):
             calls[name].append((tuple(x.shape), kwargs["smoothing"]))
             return real(x, target, **kwargs)
+
         return wrapper
 
     monkeypatch.setattr(mixing, "mixup", spy("mixup", mixing.mixup))
@@ -74,8 +89,9 @@ def test_every_default_trick_acts_on_the_cached_activations(service, colours, mo
         return setup
 
     monkeypatch.setattr("clipapp.finetune.run.prepare_training", prepare)
-    monkeypatch.setattr("clipapp.finetune.trainable.PartialTower.prefix",
-                        lambda self, pixels: calls["prefix"].append(1))
+    monkeypatch.setattr(
+        "clipapp.finetune.trainable.PartialTower.prefix", lambda self, pixels: calls["prefix"].append(1)
+    )
     finetune(service, colours, config)
 
     (views_shape,) = calls["views"]

@@ -46,8 +46,9 @@ def test_class_lists_keep_the_order_and_refuse_ambiguity(photos_by_class):
 
 
 def test_csv_with_header_and_relative_paths(tmp_path, photos_by_class):
-    rows = ["path,label"] + [f"{Path(p).relative_to(tmp_path)},{name}" for name, paths in photos_by_class.items()
-                             for p in paths]
+    rows = ["path,label"] + [
+        f"{Path(p).relative_to(tmp_path)},{name}" for name, paths in photos_by_class.items() for p in paths
+    ]
     (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n\n")
     data = labelled_csv(tmp_path / "labels.csv")
     assert data.class_names == list(CLASSES) and len(data) == 12
@@ -61,8 +62,10 @@ def test_csv_with_header_and_relative_paths(tmp_path, photos_by_class):
 
 def test_home_is_expanded_in_quoted_lists(tmp_path, photos_by_class, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path))
-    specs = [f"{name}=" + ",".join("~/" + str(Path(p).relative_to(tmp_path)) for p in paths)
-             for name, paths in photos_by_class.items()]
+    specs = [
+        f"{name}=" + ",".join("~/" + str(Path(p).relative_to(tmp_path)) for p in paths)
+        for name, paths in photos_by_class.items()
+    ]
     assert labelled_class_lists(specs).names == [p for paths in photos_by_class.values() for p in paths]
 
 
@@ -84,18 +87,42 @@ def test_cli_from_index_classes_and_csv(capsys, tiny_spec, tmp_path, photos_by_c
     run_json(capsys, "index", str(tmp_path / "found"), "--index", str(index), "--model", tiny_spec, "--json")
     classes = [arg for name, paths in photos_by_class.items() for arg in ("--class", f"{name}={','.join(paths)}")]
     out = tmp_path / "from-search"
-    result = run_json(capsys, "finetune", "--from-index", str(index), *classes, "--out", str(out), "--model",
-                      tiny_spec, "--epochs", "10", "--json")
+    result = run_json(
+        capsys,
+        "finetune",
+        "--from-index",
+        str(index),
+        *classes,
+        "--out",
+        str(out),
+        "--model",
+        tiny_spec,
+        "--epochs",
+        "10",
+        "--json",
+    )
     assert result["class_names"] == list(CLASSES) and result["validation"]["n_images"] == 12
     assert Path(result["adapter"]).is_file()
-    classified = run_json(capsys, "classify", photos_by_class["green"][0], "--adapter", str(out), "--model",
-                          tiny_spec, "--json")
+    classified = run_json(
+        capsys, "classify", photos_by_class["green"][0], "--adapter", str(out), "--model", tiny_spec, "--json"
+    )
     assert classified["results"][0]["top"][0]["label"] in CLASSES
 
     csv_path = tmp_path / "labels.csv"
     csv_path.write_text("".join(f"{p},{name}\n" for name, paths in photos_by_class.items() for p in paths))
-    result = run_json(capsys, "finetune", "--from-csv", str(csv_path), "--out", str(tmp_path / "from-csv"),
-                      "--model", tiny_spec, "--epochs", "10", "--json")
+    result = run_json(
+        capsys,
+        "finetune",
+        "--from-csv",
+        str(csv_path),
+        "--out",
+        str(tmp_path / "from-csv"),
+        "--model",
+        tiny_spec,
+        "--epochs",
+        "10",
+        "--json",
+    )
     assert result["class_names"] == list(CLASSES) and result["validation"]["n_images"] == 12
 
 
@@ -107,6 +134,22 @@ def test_cli_intake_errors_are_messages(capsys, tiny_spec, tmp_path, photos_by_c
     assert "one way" in capsys.readouterr().err
     assert main(["finetune", "--class", "red", "--out", str(tmp_path / "x"), "--model", tiny_spec]) == 2
     assert "NAME=IMAGE" in capsys.readouterr().err
-    assert main(["finetune", "--from-index", str(tmp_path / "no-index"), "--class", spec, "--class",
-                 f"green={photos_by_class['green'][0]}", "--out", str(tmp_path / "x"), "--model", tiny_spec]) == 2
+    assert (
+        main(
+            [
+                "finetune",
+                "--from-index",
+                str(tmp_path / "no-index"),
+                "--class",
+                spec,
+                "--class",
+                f"green={photos_by_class['green'][0]}",
+                "--out",
+                str(tmp_path / "x"),
+                "--model",
+                tiny_spec,
+            ]
+        )
+        == 2
+    )
     assert "no-index" in capsys.readouterr().err

@@ -26,15 +26,48 @@ from clipapp.finetune.config import (
 REPO = Path(__file__).resolve().parents[3]
 # The flags `finetune` had before they were generated (docs/ and scripts use them): flag -> field
 FLAGS_BEFORE = {
-    "--mode": "mode", "--templates": "templates", "--epochs": "epochs", "--lr": "lr", "--shots-val": "val_per_class",
-    "--blocks": "blocks", "--views": "views", "--mix-space": "mix_space", "--mixup": "mixup", "--cutmix": "cutmix",
-    "--label-smoothing": "label_smoothing", "--ema": "ema", "--sam": "sam", "--focal": "focal",
-    "--class-balanced": "class_balanced", "--clip-grad": "clip_grad", "--wise-alpha": "wise_alpha",
-    "--patience": "patience", "--seed": "seed",
+    "--mode": "mode",
+    "--templates": "templates",
+    "--epochs": "epochs",
+    "--lr": "lr",
+    "--shots-val": "val_per_class",
+    "--blocks": "blocks",
+    "--views": "views",
+    "--mix-space": "mix_space",
+    "--mixup": "mixup",
+    "--cutmix": "cutmix",
+    "--label-smoothing": "label_smoothing",
+    "--ema": "ema",
+    "--sam": "sam",
+    "--focal": "focal",
+    "--class-balanced": "class_balanced",
+    "--clip-grad": "clip_grad",
+    "--wise-alpha": "wise_alpha",
+    "--patience": "patience",
+    "--seed": "seed",
 }
 # The /finetune endpoint's parameters before the tab was generated (gradio_client scripts use the names)
-API_BEFORE = ["zip_file", "class_1", "images_1", "class_2", "images_2", "class_3", "images_3", "class_4", "images_4",
-              "mode", "epochs", "blocks", "mixup", "label_smoothing", "ema", "sam", "loss", "wise_alpha", "seed"]
+API_BEFORE = [
+    "zip_file",
+    "class_1",
+    "images_1",
+    "class_2",
+    "images_2",
+    "class_3",
+    "images_3",
+    "class_4",
+    "images_4",
+    "mode",
+    "epochs",
+    "blocks",
+    "mixup",
+    "label_smoothing",
+    "ema",
+    "sam",
+    "loss",
+    "wise_alpha",
+    "seed",
+]
 
 
 def _finetune_parser():
@@ -65,8 +98,22 @@ def test_the_flags_that_existed_keep_their_names_and_meaning():
     by_flag = {flag: a.dest for a in finetune._actions for flag in a.option_strings}
     for flag, field_name in FLAGS_BEFORE.items():
         assert by_flag[flag] == field_name
-    config = _finetune_config(_parse("--mode", "head", "--shots-val", "3", "--focal", "2", "--class-balanced",
-                                     "0.99", "--wise-alpha", "0.25", "--templates", "a photo of {}."))
+    config = _finetune_config(
+        _parse(
+            "--mode",
+            "head",
+            "--shots-val",
+            "3",
+            "--focal",
+            "2",
+            "--class-balanced",
+            "0.99",
+            "--wise-alpha",
+            "0.25",
+            "--templates",
+            "a photo of {}.",
+        )
+    )
     assert (config.mode, config.val_per_class, config.focal, config.class_balanced) == ("head", 3, 2.0, 0.99)
     assert config.wise_alpha == 0.25 and config.templates == "a photo of {}."
 
@@ -83,8 +130,23 @@ def test_help_shows_each_default():
 
 def test_the_cli_builds_the_same_config_as_the_dataclass():
     assert _finetune_config(_parse()) == FinetuneConfig().validate()
-    flags = ("--mode", "head", "--epochs", "7", "--lr", "0.3", "--no-refit", "--monitor", "val_acc", "--seed", "4",
-             "--mixup", "0", "--cache-alpha", "auto")
+    flags = (
+        "--mode",
+        "head",
+        "--epochs",
+        "7",
+        "--lr",
+        "0.3",
+        "--no-refit",
+        "--monitor",
+        "val_acc",
+        "--seed",
+        "4",
+        "--mixup",
+        "0",
+        "--cache-alpha",
+        "auto",
+    )
     expected = FinetuneConfig(mode="head", epochs=7, lr=0.3, refit=False, monitor="val_acc", seed=4, mixup=0.0)
     assert _finetune_config(_parse(*flags)) == expected
     # a mode-dependent setting left out is the chosen mode's own, not the default mode's
@@ -131,8 +193,10 @@ def test_loss_by_name_turns_on_its_setting_at_its_metadata_value():
 def test_the_settings_module_loads_no_training_code():
     """The CLI's parser imports clipapp.finetune.config: the package must not drag in its torch modules (the CLI
     start-up test checks torch itself) nor Gradio."""
-    code = ("import sys, clipapp.finetune.config, clipapp.finetune as f; "
-            "print([m for m in sys.modules if m.startswith('clipapp.finetune.') or m == 'gradio'])")
+    code = (
+        "import sys, clipapp.finetune.config, clipapp.finetune as f; "
+        "print([m for m in sys.modules if m.startswith('clipapp.finetune.') or m == 'gradio'])"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
     assert out.stdout.strip() == "['clipapp.finetune.config']"
 
@@ -209,8 +273,9 @@ def test_choosing_focal_on_the_page_gives_the_configs_value_not_a_ui_constant(ta
     balanced = make_config({**page, "loss": "class-balanced"})
     assert balanced.class_balanced == settings()["class_balanced"].setting.example and balanced.focal == 0.0
     focal = settings()["focal"]  # change the metadata's value: the page follows it
-    monkeypatch.setitem(settings(), "focal", dataclasses.replace(focal, setting=dataclasses.replace(
-        focal.setting, example=3.5)))
+    monkeypatch.setitem(
+        settings(), "focal", dataclasses.replace(focal, setting=dataclasses.replace(focal.setting, example=3.5))
+    )
     assert make_config({**page, "loss": "focal"}).focal == 3.5
 
 

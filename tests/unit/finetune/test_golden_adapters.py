@@ -22,8 +22,11 @@ from clipapp.storage import file_sha256
 
 FIXTURES = Path(__file__).resolve().parents[2] / "data" / "adapters"
 IMAGES = FIXTURES / "images"
-CASES = [(folder.name, mode) for folder in sorted(FIXTURES.glob("format*"))
-         for mode in json.loads((folder / "expected.json").read_text())["adapters"]]
+CASES = [
+    (folder.name, mode)
+    for folder in sorted(FIXTURES.glob("format*"))
+    for mode in json.loads((folder / "expected.json").read_text())["adapters"]
+]
 # The old code ran the same fp32 demo model on the same CPU kernels; what is left is summation order.
 ATOL = 1e-4
 

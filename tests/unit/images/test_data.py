@@ -92,8 +92,9 @@ def test_exif_rotation_is_applied():
 def _photo_jpeg(size: tuple[int, int], **kwargs) -> bytes:
     from skimage import data
 
-    return _png_bytes(Image.fromarray(data.astronaut()).resize(size, Image.BICUBIC), format="JPEG", quality=90,
-                      **kwargs)
+    return _png_bytes(
+        Image.fromarray(data.astronaut()).resize(size, Image.BICUBIC), format="JPEG", quality=90, **kwargs
+    )
 
 
 def test_large_jpeg_is_decoded_at_reduced_scale_but_never_below_min_side():

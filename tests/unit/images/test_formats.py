@@ -58,11 +58,19 @@ def _bayer_dng(path, photo: Image.Image, *, orientation: int = 1, preview: Image
     mosaic[1::2, 1::2] = rgb[1::2, 1::2, 2]
     xyz_to_srgb = [3.2406, -1.5372, -0.4986, -0.9689, 1.8758, 0.0415, 0.0557, -0.2040, 1.0570]
     color_matrix = [v for x in xyz_to_srgb for v in (round(x * 10000), 10000)]
-    dng = [(50706, "B", 4, (1, 4, 0, 0), True), (50708, "s", 0, "clipapp test camera", True),
-           (274, "H", 1, orientation, True)]
-    raw = [(33421, "H", 2, (2, 2), True), (33422, "B", 4, (0, 1, 1, 2), True), (50717, "I", 1, 255, True),
-           (50721, "2i", 9, color_matrix, True), (50728, "2I", 3, (1, 1, 1, 1, 1, 1), True),
-           (50778, "H", 1, 21, True)]
+    dng = [
+        (50706, "B", 4, (1, 4, 0, 0), True),
+        (50708, "s", 0, "clipapp test camera", True),
+        (274, "H", 1, orientation, True),
+    ]
+    raw = [
+        (33421, "H", 2, (2, 2), True),
+        (33422, "B", 4, (0, 1, 1, 2), True),
+        (50717, "I", 1, 255, True),
+        (50721, "2i", 9, color_matrix, True),
+        (50728, "2I", 3, (1, 1, 1, 1, 1, 1), True),
+        (50778, "H", 1, 21, True),
+    ]
     if preview is None:
         tifffile.imwrite(path, mosaic, photometric=32803, extratags=dng + raw)
         return

@@ -63,8 +63,14 @@ def _assert_whole_commit(folder: Path) -> int:
 def test_backup_while_another_process_syncs_is_a_whole_commit_that_searches(tmp_path):
     folder = tmp_path / "idx"
     ImageIndex.create(folder, SPEC, D, exact_threshold=10**9).close()
-    child = subprocess.Popen([sys.executable, "-c", textwrap.dedent(WRITER), str(folder), str(BATCH)], cwd=REPO_DIR,
-                             env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    child = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(WRITER), str(folder), str(BATCH)],
+        cwd=REPO_DIR,
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     counts, during = [], 0
     try:
         assert child.stdout.readline().startswith("saved"), child.stderr.read()

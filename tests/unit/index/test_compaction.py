@@ -191,8 +191,14 @@ def _assert_before_or_after(folder: Path, expected: dict[str, np.ndarray], probe
 
 
 def _compactor(folder: Path, step: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", textwrap.dedent(COMPACTOR), str(folder), step], cwd=REPO_DIR,
-                            env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(COMPACTOR), str(folder), step],
+        cwd=REPO_DIR,
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 @pytest.mark.parametrize("step", ["before-commit", "before-rename", "before-cache"])

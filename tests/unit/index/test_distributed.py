@@ -86,8 +86,9 @@ def image_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def single(image_dir, tiny_service, tmp_path_factory):
-    index = ImageIndex.open_or_create(tmp_path_factory.mktemp("single") / "index", tiny_service.spec,
-                                      tiny_service.embed_dim)
+    index = ImageIndex.open_or_create(
+        tmp_path_factory.mktemp("single") / "index", tiny_service.spec, tiny_service.embed_dim
+    )
     report = sync_folder(index, image_dir, tiny_service)
     return index, report
 
@@ -98,8 +99,7 @@ def on_ray(ray_cluster, image_dir, tiny_spec, tiny_service, tmp_path_factory):
     index = ImageIndex.open_or_create(path, tiny_spec, tiny_service.embed_dim)
     stats: dict = {}
     # batch_size 8: 3 batches over 2 actors, and other batches than the single-process run (32).
-    report = sync_folder_ray(index, image_dir, address="auto", spec=tiny_spec, num_actors=2, batch_size=8,
-                             stats=stats)
+    report = sync_folder_ray(index, image_dir, address="auto", spec=tiny_spec, num_actors=2, batch_size=8, stats=stats)
     return path, report, stats
 
 
@@ -134,8 +134,9 @@ def test_same_search_results(single, on_ray):
     single_index, _ = single
     ray_index = ImageIndex.open(on_ray[0])
     rng = np.random.default_rng(1)
-    queries = np.concatenate([rng.standard_normal((3, single_index.dim)).astype(np.float32),
-                              single_index.vectors()[:2]])
+    queries = np.concatenate(
+        [rng.standard_normal((3, single_index.dim)).astype(np.float32), single_index.vectors()[:2]]
+    )
     for expected, got in zip(single_index.search(queries, k=5), ray_index.search(queries, k=5), strict=False):
         assert [h.path for h in got.hits] == [h.path for h in expected.hits]
         np.testing.assert_allclose([h.score for h in got.hits], [h.score for h in expected.hits], atol=1e-5)
@@ -159,16 +160,32 @@ def test_resumes_from_shards_of_an_interrupted_run(single, image_dir, tiny_spec,
     records = sorted(single_index.records(), key=lambda r: r.path)
     header = {"spec": tiny_spec, "dim": single_index.dim, "precision": "fp32"}
     for number, chunk in enumerate([records[:10], records[10:]]):
-        write_shard(shard_dir / f"shard-old-{number:06d}.npz", header=header, paths=[r.path for r in chunk],
-                     stats=[(r.size, r.mtime) for r in chunk],
-                     vectors=np.stack([single_index.vector(r.id) for r in chunk]), errors=[""] * len(chunk))
+        write_shard(
+            shard_dir / f"shard-old-{number:06d}.npz",
+            header=header,
+            paths=[r.path for r in chunk],
+            stats=[(r.size, r.mtime) for r in chunk],
+            vectors=np.stack([single_index.vector(r.id) for r in chunk]),
+            errors=[""] * len(chunk),
+        )
     corrupt = str(image_dir / CORRUPT)
-    write_shard(shard_dir / "shard-old-000002.npz", header=header, paths=[corrupt],
-                 stats=[(os.path.getsize(corrupt), os.path.getmtime(corrupt))],
-                 vectors=np.zeros((1, single_index.dim), np.float32), errors=["broken.jpg: not an image file"])
+    write_shard(
+        shard_dir / "shard-old-000002.npz",
+        header=header,
+        paths=[corrupt],
+        stats=[(os.path.getsize(corrupt), os.path.getmtime(corrupt))],
+        vectors=np.zeros((1, single_index.dim), np.float32),
+        errors=["broken.jpg: not an image file"],
+    )
     # A shard of another model is ignored.
-    write_shard(shard_dir / "shard-other.npz", header={**header, "spec": "other:random"}, paths=[corrupt],
-                 stats=[(0, 0.0)], vectors=np.zeros((1, single_index.dim), np.float32), errors=["x"])
+    write_shard(
+        shard_dir / "shard-other.npz",
+        header={**header, "spec": "other:random"},
+        paths=[corrupt],
+        stats=[(0, 0.0)],
+        vectors=np.zeros((1, single_index.dim), np.float32),
+        errors=["x"],
+    )
 
     def no_ray(self):
         raise AssertionError("everything was in the shards; Ray must not be started")
@@ -249,7 +266,11 @@ def test_cluster_plan_uses_gpus_when_there_are_any():
 
 def test_cluster_plan_on_cpus_fits_every_node():
     assert cluster_plan(_FakeRay({"CPU": 2}), num_actors=2, precision="fp32") == {
-        "num_actors": 2, "num_gpus": 0, "num_cpus": 1, "device": "cpu"}
+        "num_actors": 2,
+        "num_gpus": 0,
+        "num_cpus": 1,
+        "device": "cpu",
+    }
     plan = cluster_plan(_FakeRay({"CPU": 8}, {"CPU": 4}), num_actors=2, precision="fp32")
     assert plan["num_cpus"] == 4  # 6 each would not fit the 4-CPU node
     assert cluster_plan(_FakeRay({"CPU": 32}), num_actors=None, precision="fp32")["num_actors"] == 8
@@ -260,13 +281,16 @@ def test_cluster_plan_on_cpus_fits_every_node():
 
 
 def test_worker_problems_stop_the_run_with_the_node_named(tmp_path, tiny_spec):
-    encoder = RayEncoder(spec=tiny_spec, dim=32, num_actors=None, precision="fp32", shard_dir=tmp_path,
-                         session=None)
+    encoder = RayEncoder(spec=tiny_spec, dim=32, num_actors=None, precision="fp32", shard_dir=tmp_path, session=None)
     here = tmp_path / "here.png"
     here.write_bytes(b"x")
-    block = {"path": np.array([str(here)], dtype=object), "vector": np.zeros((1, 32), np.float32),
-             "status": np.array(["missing"], dtype=object), "error": np.array([""], dtype=object),
-             "node": np.array(["worker-7"], dtype=object)}
+    block = {
+        "path": np.array([str(here)], dtype=object),
+        "vector": np.zeros((1, 32), np.float32),
+        "status": np.array(["missing"], dtype=object),
+        "error": np.array([""], dtype=object),
+        "node": np.array(["worker-7"], dtype=object),
+    }
     with pytest.raises(ClipAppError, match="worker-7 cannot see .*same path on every node"):
         encoder._check_block(block, {str(here): (1, 0.0)})
     block["status"][0], block["error"][0] = "fatal", "cannot load model x: Weights file not found: /w"
@@ -291,7 +315,7 @@ def test_unreachable_cluster_address_fails_fast():
 
 
 def test_auto_ignores_a_stale_cluster_address(monkeypatch):
-    """"auto" starts a local Ray when the cluster last started here is gone, instead of retrying it for minutes."""
+    """ "auto" starts a local Ray when the cluster last started here is gone, instead of retrying it for minutes."""
     import ray._private.services as services
 
     with socket.socket() as probe:

@@ -44,6 +44,8 @@ from clipapp.index import (
 from tests.support.fake_index import DIM, SPEC, FakeEncoder, clustered_unit, infos_for, random_unit, write_image
 
 REPO_DIR = Path(__file__).resolve().parents[3]
+
+
 def numpy_top_k(database: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     scores = queries @ database.T
     order = np.argsort(-scores, axis=1)[:, :k]
@@ -112,8 +114,9 @@ def test_approximate_index_recall_on_100k_clustered_vectors():
     assert structure.nprobe < structure.nlist and structure.measured_recall >= 0.95
     results = index.search(queries, k=10)
     _, truth = numpy_top_k(vectors, queries, 10)
-    recall = np.mean([len({h.id for h in r.hits} & set(row)) / 10
-                      for r, row in zip(results, truth.tolist(), strict=True)])
+    recall = np.mean(
+        [len({h.id for h in r.hits} & set(row)) / 10 for r, row in zip(results, truth.tolist(), strict=True)]
+    )
     assert recall >= 0.95, (recall, structure)
 
 
@@ -171,7 +174,9 @@ def test_persistence_round_trip(tmp_path, threshold):
         assert (meta["model_spec"], meta["embed_dim"], meta["format_version"]) == (SPEC, "16", "2")
         assert db.execute("SELECT count(*) FROM contents").fetchone()[0] == 2499
         assert db.execute("SELECT path FROM images WHERE sha256 = ? ORDER BY path", (f"{3:064x}",)).fetchall() == [
-            ("/photos/0000003.jpg",), ("/photos/copy-of-3.jpg",)]
+            ("/photos/0000003.jpg",),
+            ("/photos/copy-of-3.jpg",),
+        ]
     # new ids continue after the old ones, never reusing an id
     assert loaded.add_items(random_unit(1, 16, seed=8), infos_for([9999]))[0] == 2500
 
@@ -266,8 +271,14 @@ def test_process_killed_during_commits_keeps_every_commit(tmp_path):
     for fraction in (0.05, 0.3, 0.6, 0.9, 1.3):
         folder = tmp_path / f"run-{fraction}"
         shutil.copytree(base, folder)
-        child = subprocess.Popen([sys.executable, "-c", KILL_CHILD, str(folder), str(batch)], cwd=REPO_DIR, env=env,
-                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        child = subprocess.Popen(
+            [sys.executable, "-c", KILL_CHILD, str(folder), str(batch)],
+            cwd=REPO_DIR,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         committed, started = batch, None
         try:
             first_save = None
@@ -303,8 +314,11 @@ def test_process_killed_during_commits_keeps_every_commit(tmp_path):
 
 def test_open_refuses_another_model(tmp_path):
     ImageIndex.create(tmp_path / "idx", "ViT-B-32:laion2b_s34b_b79k", DIM)
-    with pytest.raises(ClipAppError, match=r"built with model ViT-B-32:laion2b_s34b_b79k .*runs model demo.*"
-                                           r"--model ViT-B-32:laion2b_s34b_b79k"):
+    with pytest.raises(
+        ClipAppError,
+        match=r"built with model ViT-B-32:laion2b_s34b_b79k .*runs model demo.*"
+        r"--model ViT-B-32:laion2b_s34b_b79k",
+    ):
         ImageIndex.open(tmp_path / "idx", expected_spec="demo")
     with pytest.raises(ClipAppError, match="rebuild it"):
         ImageIndex.open(tmp_path / "idx", expected_dim=DIM + 1)
@@ -470,8 +484,14 @@ def test_parse_query():
     assert parse_query("+ cat") == [(1.0, "cat")]
     assert parse_query("- grass + dog") == [(-1.0, "grass"), (1.0, "dog")]
     assert parse_query("img:/x/my-photo.jpg + snow") == [(1.0, "img:/x/my-photo.jpg"), (1.0, "snow")]
-    for bad, message in [("", "empty"), ("   ", "empty"), ("- grass", "only subtracts"),
-                         ("- a - b", "only subtracts"), ("dog +", "nothing after"), ("dog + - snow", "nothing after")]:
+    for bad, message in [
+        ("", "empty"),
+        ("   ", "empty"),
+        ("- grass", "only subtracts"),
+        ("- a - b", "only subtracts"),
+        ("dog +", "nothing after"),
+        ("dog + - snow", "nothing after"),
+    ]:
         with pytest.raises(ClipAppError, match=message):
             parse_query(bad)
 
@@ -480,13 +500,17 @@ def test_compose_query(tmp_path):
     encoder = FakeEncoder()
     dog, snow, grass = encoder.encode_texts(["dog", "snow", "grass"])
     expected = dog + snow - grass
-    np.testing.assert_allclose(compose_query("dog + snow - grass", encoder), expected / np.linalg.norm(expected),
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        compose_query("dog + snow - grass", encoder), expected / np.linalg.norm(expected), atol=1e-6
+    )
     templates = ["a photo of a {}.", "a drawing of a {}."]
     ensemble = encoder.text_embeddings(["dog", "grass"], templates)
     expected = ensemble[0] - 0.5 * ensemble[1]
-    np.testing.assert_allclose(compose_query([(1.0, "dog"), (-0.5, "grass")], encoder, templates),
-                               expected / np.linalg.norm(expected), atol=1e-6)
+    np.testing.assert_allclose(
+        compose_query([(1.0, "dog"), (-0.5, "grass")], encoder, templates),
+        expected / np.linalg.norm(expected),
+        atol=1e-6,
+    )
 
     photo = write_image(tmp_path / "my-photo.png", 5)
     image_vector = encoder._embed(Image.open(photo))

@@ -32,8 +32,15 @@ def _no_rebuild(*args, **kwargs):
 
 
 def _run(code: str, *args: str, **kwargs) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", textwrap.dedent(code), *map(str, args)], cwd=REPO_DIR, env=ENV,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+    return subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(code), *map(str, args)],
+        cwd=REPO_DIR,
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kwargs,
+    )
 
 
 def _committed_paths(folder: Path) -> int:
@@ -63,7 +70,8 @@ def test_old_index_converts_once_without_reencoding_and_searches_the_same(tmp_pa
     results = index.search(queries, k=expected["k"])
     for result, old_hits in zip(results, expected["hits"], strict=False):
         assert [(h.id, h.path, list(h.aliases)) for h in result.hits] == [
-            (h["id"], h["path"], h["aliases"]) for h in old_hits]
+            (h["id"], h["path"], h["aliases"]) for h in old_hits
+        ]
         np.testing.assert_allclose([h.score for h in result.hits], [h["score"] for h in old_hits], atol=1e-6)
     old_records = sorted(old_meta["items"], key=lambda r: r["path"])
     new_records = sorted((vars(r) for r in index.records()), key=lambda r: r["path"])
@@ -133,7 +141,8 @@ def test_another_process_commits_are_seen_on_the_next_search(tmp_path, monkeypat
     served.save()
     assert served.search(vectors[1205], k=1)[0].hits[0].id != 1205 and served.index_type == "ivf"
     np.save(tmp_path / "new.npy", vectors[1200:])
-    writer = _run("""
+    writer = _run(
+        """
         import sys, numpy as np
         from clipapp.index import ImageIndex
         from tests.support.fake_index import infos_for
@@ -141,7 +150,10 @@ def test_another_process_commits_are_seen_on_the_next_search(tmp_path, monkeypat
         index.add_items(np.load(sys.argv[2]), infos_for(range(1200, 1210)))
         index.remove_paths(["/photos/0000007.jpg"])
         index.save()
-    """, folder, tmp_path / "new.npy")
+    """,
+        folder,
+        tmp_path / "new.npy",
+    )
     _, err = writer.communicate(timeout=120)
     assert writer.returncode == 0, err
     monkeypatch.setattr(structure, "build", _no_rebuild)  # the delta is applied, not a rebuild
@@ -337,8 +349,9 @@ def test_memory_budget_chooses_compressed_codes_with_exact_rerank(tmp_path):
     assert index.memory_bytes()["faiss"] <= budget
     results = index.search(queries, k=10)  # fresh queries, not stored vectors
     truth = (queries @ vectors.T).argsort(axis=1)[:, ::-1][:, :10]
-    recall = np.mean([len({h.id for h in r.hits} & set(row.tolist())) / 10
-                      for r, row in zip(results, truth, strict=True)])
+    recall = np.mean(
+        [len({h.id for h in r.hits} & set(row.tolist())) / 10 for r, row in zip(results, truth, strict=True)]
+    )
     assert recall >= 0.95, (recall, s)
     exact = queries[0] @ vectors[results[0].hits[0].id]
     assert results[0].hits[0].score == pytest.approx(float(exact), abs=1e-5)  # re-ranked scores are exact
@@ -353,19 +366,39 @@ def test_cli_memory_budget_and_tag_filter(capsys, tiny_spec, photos, tmp_path):
     folder.mkdir()
     for photo in photos[:4]:
         shutil.copy(photo, folder / photo.name)
-    assert main(["index", str(folder), "--index", str(index_path), "--model", tiny_spec, "--json",
-                 "--max-index-memory", "64MB"]) == 0
+    assert (
+        main(
+            [
+                "index",
+                str(folder),
+                "--index",
+                str(index_path),
+                "--model",
+                tiny_spec,
+                "--json",
+                "--max-index-memory",
+                "64MB",
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     index = ImageIndex.open(index_path)
     assert index.settings.max_memory == 64 << 20
     tagged = str((folder / photos[2].name).resolve())
     index.set_tags({tagged: [("cat", 0.7)]})
     index.save()
-    assert main(["search", "--index", str(index_path), "--text", "a photo", "--tag", "cat", "--model", tiny_spec,
-                 "--json"]) == 0
+    assert (
+        main(
+            ["search", "--index", str(index_path), "--text", "a photo", "--tag", "cat", "--model", tiny_spec, "--json"]
+        )
+        == 0
+    )
     assert [hit["path"] for hit in json.loads(capsys.readouterr().out)["results"]] == [tagged]
-    assert main(["index", str(folder), "--index", str(index_path), "--model", tiny_spec,
-                 "--max-index-memory", "lots"]) == 2
+    assert (
+        main(["index", str(folder), "--index", str(index_path), "--model", tiny_spec, "--max-index-memory", "lots"])
+        == 2
+    )
     assert "not a memory size" in capsys.readouterr().err
 
 

@@ -46,12 +46,16 @@ def test_export_then_import_into_a_new_index_answers_the_same(tmp_path, fmt, met
     assert first.shape == (1000, D) and first.dtype == np.float32
     np.testing.assert_allclose(first[:3], source.vectors()[:3], atol=1e-7)
     assert json.loads((out / "clipapp.json").read_text()) | {"format": fmt} == {
-        "model": SPEC, "dim": D, "images": 2700, "parts": 3, "format": fmt}
+        "model": SPEC,
+        "dim": D,
+        "images": 2700,
+        "parts": 3,
+        "format": fmt,
+    }
 
     target = ImageIndex.create(tmp_path / "new", SPEC, D, exact_threshold=1000)
     imported = import_embeddings(target, out, batch_rows=700)
-    assert imported.to_dict() == {"added": 2701, "updated": 0, "removed": 0, "skipped": [], "errors": {},
-                                  "total": 2701}
+    assert imported.to_dict() == {"added": 2701, "updated": 0, "removed": 0, "skipped": [], "errors": {}, "total": 2701}
     queries = random_unit(15, D, seed=3)
     assert _answers(target, queries) == _answers(source, queries)
     assert target.tags("/copies/0000003.jpg") == [("cat", 0.9), ("pet", 0.4)]

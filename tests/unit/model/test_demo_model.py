@@ -49,7 +49,10 @@ def test_demo_model_zero_shot_fashion_mnist_subset(demo_model):
         batch = torch.stack([preprocess(im) for im in to_pil_images(images)])
         img_f = model.encode_image(batch, normalize=True)
         classifier = build_zero_shot_classifier(
-            model, tokenizer=tokenizer, classnames=[c.lower() for c in CLASS_NAMES], templates=["a photo of a {}."],
+            model,
+            tokenizer=tokenizer,
+            classnames=[c.lower() for c in CLASS_NAMES],
+            templates=["a photo of a {}."],
         )
     top1 = (img_f @ classifier).argmax(1).eq(labels).float().mean().item()
     assert top1 >= MIN_TOP1, f"zero-shot top-1 on the first {SUBSET} test images is {top1:.3f}"

@@ -11,8 +11,9 @@ def test_parse_labels_splits_and_strips():
     assert parse_labels(["x", " y "]) == ["x", "y"]
 
 
-@pytest.mark.parametrize("bad, message", [("", "No labels"), ("a,A", "Duplicate"), ("ok,\x07bell", "control"),
-                                          ("x" * 400, "limit")])
+@pytest.mark.parametrize(
+    "bad, message", [("", "No labels"), ("a,A", "Duplicate"), ("ok,\x07bell", "control"), ("x" * 400, "limit")]
+)
 def test_parse_labels_refuses(bad, message):
     with pytest.raises(ClipAppError, match=message):
         parse_labels(bad)

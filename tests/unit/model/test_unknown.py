@@ -1,4 +1,4 @@
-""""None of these" (clipapp/model/unknown.py): the gap, its calibration and scores, and on the demo model that
+""" "None of these" (clipapp/model/unknown.py): the gap, its calibration and scores, and on the demo model that
 images of other classes are flagged far more often than images of the labels."""
 
 from __future__ import annotations

@@ -59,8 +59,9 @@ def test_bayes_sweep_finds_the_optimum_of_a_quadratic():
         calls.append(settings)
         return (settings["x"] - 2.0) ** 2 + (settings["y"] + 1.0) ** 2
 
-    result = run_sweep(objective, {"x": (-5.0, 5.0), "y": (-5.0, 5.0)}, method="bayes", n_trials=40, seed=0,
-                       direction="minimize")
+    result = run_sweep(
+        objective, {"x": (-5.0, 5.0), "y": (-5.0, 5.0)}, method="bayes", n_trials=40, seed=0, direction="minimize"
+    )
     assert len(calls) == 40 and len(result.trials) == 40
     assert result.best.value == min(t.value for t in result.trials)
     assert result.best.value < 0.5

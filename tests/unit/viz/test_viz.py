@@ -110,8 +110,9 @@ def test_heatmap_long_texts_shortened():
 @pytest.mark.parametrize("n_img,n_txt", [(1, 1), (20, 30), (1, 30), (20, 1)])
 def test_heatmap_sizes_render(n_img, n_txt):
     rng = np.random.default_rng(1)
-    fig = viz.similarity_heatmap(rng.uniform(0, 0.4, (n_img, n_txt)), sample_images(n_img),
-                                 [f"text {j} " * (j % 4 + 1) for j in range(n_txt)])
+    fig = viz.similarity_heatmap(
+        rng.uniform(0, 0.4, (n_img, n_txt)), sample_images(n_img), [f"text {j} " * (j % 4 + 1) for j in range(n_txt)]
+    )
     assert len(heat_axes(fig).texts) == n_img * n_txt
     assert len(thumbnails(fig)) == n_img
     assert_renders(fig)
@@ -208,8 +209,14 @@ def test_topk_without_images_and_empty():
 
 # ------------------------------------------------------------------------------------------ training curves
 def test_training_curves_axes():
-    hist = {"epoch": [1, 2, 3], "train_loss": [1.0, 0.7, 0.5], "val_loss": [1.1, 0.8, 0.7],
-            "train_acc": [0.5, 0.6, 0.7], "val_acc": [0.4, 0.55, 0.6], "lr": [1e-3, 1e-3, 5e-4]}
+    hist = {
+        "epoch": [1, 2, 3],
+        "train_loss": [1.0, 0.7, 0.5],
+        "val_loss": [1.1, 0.8, 0.7],
+        "train_acc": [0.5, 0.6, 0.7],
+        "val_acc": [0.4, 0.55, 0.6],
+        "lr": [1e-3, 1e-3, 5e-4],
+    }
     fig = viz.training_curves(hist, title="run 1")
     loss_ax, acc_ax = fig.axes
     assert {ln.get_label() for ln in loss_ax.lines} == {"train_loss", "val_loss"}
@@ -283,8 +290,9 @@ def test_pillow_heatmap_has_the_notebook_layout():
     from clipapp.viz.heatmap_image import similarity_heatmap_image
 
     small = similarity_heatmap_image(np.array([[0.1, 0.3]]), sample_images(1), ["a cat", "a dog"])
-    big = similarity_heatmap_image(np.random.default_rng(0).uniform(0, 0.4, (20, 30)), sample_images(20),
-                                   [f"label {i}" for i in range(30)])
+    big = similarity_heatmap_image(
+        np.random.default_rng(0).uniform(0, 0.4, (20, 30)), sample_images(20), [f"label {i}" for i in range(30)]
+    )
     assert small.mode == "RGB" and big.width > small.width and big.height > 2 * small.height
     assert big.width <= 1600 and big.height <= 2100  # 20 x 30 stays about 12 x 18 inches at 100 dpi
     colours = np.asarray(big).reshape(-1, 3)
