@@ -151,13 +151,18 @@ class Adapter:
         """(n_images, n_classes) cosine of each image embedding to each class row of the head."""
         return self.image_features(service, images) @ normalize_rows(self.head, what=None).T
 
-    def classify(self, service: ClipService, images: Sequence[ImageSource]) -> ZeroShotResult:
-        """Probabilities over `class_names`, as `ClipService.zero_shot` returns them (`.top(k)`, `.probs`)."""
+    def classify(self, service: ClipService, images: Sequence[ImageSource], *, unknown: bool = False) -> ZeroShotResult:
+        """Probabilities over `class_names`, as `ClipService.zero_shot` returns them (`.top(k)`, `.probs`).
+        `unknown`: "none of these" against the class names' text embeddings, as `classify --adapter` gives it; not
+        for an adapter with tuned visual blocks (its features are its own, off the calibration)."""
+        from clipapp.model.unknown import detector
+
         features = self.image_features(service, images)
         return ZeroShotResult(
             labels=list(self.class_names),
             logits=self.logits_from_features(features),
             cosine=features @ normalize_rows(self.head, what=None).T,
+            unknown=detector(service, self.class_names)(features) if unknown and not self.visual_state else None,
         )
 
     # -- files ------------------------------------------------------------------------------------------------

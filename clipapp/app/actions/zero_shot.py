@@ -68,13 +68,13 @@ def classify(
 ) -> Classification:
     """Zero-shot (or adapted, when `classifier` is an adapter) scores of every image for every label; each image is
     encoded once. `top_k`: the labels per image that `to_dict` lists. `unknown`: per image, whether it matches none
-    of the labels (zero-shot labels only); the labels are checked first (`warnings`)."""
+    of the labels (an adapter: unless it tuned visual blocks); zero-shot labels are checked first (`warnings`)."""
     from clipapp.model.label_check import check_labels
 
     pil = [item.image for item in images]
     warnings = None
     if classifier is not None:
-        scores = classifier.classify(service, pil)
+        scores = classifier.classify(service, pil, unknown=unknown)
         model = f"{service.spec} + adapter {classifier.name}"
     else:
         warnings = check_labels(service, labels, templates)

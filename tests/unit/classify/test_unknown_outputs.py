@@ -95,3 +95,29 @@ def test_a_head_adapter_gets_unknown_from_its_class_names_a_partial_one_none(tin
         visual_state={f"visual.{name}": dict(tiny_service.model.visual.named_parameters())[name] + 0.1},
     )
     assert core.adapter_classifier(tiny_service, partial, unknown=True).unknown is None
+
+
+def test_the_page_classifying_with_an_adapter_says_none_of_these_as_the_cli_does(tiny_service, fashion_folder):
+    """The Zero-shot tab (and /classify) with a session adapter: `actions.classify(classifier=adapter)` gives the
+    same unknown scores as `classify --adapter`, and none for an adapter with tuned visual blocks."""
+    from clipapp.app import actions
+    from clipapp.finetune.adapter import Adapter
+
+    rng = np.random.default_rng(1)
+    head = Adapter(
+        name="h",
+        class_names=LABELS[:4],
+        spec=tiny_service.spec,
+        logit_scale=tiny_service.logit_scale,
+        head=rng.normal(size=(4, tiny_service.embed_dim)).astype(np.float32),
+    )
+    some = sorted(fashion_folder.rglob("*.png"))[:5]
+    images = actions.load_named_images([str(p) for p in some], names=[p.name for p in some])
+    page = actions.classify(tiny_service, images, "", classifier=head).to_dict()["results"]
+    cli = core.classify_files(
+        tiny_service, some, core.adapter_classifier(tiny_service, head, unknown=True), keep_results=True
+    ).results
+    np.testing.assert_allclose([r["unknown_score"] for r in page], [p.unknown_score for p in cli], atol=1e-5)
+    assert [r["unknown"] for r in page] == [p.unknown for p in cli]
+    off = actions.classify(tiny_service, images, "", classifier=head, unknown=False).to_dict()["results"]
+    assert all("unknown" not in r for r in off)
