@@ -161,3 +161,35 @@ def test_gradio_review_labels(client, photos):
     assert payload["warnings"] == []
     assert all(set(s) == {"image", "given", "predicted", "score", "key"} for s in payload["suspects"])
     assert all(s["key"] == f"{s['given']}/{s['image']}" and s["given"] != s["predicted"] for s in payload["suspects"])
+
+
+def test_a_zip_of_class_folders_is_checked_before_training_too(tmp_path):
+    """A .zip's class names are known once it is extracted: it is extracted once, before training, so its warnings
+    come before the first progress report, as a folder's do."""
+    import zipfile
+
+    from clipapp.app import actions
+    from clipapp.finetune import FinetuneConfig
+    from clipapp.model.service import ClipService
+    from tests.support.demo import fashion_images
+
+    images, labels = fashion_images(40)
+    archive = tmp_path / "data.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        counts = {7: 0, 9: 0}
+        for i, (image, label) in enumerate(zip(images, labels, strict=True)):
+            if label in counts and counts[label] < 4:
+                image.save(tmp_path / "x.png")
+                zf.write(tmp_path / "x.png", f"{'sneaker' if label == 7 else 'trainer'}/{i}.png")
+                counts[label] += 1
+    heard: list[str] = []
+    report = actions.finetune_to_file(
+        ClipService.load("demo", device="cpu"),
+        actions.LabelledSource(data_dir=str(archive)),
+        FinetuneConfig(mode="head", epochs=2),
+        str(tmp_path / "a"),
+        progress=lambda done, total, message: heard.append("progress"),
+        on_warning=lambda warning: heard.append(warning.kind),
+    )
+    assert heard[0] == "too_close" and "progress" in heard  # warned before the first progress report
+    assert [w.kind for w in report.warnings] == ["too_close"]

@@ -4,6 +4,7 @@ browser session (the adapter kept as the session's classifier)."""
 
 from __future__ import annotations
 
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
@@ -126,18 +127,6 @@ class AdapterReport:
         return payload | {"warnings": [w.to_dict() for w in self.warnings]}
 
 
-def _class_names(source: LabelledSource) -> Optional[list[str]]:
-    """The classes to check before training: listed or read already, or a folder's subfolders (a zip's are known
-    only once extracted: checked after training)."""
-    if source.labelled is not None:
-        return list(source.labelled.class_names)
-    if source.data_dir and Path(source.data_dir).is_dir():
-        from clipapp.images.folders import ImageFolder
-
-        return list(ImageFolder.scan(source.data_dir).class_names)
-    return None
-
-
 def finetune_to_file(
     service: ClipService,
     source: LabelledSource,
@@ -149,22 +138,22 @@ def finetune_to_file(
 ) -> AdapterReport:
     """Fine-tune on `source` and save the adapter as OUT.safetensors and OUT.json. The class names are checked
     first (`on_warning` hears each warning before training starts)."""
-    from clipapp.finetune import finetune_folder, finetune_labelled
+    from clipapp.finetune import finetune_labelled, labelled_folder
     from clipapp.finetune.adapter import adapter_paths
+    from clipapp.images.archive import labelled_root
     from clipapp.model.label_check import check_labels
 
-    class_names = _class_names(source)
-    warnings = check_labels(service, class_names) if class_names else []
-    for warning in warnings:
-        if on_warning is not None:
-            on_warning(warning)
-    if source.labelled is None:
-        assert source.data_dir is not None  # LabelledSource: exactly one way given
-        result = finetune_folder(service, source.data_dir, config, out=out, progress=progress)
-    else:
-        result = finetune_labelled(service, source.labelled, config, out=out, progress=progress)
-    if class_names is None:
-        warnings = check_labels(service, result.class_names)
+    with ExitStack() as stack:
+        labelled = source.labelled
+        if labelled is None:
+            assert source.data_dir is not None  # LabelledSource: exactly one way given
+            # a zip is extracted once, here, so its class names are checked before training as a folder's are
+            labelled = labelled_folder(stack.enter_context(labelled_root(source.data_dir)))
+        warnings = check_labels(service, list(labelled.class_names)) if labelled.class_names else []
+        for warning in warnings:
+            if on_warning is not None:
+                on_warning(warning)
+        result = finetune_labelled(service, labelled, config, out=out, progress=progress)
     weights_path, _ = adapter_paths(out)
     return AdapterReport(model=service.spec, adapter=Path(weights_path), result=result, warnings=warnings)
 
