@@ -4,7 +4,7 @@ query parsing. Core package: no Gradio, no CLIP service (embeddings come from a 
 Modules: store.py (SQLite + vector file, schema), structure.py (size policy, faiss build, nprobe calibration,
 exact re-rank, cache file), image_index.py (ImageIndex), migrate.py (the old manifest format), sync.py
 (sync_folder, add_images), query.py (query parsing and composition), filters.py (SearchFilter:
-date, folder and tag filters on a search), results.py
+date, folder and tag filters on a search; SearchOptions: k, min score, filter, sort), results.py
 (Hit, SearchResult, SyncReport: the typed results and their one JSON), compaction.py (dropping dead vector rows),
 backup.py (a consistent copy of an index in use), interchange.py (clip-retrieval's embedding-folder layout, out
 and in), duplicates.py (near-duplicate groups and their keepers), moves.py (moving files aside with an undo log).
@@ -12,7 +12,7 @@ and in), duplicates.py (near-duplicate groups and their keepers), moves.py (movi
 
 from clipapp.index.backup import BackupReport, backup_index
 from clipapp.index.compaction import CompactionReport
-from clipapp.index.filters import SORTS, SearchFilter
+from clipapp.index.filters import SORTS, SearchFilter, SearchOptions
 from clipapp.index.image_index import ImageIndex, index_exists, stored_model_spec
 from clipapp.index.interchange import EXPORT_FORMATS, ExportReport, export_index, import_embeddings
 from clipapp.index.query import compose_query, image_term_path, parse_query, query_index
@@ -48,6 +48,7 @@ __all__ = [
     "ProgressFn",
     "SORTS",
     "SearchFilter",
+    "SearchOptions",
     "SearchResult",
     "SkippedFile",
     "SyncReport",

@@ -1,4 +1,5 @@
-"""Search filters: one `SearchFilter` (date range, folder, tag) turned into the SQL that lists the allowed content ids.
+"""Search filters: one `SearchFilter` (date range, folder, tag) turned into the SQL that lists the allowed content ids,
+and `SearchOptions` (k, min score, filter, sort): the one record every search front end passes down.
 
 An image's date is its EXIF capture date (`paths.captured_at`, 'YYYY-MM-DD HH:MM:SS') or, where it has none, its
 file's modification time (`paths.mtime`) in local time. `after`/`before` are inclusive whole days. `under` is a
@@ -16,7 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from clipapp.errors import ClipAppError
@@ -120,3 +121,56 @@ def check_sort(sort: str | None) -> str:
     if sort not in SORTS:
         raise ClipAppError(f"Sort by {sort!r}? Choose one of: {', '.join(SORTS)}.")
     return sort
+
+
+@dataclass(frozen=True)
+class SearchOptions:
+    """What a search asks for, checked once here: at most `k` hits (k >= 1), each scoring at least `min_score`
+    (None: no cut-off), among the images `filter` allows (its `tag` included), ordered by `sort` ("relevance" or
+    "date": the top k by relevance, newest first). Every front end (CLI, /v1/search, the Search tab) builds one."""
+
+    k: int = 10
+    min_score: float | None = None
+    filter: SearchFilter = field(default_factory=SearchFilter)
+    sort: str = "relevance"
+
+    def __post_init__(self) -> None:
+        if int(self.k) < 1:
+            raise ClipAppError(f"k must be at least 1, not {self.k}.")
+        object.__setattr__(self, "k", int(self.k))
+        object.__setattr__(self, "min_score", None if self.min_score is None else float(self.min_score))
+        object.__setattr__(self, "filter", self.filter if self.filter is not None else SearchFilter())
+        object.__setattr__(self, "sort", check_sort(self.sort))
+
+    @classmethod
+    def of(
+        cls,
+        *,
+        k: int = 10,
+        threshold: float | None = None,
+        tag: str | None = None,
+        filter: SearchFilter | None = None,
+        sort: str | None = "relevance",
+    ) -> SearchOptions:
+        """The options of the loose keywords (`ImageIndex.search`'s): `tag`, when given, replaces the filter's."""
+        chosen = filter or SearchFilter()
+        if tag is not None:
+            chosen = replace(chosen, tag=tag)
+        return cls(k, threshold, chosen, sort or "relevance")
+
+
+def resolve_options(
+    options: SearchOptions | None,
+    *,
+    k: int = 10,
+    threshold: float | None = None,
+    tag: str | None = None,
+    filter: SearchFilter | None = None,
+    sort: str = "relevance",
+) -> SearchOptions:
+    """`options`, or the record of the loose keywords; both at once is a ClipAppError (which would win?)."""
+    if options is None:
+        return SearchOptions.of(k=k, threshold=threshold, tag=tag, filter=filter, sort=sort)
+    if (k, threshold, tag, filter, sort) != (10, None, None, None, "relevance"):
+        raise ClipAppError("Give the search options either as options= or as keywords (k, threshold, ...), not both.")
+    return options

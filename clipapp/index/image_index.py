@@ -17,7 +17,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 from typing import TextIO
 
@@ -28,7 +28,7 @@ from clipapp.errors import ClipAppError
 from clipapp.index import compaction
 from clipapp.index import structure as st
 from clipapp.index.compaction import CompactionReport
-from clipapp.index.filters import SearchFilter, check_sort
+from clipapp.index.filters import SearchFilter, SearchOptions, resolve_options
 from clipapp.index.results import Hit, SearchResult
 from clipapp.index.store import DB_NAME, FileInfo, ItemRecord, Store
 from clipapp.index.structure import IndexSettings, IndexStructure, SearchStructure
@@ -575,20 +575,18 @@ class ImageIndex:
         tag: str | None = None,
         filter: SearchFilter | None = None,
         sort: str = "relevance",
+        options: SearchOptions | None = None,
     ) -> list[SearchResult]:
         """Nearest images by cosine similarity, one `SearchResult` per query row (a (d,) vector is one query).
 
         Its hits (`Hit`: id, path, score, aliases) are best first; at most `k`, fewer if the index is smaller or
         if `threshold` (minimum score) cuts them. `filter` (filters.SearchFilter: date range, folder, tag) limits
         the images searched; `tag` is a shorthand for a tag filter. `sort="date"` reorders the hits that passed
-        (the top k by relevance, above `threshold`) newest first. Query rows are L2-normalized here.
+        (the top k by relevance, above `threshold`) newest first. Query rows are L2-normalized here. `options`
+        (filters.SearchOptions) carries all of these in one checked record, in place of the keywords.
         """
-        if int(k) < 1:
-            raise ClipAppError(f"k must be at least 1, not {k}.")
-        sort = check_sort(sort)
-        search_filter = filter or SearchFilter()
-        if tag is not None:
-            search_filter = replace(search_filter, tag=tag)
+        chosen = resolve_options(options, k=k, threshold=threshold, tag=tag, filter=filter, sort=sort)
+        k, threshold, search_filter, sort = chosen.k, chosen.min_score, chosen.filter, chosen.sort
         queries = np.asarray(query_vectors, dtype=np.float32)
         if queries.ndim == 1:
             queries = queries[None, :]

@@ -12,7 +12,7 @@ import numpy as np
 
 from clipapp.errors import ClipAppError
 from clipapp.images.decode import IMAGE_EXTENSIONS
-from clipapp.index.filters import SearchFilter
+from clipapp.index.filters import SearchFilter, SearchOptions, resolve_options
 from clipapp.index.image_index import ImageIndex
 from clipapp.index.results import SearchResult
 from clipapp.index.sync import Encoder, check_encoder
@@ -118,9 +118,11 @@ def query_index(
     tag: str | None = None,
     filter: SearchFilter | None = None,
     sort: str = "relevance",
+    options: SearchOptions | None = None,
 ) -> SearchResult:
     """Parse, compose and search in one call: the hits for a text/image query string (`tag`: only images
-    tagged with this label; `filter`, `sort`: see ImageIndex.search)."""
+    tagged with this label; `filter`, `sort`, or all of them as `options`: see ImageIndex.search)."""
+    chosen = resolve_options(options, k=k, threshold=threshold, tag=tag, filter=filter, sort=sort)
     check_encoder(index, encoder)
     vector = compose_query(query, encoder, templates, allow_image_paths=allow_image_paths)
-    return index.search(vector, k=k, threshold=threshold, tag=tag, filter=filter, sort=sort)[0]
+    return index.search(vector, options=chosen)[0]

@@ -4,6 +4,7 @@ an index made before the filter indexes existed."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import sqlite3
 import time
@@ -12,7 +13,7 @@ import numpy as np
 import pytest
 
 from clipapp.errors import ClipAppError
-from clipapp.index import DB_NAME, FileInfo, ImageIndex, SearchFilter
+from clipapp.index import DB_NAME, FileInfo, ImageIndex, SearchFilter, SearchOptions
 from clipapp.index import image_index as image_index_module
 from tests.support.fake_index import SPEC, random_unit
 
@@ -174,3 +175,29 @@ def test_an_index_made_before_the_filter_indexes_opens_and_filters(dated, tmp_pa
     db.close()
     assert {"paths_by_captured", "paths_by_undated_mtime"} <= names
     assert "paths_by_captured" in plan and "paths_by_undated_mtime" in plan  # index ranges, not a table scan
+
+
+def test_search_options_are_checked_once_on_creation():
+    assert SearchOptions() == SearchOptions(10, None, SearchFilter(), "relevance")
+    assert SearchOptions(k="3", sort=" Date ", filter=None) == SearchOptions(3, None, SearchFilter(), "date")
+    assert SearchOptions(min_score=1).min_score == 1.0
+    with pytest.raises(ClipAppError, match="k must be at least 1, not 0"):
+        SearchOptions(k=0)
+    with pytest.raises(ClipAppError, match="Choose one of: relevance, date"):
+        SearchOptions(sort="newest")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        SearchOptions().k = 5  # type: ignore[misc]
+    # the loose keywords' record: a tag given on its own replaces the filter's
+    chosen = SearchFilter.parse(under="/p", tag="dog")
+    assert SearchOptions.of(k=2, threshold=0.5, tag="cat", filter=chosen, sort="date") == SearchOptions(
+        2, 0.5, dataclasses.replace(chosen, tag="cat"), "date"
+    )
+
+
+def test_search_takes_options_or_the_keywords_not_both(dated):
+    index, vectors = dated
+    chosen = SearchFilter.parse(under="/p/2021")
+    by_keywords = index.search(vectors[5], k=3, threshold=-1.0, filter=chosen, sort="date")
+    assert index.search(vectors[5], options=SearchOptions(3, -1.0, chosen, "date")) == by_keywords
+    with pytest.raises(ClipAppError, match="not both"):
+        index.search(vectors[5], k=3, options=SearchOptions())
