@@ -224,21 +224,14 @@ def _add_search_route(app: FastAPI, sessions: SessionStore, guarded: list) -> No
         sort: Annotated[Literal["relevance", "date"], Form(description="date: the top k newest first")] = "relevance",
     ) -> dict:
         """Images most like a text or an image in one of the server's indexes, as `python -m clipapp search --json`."""
-        from clipapp.index.filters import SearchFilter  # the index (faiss) loads on the first search, not at startup
+        # the index (faiss) loads on the first search, not at startup
+        from clipapp.index.filters import SearchFilter, SearchOptions
 
-        chosen = SearchFilter.parse(after=after, before=before, under=under)
+        chosen = SearchFilter.parse(after=after, before=before, under=under, tag=tag)
+        options = SearchOptions(k=k, min_score=threshold, filter=chosen, sort=sort)
         upload = _buffer(image) if image is not None else None
         return actions.search_shared(
-            sessions,
-            source,
-            query=query,
-            image=upload,
-            k=k,
-            threshold=threshold,
-            templates=templates,
-            tag=tag,
-            filter=chosen,
-            sort=sort,
+            sessions, source, query=query, image=upload, options=options, templates=templates
         ).to_dict()
 
 

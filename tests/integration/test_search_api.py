@@ -109,6 +109,49 @@ def test_cli_v1_and_gradio_give_the_same_hits(tiny_service, tiny_spec, photos, t
     }
 
 
+@pytest.mark.server
+def test_cli_v1_gradio_and_actions_give_the_same_filtered_hits(tiny_service, tiny_spec, photos, tmp_path, capsys):
+    """One filtered query (folder, dates, min score, sort by date) through every front end: the same SearchOptions."""
+    from clipapp.app import actions
+    from clipapp.app.cli import main
+    from clipapp.app.ui.common import AppContext
+    from clipapp.index import SearchFilter, SearchOptions
+
+    folder = tmp_path / "pics"
+    (folder / "keep").mkdir(parents=True)
+    (folder / "skip").mkdir()
+    for i, photo in enumerate(photos[:4]):
+        shutil.copy(photo, folder / ("keep" if i % 2 else "skip") / photo.name)
+    source, under = str(folder), str(folder / "keep")
+    dates = {"after": "2000-01-01", "before": "2999-12-31"}
+    ctx = AppContext(service=tiny_service, state_dir=tmp_path / "state", allowed_roots=(folder,))
+    with serving(ctx) as url:
+        via_gradio = Client(url, verbose=False).predict(
+            source, "a cat", "simple", 3, -0.5, "", dates["after"], dates["before"], under, "date",
+            api_name="/search_text",
+        )  # fmt: skip
+        form = {"source": source, "query": "a cat", "k": 3, "templates": "simple", "threshold": -0.5, "sort": "date"}
+        via_http = requests.post(url + "v1/search", data={**form, **dates, "under": under}).json()
+    options = SearchOptions(k=3, min_score=-0.5, filter=SearchFilter.parse(**dates, under=under), sort="date")
+    via_actions = actions.search_shared(ctx.sessions, source, query="a cat", options=options, templates="simple")
+    _, index_path = ctx.sessions.folder_and_index_path(source, "")
+    cli = ["search", "--index", str(index_path), "--text", "a cat", "-k", "3", "--min-score", "-0.5"]
+    cli += ["--after", dates["after"], "--before", dates["before"], "--under", under, "--sort", "date"]
+    assert main([*cli, "--model", tiny_spec, "--json"]) == 0
+    via_cli = json.loads(capsys.readouterr().out)
+
+    expected = via_actions.to_dict()["results"]
+    assert len(expected) == 2 and all(Path(hit["path"]).parent == folder / "keep" for hit in expected)
+    gradio_hits = [
+        {("path" if key == "image" else key): value for key, value in hit.items()} for hit in via_gradio["results"]
+    ]
+    for hits in (gradio_hits, via_http["results"], via_cli["results"]):
+        assert [{k: v for k, v in hit.items() if k != "score"} for hit in hits] == [
+            {k: v for k, v in hit.items() if k != "score"} for hit in expected
+        ]
+        assert [hit["score"] for hit in hits] == pytest.approx([hit["score"] for hit in expected], abs=1e-5)
+
+
 def test_search_by_image_finds_the_image_itself(client, photos):
     result = client.predict("examples", handle_file(str(photos[0])), 3, -1, api_name="/search_image")
     assert Path(result["results"][0]["image"]).name == photos[0].name

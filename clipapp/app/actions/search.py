@@ -12,7 +12,7 @@ from clipapp.images.decode import ImageSource
 from clipapp.model.service import ClipService
 
 if TYPE_CHECKING:  # the index (faiss) is imported only by the actions that use it
-    from clipapp.index import ImageIndex, SearchFilter, SearchResult, SyncReport
+    from clipapp.index import ImageIndex, SearchOptions, SearchResult, SyncReport
 
 
 def sync_index(service: ClipService, index: ImageIndex, folder: str | os.PathLike, *, progress=None) -> SyncReport:
@@ -69,61 +69,39 @@ def index_folder_ray(
     return report
 
 
+def _options(options: Optional[SearchOptions]) -> SearchOptions:
+    from clipapp.index.filters import SearchOptions
+
+    return options if options is not None else SearchOptions()
+
+
 def search_text(
     service: ClipService,
     index: ImageIndex,
     query: str,
+    options: Optional[SearchOptions] = None,
     *,
-    k: int = 10,
-    threshold: Optional[float] = None,
     templates: str | Sequence[str] | None = None,
     allow_image_paths: bool = True,
-    tag: Optional[str] = None,
-    filter: Optional[SearchFilter] = None,
-    sort: str = "relevance",
 ) -> SearchResult:
-    """Text (or rclip-style `a + b - c`) query -> its hits, best first. `tag`: only images tagged with this label;
-    `filter` (SearchFilter: dates, folder, tag) and `sort` ("relevance" or "date"): see ImageIndex.search."""
+    """Text (or rclip-style `a + b - c`) query -> its hits, best first. `options` (SearchOptions: k, min score,
+    filter with its tag, sort; None: the defaults): see ImageIndex.search."""
     from clipapp.index import query_index
 
     return query_index(
-        index,
-        query,
-        service,
-        k=k,
-        threshold=threshold,
-        templates=templates,
-        allow_image_paths=allow_image_paths,
-        tag=tag,
-        filter=filter,
-        sort=sort,
+        index, query, service, templates=templates, allow_image_paths=allow_image_paths, options=_options(options)
     )
 
 
 def search_image(
-    service: ClipService,
-    index: ImageIndex,
-    image: ImageSource,
-    *,
-    k: int = 10,
-    threshold: Optional[float] = None,
-    tag: Optional[str] = None,
-    filter: Optional[SearchFilter] = None,
-    sort: str = "relevance",
+    service: ClipService, index: ImageIndex, image: ImageSource, options: Optional[SearchOptions] = None
 ) -> SearchResult:
-    """Images most like `image` (a path, bytes or PIL image), best first (`filter`, `sort`: as search_text)."""
+    """Images most like `image` (a path, bytes or PIL image), best first (`options`: as search_text)."""
+    chosen = _options(options)  # checked before the image is encoded
     vector = service.encode_images([image])
-    return index.search(vector, k=k, threshold=threshold, tag=tag, filter=filter, sort=sort)[0]
+    return index.search(vector, options=chosen)[0]
 
 
-def search_vector(
-    index: ImageIndex,
-    vector: np.ndarray,
-    *,
-    k: int = 10,
-    threshold: Optional[float] = None,
-    filter: Optional[SearchFilter] = None,
-    sort: str = "relevance",
-) -> SearchResult:
+def search_vector(index: ImageIndex, vector: np.ndarray, options: Optional[SearchOptions] = None) -> SearchResult:
     """Images most like an embedding (e.g. an indexed image's own vector: the page's click-to-search)."""
-    return index.search(vector, k=k, threshold=threshold, filter=filter, sort=sort)[0]
+    return index.search(vector, options=_options(options))[0]

@@ -19,7 +19,7 @@ from clipapp.model.prompts import DEFAULT_TEMPLATES
 if TYPE_CHECKING:
     from clipapp.app.sessions import SessionStore
     from clipapp.finetune.intake import LabelledImages
-    from clipapp.index import SearchFilter, SearchResult, SyncReport
+    from clipapp.index import SearchOptions, SearchResult, SyncReport
 
 
 @dataclass
@@ -59,67 +59,33 @@ def search_source_text(
     source: str,
     session: str,
     query: str,
+    options: Optional[SearchOptions] = None,
     *,
-    k: int = 10,
-    threshold: Optional[float] = None,
     templates: str = DEFAULT_TEMPLATES,
-    tag: Optional[str] = None,
-    filter: Optional[SearchFilter] = None,
-    sort: str = "relevance",
 ) -> SearchResult:
-    """A text query over `source`'s index (`filter`, `sort`: see ImageIndex.search). Image terms (`img:PATH`) are
-    refused: a caller of the server must not make it read its own files."""
+    """A text query over `source`'s index (`options`: see search_text). Image terms (`img:PATH`) are refused: a
+    caller of the server must not make it read its own files."""
     with sessions.searchable(source, session) as index:
-        return search_text(
-            sessions.service,
-            index,
-            query,
-            k=k,
-            threshold=threshold,
-            templates=templates,
-            allow_image_paths=False,
-            tag=tag or None,
-            filter=filter,
-            sort=sort,
-        )
+        return search_text(sessions.service, index, query, options, templates=templates, allow_image_paths=False)
 
 
 def search_source_image(
-    sessions: SessionStore,
-    source: str,
-    session: str,
-    image: ImageSource,
-    *,
-    k: int = 10,
-    threshold: Optional[float] = None,
-    tag: Optional[str] = None,
-    filter: Optional[SearchFilter] = None,
-    sort: str = "relevance",
+    sessions: SessionStore, source: str, session: str, image: ImageSource, options: Optional[SearchOptions] = None
 ) -> SearchResult:
     """The images of `source` most like an uploaded image."""
     with sessions.searchable(source, session) as index:
-        return search_image(
-            sessions.service, index, image, k=k, threshold=threshold, tag=tag or None, filter=filter, sort=sort
-        )
+        return search_image(sessions.service, index, image, options)
 
 
 def search_like_indexed(
-    sessions: SessionStore,
-    source: str,
-    session: str,
-    path: str,
-    *,
-    k: int = 10,
-    threshold: Optional[float] = None,
-    filter: Optional[SearchFilter] = None,
-    sort: str = "relevance",
+    sessions: SessionStore, source: str, session: str, path: str, options: Optional[SearchOptions] = None
 ) -> SearchResult:
     """The images of `source` most like one of its own images (a clicked result), from its stored vector."""
     with sessions.searchable(source, session) as index:
         vector = index.vector_for_path(path)
         if vector is None:
             raise ClipAppError("That image is no longer in the index; search again.")
-        return search_vector(index, vector, k=k, threshold=threshold, filter=filter, sort=sort)
+        return search_vector(index, vector, options)
 
 
 def source_tags(sessions: SessionStore, source: str, session: str) -> dict[str, int]:
@@ -134,12 +100,8 @@ def search_shared(
     *,
     query: Optional[str] = None,
     image: Optional[ImageSource] = None,
-    k: int = 10,
-    threshold: Optional[float] = None,
+    options: Optional[SearchOptions] = None,
     templates: str = DEFAULT_TEMPLATES,
-    tag: Optional[str] = None,
-    filter: Optional[SearchFilter] = None,
-    sort: str = "relevance",
 ) -> SearchResult:
     """/v1/search: a text query or an image (decoded here, with the service's limits, after the checks) over one of
     the shared indexes (never a session's uploads)."""
@@ -153,23 +115,10 @@ def search_shared(
     if bool(query) == (image is not None):
         raise ClipAppError("Send either a text query or an image to search by.")
     if query:
-        return search_source_text(
-            sessions,
-            source,
-            "",
-            query,
-            k=k,
-            threshold=threshold,
-            templates=templates,
-            tag=tag,
-            filter=filter,
-            sort=sort,
-        )
+        return search_source_text(sessions, source, "", query, options, templates=templates)
     assert image is not None  # checked above: exactly one of query and image
     picture = load_named_images([image], limits=sessions.service.limits)[0].image
-    return search_source_image(
-        sessions, source, "", picture, k=k, threshold=threshold, tag=tag, filter=filter, sort=sort
-    )
+    return search_source_image(sessions, source, "", picture, options)
 
 
 def pick_into_class(

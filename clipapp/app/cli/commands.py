@@ -115,15 +115,15 @@ def export(args: argparse.Namespace):
 
 def search(args: argparse.Namespace):
     from clipapp.app import actions
-    from clipapp.index import ImageIndex, SearchFilter
+    from clipapp.index import ImageIndex, SearchFilter, SearchOptions
 
-    chosen = SearchFilter.parse(after=args.after, before=args.before, under=args.under, tag=args.tag)  # before loading
+    chosen = SearchFilter.parse(after=args.after, before=args.before, under=args.under, tag=args.tag)
+    options = SearchOptions(k=args.k, min_score=args.threshold, filter=chosen, sort=args.sort)  # before loading
     service = load_service(args)
     index = ImageIndex.open(args.index, expected_spec=service.spec)
-    options = {"k": args.k, "threshold": args.threshold, "filter": chosen, "sort": args.sort}
     if args.text is not None:
-        return actions.search_text(service, index, args.text, templates=args.templates, **options)
-    return actions.search_image(service, index, args.image, **options)
+        return actions.search_text(service, index, args.text, options, templates=args.templates)
+    return actions.search_image(service, index, args.image, options)
 
 
 def duplicates(args: argparse.Namespace):

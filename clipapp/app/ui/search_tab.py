@@ -24,7 +24,7 @@ from clipapp.app.ui.common import (
 )
 from clipapp.app.ui.zero_shot_tab import TEMPLATE_CHOICES
 from clipapp.errors import ClipAppError
-from clipapp.index.filters import SORTS, SearchFilter
+from clipapp.index.filters import SORTS, SearchFilter, SearchOptions
 from clipapp.index.results import GRADIO_FILE_KEY
 from clipapp.model.prompts import DEFAULT_TEMPLATES
 from clipapp.units import describe_duration
@@ -47,6 +47,12 @@ def _threshold(value) -> Optional[float]:
 
 
 ANY_TAG = ""  # the tag filter's "no filter" value
+
+
+def _options(k, threshold, tag, after, before, under, sort) -> SearchOptions:
+    """The search options of the tab's inputs (k, min score slider, the filter boxes, sort), checked."""
+    chosen = SearchFilter.parse(after=after, before=before, under=under, tag=tag)
+    return SearchOptions(k=int(k), min_score=_threshold(threshold), filter=chosen, sort=sort)
 
 
 def tag_choices(counts: dict[str, int]) -> list[tuple[str, str]]:
@@ -267,11 +273,8 @@ def _wire_search(ctx: AppContext, source: gr.Dropdown, c: _SearchControls, picks
             source_,
             session_of(request),
             query_,
-            k=int(k_),
-            threshold=_threshold(threshold_),
+            _options(k_, threshold_, tag_, after_, before_, under_, sort_),
             templates=templates_,
-            filter=SearchFilter.parse(after=after_, before=before_, under=under_, tag=tag_),
-            sort=sort_,
         ).for_gradio()
 
     def by_image(
@@ -294,10 +297,7 @@ def _wire_search(ctx: AppContext, source: gr.Dropdown, c: _SearchControls, picks
             source_,
             session_of(request),
             paths[0],
-            k=int(k_),
-            threshold=_threshold(threshold_),
-            filter=SearchFilter.parse(after=after_, before=before_, under=under_, tag=tag_),
-            sort=sort_,
+            _options(k_, threshold_, tag_, after_, before_, under_, sort_),
         ).for_gradio()
 
     def by_click(
@@ -326,10 +326,7 @@ def _wire_search(ctx: AppContext, source: gr.Dropdown, c: _SearchControls, picks
             source_,
             session_of(request),
             path,
-            k=int(k_),
-            threshold=_threshold(threshold_),
-            filter=SearchFilter.parse(after=after_, before=before_, under=under_, tag=tag_),
-            sort=sort_,
+            _options(k_, threshold_, tag_, after_, before_, under_, sort_),
         )
         return found.for_gradio(), gr.skip()
 

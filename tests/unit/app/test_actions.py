@@ -14,6 +14,7 @@ import pytest
 from clipapp.app import actions
 from clipapp.app.sessions import EXAMPLES, MY_UPLOADS, SessionStore
 from clipapp.errors import ClipAppError
+from clipapp.index import SearchOptions
 
 EXAMPLES_DIR = Path(__file__).resolve().parents[3] / "assets" / "examples"
 
@@ -104,12 +105,14 @@ def test_the_search_tab_handlers_as_plain_functions(store):
         actions.update_source(store, EXAMPLES, "s1", ["x.png"])
     update = actions.update_source(store, EXAMPLES, "s1")
     assert update.to_dict()["total"] == update.report.total > 0 and "refused_uploads" not in update.to_dict()
-    found = actions.search_source_text(store, EXAMPLES, "s1", "a photo", k=3)
+    found = actions.search_source_text(store, EXAMPLES, "s1", "a photo", SearchOptions(k=3))
     paths = [hit["path"] for hit in found.to_dict()["results"]]
     assert len(paths) == 3
     # A typed query never reads the server's files: "img:/etc/hostname" is searched as text, not decoded.
-    assert actions.search_source_text(store, EXAMPLES, "s1", "img:/etc/hostname + cat", k=1).to_dict()["results"]
-    like = actions.search_like_indexed(store, EXAMPLES, "s1", paths[0], k=1).to_dict()["results"]
+    assert actions.search_source_text(store, EXAMPLES, "s1", "img:/etc/hostname + cat", SearchOptions(k=1)).to_dict()[
+        "results"
+    ]
+    like = actions.search_like_indexed(store, EXAMPLES, "s1", paths[0], SearchOptions(k=1)).to_dict()["results"]
     assert like[0]["path"] == paths[0]
     with pytest.raises(ClipAppError, match="no longer in the index"):
         actions.search_like_indexed(store, EXAMPLES, "s1", "/etc/hostname")
@@ -130,7 +133,7 @@ def test_search_shared_refuses_session_uploads_and_needs_one_query(store, photos
         actions.search_shared(store, EXAMPLES)
     with pytest.raises(ClipAppError, match="either a text query or an image"):
         actions.search_shared(store, EXAMPLES, query="a cat", image=str(photos[0]))
-    by_image = actions.search_shared(store, EXAMPLES, image=str(photos[0]), k=2).to_dict()
+    by_image = actions.search_shared(store, EXAMPLES, image=str(photos[0]), options=SearchOptions(k=2)).to_dict()
     assert len(by_image["results"]) == 2
 
 
@@ -157,13 +160,16 @@ def test_every_result_type_has_its_text(tiny_service, photos, store):
     assert render(SyncReport(added=2, total=2), args) == "added 2, updated 0, removed 0, skipped 0; 2 images in idx"
     sims = actions.similarity(tiny_service, actions.load_named_images(photos[:1]), ["a cat"])
     assert render(sims, args).splitlines()[2].startswith("a cat\t")
-    assert render(actions.search_shared(store, EXAMPLES, query="zzz", k=1, threshold=1.01), args) == "no results"
+    assert (
+        render(actions.search_shared(store, EXAMPLES, query="zzz", options=SearchOptions(k=1, min_score=1.01)), args)
+        == "no results"
+    )
 
 
 def test_a_session_fine_tune_is_kept_as_the_sessions_adapter(store):
     from clipapp.finetune import FinetuneConfig
 
-    found = actions.search_source_text(store, EXAMPLES, "", "a photo", k=100).to_dict()["results"]
+    found = actions.search_source_text(store, EXAMPLES, "", "a photo", SearchOptions(k=100)).to_dict()["results"]
     clothes = [hit["path"] for hit in found if "/fashion/" in hit["path"]][:4]
     photos = [hit["path"] for hit in found if "/photos/" in hit["path"]][:4]
     data = actions.labelled_source_picks(store, EXAMPLES, "", {"clothing": clothes, "photo": photos})
