@@ -17,6 +17,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 from typing import TextIO
@@ -57,6 +58,8 @@ DEFAULT_ITER_BATCH = 65_536
 FILTER_EXACT_MAX = 50_000
 FILTER_OVERFETCH_MIN_FRACTION = 0.5
 FILTER_OVERFETCH = 2.0
+# A search retries this often when another process's compaction commits between its refresh and its snapshot.
+SNAPSHOT_TRIES = 5
 
 
 class folder_lock:
@@ -374,6 +377,23 @@ class ImageIndex:
                 self._search, self._cache_tried = None, False
             self._catch_up()
 
+    @contextmanager
+    def _snapshot(self) -> Iterator[None]:
+        """Up to date, then inside one read snapshot of the store whose `vector_epoch` is that of the open vector
+        file and search structure: the ids a search finds and the paths looked up for them then belong together
+        even when another process compacts meanwhile (its commit is not seen until the snapshot ends). A
+        compaction committed between the refresh and the snapshot is followed and the snapshot taken again."""
+        for _ in range(SNAPSHOT_TRIES):
+            self._refresh()  # outside the snapshot: it may reopen the vector file of a newer epoch
+            with self._store.read_snapshot() as epoch:
+                if epoch == self._store.vector_epoch:
+                    self._refresh()  # the commits made since the first refresh, read from the snapshot
+                    yield
+                    return
+        raise ClipAppError(
+            f"The index at {self.path} was compacted {SNAPSHOT_TRIES} times during one search; try again."
+        )
+
     def _catch_up(self) -> None:
         """Bring the search structure up to the store: add rows past what it covers, remove the removed ones."""
         built = self._search
@@ -598,8 +618,7 @@ class ImageIndex:
         if len(queries) == 0:
             return []
         queries = normalize_rows(queries, what="query vector")
-        with self._lock:
-            self._refresh()
+        with self._lock, self._snapshot():  # the ids searched and the paths looked up are of one epoch
             k = min(int(k), self._count)
             if k == 0:
                 return [SearchResult() for _ in range(len(queries))]

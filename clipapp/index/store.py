@@ -44,6 +44,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import overload
@@ -228,6 +229,7 @@ class Store:
         self.dim = int(self.meta["embed_dim"])
         self.row_bytes = 4 * self.dim
         self._wrote_vectors = False
+        self._snapshot = False  # a read_snapshot() transaction is open
         self._lock = threading.RLock()
         # Taken before the vector file is opened: any compaction committed after it changes data_version, so
         # ImageIndex (which starts from this value) notices and reopens the file.
@@ -327,10 +329,32 @@ class Store:
     # -- transactions -----------------------------------------------------------------------------------------
     @property
     def in_transaction(self) -> bool:
-        return self.db.in_transaction
+        """The write transaction is open (a read_snapshot is not one)."""
+        return self.db.in_transaction and not self._snapshot
+
+    @contextmanager
+    def read_snapshot(self) -> Iterator[int]:
+        """Every read inside sees one committed state (a read transaction; writers go on committing), whose
+        `vector_epoch` it yields. Inside the write transaction, that one: nobody else can commit meanwhile.
+
+        Do not reopen the vector file inside one: the snapshot's epoch may already be older than the file's.
+        """
+        if self.db.in_transaction:
+            yield self.read_vector_epoch()
+            return
+        self.db.execute("BEGIN DEFERRED")
+        self._snapshot = True
+        try:
+            yield self.read_vector_epoch()  # the first read fixes the snapshot
+        finally:
+            self._snapshot = False
+            if self.db.in_transaction:
+                self.db.execute("COMMIT")  # reads only: ends the snapshot
 
     def begin(self) -> bool:
         """Start the write transaction if none is open (waits for another writer). True if it was started now."""
+        if self._snapshot:
+            raise RuntimeError("a write inside read_snapshot(): its reads would not be the write lock's")
         if self.db.in_transaction:
             return False
         self.db.execute("BEGIN IMMEDIATE")

@@ -21,6 +21,8 @@ import pytest
 
 from clipapp.errors import ClipAppError
 from clipapp.index import DB_NAME, VECTORS_NAME, FileInfo, ImageIndex, structure
+from clipapp.index.filters import SearchFilter
+from clipapp.index.store import Store
 from tests.support.fake_index import SPEC, infos_for, random_unit
 
 REPO_DIR = Path(__file__).resolve().parents[3]
@@ -103,6 +105,66 @@ def test_an_index_open_elsewhere_follows_a_compaction(tmp_path):
     served.add_items(random_unit(1, D, seed=77), infos_for([10**6]))
     served.save()
     assert index.search(random_unit(1, D, seed=77), k=1)[0].hits[0].path == f"/photos/{10**6:07d}.jpg"
+
+
+def _self_hits(index: ImageIndex, vectors: np.ndarray, kept: list[int], **kwargs) -> list[tuple[str, str]]:
+    """(expected, got) top-hit paths of each kept image searched with its own vector, where they differ."""
+    results = index.search(vectors[kept], k=3, **kwargs)
+    got = [result.hits[0].path if result.hits else None for result in results]
+    return [(f"/photos/{i:07d}.jpg", g) for i, g in zip(kept, got, strict=True) if g != f"/photos/{i:07d}.jpg"]
+
+
+@pytest.mark.parametrize("kind,n,exact_threshold", [("flat", 600, 10_000), ("ivf", 3000, 1000)])
+@pytest.mark.parametrize("filtered", [False, True])
+def test_a_compaction_committing_mid_search_elsewhere_never_mixes_ids(
+    tmp_path, monkeypatch, kind, n, exact_threshold, filtered
+):
+    """Issue 22: the search ran on the old ids, the path lookup after it must not read the renumbered ones."""
+    folder = tmp_path / "idx"
+    writer, vectors, kept = _churned(folder, n, exact_threshold=exact_threshold)
+    served = ImageIndex.open(folder)  # another connection, as the app holding the index
+    assert served.index_type == kind
+    kwargs = {"filter": SearchFilter(under="/photos/")} if filtered else {}
+    assert _self_hits(served, vectors, kept, **kwargs) == []
+    name = "_search_filtered" if filtered else "_search_ids"
+    original, compactions = getattr(ImageIndex, name), []
+
+    def search_then_compact(self, *args):
+        found = original(self, *args)
+        if self is served and not compactions:  # the other process commits between the search and the lookup
+            compactions.append(writer.compact())
+        return found
+
+    monkeypatch.setattr(ImageIndex, name, search_then_compact)
+    assert _self_hits(served, vectors, kept, **kwargs) == []
+    assert len(compactions) == 1 and compactions[0].dead_rows == n - len(kept)
+    assert _self_hits(served, vectors, kept, **kwargs) == []  # and the next search follows the new epoch
+    np.testing.assert_array_equal(served.ids(), np.arange(len(kept)))
+
+
+def test_a_compaction_committing_before_the_lookup_snapshot_is_searched_again(tmp_path, monkeypatch):
+    """A compaction committed after the refresh but before the search's snapshot: reload and search again."""
+    folder = tmp_path / "idx"
+    writer, vectors, kept = _churned(folder, 3000, exact_threshold=1000)
+    served = ImageIndex.open(folder)
+    assert _self_hits(served, vectors, kept) == []
+    original, compactions = ImageIndex._refresh, []
+
+    def refresh_then_compact(self):
+        original(self)
+        if self is served and not compactions:
+            compactions.append(writer.compact())
+
+    snapshots, read_snapshot = [], Store.read_snapshot
+
+    def counted(self):
+        snapshots.append(self)
+        return read_snapshot(self)
+
+    monkeypatch.setattr(ImageIndex, "_refresh", refresh_then_compact)
+    monkeypatch.setattr(Store, "read_snapshot", counted)
+    assert _self_hits(served, vectors, kept) == []
+    assert len(compactions) == 1 and len(snapshots) == 2  # the first snapshot was of the new epoch: searched again
 
 
 def test_compaction_is_suggested_once_dead_rows_pass_a_share(tmp_path, caplog):
