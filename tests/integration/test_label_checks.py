@@ -61,7 +61,9 @@ def test_label_warnings_go_to_stderr_and_json(capsys, tiny_spec, photos):
     assert [w["kind"] for w in json.loads(out)["warnings"]] == ["empty"]
     assert "warning: 1 empty label(s)" in err
     code, _, err = run_cli(capsys, "classify", str(photos[0]), "--labels", "cat, Cat", "--model", tiny_spec)
-    assert code == 2 and "warning: 'Cat' repeats 'cat'" in err and "Duplicate" in err
+    # a duplicate cannot be classified: refused with the one error line of every user mistake (the labels box
+    # on the page warns of it as you type: tests/unit/model/test_label_check.py)
+    assert code == 2 and err == "error: Duplicate label(s) 'Cat': each label must be given once.\n"
 
 
 def test_eval_suspects_csv_and_bounded_json(capsys, tiny_spec, fashion_folder, tmp_path):

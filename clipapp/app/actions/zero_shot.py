@@ -77,8 +77,9 @@ def classify(
         scores = classifier.classify(service, pil, unknown=unknown)
         model = f"{service.spec} + adapter {classifier.name}"
     else:
-        warnings = check_labels(service, labels, templates)
-        scores = service.zero_shot(pil, parse_labels(labels), templates=templates, unknown=unknown)
+        parsed = parse_labels(labels)  # unusable labels are refused before any is checked or encoded
+        warnings = check_labels(service, labels, templates)  # of the raw text: it also warns of empty entries
+        scores = service.zero_shot(pil, parsed, templates=templates, unknown=unknown)
         model = service.spec
     names = [item.name for item in images]
     return Classification(model=model, names=names, scores=scores, top_k=int(top_k), warnings=warnings)
