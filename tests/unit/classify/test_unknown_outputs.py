@@ -65,17 +65,23 @@ def test_a_file_resumes_with_its_own_columns(tiny_service, fashion_folder, tmp_p
     assert len(rows) == 21 and all(len(row) == len(csv_header(2)) for row in rows)
 
 
+def _random_head(service, *, seed: int):
+    """A head-mode adapter over the first four labels with random class weights."""
+    from clipapp.finetune.adapter import Adapter
+
+    return Adapter(
+        name="h",
+        class_names=LABELS[:4],
+        spec=service.spec,
+        logit_scale=service.logit_scale,
+        head=np.random.default_rng(seed).normal(size=(4, service.embed_dim)).astype(np.float32),
+    )
+
+
 def test_a_head_adapter_gets_unknown_from_its_class_names_a_partial_one_none(tiny_service, fashion_folder):
     from clipapp.finetune.adapter import Adapter
 
-    rng = np.random.default_rng(0)
-    head = Adapter(
-        name="h",
-        class_names=LABELS[:4],
-        spec=tiny_service.spec,
-        logit_scale=tiny_service.logit_scale,
-        head=rng.normal(size=(4, tiny_service.embed_dim)).astype(np.float32),
-    )
+    head = _random_head(tiny_service, seed=0)
     some = sorted(fashion_folder.rglob("*.png"))[:6]
     report = core.classify_files(
         tiny_service, some, core.adapter_classifier(tiny_service, head, unknown=True), keep_results=True
@@ -101,16 +107,8 @@ def test_the_page_classifying_with_an_adapter_says_none_of_these_as_the_cli_does
     """The Zero-shot tab (and /classify) with a session adapter: `actions.classify(classifier=adapter)` gives the
     same unknown scores as `classify --adapter`, and none for an adapter with tuned visual blocks."""
     from clipapp.app import actions
-    from clipapp.finetune.adapter import Adapter
 
-    rng = np.random.default_rng(1)
-    head = Adapter(
-        name="h",
-        class_names=LABELS[:4],
-        spec=tiny_service.spec,
-        logit_scale=tiny_service.logit_scale,
-        head=rng.normal(size=(4, tiny_service.embed_dim)).astype(np.float32),
-    )
+    head = _random_head(tiny_service, seed=1)
     some = sorted(fashion_folder.rglob("*.png"))[:5]
     images = actions.load_named_images([str(p) for p in some], names=[p.name for p in some])
     page = actions.classify(tiny_service, images, "", classifier=head).to_dict()["results"]
