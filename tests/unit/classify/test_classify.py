@@ -15,6 +15,7 @@ from clipapp.app.cli import main
 from clipapp.classify import stream as core
 from clipapp.classify.predictions import CsvPredictions, JsonlPredictions, csv_header
 from clipapp.errors import ClipAppError
+from tests.support.adapters import random_head, tuned_partial
 from tests.support.fashion import LABELS, N_IMAGES
 
 
@@ -153,20 +154,11 @@ def test_web_request_limit_says_how_to_do_more(photos):
 
 def test_adapter_on_index_head_works_partial_refused(tiny_service, fashion_folder, tmp_path):
     from clipapp.app.actions import index_folder
-    from clipapp.finetune.adapter import Adapter
     from clipapp.index import ImageIndex
 
     index_folder(tiny_service, fashion_folder, tmp_path / "index")
     index = ImageIndex.open(tmp_path / "index", expected_spec=tiny_service.spec)
-    rng = np.random.default_rng(0)
-    head = Adapter(
-        name="h",
-        class_names=LABELS[:4],
-        spec=tiny_service.spec,
-        logit_scale=tiny_service.logit_scale,
-        head=rng.normal(size=(4, tiny_service.embed_dim)).astype(np.float32),
-        head_bias=rng.normal(size=4).astype(np.float32),
-    )
+    head = random_head(tiny_service, seed=0, bias=True)
     classifier = core.adapter_classifier(tiny_service, head)
     from_index = core.classify_vectors(index.iter_vectors(every_path=True), classifier, keep_results=True)
     from_files = core.classify_files(tiny_service, [fashion_folder], classifier, keep_results=True)
@@ -177,17 +169,7 @@ def test_adapter_on_index_head_works_partial_refused(tiny_service, fashion_folde
     expected = head.probs_from_features(index.vectors())
     assert math.isclose(max(p for _, p in from_index.results[0].top), float(expected[0].max()), abs_tol=1e-6)
 
-    name = next(n for n, _ in tiny_service.model.visual.named_parameters() if "ln_post" in n)
-    partial = Adapter(
-        name="p",
-        class_names=LABELS[:4],
-        spec=tiny_service.spec,
-        logit_scale=1.0,
-        head=head.head,
-        mode="partial",
-        visual_blocks=1,
-        visual_state={f"visual.{name}": dict(tiny_service.model.visual.named_parameters())[name] + 0.1},
-    )
+    partial = tuned_partial(tiny_service, head)
     with pytest.raises(ClipAppError, match="needs the pixels"):
         core.classify_vectors(index.iter_vectors(every_path=True), core.adapter_classifier(tiny_service, partial))
     # on files the partial adapter's own tower runs, through the same threaded pipeline

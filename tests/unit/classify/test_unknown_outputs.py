@@ -11,6 +11,7 @@ import numpy as np
 from clipapp.classify import stream as core
 from clipapp.classify.predictions import CsvPredictions, JsonlPredictions, csv_header
 from clipapp.model import unknown
+from tests.support.adapters import random_head, tuned_partial
 from tests.support.fashion import LABELS, N_IMAGES
 
 
@@ -65,23 +66,9 @@ def test_a_file_resumes_with_its_own_columns(tiny_service, fashion_folder, tmp_p
     assert len(rows) == 21 and all(len(row) == len(csv_header(2)) for row in rows)
 
 
-def _random_head(service, *, seed: int):
-    """A head-mode adapter over the first four labels with random class weights."""
-    from clipapp.finetune.adapter import Adapter
-
-    return Adapter(
-        name="h",
-        class_names=LABELS[:4],
-        spec=service.spec,
-        logit_scale=service.logit_scale,
-        head=np.random.default_rng(seed).normal(size=(4, service.embed_dim)).astype(np.float32),
-    )
-
-
 def test_a_head_adapter_gets_unknown_from_its_class_names_a_partial_one_none(tiny_service, fashion_folder):
-    from clipapp.finetune.adapter import Adapter
 
-    head = _random_head(tiny_service, seed=0)
+    head = random_head(tiny_service, seed=0)
     some = sorted(fashion_folder.rglob("*.png"))[:6]
     report = core.classify_files(
         tiny_service, some, core.adapter_classifier(tiny_service, head, unknown=True), keep_results=True
@@ -89,17 +76,7 @@ def test_a_head_adapter_gets_unknown_from_its_class_names_a_partial_one_none(tin
     expected = unknown.detector(tiny_service, LABELS[:4])(tiny_service.encode_images([str(p) for p in some]))
     np.testing.assert_allclose([p.unknown_score for p in report.results], expected.score, atol=1e-5)
 
-    name = next(n for n, _ in tiny_service.model.visual.named_parameters() if "ln_post" in n)
-    partial = Adapter(
-        name="p",
-        class_names=LABELS[:4],
-        spec=tiny_service.spec,
-        logit_scale=1.0,
-        head=head.head,
-        mode="partial",
-        visual_blocks=1,
-        visual_state={f"visual.{name}": dict(tiny_service.model.visual.named_parameters())[name] + 0.1},
-    )
+    partial = tuned_partial(tiny_service, head)
     assert core.adapter_classifier(tiny_service, partial, unknown=True).unknown is None
 
 
@@ -108,7 +85,7 @@ def test_the_page_classifying_with_an_adapter_says_none_of_these_as_the_cli_does
     same unknown scores as `classify --adapter`, and none for an adapter with tuned visual blocks."""
     from clipapp.app import actions
 
-    head = _random_head(tiny_service, seed=1)
+    head = random_head(tiny_service, seed=1)
     some = sorted(fashion_folder.rglob("*.png"))[:5]
     images = actions.load_named_images([str(p) for p in some], names=[p.name for p in some])
     page = actions.classify(tiny_service, images, "", classifier=head).to_dict()["results"]
