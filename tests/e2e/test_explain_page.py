@@ -24,6 +24,11 @@ def test_a_labels_overlay_appears_on_each_image(page, app_url, photos):
     expect(captions).to_have_count(2)
     for name in (photos[0].name, photos[1].name):
         expect(page.locator("#region-maps").get_by_text(f"{name} · rocket")).to_be_visible()
-    # each overlay is a loaded picture at its image's own size (these photos are within the overlay's 224-512 px)
+    # each overlay is a loaded picture at its image's own size (these photos are within the overlay's 224-512 px);
+    # the gallery swaps its <img> sources after the count settles, so wait until both have decoded (CI once read 0x0)
+    page.wait_for_function(
+        "() => { const els = [...document.querySelectorAll('#region-maps img')];"
+        " return els.length === 2 && els.every(e => e.complete && e.naturalWidth > 0); }"
+    )
     sizes = overlays.evaluate_all("els => els.map(e => [e.naturalWidth, e.naturalHeight])")
     assert sorted(map(tuple, sizes)) == sorted(Image.open(p).size for p in photos[:2])
