@@ -466,3 +466,47 @@ def test_the_loser_of_a_create_race_gets_the_winners_model_in_its_error(tmp_path
     same = Store(tmp_path / "idx", create={"model_spec": "model-a", "embed_dim": 16, "settings": "{}"})
     assert same.meta["model_spec"] == "model-a"
     same.close()
+
+
+def test_automatic_list_count_grows_past_1024_only_for_large_indexes():
+    assert structure.ivf_nlist_for(1_000_000) == 1024  # measured best at 1M (docs/benchmarks.md)
+    assert structure.ivf_nlist_for(3_999_999) == 1024
+    assert structure.ivf_nlist_for(10_000_000) == structure.LARGE_MAX_NLIST
+    assert structure.ivf_nlist_for(10_000_000, max_nlist=2048) == 2048  # an index's own setting wins
+    assert structure.ivf_nlist_for(1_000, max_nlist=2048) == 1_000 // structure.MIN_POINTS_PER_CENTROID
+
+
+def test_more_lists_than_the_flat_limit_use_an_hnsw_coarse_quantizer_that_searches_reopens_and_removes(
+    tmp_path, monkeypatch
+):
+    monkeypatch.setattr(structure, "FLAT_QUANTIZER_MAX_NLIST", 64)  # 1024 at full size; 80k vectors took 34 s
+    n, d = 8_000, 16
+    vectors, queries = clustered_unit(n, d, 200, seed=5)
+    index = ImageIndex.create(tmp_path / "idx", SPEC, d, exact_threshold=1000)
+    index.add_items(vectors, infos_for(range(n)))
+    index.save()
+    s = index.structure
+    assert s.kind == "ivf" and s.nlist > 64, s
+    built = index._search.index  # the quantizer kind is what this test is about
+    assert isinstance(faiss_quantizer(built), structure.faiss.IndexHNSWFlat)
+    truth = (queries @ vectors.T).argsort(axis=1)[:, ::-1][:, :10]
+
+    def recall(idx: ImageIndex) -> float:
+        results = idx.search(queries, k=10)
+        return float(
+            np.mean([len({h.id for h in r.hits} & set(t.tolist())) / 10 for r, t in zip(results, truth, strict=True)])
+        )
+
+    before = recall(index)
+    assert before >= 0.95, (before, s)
+    index.close()
+    reopened = ImageIndex.open(tmp_path / "idx")
+    assert reopened.structure.nlist == s.nlist and recall(reopened) == before
+    gone = {int(truth[0][0])}
+    reopened.remove_paths([infos_for([i])[0].path for i in gone])
+    reopened.save()
+    assert not gone & {h.id for h in reopened.search(queries[:1], k=10)[0].hits}
+
+
+def faiss_quantizer(index):
+    return structure.faiss.downcast_index(structure.faiss.extract_index_ivf(index).quantizer)
