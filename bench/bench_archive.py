@@ -2,7 +2,7 @@
 
     flock /tmp/bench.lock python bench/bench_archive.py --n 1M [--dim 512] [--runs 3] [--work DIR]
     flock /tmp/bench.lock python bench/bench_archive.py --n 1M --quantizers   # IVF flat vs HNSW coarse quantizer
-    python bench/bench_archive.py --n 10M --search-only --max-nlist 8192      # the 10M run (see docs/benchmarks.md)
+    flock /tmp/bench.lock python bench/bench_archive.py --n 10M --search-only --also 1M --max-index-memory 1GB  # 10M
 
 Nothing here holds all vectors in RAM: the synthetic clustered vectors (bench_search.clustered_dataset's three
 levels, generated in chunks) are written straight into an index folder in batches of 100k with a commit each, as a
@@ -29,6 +29,7 @@ import os
 import resource
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -41,6 +42,7 @@ import numpy as np
 
 from bench.bench_search import clustered_dataset, rss_bytes, unit
 from clipapp.index import FileInfo, ImageIndex, backup_index, export_index, import_embeddings
+from clipapp.index.structure import parse_memory_size
 
 SIZES = {"100k": 100_000, "300k": 300_000, "1M": 1_000_000, "3M": 3_000_000, "10M": 10_000_000}
 K = 10
@@ -74,9 +76,13 @@ def infos(start: int, stop: int) -> list[FileInfo]:
     return [FileInfo(f"/photos/{i:08d}.jpg", 1000, 0.0, f"{i:064x}") for i in range(start, stop)]
 
 
-def build(folder: Path, n: int, d: int, *, seed: int, max_nlist: int | None) -> np.ndarray:
+def build(
+    folder: Path, n: int, d: int, *, seed: int, max_nlist: int | None, max_memory: str | None = None
+) -> np.ndarray:
     """Stream n clustered vectors into a new index (100k per commit); returns 200 held-out queries."""
-    settings = {} if max_nlist is None else {"max_nlist": max_nlist}
+    settings: dict = {} if max_nlist is None else {"max_nlist": max_nlist}
+    if max_memory:
+        settings["max_memory"] = parse_memory_size(max_memory)
     index = ImageIndex.create(folder, "bench", d, **settings)
     queries = None
     for start in range(0, n, 1_000_000):  # the generator holds <= 1M rows (2 GB at d=512) at a time
@@ -152,31 +158,60 @@ def one_run(base: Path, work: Path, n: int, d: int, run: int) -> dict:
     return row
 
 
-def search_only(folder: Path, queries: np.ndarray, d: int) -> dict:
+def search_only(folder: Path, queries: np.ndarray, d: int, work: Path, runs: int) -> dict:
+    """Structure build in this process; then, per run, a fresh process (bench_search's --probe, the app's view):
+    open + first search, RSS holding it, p50/p99 of single queries, recall@10 against the streamed exact answer,
+    add 10 + commit."""
     started = time.perf_counter()
     truth = streamed_top_k(folder / "vectors.f32", d, queries)
     truth_s = time.perf_counter() - started
-    rss0 = rss_bytes()
     index = ImageIndex.open(folder)
     started = time.perf_counter()
     index.ensure_built()
-    build_s = time.perf_counter() - started
-    ms, found = [], []
-    for query in queries:
-        started = time.perf_counter()
-        result = index.search(query, k=K)[0]
-        ms.append(1000 * (time.perf_counter() - started))
-        found.append([hit.id for hit in result.hits])
-    recall = float(np.mean([len(set(f) & set(t)) / K for f, t in zip(found, truth.tolist(), strict=True)]))
+    index.save()  # writes the faiss cache the probes open
+    structure_s = time.perf_counter() - started
+    structure = str(index.structure)
+    index.close()
+    np.save(work / "queries.npy", queries)
+    np.save(work / "truth.npy", truth)
+    probes = []
+    for _ in range(runs):
+        out = subprocess.run(
+            [sys.executable, str(Path(__file__).with_name("bench_search.py")), "--probe", "ours", str(folder)]
+            + [str(work / "queries.npy"), str(work / "truth.npy"), str(work)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if out.returncode:
+            raise RuntimeError(out.stderr)
+        probes.append(json.loads(out.stdout.strip().splitlines()[-1]))
+        print(json.dumps(probes[-1]), flush=True)
     return {
         "truth_s": truth_s,
-        "build_s": build_s,
-        "p50_ms": float(np.percentile(ms, 50)),
-        "p99_ms": float(np.percentile(ms, 99)),
-        "recall@10": recall,
-        "rss_growth_mb": (rss_bytes() - rss0) / 2**20,
-        "structure": str(index.structure),
+        "structure_s": structure_s,
+        "structure": structure,
         "disk_mb": disk(folder) / 2**20,
+        "probes": probes,
+    }
+
+
+def numpy_sample(folder: Path, queries: np.ndarray, d: int, rows: int = 1_000_000) -> dict:
+    """The competitor on a sample: brute force `matrix @ q` over the first `rows` vectors, loaded from the file."""
+    rss0 = rss_bytes()
+    started = time.perf_counter()
+    matrix = np.fromfile(folder / "vectors.f32", dtype="<f4", count=rows * d).reshape(-1, d)
+    load_s = time.perf_counter() - started
+    ms = []
+    for query in queries[:60]:
+        started = time.perf_counter()
+        np.argpartition(-(matrix @ query), K)[:K]
+        ms.append(1000 * (time.perf_counter() - started))
+    return {
+        "rows": len(matrix),
+        "load_s": load_s,
+        "p50_ms": float(np.median(ms)),
+        "rss_mb": (rss_bytes() - rss0) / 2**20,
     }
 
 
@@ -222,8 +257,27 @@ def quantizers(folder: Path, queries: np.ndarray, d: int, n: int) -> list[dict]:
     return rows
 
 
+def print_search(result: dict) -> None:
+    """One markdown row per size: bulk add and structure build once, the probes' min / median / max."""
+    keys = ("open_s", "rss_mb", "add10_commit_s", "p50_ms", "p99_ms", "recall@10")
+    print("\n| vectors | bulk add s | structure s | " + " | ".join(keys) + " | disk MB | structure |")
+    print("|---" * (len(keys) + 5) + "|")
+    for row in [result] + ([result["also"]] if "also" in result else []):
+        cells = [spread([probe[key] for probe in row["probes"]]) for key in keys]
+        print(
+            f"| {row['n']:,} | {row['bulk_add_s']:.0f} | {row['structure_s']:.0f} | "
+            + " | ".join(cells)
+            + f" | {row['disk_mb']:,.0f} | {row['structure']} |"
+        )
+    numpy = result["numpy_sample"]
+    print(
+        f"numpy brute force over the first {numpy['rows']:,} vectors: load {numpy['load_s']:.1f} s, "
+        f"p50 {numpy['p50_ms']:.0f} ms, +{numpy['rss_mb']:.0f} MB RSS"
+    )
+
+
 def spread(values: list[float]) -> str:
-    return f"{min(values):.2f} / {statistics.median(values):.2f} / {max(values):.2f}"
+    return f"{min(values):.3g} / {statistics.median(values):.3g} / {max(values):.3g}"
 
 
 def main() -> None:
@@ -233,7 +287,9 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--work", type=Path, help="folder for the indexes (default: a temporary one, removed)")
-    parser.add_argument("--max-nlist", type=int, help="IVF lists at most (default 1024; 4k-16k at 10M)")
+    parser.add_argument("--max-nlist", type=int, help="IVF lists at most (default: the index's size policy)")
+    parser.add_argument("--max-index-memory", help="the index's memory budget, e.g. 1GB (PQ codes shrink to fit)")
+    parser.add_argument("--also", choices=list(SIZES), help="--search-only: also build and probe this size, same run")
     parser.add_argument("--search-only", action="store_true", help="build + search figures, no archive operations")
     parser.add_argument("--quantizers", action="store_true", help="measure the coarse quantizer choice")
     parser.add_argument("--json", type=Path)
@@ -244,15 +300,32 @@ def main() -> None:
     try:
         base = root / "base"
         started = time.perf_counter()
-        queries = build(base, n, d, seed=args.seed, max_nlist=args.max_nlist)
+        queries = build(base, n, d, seed=args.seed, max_nlist=args.max_nlist, max_memory=args.max_index_memory)
         build_s = time.perf_counter() - started
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(f"built {n} x {d} in {build_s:.1f}s, peak RSS {peak:.0f} MB", flush=True)
         if args.quantizers:
             result: object = quantizers(base, queries, d, n)
         elif args.search_only:
-            result = search_only(base, queries, d)
+            result = {"n": n, "bulk_add_s": build_s, "peak_rss_mb": peak}
+            result.update(search_only(base, queries, d, root, args.runs))
+            result["numpy_sample"] = numpy_sample(base, queries, d, rows=min(n, 1_000_000))
             print(json.dumps(result), flush=True)
+            if args.also:
+                shutil.rmtree(base)  # disk for the second size
+                small = root / "also"
+                started = time.perf_counter()
+                build(
+                    small,
+                    SIZES[args.also],
+                    d,
+                    seed=args.seed,
+                    max_nlist=args.max_nlist,
+                    max_memory=args.max_index_memory,
+                )
+                also = {"n": SIZES[args.also], "bulk_add_s": time.perf_counter() - started}
+                result["also"] = {**also, **search_only(small, queries, d, root, args.runs)}
+            print_search(result)
         else:
             rows = []
             for run in range(args.runs):
