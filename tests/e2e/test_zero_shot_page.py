@@ -61,7 +61,9 @@ def test_demo_model_leads_with_what_it_knows(page, tmp_path):
         small = page.locator(".pixelated img")
         expect(small).to_have_count(2)
         assert small.first.evaluate("e => getComputedStyle(e).imageRendering") == "pixelated"
-        assert small.first.bounding_box()["height"] > 112  # enlarged beyond the file's own size
+        # enlarged beyond the file's own size; read once the picture has decoded (a not-yet-loaded <img> is 0 high)
+        page.wait_for_function("() => { const e = document.querySelector('.pixelated img'); return e && e.complete; }")
+        assert small.first.bounding_box()["height"] > 112
 
 
 def test_label_warnings_show_next_to_the_labels_box(page, app_url):
