@@ -80,7 +80,7 @@ CANDIDATES: tuple[Candidate, ...] = (
     Candidate("partial", blocks=1, epochs=10, max_folds=2),
     Candidate("head", epochs=80, max_folds=5),
     Candidate("head", epochs=30, max_folds=3),
-    Candidate("cache"),
+    Candidate("cache", max_folds=5),
 )
 # The settings a candidate fills when the user left them automatic (None); one the user set wins (plan.py).
 PLANNED = ("mode", "blocks", "epochs", "max_folds")

@@ -4,6 +4,7 @@ fine-tuning on a copy, the cache adapter, the CLI contracts, safe zip extraction
 from __future__ import annotations
 
 import json
+import re
 import zipfile
 from pathlib import Path
 
@@ -495,6 +496,21 @@ def test_gradio_finetune_endpoint(client, tmp_path):
     result = client.predict([handle_file(str(image))], "", "simple", "", 2, api_name="/classify")
     assert result["model"].endswith(f"+ adapter {report['adapter']}")
     assert {t["label"] for t in result["results"][0]["top"]} <= set(CLASSES)
+
+
+def test_the_page_shows_the_plan_before_training_ends(client, tmp_path):
+    """The /finetune stream (what the page draws) says the planner's choice and estimate before the summary, and the
+    summary says what ran against its estimate."""
+    from gradio_client import handle_file
+
+    archive = write_zip(tmp_path / "colours.zip", colour_images(4))
+    job = client.submit(zip_file=handle_file(str(archive)), mode="head", budget="120", api_name="/finetune")
+    final = job.result()[0]
+    summaries = [output[0] for output in job.outputs()]
+    planned = next(i for i, text in enumerate(summaries) if text and text.startswith("**Plan:** about "))
+    assert "budget 120 s" in summaries[planned] and "head" in summaries[planned]
+    assert planned < len(summaries) - 1 and "is now used by the Zero-shot tab" not in summaries[planned]
+    assert re.search(r"Ran: head, \d+ epochs x \d+ folds; estimated about \d+ s, took \d+ s", final)
 
 
 def test_an_adapter_is_private_to_the_session_that_trained_it(app_url, tmp_path, photos):
