@@ -195,6 +195,10 @@ def follow_finetune(
 
     def work(should_stop, emit):
         eta = TimeLeft()
+
+        def planned(plan) -> None:
+            eta.expect(plan.seconds)
+            emit("plan", plan)
         try:
             return actions.finetune_for_session(
                 ctx.sessions,
@@ -206,7 +210,7 @@ def follow_finetune(
                 # the job's "progress" event carries (fraction, message), what gr.Progress draws
                 progress=lambda done, total, m: emit("progress", done / max(1, total), eta.message(done, total, m)),
                 on_epoch=lambda h: emit("epoch", h),
-                on_plan=lambda plan: (eta.expect(plan.seconds), emit("plan", plan)),
+                on_plan=planned,
             )
         finally:
             if cleanup is not None:
@@ -233,7 +237,7 @@ def follow_finetune(
     kept = job.result
     result, adapter = kept.result, kept.result.adapter
     title = {"cache": "cache adapter: no training"}.get(
-        config.mode, "held-out curves (mean over folds)" if result.validation["kind"] == "kfold" else "curves"
+        result.config.mode or "", "held-out curves (mean over folds)" if result.validation["kind"] == "kfold" else "curves"
     )
     confusion_figure = None
     if result.confusion_after is not None:

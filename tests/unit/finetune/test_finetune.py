@@ -389,6 +389,18 @@ def test_cli_finetune_eval_classify_contracts(capsys, tiny_spec, tmp_path):
     assert len(classified["results"][0]["top"]) == 2 and classified["results"][0]["top"][0]["label"] in CLASSES
 
 
+def test_cli_prints_the_plan_before_training(capsys, tiny_spec, tmp_path):
+    """The plan line (what runs, about how long, the budget) comes before the progress bar; the report ends with
+    what ran against its estimate."""
+    data = write_folder(tmp_path / "data", colour_images(4))
+    argv = ["finetune", str(data), "--out", str(tmp_path / "p"), "--model", tiny_spec, "--budget", "5m"]
+    assert main([*argv, "--mode", "head"]) == 0
+    out, err = capsys.readouterr()
+    plan = re.search(r"plan: about \d+ s: head, \d+ epochs x \d+ folds \(budget 300 s\)", err)
+    assert plan is not None and plan.start() == 0  # first, before the (here disabled: no terminal) progress bar
+    assert re.search(r"ran: head, \d+ epochs x \d+ folds; estimated [\d.]+ s, took [\d.]+ s", out)
+
+
 def test_cli_errors_are_messages(capsys, tiny_spec, tmp_path):
     data = write_folder(tmp_path / "data", colour_images(2))
     assert (
