@@ -104,7 +104,10 @@ def main(argv=None) -> int:
         train = write_split(work / "train", data.pool_images, data.pool_labels, data.class_names, support)
         test = write_split(work / "test", data.pool_images, data.pool_labels, data.class_names, rest)
         print(f"digits, {args.shots} shots x 10 classes; eval on {len(rest)} other digits; {os.cpu_count()} CPUs")
-        print("| model | row | plan | estimate s min / med / max | actual s | actual / estimate | process s | top-1 % | runs |")
+        print(
+            "| model | row | plan | estimate s min / med / max | actual s | actual / estimate | process s "
+            "| top-1 % | runs |"
+        )
         print("|---|---|---|---|---|---|---|---|---|")
         for model in args.models.split(","):
             for row in args.rows.split(","):

@@ -199,6 +199,7 @@ def follow_finetune(
         def planned(plan) -> None:
             eta.expect(plan.seconds)
             emit("plan", plan)
+
         try:
             return actions.finetune_for_session(
                 ctx.sessions,
@@ -236,9 +237,8 @@ def follow_finetune(
             yield skip, skip, skip, skip, skip, skip  # a turn for Gradio to cancel us between events
     kept = job.result
     result, adapter = kept.result, kept.result.adapter
-    title = {"cache": "cache adapter: no training"}.get(
-        result.config.mode or "", "held-out curves (mean over folds)" if result.validation["kind"] == "kfold" else "curves"
-    )
+    curves_title = "held-out curves (mean over folds)" if result.validation["kind"] == "kfold" else "curves"
+    title = {"cache": "cache adapter: no training"}.get(result.config.mode or "", curves_title)
     confusion_figure = None
     if result.confusion_after is not None:
         confusion_figure = viz.confusion_matrix_figure(np.asarray(result.confusion_after), result.class_names)
