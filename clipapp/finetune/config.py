@@ -120,6 +120,7 @@ class Setting:
     choices: tuple[str, ...] = ()  # the values allowed (`FinetuneConfig.validate` checks them)
     choice_help: tuple[str, ...] = ()  # one phrase per choice
     flag: str = ""  # the CLI flag when it is not the field's name with dashes
+    metavar: str = ""  # the CLI's name for the value when not its type's (N, X, TEXT)
     label: str = ""  # the page's short label (default: the help)
     auto: str = ""  # what the default None means; the mode-dependent fields say MODE_DEFAULTS
     example: Optional[float] = None  # a trick off at 0: the value that typically turns it on (help's "e.g.")
@@ -164,6 +165,7 @@ class FinetuneConfig:
         "'none' = the strongest, however long",
         auto=f"{DEFAULT_BUDGET_S['cpu']:g} s on a CPU, {DEFAULT_BUDGET_S['cuda']:g} s on a GPU",
         label="Time budget, seconds (auto = 60 on a CPU, 300 on a GPU; none = no limit)",
+        metavar="SECONDS|none",
         control=Control("dropdown", options=(30, 60, 120, 300, 600), words=(NO_BUDGET,)),
     )
     head_init: str = _setting(

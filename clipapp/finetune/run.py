@@ -132,6 +132,10 @@ def finetune(
     class_names = list(data.class_names)
     if len(class_names) < 2:
         raise ClipAppError("Fine-tuning needs at least 2 classes.")
+    templates = list(resolve_templates(config.templates))
+    # the class prompts first: every schedule needs them, and the seconds they take (80 templates a class with
+    # "openai") count against the budget as time already spent
+    zero_shot = service.text_embeddings(class_names, templates)
     chosen = choose(
         config,
         np.asarray(data.targets, dtype=np.int64),
@@ -142,11 +146,9 @@ def finetune(
     config = chosen.config.validate()
     if on_plan is not None:
         on_plan(chosen)
-    templates = list(resolve_templates(config.templates))
     report = _PlanProgress(progress, len(data), _training_units(data, config))
 
-    report(0, "encoding class prompts")
-    zero_shot = service.text_embeddings(class_names, templates)
+    report(0, "encoding images")
     encoded = encode_labelled(service, data, stop=stop, progress=report.encoding)
     timings = {"plan": chosen.planning, "encode": time.perf_counter() - started - chosen.planning}
     counts = _check_counts(encoded, class_names)
