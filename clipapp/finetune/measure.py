@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from clipapp.finetune.config import FinetuneConfig
 from clipapp.finetune.features import PREFIX_BATCH, Inputs, TokenGrid
 from clipapp.finetune.intake import LabelledImages
-from clipapp.finetune.loop import time_steps
+from clipapp.finetune.loop import fastest_threads, time_steps, torch_threads
 from clipapp.finetune.plan import StepCosts
 from clipapp.finetune.towers import tuned_visual_copy, visual_kind, visual_prefix, vit_grid_size
 from clipapp.finetune.trainable import PartialTower, TrainableHead
@@ -95,8 +95,9 @@ class MeasuredCosts:
         assert self._features is not None  # set by _encoded
         if mode == "head":
             features = _batch_of(self._features, self._config.batch_size)
-            timing = time_steps(self._head(), Inputs(views=features[None]), self._n_classes, self._config)
-            return StepCosts(encode, step=timing.step, forward_per_image=timing.forward_per_image)
+            head = self._head()
+            threads, timing = self._timed(head, Inputs(views=features[None]), None)
+            return StepCosts(encode, step=timing.step, forward_per_image=timing.forward_per_image, threads=threads)
         return self._measure_partial(encode, blocks)
 
     def _measure_partial(self, encode: float, blocks: int) -> StepCosts:
@@ -120,8 +121,7 @@ class MeasuredCosts:
             height, width = vit_grid_size(visual)
             grid = TokenGrid(tokens.shape[1] - height * width, height, width)
         model = PartialTower(visual, first_tuned, self._head()).to(service.device)
-        tokens = _batch_of(tokens, self._config.batch_size)
-        timing = time_steps(model, Inputs(views=tokens[None]), self._n_classes, self._config, grid=grid)
+        threads, timing = self._timed(model, Inputs(views=_batch_of(tokens, self._config.batch_size)[None]), grid)
         return StepCosts(
             encode,
             prefix_per_image=prefix,
@@ -129,4 +129,11 @@ class MeasuredCosts:
             forward_per_image=timing.forward_per_image,
             per_run=timing.per_run,
             setup=setup,
+            threads=threads,
         )
+
+    def _timed(self, model, inputs: Inputs, grid: Optional[TokenGrid]):
+        """The thread count training would choose (loop.fastest_threads), and the steps timed with it."""
+        threads = fastest_threads(model, inputs, self._service.device, batch_size=self._config.batch_size)
+        with torch_threads(threads):
+            return threads, time_steps(model, inputs, self._n_classes, self._config, grid=grid)

@@ -25,7 +25,8 @@ from clipapp.errors import ClipAppError
 from clipapp.finetune.config import CANDIDATES, PLANNED, WISE_ALPHAS, Candidate, FinetuneConfig
 from clipapp.finetune.model_choice import plan_validation
 
-# fastest_threads (loop.py) times 4 forward + backward passes at each of two thread counts before training
+# fastest_threads (loop.py) times 4 forward + backward passes at each of two thread counts before training, unless
+# the measured costs already chose the thread count (StepCosts.threads)
 THREAD_PROBE_STEPS = 8
 
 
@@ -39,6 +40,7 @@ class StepCosts:
     forward_per_image: float = 0.0  # one image through what trains, without gradients (validation)
     per_run: float = 0.0  # a run's fresh model and its EMA copy
     setup: float = 0.0  # once: the tower copy partial mode trains
+    threads: int = 0  # the CPU threads the step was timed with, chosen as training would (0: not chosen)
 
 
 CostsFn = Callable[[str, int], StepCosts]  # (mode, blocks) -> its costs; raises ClipAppError where it cannot run
@@ -88,7 +90,8 @@ def estimate(config: FinetuneConfig, targets: np.ndarray, costs: StepCosts) -> E
         steps += epoch_steps(max(len(t) for t, _ in plan.splits), config) * config.epochs
         forwards += n
     train = steps * step + forwards * costs.forward_per_image + runs * costs.per_run
-    return Estimate(encode, train, costs.setup + THREAD_PROBE_STEPS * costs.step)
+    probe = 0 if costs.threads else THREAD_PROBE_STEPS * costs.step
+    return Estimate(encode, train, costs.setup + probe)
 
 
 def candidate_configs(config: FinetuneConfig, candidates: Sequence[Candidate] = CANDIDATES) -> list[FinetuneConfig]:
@@ -123,6 +126,7 @@ class Plan:
 
     config: FinetuneConfig  # concrete: every PLANNED setting set
     estimate: Estimate
+    costs: StepCosts  # the chosen schedule's, as measured (or injected)
     budget: Optional[float]  # seconds; None = no limit
     fits: bool
     planning: float = 0.0  # seconds spent measuring before the choice (part of the total)
@@ -182,7 +186,7 @@ def choose(
     might run."""
     considered: list[tuple[str, float]] = []
     skipped: list[str] = []
-    weighed: list[tuple[FinetuneConfig, Estimate]] = []
+    weighed: list[tuple[FinetuneConfig, Estimate, StepCosts]] = []
     for option in candidate_configs(config, candidates):
         try:
             cost = costs(option.mode or "", option.blocks or 0)
@@ -191,10 +195,10 @@ def choose(
             continue
         guess, spent = estimate(option, targets, cost), elapsed()
         considered.append((describe(option), spent + guess.total))
-        weighed.append((option, guess))
+        weighed.append((option, guess, cost))
         if budget is None or spent + guess.total <= budget:
-            return Plan(option, guess, budget, True, spent, considered, skipped)
+            return Plan(option, guess, cost, budget, True, spent, considered, skipped)
     if not weighed:
         raise ClipAppError("No fine-tune schedule can run on this model: " + "; ".join(skipped))
-    option, guess = min(weighed, key=lambda pair: pair[1].total)
-    return Plan(option, guess, budget, False, elapsed(), considered, skipped)
+    option, guess, cost = min(weighed, key=lambda weighed_: weighed_[1].total)
+    return Plan(option, guess, cost, budget, False, elapsed(), considered, skipped)

@@ -187,7 +187,9 @@ def finetune(
         setup = prepare_training(service, encoded, config, _start_weights(config, zero_shot))
         if config.views is not None and setup.views < config.views:
             notes.append(f"Cached {setup.views} views per image, not {config.views}: more would not fit in memory.")
-        trained = _train_and_select(setup, encoded, plan, zero_logits, config, report, on_epoch, stop, service)
+        trained = _train_and_select(
+            setup, encoded, plan, zero_logits, config, report, on_epoch, stop, service, chosen.costs.threads
+        )
         notes += trained.notes
         adapter = trained_adapter(setup, trained.state, trained.selection.best_alpha, config, **adapter_kwargs)
     timings["train"] = time.perf_counter() - started - timings["encode"] - chosen.planning  # every run and the refit
@@ -231,6 +233,7 @@ def _train_and_select(
     on_epoch,
     stop: StopFlag,
     service: ClipService,
+    threads: int = 0,
 ) -> _Trained:
     """One run per fold (or the held-out split), the choice of epoch and blend, the sign test, then the refit."""
     targets = encoded.targets
@@ -246,7 +249,8 @@ def _train_and_select(
         grid=setup.grid,
         stop=stop,
     )
-    threads = fastest_threads(setup.build_model(), setup.inputs, service.device, batch_size=config.batch_size)
+    if not threads:  # the planner's timing chose it already, on the same model and batch size
+        threads = fastest_threads(setup.build_model(), setup.inputs, service.device, batch_size=config.batch_size)
     with torch_threads(threads):
         runs = _validation_runs(run, plan, config, report, n_runs, on_epoch)
         stopped = runs[-1].stopped
