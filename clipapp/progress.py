@@ -5,6 +5,7 @@ classification, evaluation, fine-tuning), its terminal renderer (a tqdm bar on s
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Optional
 
@@ -60,6 +61,35 @@ class TqdmProgress:
 
     def __exit__(self, *exc_info) -> None:
         self.close()
+
+
+class TimeLeft:
+    """The time left of a piece of work, said in its progress messages: "epoch 3/20 (about 40 s left)".
+
+    Two guesses, blended by the share done: the expected total (`expect`, e.g. the fine-tune planner's estimate)
+    minus the time spent, and the rate so far. Early on the rate misleads (encoding an image and training an
+    epoch are both one unit), late the estimate does; without an estimate the rate alone, after a tenth is done."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic):
+        self._clock = clock
+        self._started = clock()
+        self._expected: Optional[float] = None
+
+    def expect(self, seconds: float) -> None:
+        self._expected = seconds
+
+    def seconds_left(self, done: int, total: int) -> Optional[float]:
+        elapsed = self._clock() - self._started
+        share = min(1.0, done / total) if total > 0 else 0.0
+        by_rate = elapsed * (1.0 - share) / share if share > 0 else None
+        if self._expected is None:
+            return by_rate if share >= 0.1 else None
+        by_estimate = max(0.0, self._expected - elapsed)
+        return by_estimate if by_rate is None else share * by_rate + (1.0 - share) * by_estimate
+
+    def message(self, done: int, total: int, message: str) -> str:
+        left = self.seconds_left(done, total)
+        return message if left is None or done >= total else f"{message} (about {left:.0f} s left)"
 
 
 def tqdm_progress(**tqdm_kwargs: Any) -> TqdmProgress:

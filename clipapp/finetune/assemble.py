@@ -28,6 +28,7 @@ def trained_adapter(
     model.load_state_dict(wise_blend(anchor, final_state, alpha))
     head = head_of(model)
     visual_state = _tuned_visual_state(setup) if isinstance(model, PartialTower) else {}
+    assert config.mode is not None and config.blocks is not None  # FinetuneConfig.__post_init__ fills them in
     return Adapter(
         head=head.weight.detach().cpu().numpy(),
         head_bias=head.bias.detach().cpu().numpy(),

@@ -182,6 +182,7 @@ def prepare_training(
             lambda: TrainableHead(start_weights, logit_scale), Inputs(views=torch.stack(cached)), views=views
         )
 
+    assert config.blocks is not None  # FinetuneConfig.__post_init__ fills None in (the strongest candidate's)
     visual, first_tuned, _ = tuned_visual_copy(service.trainable_model(), config.blocks)
     visual = visual.to(service.device)
     zero_visual = {n: p.detach().clone() for n, p in visual.named_parameters() if p.requires_grad}

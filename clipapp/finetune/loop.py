@@ -410,3 +410,45 @@ def fastest_threads(
             timings[n] = best
     model.zero_grad(set_to_none=True)
     return min(timings, key=timings.__getitem__)
+
+
+# ------------------------------------------------------------------------------------------------ timing
+@dataclass(frozen=True)
+class StepTiming:
+    """Seconds of the pieces of a run, timed on one batch (clipapp/finetune/measure.py, for the planner)."""
+
+    step: float  # one training step, as train_run makes it (`_Stepper`: mixing, loss, backward, optimiser, EMA)
+    forward_per_image: float  # validation: one image through the model, no gradients
+    per_run: float  # a run's EMA copy of the model
+
+
+def time_steps(
+    model: nn.Module,
+    inputs: Inputs,
+    n_classes: int,
+    config: FinetuneConfig,
+    *,
+    grid: Optional[TokenGrid] = None,
+    repeats: int = 2,
+) -> StepTiming:
+    """Time `repeats` training steps (after one that warms up) of `model` on the first batch of `inputs`, and its
+    validation forward on all of them. The steps are real: `model`'s weights change, so pass a throwaway one."""
+    from clipapp.tricks import WeightEma
+
+    rng = np.random.default_rng(0)
+    y = torch.arange(len(inputs)) % n_classes
+    started = time.perf_counter()
+    ema = WeightEma(model, decay=config.ema) if config.ema > 0 else None
+    per_run = time.perf_counter() - started
+    counts = np.bincount(y.numpy(), minlength=n_classes)
+    step = _Stepper(model, inputs, y, n_classes, config, counts, rng, grid, ema)
+    batch = np.arange(min(len(inputs), config.batch_size))
+    model.train()
+    step(batch, 1.0)  # the first step allocates the optimiser's state and warms the kernels
+    started = time.perf_counter()
+    for _ in range(repeats):
+        step(batch, 1.0)
+    step_s = (time.perf_counter() - started) / max(1, repeats)  # the mean: the minimum flatters a busy machine
+    started = time.perf_counter()
+    predict(model, inputs)
+    return StepTiming(step_s, (time.perf_counter() - started) / max(1, len(inputs)), per_run)

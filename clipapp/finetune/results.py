@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
 import torch
@@ -13,6 +13,9 @@ import torch.nn.functional as F
 from clipapp.errors import ClipAppError
 from clipapp.finetune.adapter import Adapter, _json_safe
 from clipapp.finetune.config import FinetuneConfig
+
+if TYPE_CHECKING:
+    from clipapp.finetune.plan import Plan
 
 
 @dataclass
@@ -32,6 +35,7 @@ class FinetuneResult:
     notes: list[str]
     seconds: dict[str, float]
     config: FinetuneConfig
+    plan: Optional[Plan] = None  # the planner's choice and estimate (None: made without the planner)
 
     @property
     def class_names(self) -> list[str]:
@@ -53,6 +57,7 @@ class FinetuneResult:
                 "class_names": self.class_names,
                 "mode": self.config.mode,
                 "config": self.config.to_dict(),
+                "plan": None if self.plan is None else {**self.plan.to_dict(), "actual_s": self.seconds.get("total")},
             }
         )
 

@@ -25,6 +25,7 @@ from clipapp.finetune.config import FinetuneConfig, StopFlag
 from clipapp.finetune.features import EncodedImages, TrainingSetup, encode_labelled, prepare_training
 from clipapp.finetune.intake import LabelledImages, labelled_folder
 from clipapp.finetune.loop import Run, epoch_steps, fastest_threads, torch_threads, train_run
+from clipapp.finetune.measure import MeasuredCosts
 from clipapp.finetune.model_choice import (
     Selection,
     ValidationPlan,
@@ -34,6 +35,7 @@ from clipapp.finetune.model_choice import (
     fit_cache,
     plan_validation,
 )
+from clipapp.finetune.plan import Plan, choose
 from clipapp.finetune.results import FinetuneResult, confusion_counts, metrics_from_logits
 from clipapp.images.archive import labelled_root
 from clipapp.model.prompts import resolve_templates
@@ -111,10 +113,13 @@ def finetune(
     name: str = "adapter",
     progress: Optional[ProgressFn] = None,
     on_epoch: Optional[Callable[[dict], None]] = None,
+    on_plan: Optional[Callable[[Plan], None]] = None,
     stop: StopFlag = None,
 ) -> FinetuneResult:
     """Adapt `service`'s model to `data`'s classes; returns the adapter and the evidence that it is better.
 
+    First the planner (plan.py) times a few steps and fills the settings left automatic with the strongest
+    schedule that fits the budget; `on_plan(plan)` hears its choice and estimate before any training.
     `progress(done, total, message)` (clipapp.progress) is called as work advances, counting the whole plan once
     (`_PlanProgress`); `on_epoch(history)` after every epoch with the current run's curves (for live plots); setting
     `stop` (an Event or a callable) ends training at the next step and keeps the best model so far. The resident
@@ -128,12 +133,24 @@ def finetune(
     if len(class_names) < 2:
         raise ClipAppError("Fine-tuning needs at least 2 classes.")
     templates = list(resolve_templates(config.templates))
+    # the class prompts first: every schedule needs them, and the seconds they take (80 templates a class with
+    # "openai") count against the budget as time already spent
+    zero_shot = service.text_embeddings(class_names, templates)
+    chosen = choose(
+        config,
+        np.asarray(data.targets, dtype=np.int64),
+        MeasuredCosts(service, data, config),
+        config.budget_seconds(service.device.type),
+        elapsed=lambda: time.perf_counter() - started,
+    )
+    config = chosen.config.validate()
+    if on_plan is not None:
+        on_plan(chosen)
     report = _PlanProgress(progress, len(data), _training_units(data, config))
 
-    report(0, "encoding class prompts")
-    zero_shot = service.text_embeddings(class_names, templates)
+    report(0, "encoding images")
     encoded = encode_labelled(service, data, stop=stop, progress=report.encoding)
-    timings = {"encode": time.perf_counter() - started}
+    timings = {"plan": chosen.planning, "encode": time.perf_counter() - started - chosen.planning}
     counts = _check_counts(encoded, class_names)
     notes = []
     if config.mode != "partial" and config.cutmix > 0:
@@ -170,14 +187,17 @@ def finetune(
         setup = prepare_training(service, encoded, config, _start_weights(config, zero_shot))
         if config.views is not None and setup.views < config.views:
             notes.append(f"Cached {setup.views} views per image, not {config.views}: more would not fit in memory.")
-        trained = _train_and_select(setup, encoded, plan, zero_logits, config, report, on_epoch, stop, service)
+        trained = _train_and_select(
+            setup, encoded, plan, zero_logits, config, report, on_epoch, stop, service, chosen.costs.threads
+        )
         notes += trained.notes
         adapter = trained_adapter(setup, trained.state, trained.selection.best_alpha, config, **adapter_kwargs)
-    timings["train"] = time.perf_counter() - started - timings["encode"]  # every run, the refit included
+    timings["train"] = time.perf_counter() - started - timings["encode"] - chosen.planning  # every run and the refit
     timings["total"] = time.perf_counter() - started
     result = _result(
         adapter, encoded, plan, trained.selection.held_out, zero_logits, trained, counts, notes, timings, config
     )
+    result.plan = chosen
     report.finish()
     return result
 
@@ -213,6 +233,7 @@ def _train_and_select(
     on_epoch,
     stop: StopFlag,
     service: ClipService,
+    threads: int = 0,
 ) -> _Trained:
     """One run per fold (or the held-out split), the choice of epoch and blend, the sign test, then the refit."""
     targets = encoded.targets
@@ -228,7 +249,8 @@ def _train_and_select(
         grid=setup.grid,
         stop=stop,
     )
-    threads = fastest_threads(setup.build_model(), setup.inputs, service.device, batch_size=config.batch_size)
+    if not threads:  # the planner's timing chose it already, on the same model and batch size
+        threads = fastest_threads(setup.build_model(), setup.inputs, service.device, batch_size=config.batch_size)
     with torch_threads(threads):
         runs = _validation_runs(run, plan, config, report, n_runs, on_epoch)
         stopped = runs[-1].stopped

@@ -30,8 +30,11 @@ def test_finetune_then_classify_with_the_adapter(page, app_url, tmp_path):
     page.get_by_role("tab", name="Fine-tune").click()
     page.get_by_role("tabpanel").locator("input[type=file]").first.set_input_files(str(archive))
     page.get_by_role("button", name="Fine-tune", exact=True).click()
+    # the planner's choice and estimate, shown while it trains (the summary replaces it at the end)
+    expect(page.get_by_text(re.compile(r"Plan: about \d+ s: .*epochs x \d+ folds"))).to_be_visible(timeout=60_000)
     # the summary of a finished fine-tune (the page says "before/after" elsewhere while it still runs)
     expect(page.get_by_text(re.compile(r"is now used by the Zero-shot tab"))).to_be_visible(timeout=180_000)
+    expect(page.get_by_text(re.compile(r"estimated about \d+ s, took \d+ s"))).to_be_visible()
     expect(page.get_by_text(re.compile(r"before", re.I)).first).to_be_visible()
     expect(page.get_by_text(re.compile(r"after", re.I)).first).to_be_visible()
     expect(page.locator("img[src^='data:image']").first).to_be_visible()  # curves / confusion matrix

@@ -49,3 +49,21 @@ def test_fine_tunings_old_progress_type_answers_for_one_release():
     for module in (config, package, package):  # the package warns on every lookup, not just the first
         with pytest.warns(DeprecationWarning, match="ProgressFn moved to clipapp.progress.ProgressFn"):
             assert module.ProgressFn is clipapp.progress.ProgressFn
+
+
+def test_time_left_follows_the_estimate_early_and_the_rate_late():
+    from clipapp.progress import TimeLeft
+
+    now = [0.0]
+    left = TimeLeft(clock=lambda: now[0])
+    assert left.message(0, 10, "encoding") == "encoding"  # nothing known yet: no guess
+    left.expect(100.0)
+    now[0] = 10.0
+    assert left.seconds_left(0, 10) == 90.0  # the estimate minus the time spent
+    now[0] = 80.0  # 9 of 10 done in 80 s: the rate says 8.9 s more, the estimate 20
+    assert abs(left.seconds_left(9, 10) - (0.9 * 80 / 9 + 0.1 * 20)) < 1e-9
+    assert left.message(9, 10, "epoch 9/10") == "epoch 9/10 (about 10 s left)"
+    assert left.message(10, 10, "done") == "done"
+    rate_only = TimeLeft(clock=lambda: now[0])
+    now[0] += 20.0
+    assert rate_only.seconds_left(1, 20) is None and rate_only.seconds_left(5, 20) == 60.0

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from clipapp.app.sessions import SessionStore
     from clipapp.classify.suspects import Suspect
     from clipapp.finetune.intake import LabelledImages
+    from clipapp.finetune.plan import Plan
     from clipapp.finetune.results import FinetuneResult
     from clipapp.model.label_check import LabelWarning
 
@@ -135,9 +136,10 @@ def finetune_to_file(
     *,
     progress: Optional[ProgressFn] = None,
     on_warning: Optional[Callable[[LabelWarning], None]] = None,
+    on_plan: Optional[Callable[[Plan], None]] = None,
 ) -> AdapterReport:
     """Fine-tune on `source` and save the adapter as OUT.safetensors and OUT.json. The class names are checked
-    first (`on_warning` hears each warning before training starts)."""
+    first (`on_warning` hears each warning before training starts, `on_plan` the planner's choice)."""
     from clipapp.finetune import finetune_labelled, labelled_folder
     from clipapp.finetune.adapter import adapter_paths
     from clipapp.images.archive import labelled_root
@@ -153,7 +155,7 @@ def finetune_to_file(
         for warning in warnings:
             if on_warning is not None:
                 on_warning(warning)
-        result = finetune_labelled(service, labelled, config, out=out, progress=progress)
+        result = finetune_labelled(service, labelled, config, out=out, progress=progress, on_plan=on_plan)
     weights_path, _ = adapter_paths(out)
     return AdapterReport(model=service.spec, adapter=Path(weights_path), result=result, warnings=warnings)
 
@@ -235,12 +237,15 @@ def finetune_for_session(
     stop: Optional[Callable[[], bool]] = None,
     progress: Optional[ProgressFn] = None,
     on_epoch: Optional[Callable[[dict], None]] = None,
+    on_plan: Optional[Callable[[Plan], None]] = None,
 ) -> SessionAdapter:
     """Fine-tune on `data` and keep the adapter as `session`'s classifier (without a session: under the state
     folder's adapters/, for download only)."""
     from clipapp.finetune import finetune
 
-    result = finetune(sessions.service, data, config, name=name, stop=stop, progress=progress, on_epoch=on_epoch)
+    result = finetune(
+        sessions.service, data, config, name=name, stop=stop, progress=progress, on_epoch=on_epoch, on_plan=on_plan
+    )
     adapter = result.adapter
     if session:
         files = sessions.save_adapter(session, adapter)

@@ -214,7 +214,7 @@ def _add_settings(parser: argparse.ArgumentParser) -> None:
             type=_setting_type(spec),
             choices=spec.setting.choices or None,
             default=spec.default,
-            metavar=None if spec.setting.choices else _METAVARS[spec.type],
+            metavar=None if spec.setting.choices else spec.setting.metavar or _METAVARS[spec.type],
             help=help_text,
         )
 

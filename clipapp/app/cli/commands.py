@@ -23,6 +23,11 @@ def _print_warning(warning) -> None:
     print(f"warning: {warning.message}", file=sys.stderr)
 
 
+def _print_plan(plan) -> None:
+    """The planner's choice, before the progress bar starts (plan.Plan.line)."""
+    print(f"plan: {plan.line()}", file=sys.stderr, flush=True)
+
+
 def classify(args: argparse.Namespace):
     if not args.labels and not args.adapter:
         raise ClipAppError("give --labels (or --adapter)")
@@ -150,9 +155,17 @@ def finetune(args: argparse.Namespace):
         data_dir=args.data_dir, classes=args.classes or (), from_csv=args.from_csv, from_index=args.from_index
     )
     service = load_service(args)
-    # a unit is an image encoded or an epoch trained (clipapp.finetune.run, "_PlanProgress")
+    # a unit is an image encoded or an epoch trained (clipapp.finetune.run, "_PlanProgress"); tqdm shows the ETA
     with bar(unit="step", disable=args.json or args.quiet) as progress:
-        return actions.finetune_to_file(service, source, config, args.out, progress=progress, on_warning=_print_warning)
+        return actions.finetune_to_file(
+            service,
+            source,
+            config,
+            args.out,
+            progress=progress,
+            on_warning=_print_warning,
+            on_plan=None if args.quiet else _print_plan,
+        )
 
 
 def evaluate(args: argparse.Namespace):

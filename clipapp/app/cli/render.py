@@ -53,6 +53,13 @@ def _metrics_line(name: str, metrics) -> str:
     return f"{name}: top-1 {metrics['top1']:.1%}  top-5 {metrics['top5']:.1%}  (n={metrics['n']})"
 
 
+def _ran_line(result) -> str:
+    took = result.seconds.get("total", 0.0)
+    if result.plan is None:
+        return f"took: {took:.1f} s"
+    return f"ran: {result.plan.label}; estimated {result.plan.seconds:.1f} s, took {took:.1f} s"
+
+
 def adapter_text(report, _args: argparse.Namespace) -> str:
     """`AdapterReport`: the classes, the validation, accuracy before and after, and the adapter's file."""
     result = report.result
@@ -66,6 +73,7 @@ def adapter_text(report, _args: argparse.Namespace) -> str:
             _metrics_line("after (adapted)  ", result.after),
             *[f"note: {note}" for note in result.notes],
             *[f"skipped: {s}" for s in result.skipped],
+            _ran_line(result),
             f"adapter: {report.adapter}",
         ]
     )

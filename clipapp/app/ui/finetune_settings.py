@@ -30,6 +30,7 @@ PAGE_SETTINGS: tuple[tuple[str, ...], ...] = (
     ("ema", "sam"),
     (LOSS,),
     ("wise_alpha", "seed"),
+    ("budget",),  # last: the API's parameters keep their positions
 )
 SETTING_NAMES = tuple(name for row in PAGE_SETTINGS for name in row)
 SettingControl = gr.Slider | gr.Number | gr.Radio | gr.Dropdown  # the kinds a `Control` names
@@ -44,19 +45,17 @@ def make_config(values: Mapping[str, Any]) -> FinetuneConfig:
 
 
 def page_value(name: str) -> Any:
-    """A control's initial value: the field's default (for a mode-dependent one, the default mode's value)."""
+    """A control's initial value: the field's default, "auto" where that is automatic (the planner's choice within
+    the budget, or the chosen mode's own schedule)."""
     if name == LOSS:
         return loss_name(DEFAULTS)
     spec = settings()[name]
-    if spec.default is None:
-        return getattr(DEFAULTS, name) if spec.mode_dependent else "auto"
-    return spec.default
+    return "auto" if spec.default is None else spec.default
 
 
 def api_default(name: str) -> Any:
-    """A setting's default in the API: the page's, except that a mode-dependent one left out (None) is the chosen
-    mode's own (MODE_DEFAULTS), not the default mode's."""
-    return None if name != LOSS and settings()[name].mode_dependent else page_value(name)
+    """A setting's default in the API: the page's, except that an automatic one left out is None (the same)."""
+    return None if name != LOSS and settings()[name].default is None else page_value(name)
 
 
 def _loss_control() -> gr.Radio:
@@ -87,9 +86,11 @@ def settings_control(name: str) -> SettingControl:
             (f"{help_[:1].upper()}{help_[1:]}" + (" (default)" if choice == spec.default else ""), choice)
             for choice, help_ in zip(spec.setting.choices, spec.setting.choice_help, strict=True)
         ]
+        if spec.optional:  # automatic: the setting's `auto` says what that means
+            choices.insert(0, (f"Auto: {spec.setting.auto} (default)", "auto"))
         return gr.Radio(choices, value=value, label=label)
     if control.kind == "dropdown":
-        options = ["auto", *(f"{option:g}" for option in control.options)]
+        options = ["auto", *control.words, *(f"{option:g}" for option in control.options)]
         return gr.Dropdown(options, value=value, allow_custom_value=True, label=label, info=info)
     raise ValueError(f"FinetuneConfig.{name}: unknown control kind {control.kind!r}")
 

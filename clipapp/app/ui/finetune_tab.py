@@ -33,7 +33,6 @@ from clipapp.app.ui.common import (
     user_errors,
 )
 from clipapp.app.ui.finetune_settings import (
-    DEFAULTS,
     PAGE_SETTINGS,
     SETTING_NAMES,
     SettingControl,
@@ -41,13 +40,11 @@ from clipapp.app.ui.finetune_settings import (
     settings_control,
     settings_handler,
 )
-from clipapp.finetune import (
-    MODE_DEFAULTS,
-    FinetuneConfig,
-)
+from clipapp.finetune import FinetuneConfig
 from clipapp.finetune.intake import LabelledImages
 from clipapp.images.decode import load_image
 from clipapp.lru import LRU
+from clipapp.progress import TimeLeft
 from clipapp.viz import figures as viz
 
 log = logging.getLogger(__name__)
@@ -121,6 +118,19 @@ def collect_labelled(zip_file, rows: list[tuple[str, Optional[Sequence]]], workd
     return actions.labelled_page_uploads(zip_path, class_rows, workdir)
 
 
+def plan_markdown(plan) -> str:
+    """The planner's choice, shown before training starts (plan.Plan.line: "about 50 s: head + last 1 block, ...")."""
+    return f"**Plan:** {plan.line()}. Training starts now; the bar below shows the time left."
+
+
+def ran_line(result) -> str:
+    """What ran, its estimate and how long it took, for the summary."""
+    plan, took = result.plan, result.seconds.get("total", 0.0)
+    if plan is None:
+        return f"Took {took:.0f} s."
+    return f"Ran: {plan.label}; estimated about {plan.seconds:.0f} s, took {took:.0f} s."
+
+
 def summary_markdown(result, adapter_name: str) -> str:
     lines = []
     if result.before and result.after:
@@ -136,6 +146,7 @@ def summary_markdown(result, adapter_name: str) -> str:
             f"top-5 {result.before['top5']:.1%} → {result.after['top5']:.1%}. "
             f"Best epoch: {result.best_epoch}."
         )
+    lines.append(ran_line(result))
     if result.stopped:
         lines.append("Stopped early: the adapter is the best model so far.")
     lines += [f"- {note}" for note in result.notes]
@@ -183,6 +194,12 @@ def follow_finetune(
     session = session_of(request)
 
     def work(should_stop, emit):
+        eta = TimeLeft()
+
+        def planned(plan) -> None:
+            eta.expect(plan.seconds)
+            emit("plan", plan)
+
         try:
             return actions.finetune_for_session(
                 ctx.sessions,
@@ -192,8 +209,9 @@ def follow_finetune(
                 name=name,
                 stop=should_stop,
                 # the job's "progress" event carries (fraction, message), what gr.Progress draws
-                progress=lambda done, total, m: emit("progress", done / max(1, total), m),
+                progress=lambda done, total, m: emit("progress", done / max(1, total), eta.message(done, total, m)),
                 on_epoch=lambda h: emit("epoch", h),
+                on_plan=planned,
             )
         finally:
             if cleanup is not None:
@@ -206,6 +224,9 @@ def follow_finetune(
     for event in job.events(CURVE_REFRESH_S):
         if event is not None and event.kind == "progress":
             progress(*event.payload)
+        elif event is not None and event.kind == "plan":
+            yield plan_markdown(event.payload[0]), skip, skip, skip, skip, skip
+            continue
         elif event is not None and event.kind == "epoch":
             pending = event.payload[0]
         if pending is not None and time.monotonic() - last_draw >= CURVE_REFRESH_S:
@@ -216,9 +237,8 @@ def follow_finetune(
             yield skip, skip, skip, skip, skip, skip  # a turn for Gradio to cancel us between events
     kept = job.result
     result, adapter = kept.result, kept.result.adapter
-    title = {"cache": "cache adapter: no training"}.get(
-        config.mode, "held-out curves (mean over folds)" if result.validation["kind"] == "kfold" else "curves"
-    )
+    curves_title = "held-out curves (mean over folds)" if result.validation["kind"] == "kfold" else "curves"
+    title = {"cache": "cache adapter: no training"}.get(result.config.mode or "", curves_title)
     confusion_figure = None
     if result.confusion_after is not None:
         confusion_figure = viz.confusion_matrix_figure(np.asarray(result.confusion_after), result.class_names)
@@ -354,14 +374,6 @@ def build_tab(ctx: AppContext, adapter_state: gr.State) -> FinetuneHandles:
             ctx.jobs.stop(session)
 
     setting_controls = [controls[name] for name in SETTING_NAMES]
-    # Each mode has its own measured schedule (MODE_DEFAULTS): head 80 epochs, partial 30; the slider follows it.
-    controls["mode"].change(
-        lambda m: gr.update(value=MODE_DEFAULTS[m or DEFAULTS.mode]["epochs"]),
-        controls["mode"],
-        controls["epochs"],
-        api_visibility="private",
-        queue=False,
-    )
     outputs = [summary, curves, confusion, report, download, adapter_state]
     run_button.click(
         user_errors(settings_handler(run_finetune, upload_parameters)),

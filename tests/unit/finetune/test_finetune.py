@@ -4,6 +4,7 @@ fine-tuning on a copy, the cache adapter, the CLI contracts, safe zip extraction
 from __future__ import annotations
 
 import json
+import re
 import zipfile
 from pathlib import Path
 
@@ -388,6 +389,18 @@ def test_cli_finetune_eval_classify_contracts(capsys, tiny_spec, tmp_path):
     assert len(classified["results"][0]["top"]) == 2 and classified["results"][0]["top"][0]["label"] in CLASSES
 
 
+def test_cli_prints_the_plan_before_training(capsys, tiny_spec, tmp_path):
+    """The plan line (what runs, about how long, the budget) comes before the progress bar; the report ends with
+    what ran against its estimate."""
+    data = write_folder(tmp_path / "data", colour_images(4))
+    argv = ["finetune", str(data), "--out", str(tmp_path / "p"), "--model", tiny_spec, "--budget", "5m"]
+    assert main([*argv, "--mode", "head"]) == 0
+    out, err = capsys.readouterr()
+    plan = re.search(r"plan: about \d+ s: head, \d+ epochs x \d+ folds \(budget 300 s\)", err)
+    assert plan is not None and plan.start() == 0  # first, before the (here disabled: no terminal) progress bar
+    assert re.search(r"ran: head, \d+ epochs x \d+ folds; estimated [\d.]+ s, took [\d.]+ s", out)
+
+
 def test_cli_errors_are_messages(capsys, tiny_spec, tmp_path):
     data = write_folder(tmp_path / "data", colour_images(2))
     assert (
@@ -495,6 +508,21 @@ def test_gradio_finetune_endpoint(client, tmp_path):
     result = client.predict([handle_file(str(image))], "", "simple", "", 2, api_name="/classify")
     assert result["model"].endswith(f"+ adapter {report['adapter']}")
     assert {t["label"] for t in result["results"][0]["top"]} <= set(CLASSES)
+
+
+def test_the_page_shows_the_plan_before_training_ends(client, tmp_path):
+    """The /finetune stream (what the page draws) says the planner's choice and estimate before the summary, and the
+    summary says what ran against its estimate."""
+    from gradio_client import handle_file
+
+    archive = write_zip(tmp_path / "colours.zip", colour_images(4))
+    job = client.submit(zip_file=handle_file(str(archive)), mode="head", budget="120", api_name="/finetune")
+    final = job.result()[0]
+    summaries = [output[0] for output in job.outputs()]
+    planned = next(i for i, text in enumerate(summaries) if text and text.startswith("**Plan:** about "))
+    assert "budget 120 s" in summaries[planned] and "head" in summaries[planned]
+    assert planned < len(summaries) - 1 and "is now used by the Zero-shot tab" not in summaries[planned]
+    assert re.search(r"Ran: head, \d+ epochs x \d+ folds; estimated about \d+ s, took \d+ s", final)
 
 
 def test_an_adapter_is_private_to_the_session_that_trained_it(app_url, tmp_path, photos):

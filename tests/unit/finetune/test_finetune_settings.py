@@ -69,6 +69,8 @@ API_BEFORE = [
     "seed",
 ]
 
+API_ADDED = ["budget"]  # the parameters added since, in order
+
 
 def _finetune_parser():
     parser = build_parser()
@@ -124,7 +126,9 @@ def test_help_shows_each_default():
     for spec in settings().values():
         assert spec.flag in text
         assert f"(default: {spec.default_text()})" in text, spec.name
-    assert "(default: partial)" in text and "(default: 0.6)" in text  # mode, lr: the dataclass's, spelled out
+    assert "(default: 0.6)" in text  # lr: the dataclass's, spelled out
+    assert "(default: the strongest that fits the budget)" in text  # mode: the planner's (clipapp/finetune/plan.py)
+    assert "(default: 60 s on a CPU, 300 s on a GPU)" in text
     assert "(default: the mode's: head 80, cache 80, partial 30)" in text
 
 
@@ -242,9 +246,7 @@ def test_the_tabs_controls_carry_the_dataclass_defaults_and_metadata(tab):
             assert control.value == "cross-entropy"  # the dataclass's focal and class_balanced are 0
             continue
         spec, default = settings()[name], fields[name].default
-        if name in MODE_DEFAULTS[fields["mode"].default]:
-            assert control.value == MODE_DEFAULTS[fields["mode"].default][name]  # the default mode's schedule
-        elif default is None:
+        if default is None:  # the mode's schedule, or the planner's choice within the budget
             assert control.value == "auto"
         else:
             assert control.value == default, name
@@ -253,7 +255,8 @@ def test_the_tabs_controls_carry_the_dataclass_defaults_and_metadata(tab):
             ui = spec.setting.control
             assert (control.minimum, control.maximum, control.step) == (ui.minimum, ui.maximum, ui.step)
         if spec.setting.choices:
-            assert [value for _, value in control.choices] == list(spec.setting.choices)
+            automatic = ["auto"] if spec.optional else []
+            assert [value for _, value in control.choices] == [*automatic, *spec.setting.choices]
 
 
 def test_the_page_left_as_it_is_makes_the_default_config(tab):
@@ -285,7 +288,7 @@ def test_the_finetune_api_keeps_its_parameter_names(tiny_service, tmp_path):
 
     api = build_app(AppContext(service=tiny_service, state_dir=tmp_path)).get_api_info()["named_endpoints"]
     finetune = {p["parameter_name"]: p for p in api["/finetune"]["parameters"]}
-    assert list(finetune) == API_BEFORE
+    assert list(finetune) == [*API_BEFORE, *API_ADDED]  # new settings come last: positional calls keep working
     assert all(p["parameter_has_default"] for p in finetune.values())
     selection = [p["parameter_name"] for p in api["/finetune_selection"]["parameters"]]
-    assert selection == ["selection_", "source_", *API_BEFORE[9:]]
+    assert selection == ["selection_", "source_", *API_BEFORE[9:], *API_ADDED]
