@@ -175,10 +175,10 @@ def payload_json(payload: dict) -> str:
     return text.replace("&", "\\u0026").replace("<", "\\u003c").replace(">", "\\u003e")
 
 
-def map_document(result, image_url: Callable[[str], str]) -> str:
+def map_document(result, image_url: Callable[[str], str], *, max_drawn: int = MAX_DRAWN) -> str:
     """A standalone HTML page of the map; a lasso or box selection lists the selected paths in a text area, ready
     for `clipapp tag --from FILE` or `clipapp finetune --class NAME=...`."""
-    payload = payload_json(drawn_payload(result, image_url))
+    payload = payload_json(drawn_payload(result, image_url, max_drawn=max_drawn))
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>clipapp map</title></head>
 <body style="font-family:sans-serif">

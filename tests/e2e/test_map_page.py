@@ -36,6 +36,18 @@ def _inside(x: float, y: float, polygon: list[tuple[float, float]]) -> bool:
     return odd
 
 
+def _lasso(canvas, page, corners: list[tuple[float, float]]) -> None:
+    """Draw a closed lasso through `corners` (canvas pixels) with mouse moves, where the canvas is now."""
+    canvas.scroll_into_view_if_needed()  # page.mouse works in viewport coordinates
+    box = canvas.bounding_box()
+    scale = box["width"] / float(canvas.get_attribute("width"))  # canvas pixels -> CSS pixels
+    page.mouse.move(box["x"] + corners[0][0] * scale, box["y"] + corners[0][1] * scale)
+    page.mouse.down()
+    for x, y in corners[1:] + corners[:1]:
+        page.mouse.move(box["x"] + x * scale, box["y"] + y * scale, steps=8)
+    page.mouse.up()
+
+
 def _selected_paths(page, expected_count: int) -> list[str]:
     selected = page.get_by_label("Selected images (one path per line)")
     expect(selected).to_have_value(
@@ -55,24 +67,15 @@ def test_a_lasso_on_the_map_adds_the_images_inside_it_to_a_class_and_tags_them(p
         if _inside(PAD + p["x"] * (width - 2 * PAD), PAD + (1 - p["y"]) * (HEIGHT - 2 * PAD), corners)
     )
     assert len(inside) >= 2, "the examples' map should put several images inside the diamond"
-    box = canvas.bounding_box()
-    scale = box["width"] / width  # canvas pixels -> CSS pixels (1 unless the page zooms)
     page.locator("#collection-map .clipmap-mode-lasso").click()
-    page.mouse.move(box["x"] + corners[0][0] * scale, box["y"] + corners[0][1] * scale)
-    page.mouse.down()
-    for x, y in corners[1:] + corners[:1]:
-        page.mouse.move(box["x"] + x * scale, box["y"] + y * scale, steps=8)
-    page.mouse.up()
+    _lasso(canvas, page, corners)
     assert sorted(_selected_paths(page, len(inside))) == inside
     page.get_by_label("Class name").fill("lassoed")
     page.get_by_role("button", name="Add to class").click()
     expect(page.locator("#collected-classes")).to_contain_text(re.compile(rf"lassoed\s*{len(inside)}"))
-    # "Add to class" empties the selection: lasso again, then tag
-    page.mouse.move(box["x"] + corners[0][0] * scale, box["y"] + corners[0][1] * scale)
-    page.mouse.down()
-    for x, y in corners[1:] + corners[:1]:
-        page.mouse.move(box["x"] + x * scale, box["y"] + y * scale, steps=8)
-    page.mouse.up()
+    # "Add to class" empties the selection (and the page grew above the map): lasso again, then tag
+    expect(page.get_by_label("Selected images (one path per line)")).to_have_value("")
+    _lasso(canvas, page, corners)
     _selected_paths(page, len(inside))
     page.get_by_label("Tag name").fill("from-the-map")
     page.get_by_role("button", name="Tag these").click()
