@@ -644,7 +644,7 @@ class Store:
     def allowed_among(self, search_filter: SearchFilter, ids: np.ndarray) -> np.ndarray:
         """The sorted content ids among `ids` with at least one path that passes `search_filter`: the filter checked
         on a few candidates through the content index (paths_by_content), never a scan of the filter's range."""
-        where, args = search_filter.where()
+        where, args = search_filter.where(per_row=True)
         wanted = np.unique(np.asarray(ids, dtype=np.int64))
         wanted = wanted[wanted >= 0].tolist()
         found: list[int] = []
