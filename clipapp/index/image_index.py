@@ -720,7 +720,7 @@ class ImageIndex:
             todo = todo[(ids[todo] < 0).any(axis=1)]
             if not len(todo) or fetch >= min(self._count, FILTER_OVERFETCH_MAX_FETCH):
                 break
-            fetch *= FILTER_OVERFETCH_RETRY
+            fetch = min(fetch * FILTER_OVERFETCH_RETRY, FILTER_OVERFETCH_MAX_FETCH)
         return scores, ids
 
     def _search_prefiltered(self, queries: np.ndarray, k: int, allowed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
