@@ -265,3 +265,12 @@ def test_overfetch_short_of_k_allowed_candidates_falls_back_to_the_listing(monke
     truth = far[np.argsort(-(vectors[far] @ query))][:5].tolist()
     assert found == truth and listed == [1]
     index.close()
+
+
+def test_the_route_count_counts_passing_paths_and_stops_at_its_limit(dated):
+    index, _ = dated
+    store, folder = index._store, SearchFilter.parse(under="/p")
+    assert store.count_matching(folder) == 6  # five images under /p, and f's alias /p/2021/copy-of-f.jpg
+    assert store.count_matching(folder, limit=4) == 4
+    assert store.count_matching(SearchFilter.parse(tag="cat")) == 2
+    assert store.count_matching(SearchFilter.parse(after="2999-01-01")) == 0
