@@ -404,7 +404,7 @@ def _wire_picks(ctx: AppContext, source: gr.Dropdown, c: _PickControls) -> None:
 
 
 def _wire_tagging(ctx: AppContext, source: gr.Dropdown, c: _PickControls, tag: gr.Dropdown) -> None:
-    """ "Tag these": the selected images get a tag in the index, which the "Only tagged" filter then offers."""
+    """The "Tag these" button: the selected images get a tag in the index, which "Only tagged" then offers."""
 
     def tag_these(tag_name_, selected_=None, source_=EXAMPLES, request: Optional[gr.Request] = None):
         """-> (the tagging's JSON, a line saying what was tagged, the "Only tagged" choices)."""
