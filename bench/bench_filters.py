@@ -4,14 +4,16 @@
 
 Data: bench_search.py's clustered unit vectors written into an index folder in bulk (kept under --work and reused by
 the next run). Each image gets a random day out of 1000 (70% as an EXIF `captured_at`, 30% only as the file's mtime,
-so both halves of the date filter are used): a 10-day range passes 1% of the images, 100 days 10%, 500 days 50%.
+so both halves of the date filter are used): a 10-day range passes 1% of the images, 50 days 5%, 100 days 10%, 500
+days 50%.
 
 Per run and per selectivity, the single-query p50 (ms, over --queries queries, each method on the same queries) of:
 * unfiltered: `index.search(q, k=10)`;
-* filtered, ours: `index.search(q, k=10, filter=SearchFilter(after, before))` as shipped (SQL listing of the allowed
-  ids included), and each route forced: exact (score the allowed vectors read from the file), IDSelector (faiss
-  prefilter), over-fetch (2k/fraction unfiltered candidates, keep the allowed);
-* the SQL listing alone;
+* filtered, ours: `index.search(q, k=10, filter=SearchFilter(after, before))` as shipped (the SQL count that
+  chooses the route, and the listing or the candidate check, included), and each route of --routes forced: exact
+  (list the allowed ids, score their vectors read from the file), selector (list them, faiss IDSelector prefilter),
+  overfetch (2k/fraction unfiltered candidates, checked against SQL by content id);
+* the SQL listing of the allowed ids alone, and the SQL count alone;
 * numpy: the obvious mask + brute force over the vectors held in RAM (`s = X @ q; s[~mask] = -inf; top 10`), with
   the mask precomputed (it does not count the date lookup).
 Recall@10 of each filtered route against the exact filtered answer. Figures: min / median / max over the runs.
@@ -38,7 +40,7 @@ from clipapp.index import image_index as image_index_module
 K = 10
 DAYS = 1000
 FIRST_DAY = dt.date(2020, 1, 1)
-SELECTIVITY_DAYS = {"1%": 10, "10%": 100, "50%": 500}
+SELECTIVITY_DAYS = {"1%": 10, "5%": 50, "10%": 100, "50%": 500}
 
 
 def day_stamp(day: dt.date) -> float:
@@ -80,7 +82,9 @@ def forced(route: str):
     return {"FILTER_EXACT_MAX": 0, "FILTER_OVERFETCH_MIN_FRACTION": 0.0}  # over-fetch
 
 
-def one_run(index: ImageIndex, database: np.ndarray, days: np.ndarray, queries: np.ndarray, which: list) -> dict:
+def one_run(
+    index: ImageIndex, database: np.ndarray, days: np.ndarray, queries: np.ndarray, which: list, routes: list
+) -> dict:
     row: dict = {}
     ids = lambda result: [hit.id for hit in result[0].hits]  # noqa: E731
     row["unfiltered"], _ = p50_ms(lambda q: ids(index.search(q, k=K)), queries)
@@ -98,9 +102,11 @@ def one_run(index: ImageIndex, database: np.ndarray, days: np.ndarray, queries: 
 
         row[f"{label} numpy"], truth = p50_ms(brute, queries)
         row[f"{label} sql"], _ = p50_ms(lambda q, f=chosen: index._store.ids_matching(f), queries[:5])
+        if hasattr(index._store, "count_matching"):  # not in the code before it (a before/after comparison)
+            row[f"{label} count"], _ = p50_ms(lambda q, f=chosen: index._store.count_matching(f), queries[:5])
         row[f"{label} ours"], found = p50_ms(lambda q, f=chosen: ids(index.search(q, k=K, filter=f)), queries)
         row[f"{label} ours recall"] = recall(found, truth)
-        for route in ("exact", "selector", "overfetch"):
+        for route in filter(None, routes):
             saved = {name: getattr(image_index_module, name) for name in forced(route)}
             for name, value in forced(route).items():
                 setattr(image_index_module, name, value)
@@ -128,6 +134,7 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=30)
     parser.add_argument("--work", default="/tmp/bench_filters")
     parser.add_argument("--selectivities", default="1%,10%,50%", help="of " + ", ".join(SELECTIVITY_DAYS))
+    parser.add_argument("--routes", default="exact,selector,overfetch", help="the routes to force, comma separated")
     args = parser.parse_args()
     n = SIZES.get(args.n) or int(args.n)
     database, queries = clustered_dataset(n, args.dim, args.queries, seed=0)
@@ -143,7 +150,7 @@ def main() -> None:
     print(f"structure: {index.structure}", flush=True)
     rows = []
     for run in range(args.runs):
-        rows.append(one_run(index, database, days, queries, args.selectivities.split(",")))
+        rows.append(one_run(index, database, days, queries, args.selectivities.split(","), args.routes.split(",")))
         print(f"run {run + 1}: " + ", ".join(f"{k}={v:.3g}" for k, v in rows[-1].items()), flush=True)
     print(f"\n{'at ' + args.n + ' x ' + str(args.dim):<28} p50 ms (min / median / max of {args.runs} runs)")
     for key in rows[0]:

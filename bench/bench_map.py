@@ -5,10 +5,12 @@ placed by neighbours) and for PCA to 2D: sklearn's `trustworthiness` (k=10: are 
 and k-NN class agreement (share of each image's 10 nearest 2D neighbours with its class). Also "ours, all fitted"
 (UMAP on every image) to show what the sample costs.
 scale: time and peak RSS of `compute_layout` on N synthetic clustered unit vectors, generated chunk by chunk (the
-vectors are never all in memory, as with an index), each size in a fresh process so ru_maxrss is its own.
+vectors are never all in memory, as with an index), each size in a fresh process so ru_maxrss is its own; with
+--index FOLDER, of `index_layout` on that index instead (as `clipapp map` computes it, the cache removed first).
 
     python bench/bench_map.py quality --n 3000
     python bench/bench_map.py scale --n 100000 --runs 3
+    python bench/bench_map.py scale --index /tmp/bench_filters/1000000x512 --runs 3
 """
 
 from __future__ import annotations
@@ -70,17 +72,23 @@ def quality(n: int) -> None:
     start = time.perf_counter()
     rows["PCA"] = (PCA(2, random_state=0).fit_transform(vectors), time.perf_counter() - start)
     start = time.perf_counter()
-    rows["ours (sample 1000)"] = (compute_layout(array_chunks(vectors), n, vectors.shape[1], fit_sample=1000).xy,
-                                  time.perf_counter() - start)
+    rows["ours (sample 1000)"] = (
+        compute_layout(array_chunks(vectors), n, vectors.shape[1], fit_sample=1000).xy,
+        time.perf_counter() - start,
+    )
     start = time.perf_counter()
-    rows["ours (all fitted)"] = (compute_layout(array_chunks(vectors), n, vectors.shape[1], fit_sample=n).xy,
-                                 time.perf_counter() - start)
+    rows["ours (all fitted)"] = (
+        compute_layout(array_chunks(vectors), n, vectors.shape[1], fit_sample=n).xy,
+        time.perf_counter() - start,
+    )
     print(f"Fashion-MNIST test, first {n} images, demo model ({vectors.shape[1]}-d)")
     print(f"{'method':<20} {'trustworthiness@10':>18} {'10-NN class agreement':>22} {'seconds':>8}")
     print(f"{'(the vectors)':<20} {'1.000':>18} {knn_agreement(vectors, labels):>22.3f}")
     for name, (xy, secs) in rows.items():
-        print(f"{name:<20} {trustworthiness(vectors, xy, n_neighbors=10):>18.3f} "
-              f"{knn_agreement(xy, labels):>22.3f} {secs:>8.1f}")
+        print(
+            f"{name:<20} {trustworthiness(vectors, xy, n_neighbors=10):>18.3f} "
+            f"{knn_agreement(xy, labels):>22.3f} {secs:>8.1f}"
+        )
 
 
 def one_scale_run(n: int) -> None:
@@ -91,30 +99,59 @@ def one_scale_run(n: int) -> None:
     print(json.dumps({"n": n, "seconds": seconds, "peak_rss_mb": rss / 2**20, "method": layout.method}))
 
 
-def scale(n: int, runs: int) -> None:
+def one_index_run(folder: str) -> None:
+    """The map of an existing index as `clipapp map` computes it (index_layout: the vectors read from the index's
+    file in chunks, every path listed), the cache beside it removed first so it is computed."""
+    from pathlib import Path
+
+    from clipapp.index import ImageIndex
+    from clipapp.index.layout import MAP_META, index_layout
+
+    for old in Path(folder).glob("map-*.npz"):
+        old.unlink()
+    (Path(folder) / MAP_META).unlink(missing_ok=True)
+    start = time.perf_counter()
+    with ImageIndex.open(folder) as index:
+        paths, layout = index_layout(index)
+    seconds = time.perf_counter() - start
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print(json.dumps({"n": len(paths), "seconds": seconds, "peak_rss_mb": rss / 2**20, "method": layout.method}))
+
+
+def scale(n: int, runs: int, index: str | None = None) -> None:
     results = []
     for _ in range(runs):
-        out = subprocess.run([sys.executable, __file__, "_one", "--n", str(n)], capture_output=True, text=True,
-                             check=True).stdout.strip().splitlines()[-1]
+        argv = ["_index", "--index", index] if index else ["_one", "--n", str(n)]
+        out = (
+            subprocess.run([sys.executable, __file__, *argv], capture_output=True, text=True, check=True)
+            .stdout.strip()
+            .splitlines()[-1]
+        )
         results.append(json.loads(out))
         print(out, flush=True)
     secs = sorted(r["seconds"] for r in results)
     rss = sorted(r["peak_rss_mb"] for r in results)
-    print(f"n={n}: seconds min/median/max {secs[0]:.1f}/{statistics.median(secs):.1f}/{secs[-1]:.1f}; "
-          f"peak RSS MB min/median/max {rss[0]:.0f}/{statistics.median(rss):.0f}/{rss[-1]:.0f} "
-          f"(the (n, {DIM}) vectors would be {n * DIM * 4 / 2**20:.0f} MB)")
+    n = results[0]["n"]
+    print(
+        f"n={n}: seconds min/median/max {secs[0]:.1f}/{statistics.median(secs):.1f}/{secs[-1]:.1f}; "
+        f"peak RSS MB min/median/max {rss[0]:.0f}/{statistics.median(rss):.0f}/{rss[-1]:.0f} "
+        f"(the (n, {DIM}) vectors would be {n * DIM * 4 / 2**20:.0f} MB)"
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=("quality", "scale", "_one"))
+    parser.add_argument("what", choices=("quality", "scale", "_one", "_index"))
     parser.add_argument("--n", type=int, default=3000)
+    parser.add_argument("--index", help="scale: map this index folder (e.g. bench_filters.py's 1M one) instead")
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
     if args.what == "quality":
         quality(args.n)
     elif args.what == "scale":
-        scale(args.n, args.runs)
+        scale(args.n, args.runs, args.index)
+    elif args.what == "_index":
+        one_index_run(args.index)
     else:
         one_scale_run(args.n)
 

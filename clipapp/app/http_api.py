@@ -76,6 +76,8 @@ def create_app(
     _add_model_routes(app, sessions.service, guarded)
     _add_search_route(app, sessions, guarded)
     _add_duplicates_route(app, sessions, guarded)
+    _add_map_route(app, sessions, guarded)
+    _add_tag_route(app, sessions, guarded)
     return app
 
 
@@ -245,3 +247,31 @@ def _add_duplicates_route(app: FastAPI, sessions: SessionStore, guarded: list) -
     ) -> dict:
         """Near-duplicate groups of one of the server's indexes, as `python -m clipapp duplicates --json`."""
         return actions.shared_duplicates(sessions, source, threshold=threshold).to_dict()
+
+
+def _add_map_route(app: FastAPI, sessions: SessionStore, guarded: list) -> None:
+    @app.post(f"/{API_VERSION}/map", tags=["v1"], dependencies=guarded)
+    def collection_map(
+        source: Annotated[str, Form(description="examples, or a folder the server allows")] = "examples",
+        labels: Annotated[
+            Optional[str], Form(description="name clusters from these labels, comma separated (default: built in)")
+        ] = None,
+        clusters: Annotated[
+            Optional[int], Form(ge=1, description="number of k-means clusters (default: sqrt(n/2), at most 30)")
+        ] = None,
+    ) -> dict:
+        """Every image of one of the server's indexes in 2D with named clusters, as `python -m clipapp map --json`."""
+        names = [t for t in (labels or "").split(",") if t.strip()]
+        return actions.shared_map(sessions, source, labels=names, clusters=clusters).to_dict()
+
+
+def _add_tag_route(app: FastAPI, sessions: SessionStore, guarded: list) -> None:
+    @app.post(f"/{API_VERSION}/tag", tags=["v1"], dependencies=guarded)
+    def tag(
+        tag: Annotated[str, Form(description="the tag to give the images (their other tags stay)")],
+        paths: Annotated[list[str], Form(description="indexed images (repeat the field, or one path per line)")],
+        source: Annotated[str, Form(description="examples, or a folder the server allows")] = "examples",
+    ) -> dict:
+        """Tag images of one of the server's indexes (a map selection), as `python -m clipapp tag --json`; then
+        /v1/search filters by it with -F tag=..."""
+        return actions.shared_tag(sessions, source, _texts(paths), tag).to_dict()

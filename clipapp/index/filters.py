@@ -83,8 +83,10 @@ class SearchFilter:
     def empty(self) -> bool:
         return self.after is None and self.before is None and self.under is None and self.tag is None
 
-    def where(self) -> tuple[str, list[Any]]:
-        """(SQL condition over the `paths` table, its arguments); "1" when nothing is filtered."""
+    def where(self, *, per_row: bool = False) -> tuple[str, list[Any]]:
+        """(SQL condition over the `paths` table, its arguments); "1" when nothing is filtered. `per_row`: for
+        checking a few given rows (store.allowed_among), the tag is looked up per row in the tags' primary key
+        rather than listed (a wide tag's listing is what the candidate check avoids)."""
         terms: list[str] = []
         args: list[Any] = []
         if self.after is not None or self.before is not None:
@@ -100,7 +102,10 @@ class SearchFilter:
         if self.under is not None:
             terms.append("(path >= ? AND path < ?)")
             args += [self.under, self.under + _TEXT_TOP]
-        if self.tag is not None:
+        if self.tag is not None and per_row:
+            terms.append("EXISTS (SELECT 1 FROM tags WHERE tags.content_id = paths.content_id AND tags.label = ?)")
+            args.append(self.tag)
+        elif self.tag is not None:
             terms.append("content_id IN (SELECT content_id FROM tags WHERE label = ?)")
             args.append(self.tag)
         return (" AND ".join(terms) or "1"), args

@@ -49,15 +49,23 @@ OLD_MANIFEST_NAME = "manifest.json"  # format 1
 CACHE_REWRITE_MIN_CHANGES = 1000
 CACHE_REWRITE_FRACTION = 0.01
 DEFAULT_ITER_BATCH = 65_536
-# Filtered search: up to FILTER_EXACT_MAX allowed images are scored exactly from the vector file; above it, a filter
-# passing at least FILTER_OVERFETCH_MIN_FRACTION of the images over-fetches FILTER_OVERFETCH * k / fraction
-# unfiltered candidates, a narrower one searches the faiss structure with an IDSelector over the allowed ids.
-# Measured (bench/bench_filters.py, 1M x 512 IVF-PQ, p50 medians of 3 runs, docs/benchmarks.md): 1% (10k allowed)
-# exact 57 ms, the others tie or fall back to it; 10%: IDSelector 106, over-fetch 119, exact 493; 50%: over-fetch
-# 1,350, IDSelector 1,390, exact 3,650.
+# Filtered search. The paths passing the filter are counted in SQL (not listed) to choose the route. A filter passing
+# more than FILTER_EXACT_MAX images and at least FILTER_OVERFETCH_MIN_FRACTION of them over-fetches
+# FILTER_OVERFETCH * k / fraction unfiltered candidates and checks only those against SQL (by content id), retrying
+# once with FILTER_OVERFETCH_RETRY times more for the queries left short, at most FILTER_OVERFETCH_MAX_FETCH (a fetch
+# re-ranks 4x its size of stored vectors: the cap bounds those reads); the rest list the allowed ids: up to
+# FILTER_EXACT_MAX are scored exactly from the vector file, more go through faiss with an IDSelector over them.
+# Measured (bench/bench_filters.py, 1M x 512 IVF-PQ, p50 medians of 3 runs, docs/benchmarks.md), listing first:
+# 1% (10k allowed) exact 57 ms; 10%: IDSelector 106, exact 493; 50%: IDSelector 1,390, exact 3,650 -- the listing
+# itself took 7 / 163 / 1,900 ms of those. Counting, over-fetching and checking the candidates instead: 5% 14.6 ms
+# (IDSelector after the listing: 47), 10% 21.8 (110), 50% 162 (1,010), same recall; 154 ms of the 50% one was
+# the full count, hence FILTER_COUNT_FRACTION: then 10% 13.2 ms, 50% 12.7.
 FILTER_EXACT_MAX = 50_000
-FILTER_OVERFETCH_MIN_FRACTION = 0.5
+FILTER_OVERFETCH_MIN_FRACTION = 0.05
 FILTER_OVERFETCH = 2.0
+FILTER_OVERFETCH_RETRY = 8
+FILTER_OVERFETCH_MAX_FETCH = 4096
+FILTER_COUNT_FRACTION = 0.05  # the count stops there: counting all 500k of a 50% filter took 154 ms, to 50k 7 ms
 # A search retries this often when another process's compaction commits between its refresh and its snapshot.
 SNAPSHOT_TRIES = 5
 
@@ -528,6 +536,25 @@ class ImageIndex:
             self._changed = True
             return len(ids)
 
+    def add_tag(self, paths: Sequence[str], label: str, prob: float = 1.0) -> int:
+        """Give every image of `paths` the tag `label` (with probability `prob`), keeping its other tags: a hand-made
+        selection (the map's "Tag these", `clipapp tag`), filtered on like `classify --tag`'s labels. Committed by
+        save(). Returns the number of images tagged (aliases are one image); an unknown path is an error (nothing
+        is changed then)."""
+        if not isinstance(label, str) or not label.strip():
+            raise ClipAppError("The tag has no label.")
+        with self._lock:
+            ids = set()
+            for path in paths:
+                record = self._store.record(path)
+                if record is None:
+                    raise ClipAppError(f"Cannot tag {path}: it is not in the index.")
+                ids.add(record.id)
+            self._begin()
+            self._store.add_tags([(i, label, float(prob)) for i in sorted(ids)])
+            self._changed = True
+            return len(ids)
+
     # -- search structure -------------------------------------------------------------------------------------
     def ensure_built(self, progress=None) -> SearchStructure:
         """Load the saved structure (catching up with the store) or build it if the policy says so; returns it."""
@@ -625,7 +652,7 @@ class ImageIndex:
             if search_filter.empty:
                 scores, ids = self._search_ids(queries, k)
             else:
-                scores, ids = self._search_filtered(queries, k, self._store.ids_matching(search_filter))
+                scores, ids = self._search_filtered(queries, k, search_filter)
             hit_ids = ids[ids >= 0]
             paths = self._store.paths_for_ids(hit_ids.tolist()) if len(hit_ids) else {}
             dates = self._store.dates_for_ids(hit_ids.tolist()) if sort == "date" and len(hit_ids) else None
@@ -652,30 +679,69 @@ class ImageIndex:
             scores[short], ids[short] = st.exact_over_ids(store.content_ids(), queries[short], k, store.vectors_for)
         return scores, ids
 
-    def _search_filtered(self, queries: np.ndarray, k: int, allowed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Top k among `allowed` (sorted content ids), by the cheapest way for its size (FILTER_* above)."""
+    def _search_filtered(
+        self, queries: np.ndarray, k: int, search_filter: SearchFilter
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top k among the images `search_filter` allows, by the cheapest way for its size (FILTER_* above): the
+        allowed paths are counted, not listed, to choose; a wide filter checks only the over-fetched candidates."""
         store = self._store
-        if len(allowed) <= max(FILTER_EXACT_MAX, self.settings.exact_threshold):
+        # paths, at least the images allowed; counted up to where the filter is surely wide (past it the fraction is
+        # a lower bound: the fetch errs on the large side)
+        wide_from = max(self._exact_max(), int(np.ceil(FILTER_COUNT_FRACTION * self._count))) + 1
+        passing = store.count_matching(search_filter, limit=wide_from)
+        fraction = min(1.0, passing / max(1, self._count))
+        fetch = int(np.ceil(FILTER_OVERFETCH * k / max(fraction, 1e-9)))
+        wide = passing > self._exact_max() and fraction >= FILTER_OVERFETCH_MIN_FRACTION
+        if not wide or fetch > FILTER_OVERFETCH_MAX_FETCH:
+            return self._search_prefiltered(queries, k, store.ids_matching(search_filter))
+        scores, ids = self._search_overfetched(queries, k, search_filter, fetch)
+        short = np.flatnonzero((ids < 0).any(axis=1))
+        if len(short):  # fewer than k allowed images among the candidates: the allowed ones, listed
+            scores[short], ids[short] = self._search_prefiltered(queries[short], k, store.ids_matching(search_filter))
+        return scores, ids
+
+    def _exact_max(self) -> int:
+        return max(FILTER_EXACT_MAX, self.settings.exact_threshold)
+
+    def _search_overfetched(
+        self, queries: np.ndarray, k: int, search_filter: SearchFilter, fetch: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The top `fetch` unfiltered candidates of each query, the allowed ones (checked in SQL) first in score
+        order, cut to k; -1 where fewer than k passed (after one retry fetching FILTER_OVERFETCH_RETRY times more)."""
+        search = self.ensure_built()
+        threads = 1 if len(queries) < st.SINGLE_THREAD_BELOW else None
+        scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
+        ids = np.full((len(queries), k), -1, dtype=np.int64)
+        todo = np.arange(len(queries))
+        for _ in range(2):
+            fetch = min(self._count, fetch)
+            with st.faiss_threads(threads):
+                found_scores, found = search.search(queries[todo], fetch, self._store.vectors_for)
+            keep = np.isin(found, self._store.allowed_among(search_filter, found)) & (found >= 0)
+            order = np.argsort(~keep, axis=1, kind="stable")[:, :k]  # allowed first, in score order
+            found_scores = np.take_along_axis(np.where(keep, found_scores, -np.inf), order, axis=1)
+            found = np.take_along_axis(found, order, axis=1)
+            found[~np.isfinite(found_scores)] = -1
+            scores[todo], ids[todo] = found_scores, found  # k columns: k <= fetch <= count
+            todo = todo[(ids[todo] < 0).any(axis=1)]
+            if not len(todo) or fetch >= min(self._count, FILTER_OVERFETCH_MAX_FETCH):
+                break
+            fetch = min(fetch * FILTER_OVERFETCH_RETRY, FILTER_OVERFETCH_MAX_FETCH)
+        return scores, ids
+
+    def _search_prefiltered(self, queries: np.ndarray, k: int, allowed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Top k among `allowed` (sorted content ids): exact over their vectors when few, else faiss with an
+        IDSelector (exact for the queries whose probed lists held fewer than k allowed images)."""
+        store = self._store
+        if len(allowed) <= self._exact_max():
             # few allowed images: read their vectors and score them all, no structure needed (exact)
             return st.exact_over_ids(allowed, queries, k, store.vectors_for)
         search = self.ensure_built()
         threads = 1 if len(queries) < st.SINGLE_THREAD_BELOW else None
-        fraction = len(allowed) / max(1, self._count)
-        if fraction >= FILTER_OVERFETCH_MIN_FRACTION:
-            # most images pass: over-fetch unfiltered candidates and keep the allowed ones
-            fetch = min(self._count, int(np.ceil(FILTER_OVERFETCH * k / fraction)))
-            with st.faiss_threads(threads):
-                scores, ids = search.search(queries, fetch, store.vectors_for)
-            keep = np.isin(ids, allowed) & (ids >= 0)
-            order = np.argsort(~keep, axis=1, kind="stable")[:, :k]  # allowed first, in score order
-            scores = np.where(keep, scores, -np.inf)
-            scores, ids = np.take_along_axis(scores, order, axis=1), np.take_along_axis(ids, order, axis=1)
-            ids[~np.isfinite(scores)] = -1
-        else:
-            with st.faiss_threads(threads):
-                scores, ids = search.search(queries, k, store.vectors_for, selector=faiss.IDSelectorBatch(allowed))
+        with st.faiss_threads(threads):
+            scores, ids = search.search(queries, k, store.vectors_for, selector=faiss.IDSelectorBatch(allowed))
         short = np.flatnonzero((ids < 0).any(axis=1))
-        if len(short):  # the probed lists or the candidates held fewer than k allowed images: exact for those
+        if len(short):
             scores[short], ids[short] = st.exact_over_ids(allowed, queries[short], k, store.vectors_for)
         return scores, ids
 

@@ -128,6 +128,28 @@ def test_duplicates_route(tiny_service, photos, tmp_path):
     assert client.post("/v1/duplicates", data={"source": str(root), "threshold": "2"}).status_code == 422
 
 
+def test_map_route_is_the_cli_json(tiny_service, photos, tmp_path):
+    root = tmp_path / "shared"
+    root.mkdir()
+    for photo in photos[:3]:  # three images: laid out without UMAP (no numba compile in this test)
+        (root / photo.name).write_bytes(photo.read_bytes())
+    store = SessionStore(tiny_service, tmp_path / "state", EXAMPLES_DIR, (root,))
+    client = TestClient(create_app(store))
+    answer = client.post("/v1/map", data={"source": str(root), "labels": "cat, dog", "clusters": 2})
+    assert answer.status_code == 200, answer.text
+    got = answer.json()
+    assert sorted(p["path"] for p in got["points"]) == sorted(str(root / p.name) for p in photos[:3])
+    assert sum(c["size"] for c in got["clusters"]) == 3 and {c["name"].split()[0] for c in got["clusters"]} <= {
+        "cat",
+        "dog",
+    }
+    _, index_path = store.folder_and_index_path(str(root), "")
+    assert got == actions.collection_map(tiny_service, index_path, labels=["cat", "dog"], clusters=2).to_dict()
+    assert client.post("/v1/map", data={"source": "my uploads"}).status_code == 400
+    assert client.post("/v1/map", data={"source": str(root), "clusters": 0}).status_code == 422
+    assert client.post("/v1/map", data={"source": "/not/allowed"}).status_code == 400
+
+
 def test_search_filters(api):
     photos_dir = str(EXAMPLES_DIR / "photos")
     hits = api.post("/v1/search", data={"query": "a cat", "k": 50, "under": photos_dir}).json()["results"]
@@ -140,3 +162,20 @@ def test_search_filters(api):
     bad = api.post("/v1/search", data={"query": "a cat", "before": "31/12/2020"})
     assert bad.status_code == 400 and "--before '31/12/2020' is not a date" in bad.json()["error"]
     assert api.post("/v1/search", data={"query": "a cat", "sort": "newest"}).status_code == 422
+
+
+def test_tag_route_then_search_by_the_tag(tiny_service, photos, tmp_path):
+    root = tmp_path / "shared"
+    root.mkdir()
+    for photo in photos[:4]:
+        (root / photo.name).write_bytes(photo.read_bytes())
+    client = TestClient(create_app(SessionStore(tiny_service, tmp_path / "state", EXAMPLES_DIR, (root,))))
+    chosen = [str(root / photos[0].name), str(root / photos[2].name)]
+    answer = client.post("/v1/tag", data={"source": str(root), "tag": "picked", "paths": chosen})
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == {"tag": "picked", "tagged": 2, "total": 2}
+    hits = client.post("/v1/search", data={"source": str(root), "query": "a photo", "tag": "picked"}).json()
+    assert sorted(hit["path"] for hit in hits["results"]) == sorted(chosen)
+    unknown = client.post("/v1/tag", data={"source": str(root), "tag": "x", "paths": "/elsewhere/a.jpg"})
+    assert unknown.status_code == 400 and "not in the index" in unknown.json()["error"]
+    assert client.post("/v1/tag", data={"source": "my uploads", "tag": "x", "paths": chosen}).status_code == 400

@@ -7,14 +7,21 @@ Modules by concern: images (a request's images), zero_shot (classify, similarity
 search an index), sources (the server's indexes by name, per browser session: the Search tab and /v1/search),
 finetune (fine-tune to a file, or for a browser session), archive (compact, back up, export and import an index),
 collection_map (the map of an index), duplicates
-(near-duplicate groups, moving them aside and back).
+(near-duplicate groups, moving them aside and back), tags (tagging a selection by hand).
 """
 
 from __future__ import annotations
 
 from clipapp.app.actions.archive import backup_index, compact_index, export_index, import_embeddings
 from clipapp.app.actions.batch import BatchClassify, classify_batch, evaluate
-from clipapp.app.actions.collection_map import CollectionMap, MapCluster, collection_map, map_of_index, source_map
+from clipapp.app.actions.collection_map import (
+    CollectionMap,
+    MapCluster,
+    collection_map,
+    map_of_index,
+    shared_map,
+    source_map,
+)
 from clipapp.app.actions.duplicates import (
     find_duplicates,
     move_duplicates,
@@ -63,6 +70,7 @@ from clipapp.app.actions.sources import (
     source_tags,
     update_source,
 )
+from clipapp.app.actions.tags import TagReport, shared_tag, tag_images, tag_in_index, tag_source_images
 from clipapp.app.actions.zero_shot import (
     DEFAULT_TOP_K,
     Classification,
@@ -85,6 +93,12 @@ __all__ = [
     "MapCluster",
     "collection_map",
     "map_of_index",
+    "shared_map",
+    "TagReport",
+    "shared_tag",
+    "tag_images",
+    "tag_in_index",
+    "tag_source_images",
     "source_map",
     "backup_index",
     "compact_index",

@@ -190,7 +190,22 @@ def collection_map(
         return map_of_index(service, index, labels=labels, clusters=clusters, progress=progress)
 
 
-def source_map(sessions: SessionStore, source: str, session: str, *, labels: Sequence[str] = ()) -> CollectionMap:
+def source_map(
+    sessions: SessionStore, source: str, session: str, *, labels: Sequence[str] = (), clusters: int | None = None
+) -> CollectionMap:
     """The map of a page source's index (the Search tab's map view)."""
+    if clusters is not None and clusters < 1:  # before the index is opened (or built)
+        raise ClipAppError(f"--clusters must be at least 1, not {clusters}.")
     with sessions.searchable(source, session) as index:
-        return map_of_index(sessions.service, index, labels=labels)
+        return map_of_index(sessions.service, index, labels=labels, clusters=clusters)
+
+
+def shared_map(
+    sessions: SessionStore, source: str, *, labels: Sequence[str] = (), clusters: int | None = None
+) -> CollectionMap:
+    """/v1/map: the map of one of the shared indexes (never a browser session's uploads)."""
+    from clipapp.app.sessions import MY_UPLOADS
+
+    if source == MY_UPLOADS:
+        raise ClipAppError("'my uploads' belongs to a browser session; the API reads the shared indexes.")
+    return source_map(sessions, source, "", labels=labels, clusters=clusters)

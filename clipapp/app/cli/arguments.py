@@ -143,6 +143,18 @@ def duplicates(p: argparse.ArgumentParser) -> None:
     out.add_argument("--undo", metavar="LOG", help="move back the files an undo log written by --move-to lists")
 
 
+def tag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("images", nargs="*", help="indexed images to tag (or --from FILE)")
+    p.add_argument("--index", required=True, help="the index the images are in (where the tag is stored)")
+    p.add_argument("--tag", required=True, help="the tag to give them, e.g. holidays (their other tags stay)")
+    p.add_argument(
+        "--from",
+        dest="from_file",
+        metavar="FILE",
+        help="read the images from FILE, one path per line (the map page's selection, `map --out`)",
+    )
+
+
 def finetune(p: argparse.ArgumentParser) -> None:
     p.add_argument("data_dir", nargs="?", help="folder of class folders (class names = folder names), or a .zip")
     p.add_argument(

@@ -147,6 +147,19 @@ def duplicates(args: argparse.Namespace):
     return report
 
 
+def tag(args: argparse.Namespace):
+    from clipapp.app import actions
+
+    paths = list(args.images)
+    if args.from_file:
+        try:
+            with open(args.from_file, encoding="utf-8") as handle:
+                paths += handle.read().splitlines()
+        except OSError as exc:
+            raise ClipAppError(f"Cannot read the images to tag from {args.from_file}: {exc.strerror}.") from exc
+    return actions.tag_images(args.index, paths, args.tag)
+
+
 def finetune(args: argparse.Namespace):
     from clipapp.app import actions
 
@@ -248,6 +261,12 @@ COMMANDS: tuple[Command, ...] = (
         arguments.collection_map,
         collection_map,
         figures.map_page,
+    ),
+    Command(
+        "tag",
+        "give indexed images (a selection made on the map) a tag that `search --tag` filters by",
+        arguments.tag,
+        tag,
     ),
     Command(
         "finetune",

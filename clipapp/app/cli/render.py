@@ -182,8 +182,16 @@ def map_text(result, args: argparse.Namespace) -> str:
     return "\n".join(lines)
 
 
+def tag_text(report, args: argparse.Namespace) -> str:
+    """`TagReport`: how many images got the tag, how many carry it now, and how to search them."""
+    return (
+        f"tagged {report.tagged} images {report.tag!r}; {report.total} images of {args.index} have it "
+        f"(search them with --tag {report.tag!r})"
+    )
+
+
 def _renderers() -> dict[type, Callable[[Any, argparse.Namespace], str]]:
-    from clipapp.app.actions import AdapterReport, CollectionMap, Explanation, Similarity
+    from clipapp.app.actions import AdapterReport, CollectionMap, Explanation, Similarity, TagReport
     from clipapp.classify.evaluation import EvalResult
     from clipapp.classify.stream import ClassifyReport
     from clipapp.index import BackupReport, CompactionReport, ExportReport, SearchResult, SyncReport
@@ -204,6 +212,7 @@ def _renderers() -> dict[type, Callable[[Any, argparse.Namespace], str]]:
         DuplicateReport: duplicates_text,
         MoveReport: moves_text,
         CollectionMap: map_text,
+        TagReport: tag_text,
     }
 
 

@@ -1,6 +1,7 @@
 """The Search tab's map view: the chosen index drawn as a map (clipapp/viz/map_page.py's script in a gr.HTML);
-dragging a box fills the tab's "Selected images" box, from which "Add to class" and "Fine-tune on these" go on as
-with picked search results. Lays out and wires only: the map is actions.source_map."""
+a lasso drawn around images (or a dragged box, in the map's Box mode) fills the tab's "Selected images" box, from
+which "Add to class" -> "Fine-tune on these", and "Tag these", go on as with picked search results. Lays out and
+wires only: the map is actions.source_map."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from clipapp.app.sessions import EXAMPLES
 from clipapp.app.ui.common import AppContext, session_of, user_errors
 from clipapp.viz.map_page import MAP_SCRIPT, drawn_payload, payload_json
 
-SELECTED_ID = "search-selected"  # elem_id of the Search tab's "Selected images" box, which a box selection fills
+SELECTED_ID = "search-selected"  # elem_id of the Search tab's "Selected images" box, which a map selection fills
 
 # Runs once when the component mounts; redraws whenever a new map arrives (the template re-renders the data).
 _ON_LOAD = (

@@ -108,6 +108,10 @@ class _PickControls:
     selected: gr.Textbox
     class_name: gr.Textbox
     add_button: gr.Button
+    tag_name: gr.Textbox
+    tag_button: gr.Button
+    tagged: gr.Markdown
+    tag_result: gr.JSON  # hidden: the tagging's JSON, what the /tag_images endpoint returns first
     collected: gr.Markdown
     selection: gr.Textbox  # the collected classes (NAME=PATH,PATH lines): the page's own copy of the picks
     finetune_button: gr.Button
@@ -123,11 +127,12 @@ def build_tab(ctx: AppContext) -> SearchHandles:
             with gr.Accordion("Collect classes from these results, then fine-tune", open=True):
                 picks = _pick_controls()
             duplicates_view.build_view(ctx, index.source)
-            with gr.Accordion("Map of the collection: drag a box to select images", open=False):
+            with gr.Accordion("Map of the collection: draw around images (or drag a box) to select them", open=False):
                 map_view.build(ctx, index.source)
     _wire_index(ctx, index, search.tag)
     _wire_search(ctx, index.source, search, picks)
     _wire_picks(ctx, index.source, picks)
+    _wire_tagging(ctx, index.source, picks, search.tag)
     return SearchHandles(finetune_button=picks.finetune_button, source=index.source, selection=picks.selection)
 
 
@@ -210,13 +215,29 @@ def _pick_controls() -> _PickControls:
         with gr.Column(scale=1):
             class_name = gr.Textbox(label="Class name", placeholder="sneaker")
             add_button = gr.Button("Add to class")
+        with gr.Column(scale=1):
+            tag_name = gr.Textbox(label="Tag name", placeholder="holidays")
+            tag_button = gr.Button("Tag these")
+    tagged = gr.Markdown("", elem_id="tagged-images")
+    tag_result = gr.JSON(visible=False)
     collected = gr.Markdown(selection_markdown({}), elem_id="collected-classes")
     selection = gr.Textbox(label="Collected classes", visible=False)
     with gr.Row():
         finetune_button = gr.Button("Fine-tune on these", variant="primary")
         clear_button = gr.Button("Clear classes")
     return _PickControls(
-        select_mode, selected, class_name, add_button, collected, selection, finetune_button, clear_button
+        select_mode,
+        selected,
+        class_name,
+        add_button,
+        tag_name,
+        tag_button,
+        tagged,
+        tag_result,
+        collected,
+        selection,
+        finetune_button,
+        clear_button,
     )
 
 
@@ -379,4 +400,25 @@ def _wire_picks(ctx: AppContext, source: gr.Dropdown, c: _PickControls) -> None:
     )
     c.clear_button.click(
         lambda: ("", selection_markdown({})), None, [c.selection, c.collected], queue=False, api_visibility="private"
+    )
+
+
+def _wire_tagging(ctx: AppContext, source: gr.Dropdown, c: _PickControls, tag: gr.Dropdown) -> None:
+    """The "Tag these" button: the selected images get a tag in the index, which "Only tagged" then offers."""
+
+    def tag_these(tag_name_, selected_=None, source_=EXAMPLES, request: Optional[gr.Request] = None):
+        """-> (the tagging's JSON, a line saying what was tagged, the "Only tagged" choices)."""
+        session = session_of(request)
+        report = actions.tag_source_images(ctx.sessions, source_, session, selected_, tag_name_)
+        choices = tag_choices(actions.source_tags(ctx.sessions, source_, session))
+        line = f"Tagged {report.tagged} images **{report.tag}** ({report.total} in this index have it)."
+        return report.to_dict(), line, gr.Dropdown(choices=choices)
+
+    c.tag_button.click(
+        user_errors(tag_these),
+        [c.tag_name, c.selected, source],
+        [c.tag_result, c.tagged, tag],
+        api_name="tag_images",
+        concurrency_id="figures",
+        concurrency_limit=2,
     )

@@ -132,6 +132,7 @@ def test_every_filtered_route_equals_brute_force(monkeypatch, route):
     index.ensure_built()
     assert index.index_type == "ivf"
     monkeypatch.setattr(image_index_module, "FILTER_EXACT_MAX", 10**9 if route == "exact" else 0)
+    monkeypatch.setattr(image_index_module, "FILTER_OVERFETCH_MIN_FRACTION", 0.0 if wide else 2.0)
     exact_calls: list[int] = []
     real = image_index_module.st.exact_over_ids
     monkeypatch.setattr(
@@ -201,3 +202,75 @@ def test_search_takes_options_or_the_keywords_not_both(dated):
     assert index.search(vectors[5], options=SearchOptions(3, -1.0, chosen, "date")) == by_keywords
     with pytest.raises(ClipAppError, match="not both"):
         index.search(vectors[5], k=3, options=SearchOptions())
+
+
+def _forced(monkeypatch, route: str) -> None:
+    """Route every filtered search one way: "prefilter" lists the allowed ids and scores them exactly; "overfetch"
+    also on a flat (exact) structure, whose size would otherwise always be scored exactly."""
+    monkeypatch.setattr(image_index_module, "FILTER_EXACT_MAX", 10**9 if route == "prefilter" else 0)
+    if route != "prefilter":
+        monkeypatch.setattr(ImageIndex, "_exact_max", lambda self: 0)
+    monkeypatch.setattr(image_index_module, "FILTER_OVERFETCH_MIN_FRACTION", 2.0 if route == "prefilter" else 0.0)
+
+
+@pytest.mark.parametrize("passing", [0.1, 0.5, 0.9])
+def test_overfetch_checked_in_sql_returns_the_prefilter_hits(monkeypatch, passing):
+    """On an exact structure the over-fetched candidates checked against SQL give exactly the prefilter's hits (ids
+    and scores), folder aliases and tags included, without listing the allowed ids; a query whose candidates hold
+    fewer than k allowed images still gets them (the retry, then the listing)."""
+    n = 2000
+    vectors = random_unit(n, DIM, seed=3)
+    rng = np.random.default_rng(4)
+    inside = rng.random(n) < passing
+    infos = [FileInfo(f"/photos/{'in' if inside[i] else 'out'}/{i:05d}.jpg", 1, 0.0, f"s{i}") for i in range(n)]
+    index = ImageIndex.in_memory(SPEC, DIM)
+    index.add_items(vectors, infos)
+    aliased = np.flatnonzero(~inside)[:50]  # outside images that an alias under /photos/in lets in
+    for i in aliased.tolist():
+        index.add_alias(FileInfo(f"/photos/in/alias-{i:05d}.jpg", 1, 0.0, f"s{i}"))
+    index.set_tags({infos[i].path: [("cat", 0.9)] for i in range(0, n, 3)})
+    assert index.index_type == "flat"
+    queries = np.concatenate([random_unit(10, DIM, seed=5), -vectors[np.flatnonzero(inside)[:3]]])
+    filters = [SearchFilter.parse(under="/photos/in"), SearchFilter.parse(under="/photos/in", tag="cat")]
+    answers = {}
+    for route in ("prefilter", "overfetch"):
+        _forced(monkeypatch, route)
+        if route == "overfetch":  # the route is chosen by a count: the allowed ids are never listed
+            monkeypatch.setattr(index._store, "ids_matching", lambda f: pytest.fail("listed the allowed ids"))
+        answers[route] = [
+            [(h.id, round(h.score, 5)) for h in index.search(q, k=10, filter=f)[0].hits]
+            for f in filters
+            for q in queries
+        ]
+    assert answers["overfetch"] == answers["prefilter"]
+    allowed = set(np.flatnonzero(inside).tolist()) | set(aliased.tolist())
+    assert all(len(hits) == 10 and {i for i, _ in hits} <= allowed for hits in answers["prefilter"][: len(queries)])
+    index.close()
+
+
+def test_overfetch_short_of_k_allowed_candidates_falls_back_to_the_listing(monkeypatch):
+    n = 1000
+    vectors = random_unit(n, DIM, seed=6)
+    query = random_unit(1, DIM, seed=7)[0]
+    far = np.argsort(vectors @ query)[:20]  # the 20 images least like the query are the only ones allowed
+    infos = [FileInfo(f"/p/{'in' if i in set(far.tolist()) else 'out'}/{i}.jpg", 1, 0.0, f"s{i}") for i in range(n)]
+    index = ImageIndex.in_memory(SPEC, DIM)
+    index.add_items(vectors, infos)
+    _forced(monkeypatch, "overfetch")
+    listed = []
+    real = index._store.ids_matching
+    monkeypatch.setattr(index._store, "ids_matching", lambda f: listed.append(1) or real(f))
+    monkeypatch.setattr(image_index_module, "FILTER_OVERFETCH_MAX_FETCH", 100)  # the retry cannot reach them
+    found = _ids(index, query, k=5, filter=SearchFilter.parse(under="/p/in"))
+    truth = far[np.argsort(-(vectors[far] @ query))][:5].tolist()
+    assert found == truth and listed == [1]
+    index.close()
+
+
+def test_the_route_count_counts_passing_paths_and_stops_at_its_limit(dated):
+    index, _ = dated
+    store, folder = index._store, SearchFilter.parse(under="/p")
+    assert store.count_matching(folder) == 6  # five images under /p, and f's alias /p/2021/copy-of-f.jpg
+    assert store.count_matching(folder, limit=4) == 4
+    assert store.count_matching(SearchFilter.parse(tag="cat")) == 2
+    assert store.count_matching(SearchFilter.parse(after="2999-01-01")) == 0
