@@ -39,9 +39,9 @@ for _path in (REPO_DIR, REPO_DIR / "bench"):
         sys.path.insert(0, str(_path))
 
 import numpy as np  # noqa: E402
+from bench_fewshot import digits, draw_shots  # noqa: E402
 from PIL import Image, ImageEnhance  # noqa: E402
 
-from bench_fewshot import digits, draw_shots  # noqa: E402
 from clipapp.app import actions  # noqa: E402
 from clipapp.finetune import FinetuneConfig  # noqa: E402
 from clipapp.model.service import ClipService  # noqa: E402
