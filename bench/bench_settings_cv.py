@@ -143,16 +143,20 @@ def write_folder(root: Path, items: Items) -> Path:
     return root
 
 
-def run_candidate(service: ClipService, key: str, train: Path, test: Path, out: Path, seed: int) -> tuple[float, float]:
-    """(top-1 on `test`, fine-tune seconds) of one candidate, as `clipapp finetune` and `clipapp eval` run it."""
+def run_candidate(
+    service: ClipService, key: str, train: Path, test: Path, out: Path, seed: int
+) -> tuple[float, float, bool]:
+    """(top-1 on `test`, fine-tune seconds, whether the sign test kept zero-shot) of one candidate, as
+    `clipapp finetune` and `clipapp eval` run it."""
     settings = CANDIDATES[key]
     if settings is None:
-        return actions.evaluate(service, str(test)).top1, 0.0
+        return actions.evaluate(service, str(test)).top1, 0.0, True
     config = FinetuneConfig(**settings, seed=seed).validate()
     started = time.perf_counter()
-    actions.finetune_to_file(service, actions.LabelledSource(data_dir=str(train)), config, str(out))
+    report = actions.finetune_to_file(service, actions.LabelledSource(data_dir=str(train)), config, str(out))
     took = time.perf_counter() - started
-    return actions.evaluate(service, str(test), adapter=str(out)).top1, took
+    kept = any("did not clearly beat zero-shot" in note for note in report.result.notes)
+    return actions.evaluate(service, str(test), adapter=str(out)).top1, took, kept
 
 
 def run_grid(service: ClipService, args, seeds: list[int]) -> list[dict]:
@@ -165,10 +169,11 @@ def run_grid(service: ClipService, args, seeds: list[int]) -> list[dict]:
                     train = write_folder(Path(tmp) / "train", split.train)
                     test = write_folder(Path(tmp) / "test", split.test)
                     for key in args.candidates:
-                        top1, took = run_candidate(service, key, train, test, Path(tmp) / key, seed)
+                        top1, took, kept = run_candidate(service, key, train, test, Path(tmp) / key, seed)
                         rows.append(dict(dataset=dataset, shots=shots, seed=seed, candidate=key, top1=top1,
-                                         seconds=took, n_test=len(split.test)))
-                        print(f"  {dataset} {shots}-shot seed {seed} {key}: {100 * top1:.1f}% {took:.1f} s",
+                                         seconds=took, kept_zero_shot=kept, n_test=len(split.test)))
+                        print(f"  {dataset} {shots}-shot seed {seed} {key}: {100 * top1:.1f}% {took:.1f} s"
+                              + (" (kept zero-shot)" if kept and CANDIDATES[key] is not None else ""),
                               file=sys.stderr, flush=True)
     return rows
 
@@ -176,8 +181,8 @@ def run_grid(service: ClipService, args, seeds: list[int]) -> list[dict]:
 def table(rows: list[dict], candidates: list[str]) -> str:
     groups = sorted({(r["dataset"], r["shots"]) for r in rows}, key=lambda g: (g[0], g[1]))
     header = "| candidate | " + " | ".join(f"{d} {s}-shot" for d, s in groups) + " | mean | s per fit (" + \
-        ", ".join(f"{d} {s}" for d, s in groups) + ") |"
-    lines = [header, "|---|" + "---:|" * (len(groups) + 2)]
+        ", ".join(f"{d} {s}" for d, s in groups) + ") | kept zero-shot (sign test) |"
+    lines = [header, "|---|" + "---:|" * (len(groups) + 3)]
     for key in candidates:
         cells, means, times = [], [], []
         for group in groups:
@@ -186,7 +191,9 @@ def table(rows: list[dict], candidates: list[str]) -> str:
             means.append(top1.mean())
             cells.append(f"{top1.mean():.1f} ± {top1.std():.1f}" if len(top1) > 1 else f"{top1.mean():.1f}")
             times.append(f"{np.mean([r['seconds'] for r in mine]):.1f}")
-        lines.append(f"| {key} | " + " | ".join(cells) + f" | {np.mean(means):.1f} | " + " / ".join(times) + " |")
+        kept = [r.get("kept_zero_shot", False) for r in rows if r["candidate"] == key]
+        lines.append(f"| {key} | " + " | ".join(cells) + f" | {np.mean(means):.1f} | " + " / ".join(times)
+                     + (f" | {sum(kept)} of {len(kept)} splits |" if CANDIDATES[key] is not None else " | – |"))
     return "\n".join(lines)
 
 
@@ -212,7 +219,7 @@ def compare_protocols(service: ClipService, shots: int = 16) -> None:
             names = data.class_names
             train = write_folder(Path(tmp) / "train", [(pool[i], names[data.pool_labels[i]]) for i in support])
             test = write_folder(Path(tmp) / "test", [(pool[i], names[data.pool_labels[i]]) for i in rest[:n_eval]])
-            top1, took = run_candidate(service, "partial-2b-30e", train, test, Path(tmp) / "a", 0)
+            top1, took, _ = run_candidate(service, "partial-2b-30e", train, test, Path(tmp) / "a", 0)
         print(f"{label} ({n_eval} test images): {100 * top1:.1f} ({took:.1f} s)", flush=True)
 
 
