@@ -40,7 +40,7 @@ CACHE_BETAS = (1.0, 3.0, 5.5, 8.0, 12.0)
 # at 20 epochs the chosen epoch was the last one (seed 0, 16 shots: 87.6% at 20 epochs, 88.4% at 30).
 # Cross-validated through the CLI's path (bench/bench_settings_cv.py: digits, Fashion-MNIST in 4 coarse classes and
 # skimage photo crops, 4 and 16 shots, 3 splits each): partial 2 blocks x 30 epochs is the strongest on every
-# dataset; 15 epochs cost 1.2-5.8 points, 1 block 0.1-4.3 (docs/benchmarks.md, "Choosing the fine-tune
+# dataset; 15 epochs cost up to 5.8 points, 1 block up to 3.6 (docs/benchmarks.md, "Choosing the fine-tune
 # settings").
 MODE_DEFAULTS: dict[str, dict[str, int]] = {
     "head": {"epochs": 80, "max_folds": 5, "views": 1},
