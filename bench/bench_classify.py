@@ -9,8 +9,8 @@ files: N Fashion-MNIST test images written as PNG files (real pictures, not nois
     then open_clip preprocess + encode_image per batch, softmax, top-5, CSV), each in its own subprocess so that its
     peak RSS is its own; on the demo model and on ViT-B-32 with random weights (fewer files: 2 CPU cores). Both
     use the one template "a photo of a {}." so their predictions must agree; the top-1 agreement is printed.
-int8: the demo model in int8 against fp32 (what `--precision auto` gives on a CPU): images/s and top-1 agreement
-    on Fashion-MNIST test images.
+int8: the demo model and ViT-B-32 (random weights: fewer images) in int8 against fp32 (what `--precision auto` gives
+    on a CPU): images/s and top-1 agreement on Fashion-MNIST test images.
 index: `classify --index`'s scoring path (matrix product, probabilities, top-5, CSV rows) over 1,000,000 stored
     512-d vectors and 1,000 labels.
 Each figure is measured `--runs` times; min / median / max are printed.
@@ -170,19 +170,29 @@ def bench_files(args, tmp: Path) -> None:
 
 
 def bench_int8(args) -> None:
+    print("## int8 vs fp32 (`--precision auto` on a CPU): the demo model, and ViT-B-32 with random weights (its "
+          "speed is real; its accuracy is chance)\n")
+    for model, n in (("demo", args.int8_images), ("ViT-B-32:random", args.vit_int8_images)):
+        if n > 0:
+            int8_rows(model, n, args.runs)
+
+
+def int8_rows(model: str, n: int, runs: int) -> None:
     import numpy as np
+    import torch
 
     from clipapp.images.fashion_mnist import load_fashion_mnist, to_pil_images
     from clipapp.model.service import ClipService
 
-    print("## int8 vs fp32 (`--precision auto` on a CPU), demo model\n")
     images, targets = load_fashion_mnist("test")
-    pil = to_pil_images(images[:args.int8_images])
-    services = {p: ClipService.load("demo", device="cpu", precision=p, micro_batch_window_s=0)
-                for p in ("fp32", "int8")}
+    pil = to_pil_images(images[:n])
+    services = {}
+    for p in ("fp32", "int8"):
+        torch.manual_seed(0)  # NAME:random: the same random weights for both precisions
+        services[p] = ClipService.load(model, device="cpu", precision=p, micro_batch_window_s=0)
     rates: dict[str, list[float]] = {p: [] for p in services}
     results = {}
-    for _ in range(args.runs):
+    for _ in range(runs):
         for precision, service in services.items():
             start = time.perf_counter()
             features = service.encode_images(pil, batch_size=BATCH)
@@ -192,7 +202,7 @@ def bench_int8(args) -> None:
     agree = float((top["fp32"] == top["int8"]).mean())
     accuracy = {p: float((t == targets[:len(pil)]).mean()) for p, t in top.items()}
     diff = float(np.abs(results["fp32"].probs - results["int8"].probs).max())
-    print(f"{len(pil)} Fashion-MNIST test images, image encoding only (images in memory), batch {BATCH}:")
+    print(f"{model}: {len(pil)} Fashion-MNIST test images, image encoding only (images in memory), batch {BATCH}:")
     for precision in services:
         print(f"  {precision}  images/s {spread(rates[precision])}; zero-shot top-1 accuracy {accuracy[precision]:.4f}")
     print(f"  int8/fp32 speed {spread([a / b for a, b in zip(rates['int8'], rates['fp32'])], '{:.2f}')}; "
@@ -286,6 +296,7 @@ def main() -> None:
     parser.add_argument("--photo-files", type=int, default=1_000, help="800x600 JPEG files for the demo model")
     parser.add_argument("--vit-files", type=int, default=1_000, help="image files for ViT-B-32 (slow on 2 cores)")
     parser.add_argument("--int8-images", type=int, default=2_000)
+    parser.add_argument("--vit-int8-images", type=int, default=256, help="ViT-B-32 images for the int8 section")
     parser.add_argument("--index-vectors", type=int, default=1_000_000)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--sections", default="files,int8,index")

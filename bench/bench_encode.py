@@ -1,6 +1,9 @@
 """Encoding benchmark: raw open_clip (the notebook way) vs ClipService, same weights, same inputs, one run.
 
-    python bench/bench_encode.py [--model ViT-B-32:random] [--sections basic,int8,concurrent,indexing,startup]
+    python bench/bench_encode.py [--models demo,ViT-B-32:random] [--sections basic,int8,concurrent,indexing,startup]
+
+Every section runs once per model of --models (default: the bundled demo model, then the ViT-B-32 architecture with
+random weights, whose cost is the real model's), so the demo rows and the ViT-B-32 rows come from one run.
 
 Prints ratios against these goals:
 - basic: text encoding of 256 template prompts >= 4x faster with max abs diff <= 1e-5; a repeated label set
@@ -9,7 +12,7 @@ Prints ratios against these goals:
 - concurrent: 16 concurrent single-image callers, micro-batched vs one forward pass each (>= 1.15x);
 - indexing: files -> vectors, decoding included, ours (decode threads, reduced-scale JPEG decoding) vs a plain
   PIL + preprocess + encode loop (>= 1.1x), on 800x600 files and on 12 MP phone photos;
-- startup: seconds from `python app.py --model demo` to the first /classify answer (< 10 s).
+- startup: seconds from `python app.py --model MODEL` to the first /classify answer (< 10 s on the demo model).
 """
 
 from __future__ import annotations
@@ -72,7 +75,8 @@ def bench_basic(args) -> None:
             return F.normalize(model.encode_text(tokenizer(prompts)), dim=-1).numpy()
 
     def ours_text_cold():
-        service._text_cache.clear()
+        for key in list(service._text_cache):  # LRU has no clear(): drop every cached prompt
+            service._text_cache.discard(key)
         return service.encode_texts(prompts)
 
     def raw_images():
@@ -115,7 +119,7 @@ def bench_int8(args) -> None:
     print("| model | raw open_clip fp32 | ours fp32 | ours int8 | int8 / raw | min cosine int8 vs fp32 | "
           "preprocessing share of raw | bound with a free image tower | goal |")
     print("|---|---|---|---|---|---|---|---|---|")
-    for spec in dict.fromkeys([args.model, "demo"]):
+    for spec in args.models:
         torch.manual_seed(0)  # `NAME:random` specs: the same random weights for both loads
         fp32 = ClipService.load(spec, device="cpu", precision="fp32", micro_batch_window_s=0)
         torch.manual_seed(0)
@@ -142,7 +146,7 @@ def bench_int8(args) -> None:
 def bench_concurrent(args, callers: int = 16, rounds: int = 4) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
-    print(f"\n## {callers} concurrent single-image callers, {rounds} requests each\n")
+    print(f"\n## {callers} concurrent single-image callers, {rounds} requests each, {args.model}\n")
     images = example_images(callers)
     rates = {}
     for label, window in (("one forward pass per request", 0.0), ("micro-batched (5 ms window)", 0.005)):
@@ -221,12 +225,11 @@ def bench_startup(args) -> None:
 
     from gradio_client import Client, handle_file
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-    from apprunner import REPO_DIR, free_port, wait_until_up
+    from tests.support.apprunner import REPO_DIR, free_port, wait_until_up
 
     port = free_port()
     start = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, str(REPO_DIR / "app.py"), "--model", "demo", "--port", str(port),
+    proc = subprocess.Popen([sys.executable, str(REPO_DIR / "app.py"), "--model", args.model, "--port", str(port),
                              "--state-dir", "/tmp/clipapp-bench-state"], cwd=REPO_DIR, stdout=subprocess.DEVNULL,
                             stderr=subprocess.STDOUT)
     try:
@@ -239,8 +242,8 @@ def bench_startup(args) -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=30)
-    print(f"\n## start-up\n\npage up after {up:.1f} s; first /classify answered {answered:.1f} s after launch "
-          "(goal < 10 s, demo model)")
+    print(f"\n## start-up, {args.model}\n\npage up after {up:.1f} s; first /classify answered {answered:.1f} s after "
+          "launch (goal < 10 s, demo model)")
 
 
 SECTIONS = {"basic": bench_basic, "int8": bench_int8, "concurrent": bench_concurrent, "indexing": bench_indexing,
@@ -249,7 +252,7 @@ SECTIONS = {"basic": bench_basic, "int8": bench_int8, "concurrent": bench_concur
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="ViT-B-32:random")
+    parser.add_argument("--models", "--model", default="demo,ViT-B-32:random", help="comma-separated model specs")
     parser.add_argument("--precision", default="fp32", help="for the concurrent and indexing sections")
     parser.add_argument("--images", type=int, default=64)
     parser.add_argument("--prompts", type=int, default=256)
@@ -257,9 +260,16 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--sections", default=",".join(SECTIONS))
     args = parser.parse_args()
-    torch.manual_seed(0)
+    args.models = [m.strip() for m in args.models.split(",") if m.strip()]
     for name in args.sections.split(","):
-        SECTIONS[name.strip()](args)
+        if name.strip() == "int8":  # one table, a row per model
+            torch.manual_seed(0)
+            bench_int8(args)
+            continue
+        for model in args.models:
+            torch.manual_seed(0)
+            args.model = model
+            SECTIONS[name.strip()](args)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,9 @@ For Fashion-MNIST a reference line gives logistic regression on all `--pool` lab
 was trained on Fashion-MNIST, so its zero-shot head is already a supervised classifier that few shots can hardly beat.
 Everything runs through `clipapp.finetune.finetune`, the function the CLI and the web app call. Prints markdown
 tables of mean +- std top-1 with the seconds per fit, and the default's time over the previous head's.
+Then a time-only table (--time-models, default the demo model and ViT-B-32 with random weights, whose cost is the
+real architecture's): seconds per fit of --time-rows on digits, 16 shots, at the model's input side, partial runs
+capped at --time-epochs epochs (2: the default 30 x 3 folds takes ~9 minutes on ViT-B-32 on 2 cores, issue 18).
 
     flock /tmp/bench.lock .venv/bin/python bench/bench_fewshot.py       # ~10 minutes on 2 CPU cores
 """
@@ -224,6 +227,34 @@ def check(scores: dict, shots_list) -> list[str]:
     return problems
 
 
+def time_table(args) -> str:
+    """Seconds per fit (min / median / max over --time-runs) of --time-rows on each of --time-models, the partial
+    mode's epochs capped."""
+    lines = [f"| fine-tune, digits 16 shots x 10 classes, partial runs capped at {args.time_epochs} epochs | model | "
+             f"s per fit (min / median / max, {args.time_runs} runs) | of which encoding (median) |",
+             "|---|---|---:|---:|"]
+    for spec in (m.strip() for m in args.time_models.split(",") if m.strip()):
+        torch.manual_seed(0)  # NAME:random specs: the same random weights in every run
+        service = ClipService.load(spec, device="cpu", precision=args.precision, allow_fallback=False)
+        data = digits(service.input_side)
+        support = draw_shots(data.pool_labels, 16, np.random.default_rng(16_000))
+        labelled = labelled_uploads([(data.pool_images[i], data.class_names[data.pool_labels[i]]) for i in support],
+                                    class_names=data.class_names)
+        for key in args.time_rows:
+            config = ROWS[key].config
+            if config is None:
+                continue
+            # only the partial mode is capped: the head trains on cached features, its epochs cost ~nothing
+            capped = {"epochs": args.time_epochs} if config.mode == "partial" else {}
+            runs = [finetune(service, labelled, FinetuneConfig(**{**config.to_dict(), "seed": run, **capped})).seconds
+                    for run in range(args.time_runs)]
+            total = sorted(r["total"] for r in runs)
+            lines.append(f"| {ROWS[key].label} | {spec} | {total[0]:.1f} / {np.median(total):.1f} / {total[-1]:.1f} "
+                         f"| {np.median([r['encode'] for r in runs]):.1f} |")
+            print(f"  timed {key} on {spec}", file=sys.stderr, flush=True)
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="demo")
@@ -231,11 +262,17 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--eval-cap", type=int, default=2000, help="at most this many evaluation images per dataset")
     parser.add_argument("--pool", type=int, default=5000, help="Fashion-MNIST train images the shots are drawn from")
-    parser.add_argument("--datasets", nargs="+", default=["digits", "fashion"], choices=["digits", "fashion"])
+    parser.add_argument("--datasets", nargs="*", default=["digits", "fashion"], choices=["digits", "fashion"],
+                        help="accuracy tables (none: only the time table)")
     parser.add_argument("--rows", nargs="+", default=FAST_ROWS, choices=list(ROWS),
                         help="methods to run (default: all but partial-pixels, the previous partial mode, which "
                         "takes minutes per run)")
     parser.add_argument("--precision", default="fp32", help="fp32 (default) or auto (int8 on CPU where it is safe)")
+    parser.add_argument("--time-models", default="demo,ViT-B-32:random",
+                        help="comma-separated models for the time-only table ('' = skip it)")
+    parser.add_argument("--time-rows", nargs="+", default=["head", "default"], choices=list(ROWS))
+    parser.add_argument("--time-epochs", type=int, default=2)
+    parser.add_argument("--time-runs", type=int, default=1)
     args = parser.parse_args(argv)
 
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
@@ -261,7 +298,12 @@ def main(argv=None) -> int:
                 ratio = np.mean(seconds[(DEFAULT_ROW, shots)]) / np.mean(seconds[(HEAD_ROW, shots)])
                 print(f"{shots}-shot: default / previous head time {ratio:.2f}x")
         failed += [f"{data.name}: {p}" for p in check(scores, args.shots)]
+    if args.time_models.strip():
+        print()
+        print(time_table(args))
     print(f"\ntotal bench time {time.perf_counter() - started:.0f} s")
+    if not args.datasets:
+        return 0
     if failed:
         print("NOT MET: the default must beat the random-init probe and never fall below zero-shot at 4 and 16 shots:")
         print("\n".join(f"  {p}" for p in failed))

@@ -1,6 +1,7 @@
 """Start-up time: this tree's clipapp against a previous commit's and against plain open_clip.
 
     flock /tmp/bench.lock .venv/bin/python bench/bench_startup.py [--base ca97e8b] [--runs 3]
+        [--models demo,ViT-B-32:random]
 
 Each figure is the wall time of a fresh interpreter (`python ...` as a user runs it), interleaved so that the
 contenders share the machine's noise:
@@ -11,6 +12,8 @@ contenders share the machine's noise:
 The previous commit's `clipapp/` is extracted with `git archive BASE clipapp` into a temporary folder and run the same
 way. Plain open_clip is the reference: `python -c "import open_clip"`, and one image classified on the same demo
 model by open_clip's own calls (create_model_and_transforms, get_tokenizer, encode_image/encode_text).
+The first-classify rows run once per model of --models: the demo model, and ViT-B-32 with random weights (the real
+architecture: building its 151 M parameters is the cost, reading pretrained weights would add their file's read).
 Prints min / median / max per row and the ratios of the medians.
 """
 
@@ -48,6 +51,14 @@ with torch.no_grad():
     probs = (model.logit_scale.exp() * image @ text.T).softmax(dim=-1)[0]
 print(labels[int(probs.argmax())], float(probs.max()))
 """
+# the same calls on an architecture with random weights (`NAME:random`): argv = NAME, PHOTO, LABELS
+RAW_CLASSIFY_RANDOM = RAW_CLASSIFY.replace(
+    """demo = sys.argv[1]
+open_clip.add_model_config(demo)
+model, _, preprocess = open_clip.create_model_and_transforms(
+    "clipapp-demo", pretrained=demo + "/clipapp-demo.safetensors", weights_only=True)""",
+    """model, _, preprocess = open_clip.create_model_and_transforms(sys.argv[1], pretrained=None)""",
+).replace('get_tokenizer("clipapp-demo")', "get_tokenizer(sys.argv[1])")
 
 
 def extract(base: str, into: Path) -> Path:
@@ -80,9 +91,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--base", default="ca97e8b", help="the previous commit to compare with (default ca97e8b)")
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--models", default="demo,ViT-B-32:random", help="comma-separated models to classify with")
     args = parser.parse_args()
     py = sys.executable
-    classify = ["-m", "clipapp", "classify", str(PHOTO), "--labels", LABELS, "--model", "demo", "--json"]
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
         base = extract(args.base, tmp_path)
@@ -95,15 +107,16 @@ def main() -> None:
                 ([py, "-c", "import clipapp.model.service"], ROOT),
                 ([py, "-c", "import clipapp.model.service"], base),
             ],
-            "first classify": [([py, *classify], ROOT), ([py, *classify], base)],
         }
-        raw = {
-            "import open_clip": ([py, "-c", "import open_clip"], None),
-            "first classify": (
-                [py, "-c", RAW_CLASSIFY, str(ROOT / "clipapp" / "assets" / "demo"), str(PHOTO), LABELS],
-                None,
-            ),
-        }
+        raw = {"import open_clip": ([py, "-c", "import open_clip"], None)}
+        for model in models:
+            classify = [py, "-m", "clipapp", "classify", str(PHOTO), "--labels", LABELS, "--model", model, "--json"]
+            rows[first_classify(model)] = [(classify, ROOT), (classify, base)]
+            if model == "demo":
+                script = [RAW_CLASSIFY, str(ROOT / "clipapp" / "assets" / "demo")]
+            else:
+                script = [RAW_CLASSIFY_RANDOM, model.removesuffix(":random")]
+            raw[first_classify(model)] = ([py, "-c", *script, str(PHOTO), LABELS], None)
         times: dict[tuple[str, str], list[float]] = {}
         for run in range(args.runs):
             for name, (ours, previous) in rows.items():
@@ -115,10 +128,10 @@ def main() -> None:
 
     median = {key: statistics.median(values) for key, values in times.items()}
     print(f"\nstart-up, wall seconds of a fresh process, {args.runs} runs interleaved: min / median / max\n")
-    print(f"| {'what':<16} | {'who':<18} | {'min / median / max':>24} |")
-    print(f"|{'-' * 18}|{'-' * 20}|{'-' * 26}|")
-    for (name, who), values in times.items():
-        print(f"| {name:<16} | {who:<18} | {spread(values):>24} |")
+    print(f"| {'what':<40} | {'who':<18} | {'min / median / max':>24} |")
+    print(f"|{'-' * 42}|{'-' * 20}|{'-' * 26}|")
+    for (name, who), values in sorted(times.items(), key=lambda item: item[0][0]):
+        print(f"| {name:<40} | {who:<18} | {spread(values):>24} |")
     previous = f"previous {args.base}"
     raw_import = median[("import open_clip", "plain open_clip")]
     print()
@@ -128,10 +141,14 @@ def main() -> None:
             f"{name}: previous / ours {median[(name, previous)] / ours:.1f}x; ours / plain `import open_clip` "
             f"{ours / raw_import:.2f}x"
         )
-    print(
-        f"first classify: ours / plain open_clip's own calls "
-        f"{median[('first classify', 'ours')] / median[('first classify', 'plain open_clip')]:.2f}x"
-    )
+    for model in models:
+        name = first_classify(model)
+        print(f"{name}: ours / plain open_clip's own calls "
+              f"{median[(name, 'ours')] / median[(name, 'plain open_clip')]:.2f}x")
+
+
+def first_classify(model: str) -> str:
+    return "first classify" if model == "demo" else f"first classify, {model}"
 
 
 if __name__ == "__main__":

@@ -1,14 +1,15 @@
 """Load test on loopback: clipapp beside a no-op Gradio app, and clipapp's plain HTTP API beside its Gradio API.
 
-    python bench/load.py [--users 16] [--seconds 15] [--model demo] [--runs 3]     # the load figures
+    python bench/load.py [--users 16] [--seconds 15] [--models demo,ViT-B-32:random] [--runs 3]   # load figures
     python bench/load.py --sessions 300                                          # RSS after many sessions
     python bench/load.py --hostile                                               # RSS per hostile image
     python bench/load.py --figures --runs 3                                      # heatmap renderers
 
 Load: N concurrent gradio_client users for a bounded time against (a) bench/noop_app.py, a Gradio app with the
 same inputs whose handlers do nothing (the ceiling Gradio allows on this machine), and (b) clipapp, for /classify
-(1 and 8 images) and /search_text; then the same users on POST /v1/classify with plain HTTP (requests). Prints
-requests/s, p50, p99, errors and the app's peak RSS, with the ratios (b)/(a) and /v1 over Gradio.
+(1 and 8 images) and /search_text; then the same users on POST /v1/classify with plain HTTP (requests); (b) once per
+model of --models (default: the demo model, then ViT-B-32 with random weights, the real architecture's cost). Prints
+requests/s, p50, p99, errors and the app's peak RSS, with the ratios (b)/(a) and /v1 over Gradio per model.
 Sessions: RSS of a fresh app, then after S sessions each upload 5 images to "my uploads" and search them.
 Hostile: the peak RSS each image of tests/support/hostile.py causes when classified on ViT-B-32 with random weights.
 Only 127.0.0.1 is contacted: the apps are started here, on free ports. Run under `flock /tmp/bench.lock`.
@@ -35,7 +36,7 @@ sys.path.insert(0, str(REPO))
 
 from gradio_client import Client, handle_file  # noqa: E402
 
-from tests.apprunner import free_port, running_app, wait_until_up  # noqa: E402
+from tests.support.apprunner import free_port, running_app, wait_until_up  # noqa: E402
 
 FASHION = sorted((REPO / "assets" / "examples" / "fashion").glob("*.png"))
 LABELS = "t-shirt, trouser, pullover, dress, coat, sandal, shirt, sneaker, bag, ankle boot"
@@ -122,59 +123,78 @@ def run_load(args) -> list[dict]:
             def make(i, url=noop_url, name=name):
                 clients[i] = Client(url, verbose=False)
                 return gradio_calls(clients[i], i)[name]
-            rows.append({"app": "no-op Gradio", "endpoint": name, **hammer(make, args.users, args.seconds)})
+            rows.append({"app": "no-op Gradio", "model": "-", "endpoint": name,
+                         **hammer(make, args.users, args.seconds)})
         noop_peak = rss_mb(noop.pid, "VmHWM")
-    with tempfile.TemporaryDirectory() as tmp, \
-            running_app(["--model", args.model, "--state-dir", tmp]) as (proc, url):
-        Client(url, verbose=False).predict("examples", "a sneaker", api_name="/search_text")  # build the index
-        for name in ("/classify 1 image", "/classify 8 images", "/search_text"):
-            def make(i, url=url, name=name):
-                return gradio_calls(Client(url, verbose=False), i)[name]
-            rows.append({"app": "clipapp", "endpoint": name, **hammer(make, args.users, args.seconds)})
-        rows.append({"app": "clipapp", "endpoint": "POST /v1/classify 1 image",
-                     **hammer(lambda i: http_call(url, i), args.users, args.seconds)})
-        # Same answers on both paths.
-        via_gradio = Client(url, verbose=False).predict([handle_file(str(FASHION[0]))], LABELS, api_name="/classify")
-        via_http = http_call(url, 0)()
-        same = [t["label"] for t in via_gradio["results"][0]["top"]] == [t["label"] for t in via_http["results"][0]["top"]] \
-            and np.allclose([t["prob"] for t in via_gradio["results"][0]["top"]],
-                            [t["prob"] for t in via_http["results"][0]["top"]], atol=1e-6)
-        app_peak = rss_mb(proc.pid, "VmHWM")
     for row in rows:
-        row["peak"] = noop_peak if row["app"] == "no-op Gradio" else app_peak
+        row["peak"] = noop_peak
+    same = True
+    for model in args.models:
+        model_rows, model_same = load_app(args, model)
+        rows += model_rows
+        same = same and model_same
     rows.append({"same_results": same})
     return rows
 
 
+def load_app(args, model: str) -> tuple[list[dict], bool]:
+    """clipapp on `model` under the same users: its rows, and whether /v1/classify and Gradio answered alike."""
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp, \
+            running_app(["--model", model, "--state-dir", tmp]) as (proc, url):
+        Client(url, verbose=False).predict("examples", "a sneaker", api_name="/search_text")  # build the index
+        for name in ("/classify 1 image", "/classify 8 images", "/search_text"):
+            def make(i, url=url, name=name):
+                return gradio_calls(Client(url, verbose=False), i)[name]
+            rows.append({"app": "clipapp", "model": model, "endpoint": name,
+                         **hammer(make, args.users, args.seconds)})
+        rows.append({"app": "clipapp", "model": model, "endpoint": "POST /v1/classify 1 image",
+                     **hammer(lambda i: http_call(url, i), args.users, args.seconds)})
+        # Same answers on both paths.
+        via_gradio = Client(url, verbose=False).predict([handle_file(str(FASHION[0]))], LABELS, api_name="/classify")
+        via_http = http_call(url, 0)()
+        gradio_top, http_top = via_gradio["results"][0]["top"], via_http["results"][0]["top"]
+        same = [t["label"] for t in gradio_top] == [t["label"] for t in http_top] \
+            and np.allclose([t["prob"] for t in gradio_top], [t["prob"] for t in http_top], atol=1e-6)
+        app_peak = rss_mb(proc.pid, "VmHWM")
+    for row in rows:
+        row["peak"] = app_peak
+    return rows, same
+
+
+def _rps(run: list[dict], app: str, endpoint: str, model: str = "-") -> float:
+    return next(r for r in run[:-1] if (r["app"], r["endpoint"], r["model"]) == (app, endpoint, model))["rps"]
+
+
 def print_load(runs: list[list[dict]], args) -> None:
-    print(f"## load: {args.users} users, {args.seconds:.0f} s per endpoint, model {args.model}, {len(runs)} run(s)\n")
-    print("| app | endpoint | req/s (min / median / max) | p50 ms | p99 ms | errors | app peak RSS MB |")
-    print("|---|---|---|---|---|---|---|")
+    print(f"## load: {args.users} users, {args.seconds:.0f} s per endpoint, models {', '.join(args.models)}, "
+          f"{len(runs)} run(s)\n")
+    print("| app | model | endpoint | req/s (min / median / max) | p50 ms | p99 ms | errors | app peak RSS MB |")
+    print("|---|---|---|---|---|---|---|---|")
     table = defaultdict(list)
     for run in runs:
         for row in run[:-1]:
-            table[(row["app"], row["endpoint"])].append(row)
-    for (app, endpoint), rows in table.items():
+            table[(row["app"], row["model"], row["endpoint"])].append(row)
+    for (app, model, endpoint), rows in table.items():
         rps = sorted(r["rps"] for r in rows)
-        print(f"| {app} | {endpoint} | {rps[0]:.1f} / {np.median(rps):.1f} / {rps[-1]:.1f} | "
+        print(f"| {app} | {model} | {endpoint} | {rps[0]:.1f} / {np.median(rps):.1f} / {rps[-1]:.1f} | "
               f"{np.median([r['p50'] for r in rows]):.0f} | {np.median([r['p99'] for r in rows]):.0f} | "
               f"{sum(len(r['errors']) for r in rows)} | {np.median([r['peak'] for r in rows]):.0f} |")
-    print("\n| ratio | per run | median |\n|---|---|---|")
-    for endpoint in ("/classify 1 image", "/classify 8 images", "/search_text"):
-        ratios = [next(r for r in run if r.get("endpoint") == endpoint and r["app"] == "clipapp")["rps"] /
-                  next(r for r in run if r.get("endpoint") == endpoint and r["app"] == "no-op Gradio")["rps"]
-                  for run in runs]
-        print(f"| clipapp / no-op, {endpoint} | {', '.join(f'{x:.2f}' for x in ratios)} | {np.median(ratios):.2f} |")
-    http = [next(r for r in run if r.get("endpoint") == "POST /v1/classify 1 image")["rps"] /
-            next(r for r in run if r.get("endpoint") == "/classify 1 image" and r["app"] == "clipapp")["rps"]
-            for run in runs]
-    print(f"| /v1/classify / Gradio /classify, 1 image | {', '.join(f'{x:.1f}' for x in http)} | "
-          f"{np.median(http):.1f} |")
+    print("\n| ratio | model | per run | median |\n|---|---|---|---|")
+    for model in args.models:
+        for endpoint in ("/classify 1 image", "/classify 8 images", "/search_text"):
+            ratios = [_rps(run, "clipapp", endpoint, model) / _rps(run, "no-op Gradio", endpoint) for run in runs]
+            print(f"| clipapp / no-op, {endpoint} | {model} | {', '.join(f'{x:.2f}' for x in ratios)} | "
+                  f"{np.median(ratios):.2f} |")
+        http = [_rps(run, "clipapp", "POST /v1/classify 1 image", model) /
+                _rps(run, "clipapp", "/classify 1 image", model) for run in runs]
+        print(f"| /v1/classify / Gradio /classify, 1 image | {model} | {', '.join(f'{x:.1f}' for x in http)} | "
+              f"{np.median(http):.1f} |")
     print(f"\nsame results on /v1/classify and Gradio /classify: {all(run[-1]['same_results'] for run in runs)}")
     for run in runs:
         for row in run[:-1]:
             for error in row["errors"][:3]:
-                print(f"  error ({row['app']} {row['endpoint']}): {error}")
+                print(f"  error ({row['app']} {row['model']} {row['endpoint']}): {error}")
 
 
 def run_sessions(args) -> None:
@@ -281,12 +301,15 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=15)
     parser.add_argument("--runs", type=int, default=1)
-    parser.add_argument("--model", default="demo")
+    parser.add_argument("--models", default="demo,ViT-B-32:random",
+                        help="comma-separated models for the load figures (the first one for --sessions)")
     parser.add_argument("--sessions", type=int, default=0, help="measure RSS after this many sessions instead")
     parser.add_argument("--hostile", action="store_true", help="measure RSS per hostile image instead")
     parser.add_argument("--hostile-model", default="ViT-B-32:random")
     parser.add_argument("--figures", action="store_true", help="time the heatmap renderers instead")
     args = parser.parse_args()
+    args.models = [m.strip() for m in args.models.split(",") if m.strip()]
+    args.model = args.models[0]  # --sessions measures one app
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if args.figures:
         run_figures(args)

@@ -38,6 +38,10 @@ CACHE_BETAS = (1.0, 3.0, 5.5, 8.0, 12.0)
 # partial fine-tuning, each step running two tower blocks, gets 30 epochs x 3 folds at a higher visual lr. Digits,
 # 3 seeds, 20 epochs: 66.0 / 84.4 (4 / 16 shots) with 4 augmented views, 69.6 / 84.7 with 1, so views stay off;
 # at 20 epochs the chosen epoch was the last one (seed 0, 16 shots: 87.6% at 20 epochs, 88.4% at 30).
+# Cross-validated through the CLI's path (bench/bench_settings_cv.py: digits, Fashion-MNIST in 4 coarse classes and
+# skimage photo crops, 4 and 16 shots, 3 splits each): partial 2 blocks x 30 epochs is the strongest on every
+# dataset; 15 epochs cost up to 5.8 points, 1 block up to 3.6 (docs/benchmarks.md, "Choosing the fine-tune
+# settings").
 MODE_DEFAULTS: dict[str, dict[str, int]] = {
     "head": {"epochs": 80, "max_folds": 5, "views": 1},
     "cache": {"epochs": 80, "max_folds": 5, "views": 1},
