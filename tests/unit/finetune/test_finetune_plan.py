@@ -64,9 +64,9 @@ def test_no_budget_is_the_strongest_and_only_it_is_measured():
 
 
 def test_the_time_already_spent_counts_against_the_budget():
-    free = choose(FinetuneConfig(), TARGETS, costs, 60.0)
-    late = choose(FinetuneConfig(), TARGETS, costs, 60.0, elapsed=lambda: 30.0)
-    assert late.seconds <= 60.0 and late.planning == 30.0
+    free = choose(FinetuneConfig(), TARGETS, costs, 100.0)
+    late = choose(FinetuneConfig(), TARGETS, costs, 100.0, elapsed=lambda: 30.0)
+    assert late.seconds <= 100.0 and late.planning == 30.0
     assert late.estimate.total < free.estimate.total  # a cheaper schedule for the 30 s left
 
 
