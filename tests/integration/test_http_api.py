@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
@@ -140,3 +142,14 @@ def test_search_filters(api):
     bad = api.post("/v1/search", data={"query": "a cat", "before": "31/12/2020"})
     assert bad.status_code == 400 and "--before '31/12/2020' is not a date" in bad.json()["error"]
     assert api.post("/v1/search", data={"query": "a cat", "sort": "newest"}).status_code == 422
+
+
+def test_models_route_is_the_cli_json_with_this_server_selected(api, tiny_service, capsys):
+    from clipapp.app.cli import main
+
+    answer = api.get("/v1/models")
+    assert answer.status_code == 200, answer.text
+    assert main(["models", "--json", "--model", tiny_service.spec]) == 0
+    assert answer.json() == json.loads(capsys.readouterr().out)
+    assert answer.json()["selected"] == tiny_service.spec
+    assert "/v1/models" in api.get("/openapi.json").json()["paths"]
