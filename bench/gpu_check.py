@@ -122,13 +122,13 @@ def finetune(model: str, device: str, n: dict, tmp: Path, env: dict, modes: list
     return rows
 
 
-def serving(model: str, device: str, n: dict, seconds: float, env: dict) -> list[tuple[str, str]]:
+def serving(model: str, device: str, n: dict, seconds: float) -> list[tuple[str, str]]:
     from load import hammer, http_call
 
     from tests.support.apprunner import running_app
 
     with tempfile.TemporaryDirectory() as state, running_app(
-        ["--model", model, "--device", device, "--state-dir", state], env=env
+        ["--model", model, "--device", device, "--state-dir", state]
     ) as (_proc, url):
         http_call(url, 0)()  # warm-up
         found = hammer(lambda i: http_call(url, i), n["users"], seconds)
@@ -163,7 +163,7 @@ def main(argv=None) -> int:
         if "finetune" in sections:
             rows += finetune(args.model, args.device, n, Path(tmp), env, args.finetune_modes.split(","))
         if "serving" in sections:
-            rows += serving(args.model, args.device, n, args.seconds, env)
+            rows += serving(args.model, args.device, n, args.seconds)
     print(f"\n## gpu_check: {args.model} on {device_name(args.device)}{' (--small)' if args.small else ''}, "
           f"{time.perf_counter() - started:.0f} s in all\n")
     print("| figure | value |\n|---|---|")

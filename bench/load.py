@@ -35,7 +35,7 @@ sys.path.insert(0, str(REPO))
 
 from gradio_client import Client, handle_file  # noqa: E402
 
-from tests.apprunner import free_port, running_app, wait_until_up  # noqa: E402
+from tests.support.apprunner import free_port, running_app, wait_until_up  # noqa: E402
 
 FASHION = sorted((REPO / "assets" / "examples" / "fashion").glob("*.png"))
 LABELS = "t-shirt, trouser, pullover, dress, coat, sandal, shirt, sneaker, bag, ankle boot"

@@ -104,6 +104,7 @@ def test_the_same_login_protects_the_routes(store, photos):
     assert call().status_code == 401
     assert call(auth=("ann", "wrong")).status_code == 401
     assert call(auth=("ann", "s3cret")).status_code == 200
+    assert api.get("/v1/models").status_code == 401 and api.get("/v1/models", auth=("ann", "s3cret")).status_code == 200
     assert api.get("/health").status_code == 200  # the probe needs no login
     assert "/v1/classify" in api.get("/openapi.json").json()["paths"]
 
