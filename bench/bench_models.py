@@ -213,6 +213,30 @@ def write(results: dict, args) -> None:
     print(f"wrote {FIGURES_FILE.relative_to(REPO)}")
 
 
+def markdown_table() -> str:
+    """The docs' table (README, docs/models.md) from catalog_figures.json: medians, with min-max where several runs."""
+    stored = json.loads(FIGURES_FILE.read_text())
+    cell = lambda values, fmt="{:.1f}": "–" if not values else (  # noqa: E731
+        fmt.format(values[0]) if len(values) == 1 else
+        f"{fmt.format(statistics.median(values))} ({fmt.format(min(values))}–{fmt.format(max(values))})")
+    lines = ["| model | ImageNet 0-shot | weights' license | params M | load s | RSS MB | images/s fp32 | "
+             "images/s int8 | texts/s fp32 | texts/s int8 | fine-tune head s | fine-tune default s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for model in MODELS:
+        m = stored["models"].get(model.spec, {})
+        fp32, int8 = m.get("fp32", {}), m.get("int8", {})
+        name = f"`{model.spec}`" + (" ¹" if m.get("note") else "")
+        lines.append(" | ".join([
+            f"| {name}", f"{model.imagenet_top1}%" if model.imagenet_top1 else "–", model.license,
+            f"{m['params_m']:.0f}" if "params_m" in m else "–", cell(fp32.get("load_s")),
+            cell(fp32.get("rss_mb"), "{:.0f}"), cell(fp32.get("images_per_s")), cell(int8.get("images_per_s")),
+            cell(fp32.get("texts_per_s"), "{:.0f}"), cell(int8.get("texts_per_s"), "{:.0f}"),
+            cell(m.get("finetune_head_s"), "{:.0f}"), cell(m.get("finetune_default_s"), "{:.0f}") + " |"]))
+    notes = sorted({m["note"] for m in stored["models"].values() if m.get("note")})
+    lines += ["", f"Measured {stored['date']} on {stored['machine']}.", *(f"¹ {note}." for note in notes)]
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", help="comma-separated names or specs of catalog models (default: all)")
@@ -222,9 +246,13 @@ def main(argv=None) -> int:
     parser.add_argument("--shots", type=int, default=16)
     parser.add_argument("--no-finetune", action="store_true")
     parser.add_argument("--write", action="store_true", help=f"merge the figures into {FIGURES_FILE.name}")
+    parser.add_argument("--table", action="store_true", help=f"print the docs' table from {FIGURES_FILE.name}")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--precision", default="fp32", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.table:
+        print(markdown_table())
+        return 0
     if args.worker:
         print(json.dumps(worker(args.worker, args.precision, args.seconds)))
         return 0

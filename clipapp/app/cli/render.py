@@ -194,7 +194,8 @@ def models_text(table, _args: argparse.Namespace) -> str:
             f"{_number(row.value('params_m'), '{:.0f}'):>7} {_number(row.figure('fp32', 'load_s')):>5} "
             f"{_number(row.figure('fp32', 'rss_mb'), '{:.0f}'):>6} "
             f"{_number(row.figure('fp32', 'images_per_s')):>5} {_number(row.figure('int8', 'images_per_s')):>5} "
-            f"{_number(row.figure('fp32', 'texts_per_s')):>5} {_number(row.figure('int8', 'texts_per_s')):>5} "
+            f"{_number(row.figure('fp32', 'texts_per_s'), '{:.0f}'):>5} "
+            f"{_number(row.figure('int8', 'texts_per_s'), '{:.0f}'):>5} "
             f"{_number(row.value('finetune_head_s'), '{:.0f}'):>9} "
             f"{_number(row.value('finetune_default_s'), '{:.0f}'):>9}" + ("" if row.loadable else f"  ({row.why_not})")
         )
