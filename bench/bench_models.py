@@ -268,8 +268,8 @@ def main(argv=None) -> int:
             started = time.perf_counter()
             results[model.spec] = measure(model, args, root, train)
             print(f"{model.spec}: {time.perf_counter() - started:.0f} s of bench", flush=True)
-    if args.write:
-        write(results, args)
+            if args.write:  # after each model: a later one that fails loses nothing
+                write({model.spec: results[model.spec]}, args)
     return 0
 
 

@@ -64,3 +64,13 @@ def test_the_command_loads_no_model(capsys, monkeypatch):
 
     monkeypatch.setattr(loading, "load_model", refuse)
     assert DEFAULT_SPEC in run(capsys, "models", "--model", "ViT-L-14:datacomp_xl_s13b_b90k")
+
+
+def test_the_page_table_marks_the_default_and_this_server():
+    from clipapp.app.ui.models_view import table_markdown
+
+    rows = table_markdown(models_action.list_models("MobileCLIP2-S2:dfndr2b")).splitlines()
+    default = next(row for row in rows if DEFAULT_SPEC in row)
+    assert f"**`{DEFAULT_SPEC}`** (default)" in default and "this server" not in default
+    assert "← this server" in next(row for row in rows if "MobileCLIP2-S2:dfndr2b" in row)
+    assert sum(row.startswith("| ") for row in rows) == len(catalog.MODELS) + 1  # the header and one row each
