@@ -72,8 +72,10 @@ def create_app(
     )
     _add_error_handlers(app)
     _add_health(app, sessions.service, queue_length)
-    guarded = [Depends(_login(auth)), Depends(_body_limit(parse_size(max_upload)))]
+    login = [Depends(_login(auth))]
+    guarded = [*login, Depends(_body_limit(parse_size(max_upload)))]
     _add_model_routes(app, sessions.service, guarded)
+    _add_models_route(app, sessions.service, login)  # a GET: no body to limit
     _add_search_route(app, sessions, guarded)
     _add_duplicates_route(app, sessions, guarded)
     _add_map_route(app, sessions, guarded)
@@ -208,6 +210,14 @@ def _add_model_routes(app: FastAPI, service, guarded: list) -> None:
     ) -> dict:
         """L2-normalised embeddings of images or texts (not both in one call)."""
         return actions.embed(service, images=_buffers(images or []), texts=_texts(texts or [])).to_dict()
+
+
+def _add_models_route(app: FastAPI, service, login: list) -> None:
+    @app.get(f"/{API_VERSION}/models", tags=["v1"], dependencies=login)
+    def models() -> dict:
+        """The models one can pick (published accuracy, license, cost measured on a 2-core CPU), the default marked
+        and the one this server was asked for `selected`, as `python -m clipapp models --json`."""
+        return actions.list_models(service.loaded.requested_spec).to_dict()
 
 
 def _add_search_route(app: FastAPI, sessions: SessionStore, guarded: list) -> None:

@@ -14,11 +14,13 @@ if TYPE_CHECKING:
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     """`--model`, `--device`, `--precision`, and the image limit (`add_limit_arguments`)."""
+    from clipapp.model.spec import DEFAULT_SPEC  # light: the spec module imports open_clip only when parsing
+
     parser.add_argument(
         "--model",
         default=None,
-        help="model spec (default: $CLIPAPP_MODEL or ViT-B-32:laion2b_s34b_b79k; "
-        "offline without cached weights: the bundled demo model)",
+        help=f"model spec (default: $CLIPAPP_MODEL or {DEFAULT_SPEC}; "
+        "offline without cached weights: the bundled demo model; `clipapp models` lists the usual ones)",
     )
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument(

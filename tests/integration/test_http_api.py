@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
@@ -102,6 +104,7 @@ def test_the_same_login_protects_the_routes(store, photos):
     assert call().status_code == 401
     assert call(auth=("ann", "wrong")).status_code == 401
     assert call(auth=("ann", "s3cret")).status_code == 200
+    assert api.get("/v1/models").status_code == 401 and api.get("/v1/models", auth=("ann", "s3cret")).status_code == 200
     assert api.get("/health").status_code == 200  # the probe needs no login
     assert "/v1/classify" in api.get("/openapi.json").json()["paths"]
 
@@ -179,3 +182,14 @@ def test_tag_route_then_search_by_the_tag(tiny_service, photos, tmp_path):
     unknown = client.post("/v1/tag", data={"source": str(root), "tag": "x", "paths": "/elsewhere/a.jpg"})
     assert unknown.status_code == 400 and "not in the index" in unknown.json()["error"]
     assert client.post("/v1/tag", data={"source": "my uploads", "tag": "x", "paths": chosen}).status_code == 400
+
+
+def test_models_route_is_the_cli_json_with_this_server_selected(api, tiny_service, capsys):
+    from clipapp.app.cli import main
+
+    answer = api.get("/v1/models")
+    assert answer.status_code == 200, answer.text
+    assert main(["models", "--json", "--model", tiny_service.spec]) == 0
+    assert answer.json() == json.loads(capsys.readouterr().out)
+    assert answer.json()["selected"] == tiny_service.spec
+    assert "/v1/models" in api.get("/openapi.json").json()["paths"]

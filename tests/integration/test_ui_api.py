@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from gradio_client import handle_file
@@ -114,3 +116,12 @@ def test_find_duplicates_endpoint(client):
     assert result["images"] >= 4  # the examples index: photos and fashion images
     for group in result["groups"]:
         assert [image["image"] for image in group["images"]] == group["paths"]
+
+
+def test_list_models_is_the_cli_json_with_this_server_selected(client, server, capsys):
+    from clipapp.app.cli import main
+
+    answer = client.predict(api_name="/list_models")
+    assert main(["models", "--json", "--model", server.ctx.service.loaded.requested_spec]) == 0
+    assert answer == json.loads(capsys.readouterr().out)
+    assert answer["selected"] == server.ctx.service.loaded.requested_spec

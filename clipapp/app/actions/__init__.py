@@ -7,7 +7,8 @@ Modules by concern: images (a request's images), zero_shot (classify, similarity
 search an index), sources (the server's indexes by name, per browser session: the Search tab and /v1/search),
 finetune (fine-tune to a file, or for a browser session), archive (compact, back up, export and import an index),
 collection_map (the map of an index), duplicates
-(near-duplicate groups, moving them aside and back), tags (tagging a selection by hand).
+(near-duplicate groups, moving them aside and back), tags (tagging a selection by hand), models (the models one can
+pick, with their measured cost).
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ from clipapp.app.actions.images import (
     load_named_images,
     too_many_images_message,
 )
+from clipapp.app.actions.models import ModelRow, ModelTable, list_models
 from clipapp.app.actions.search import (
     index_folder,
     index_folder_ray,
@@ -90,6 +92,9 @@ __all__ = [
     "undo_duplicate_moves",
     "write_duplicates_csv",
     "CollectionMap",
+    "ModelRow",
+    "ModelTable",
+    "list_models",
     "MapCluster",
     "collection_map",
     "map_of_index",

@@ -243,3 +243,7 @@ def collection_map(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", help="write the map as a self-contained HTML page (hover: thumbnail, click: open)")
     p.add_argument("--labels", help="name clusters from these labels, comma separated (default: a built-in list)")
     p.add_argument("--clusters", type=_positive_int, help="number of k-means clusters (default: sqrt(n/2), at most 30)")
+
+
+def models(p: argparse.ArgumentParser) -> None:
+    """No flags of its own: --model marks the model it names (default: $CLIPAPP_MODEL or the default)."""

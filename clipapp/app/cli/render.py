@@ -190,8 +190,40 @@ def tag_text(report, args: argparse.Namespace) -> str:
     )
 
 
+def _number(value, fmt: str = "{:.1f}") -> str:
+    return "-" if value is None else fmt.format(value)
+
+
+def models_text(table, _args: argparse.Namespace) -> str:
+    """`ModelTable`: one line per model (medians of the measured runs), `*` the default, `>` the one --model picks;
+    the sources of the published figures are in --json."""
+    header = (
+        f"  {'model':<44} {'ImageNet':>8} {'license':<11} {'params':>7} {'load':>5} {'RSS':>6} "
+        f"{'images/s':>11} {'texts/s':>11} {'fine-tune s':>19}"
+    )
+    under = f"  {'':<44} {'0-shot':>8} {'':<11} {'M':>7} {'s':>5} {'MB':>6} {'fp32  int8':>11} {'fp32  int8':>11} "
+    lines = [header, under + f"{'head':>9} {'default':>9}"]
+    for row in table.rows:
+        mark = ("*" if row.default else " ") + (">" if row.selected else " ")
+        lines.append(
+            f"{mark}{row.model.spec:<44} {_number(row.model.imagenet_top1, '{:.1f}%'):>8} {row.model.license:<11} "
+            f"{_number(row.value('params_m'), '{:.0f}'):>7} {_number(row.figure('fp32', 'load_s')):>5} "
+            f"{_number(row.figure('fp32', 'rss_mb'), '{:.0f}'):>6} "
+            f"{_number(row.figure('fp32', 'images_per_s')):>5} {_number(row.figure('int8', 'images_per_s')):>5} "
+            f"{_number(row.figure('fp32', 'texts_per_s'), '{:.0f}'):>5} "
+            f"{_number(row.figure('int8', 'texts_per_s'), '{:.0f}'):>5} "
+            f"{_number(row.value('finetune_head_s'), '{:.0f}'):>9} "
+            f"{_number(row.value('finetune_default_s'), '{:.0f}'):>9}" + ("" if row.loadable else f"  ({row.why_not})")
+        )
+    lines.append(f"* the default ({table.default})   > selected by --model / $CLIPAPP_MODEL ({table.selected})")
+    if table.measured_on:
+        lines.append(f"measured {table.measured_at} on {table.measured_on}, random weights (the architecture's cost)")
+    lines.append("ImageNet: published zero-shot top-1; its source and each license's: --json, or docs/models.md")
+    return "\n".join(lines)
+
+
 def _renderers() -> dict[type, Callable[[Any, argparse.Namespace], str]]:
-    from clipapp.app.actions import AdapterReport, CollectionMap, Explanation, Similarity, TagReport
+    from clipapp.app.actions import AdapterReport, CollectionMap, Explanation, ModelTable, Similarity, TagReport
     from clipapp.classify.evaluation import EvalResult
     from clipapp.classify.stream import ClassifyReport
     from clipapp.index import BackupReport, CompactionReport, ExportReport, SearchResult, SyncReport
@@ -213,6 +245,7 @@ def _renderers() -> dict[type, Callable[[Any, argparse.Namespace], str]]:
         MoveReport: moves_text,
         CollectionMap: map_text,
         TagReport: tag_text,
+        ModelTable: models_text,
     }
 
 

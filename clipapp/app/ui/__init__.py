@@ -10,7 +10,7 @@ from typing import Optional
 
 import gradio as gr
 
-from clipapp.app.ui import finetune_tab, search_tab, zero_shot_tab
+from clipapp.app.ui import finetune_tab, models_view, search_tab, zero_shot_tab
 from clipapp.app.ui.common import AppContext
 
 TITLE = "clipapp — CLIP zero-shot, search and few-shot fine-tuning"
@@ -32,6 +32,7 @@ def build_app(ctx: AppContext) -> gr.Blocks:
     with gr.Blocks(title=TITLE, delete_cache=(max(60, min(ttl, 3600)), ttl)) as demo:
         gr.Markdown(f"# {TITLE}")
         gr.Markdown(model_banner(ctx), elem_id="model-banner")
+        models_view.build(ctx)
         # The name of this browser session's fine-tuned adapter: set by the Fine-tune tab, used (and cleared) by
         # Zero-shot. The adapter itself lives in ctx.sessions, which unloads it when idle.
         adapter_state = gr.State(None)

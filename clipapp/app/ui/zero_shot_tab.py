@@ -30,6 +30,7 @@ from clipapp.app.ui.common import (
 )
 from clipapp.images.decode import load_image
 from clipapp.model.prompts import DEFAULT_TEMPLATES
+from clipapp.model.spec import DEFAULT_SPEC
 from clipapp.viz.heatmap_image import png_bytes, similarity_heatmap_image
 
 TEMPLATE_CHOICES = [
@@ -173,7 +174,7 @@ def _examples(ctx: AppContext, files, labels) -> None:
                 photos,
                 PHOTO_LABELS,
                 "Photos: these need a general CLIP model (the demo model knows clothing only; "
-                "start the app with --model ViT-B-32:laion2b_s34b_b79k)",
+                f"start the app with --model {DEFAULT_SPEC})",
                 "examples-photos",
             ),
         ]
