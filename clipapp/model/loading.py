@@ -191,8 +191,11 @@ def embed_dim(model: torch.nn.Module) -> int:
     output_dim = getattr(getattr(model, "visual", None), "output_dim", None)
     if output_dim:
         return int(output_dim)
+    # the model's own context: SigLIP2's text tower takes 64 tokens, not CLIP's 77, and refuses any other length
+    text = getattr(model, "text", None)
+    context = getattr(model, "context_length", None) or getattr(text, "context_length", None) or 77
     with torch.no_grad():
-        return int(towers(model).encode_text(torch.zeros(1, 77, dtype=torch.long)).shape[-1])
+        return int(towers(model).encode_text(torch.zeros(1, int(context), dtype=torch.long)).shape[-1])
 
 
 def model_embed_dim(spec: str) -> int:

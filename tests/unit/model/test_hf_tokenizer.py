@@ -94,3 +94,27 @@ def test_which_models_need_transformers(hf_tiny):
     assert "Hugging Face tokenizer" in (hugging_face_parts(hf_tiny) or "")
     assert hugging_face_parts("ViT-B-32") is None
     assert hugging_face_parts("clipapp-tiny") is None
+
+
+def test_a_siglip2_shaped_model_with_a_short_context_loads(hf_tiny, tmp_path, photos):
+    """SigLIP2's towers in small: a timm image tower with no output_dim and a text context of 16, not CLIP's 77
+    (ViT-B-16-SigLIP2's is 64): its embedding size is read through its own context length."""
+    config = json.loads(json.dumps(open_clip_config("ViT-B-16-SigLIP2")))
+    config["embed_dim"] = 192  # vit_tiny's width: SigLIP2's image tower has no projection (timm_proj none)
+    config["vision_cfg"] = {**config["vision_cfg"], "timm_model_name": "vit_tiny_patch16_224"}  # 5.5M parameters
+    text = open_clip_config(hf_tiny)["text_cfg"]
+    config["text_cfg"].update(
+        context_length=16,
+        vocab_size=text["vocab_size"],
+        hf_tokenizer_name=text["hf_tokenizer_name"],
+        width=32,
+        heads=2,
+        layers=2,
+    )
+    config["text_cfg"].pop("tokenizer_kwargs")
+    (tmp_path / "clipapp-tiny-siglip2.json").write_text(json.dumps(config))
+    register_model_configs(tmp_path)
+    service = ClipService.load("clipapp-tiny-siglip2:random", device="cpu", precision="fp32")
+    assert service.multi_label  # a learnt logit bias: independent sigmoids, as SigLIP's authors use them
+    result = service.zero_shot(photos[:2], ["shirt", "shoe"])
+    assert result.probs.shape == (2, 2)
