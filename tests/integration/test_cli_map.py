@@ -8,17 +8,13 @@ import json
 import pytest
 
 from clipapp.app.cli import main
+from tests.support.cli_index import indexed_copy
 
 pytestmark = pytest.mark.slow
 
 
 def test_map_json_html_and_cache(capsys, tiny_spec, photos, tmp_path):
-    folder, index = tmp_path / "pics", tmp_path / "index"
-    folder.mkdir()
-    for photo in photos[:8]:
-        (folder / photo.name).write_bytes(photo.read_bytes())
-    assert main(["index", str(folder), "--index", str(index), "--model", tiny_spec, "--json"]) == 0
-    capsys.readouterr()
+    folder, index = indexed_copy(photos[:8], tmp_path, tiny_spec, capsys)
     argv = ["map", "--index", str(index), "--model", tiny_spec, "--labels", "cat,dog,car", "--clusters", "2"]
     assert main([*argv, "--json"]) == 0
     data = json.loads(capsys.readouterr().out)

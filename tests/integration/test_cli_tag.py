@@ -6,15 +6,11 @@ from __future__ import annotations
 import json
 
 from clipapp.app.cli import main
+from tests.support.cli_index import indexed_copy
 
 
 def test_tag_then_search_by_the_tag(capsys, tiny_spec, photos, tmp_path):
-    folder, index = tmp_path / "pics", tmp_path / "index"
-    folder.mkdir()
-    for photo in photos[:5]:
-        (folder / photo.name).write_bytes(photo.read_bytes())
-    assert main(["index", str(folder), "--index", str(index), "--model", tiny_spec, "--json"]) == 0
-    capsys.readouterr()
+    folder, index = indexed_copy(photos[:5], tmp_path, tiny_spec, capsys)
     selection = tmp_path / "selected.txt"
     selection.write_text(f"{folder / photos[1].name}\n{folder / photos[3].name}\n", encoding="utf-8")
     argv = ["tag", str(folder / photos[0].name), "--from", str(selection), "--index", str(index), "--tag", "best"]
