@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import TYPE_CHECKING
 
@@ -19,8 +20,9 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model",
         default=None,
-        help=f"model spec (default: $CLIPAPP_MODEL or {DEFAULT_SPEC}; "
-        "offline without cached weights: the bundled demo model; `clipapp models` lists the usual ones)",
+        help=f"model spec (default: the model an existing --index was built with, else $CLIPAPP_MODEL or "
+        f"{DEFAULT_SPEC}; offline without cached weights: the bundled demo model; `clipapp models` lists the "
+        "usual ones)",
     )
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument(
@@ -50,11 +52,25 @@ def image_limits(args: argparse.Namespace) -> ImageLimits:
     return ImageLimits(max_pixels=args.max_pixels)
 
 
+def index_model(args: argparse.Namespace) -> str | None:
+    """The model an existing `--index` was built with, when neither --model nor $CLIPAPP_MODEL names one: an index
+    outlives a change of the default model (ViT-B-32 laion2b until 2026-12), so it keeps its own."""
+    from clipapp.model.spec import SPEC_ENV
+
+    index = getattr(args, "index", None)
+    if not index or os.environ.get(SPEC_ENV):
+        return None
+    from clipapp.index import stored_model_spec
+
+    return stored_model_spec(index)
+
+
 def load_service(args: argparse.Namespace, *, say_notice: bool = True) -> ClipService:
     """The service the flags describe; its notice (e.g. the demo model stands in) goes to stderr."""
     from clipapp.model.service import ClipService
 
-    service = ClipService.load(args.model, device=args.device, precision=args.precision, limits=image_limits(args))
+    spec = args.model or index_model(args)
+    service = ClipService.load(spec, device=args.device, precision=args.precision, limits=image_limits(args))
     if say_notice and service.notice:
         print(f"note: {service.notice}", file=sys.stderr)
     return service

@@ -99,7 +99,8 @@ def stored_model_spec(path: str | os.PathLike) -> str | None:
     """The model spec of the index at `path`, None if there is none (for callers choosing a model)."""
     if not index_exists(path):
         return None
-    return ImageIndex.open(path).spec
+    with ImageIndex.open(path) as index:
+        return index.spec
 
 
 def _settings_meta(settings: IndexSettings) -> str:
