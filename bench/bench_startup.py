@@ -1,6 +1,6 @@
 """Start-up time: this tree's clipapp against a previous commit's and against plain open_clip.
 
-    flock /tmp/bench.lock .venv/bin/python bench/bench_startup.py [--base ca97e8b] [--runs 3]
+    flock /tmp/bench.lock .venv/bin/python bench/bench_startup.py [--base 8777256] [--runs 3]
         [--models demo,ViT-B-32:random]
 
 Each figure is the wall time of a fresh interpreter (`python ...` as a user runs it), interleaved so that the
@@ -89,7 +89,7 @@ def spread(values: list[float]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--base", default="ca97e8b", help="the previous commit to compare with (default ca97e8b)")
+    parser.add_argument("--base", default="8777256", help="the previous commit to compare with (default 8777256: the layered package, whose clipapp.model.service the import row names)")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--models", default="demo,ViT-B-32:random", help="comma-separated models to classify with")
     args = parser.parse_args()
