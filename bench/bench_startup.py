@@ -89,7 +89,12 @@ def spread(values: list[float]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--base", default="8777256", help="the previous commit to compare with (default 8777256: the layered package, whose clipapp.model.service the import row names)")
+    parser.add_argument(
+        "--base",
+        default="8777256",
+        help="the previous commit to compare with (default 8777256: the layered package, whose "
+        "clipapp.model.service the import row names)",
+    )
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--models", default="demo,ViT-B-32:random", help="comma-separated models to classify with")
     args = parser.parse_args()
@@ -143,8 +148,10 @@ def main() -> None:
         )
     for model in models:
         name = first_classify(model)
-        print(f"{name}: ours / plain open_clip's own calls "
-              f"{median[(name, 'ours')] / median[(name, 'plain open_clip')]:.2f}x")
+        print(
+            f"{name}: ours / plain open_clip's own calls "
+            f"{median[(name, 'ours')] / median[(name, 'plain open_clip')]:.2f}x"
+        )
 
 
 def first_classify(model: str) -> str:
