@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from gradio_client import Client, handle_file
+from gradio_client.utils import Status
 
 from clipapp.app.ui.common import AppContext
 from clipapp.model.service import ClipService
@@ -112,6 +114,11 @@ def test_a_cancelled_finetune_stops_its_work(ctx, tmp_path, photos, monkeypatch)
         assert started.wait(120)
         running = ctx.jobs.running()
         assert len(running) == 1
+        # cancel once the client has the event's first output: before that, gradio_client may cancel only its own
+        # side and the server's work runs on (CI under load once waited 120 s for a stop that was never sent)
+        deadline = time.monotonic() + 120
+        while job.status().code != Status.ITERATING and time.monotonic() < deadline:
+            time.sleep(0.05)
         job.cancel()
         assert running[0].join(timeout=120)  # a liveness bound, generous: the work polls its stop every 50 ms
         assert seen_stop == [True] and ctx.jobs.running() == []
