@@ -118,3 +118,5 @@ def test_a_siglip2_shaped_model_with_a_short_context_loads(hf_tiny, tmp_path, ph
     assert service.multi_label  # a learnt logit bias: independent sigmoids, as SigLIP's authors use them
     result = service.zero_shot(photos[:2], ["shirt", "shoe"])
     assert result.probs.shape == (2, 2)
+    int8 = ClipService.load("clipapp-tiny-siglip2:random", device="cpu", precision="int8")  # its Linear projection
+    assert int8.zero_shot(photos[:2], ["shirt", "shoe"]).probs.shape == (2, 2)
