@@ -76,7 +76,8 @@ def quantize_int8(model: torch.nn.Module, preprocess, tokenizer) -> tuple[torch.
         targets = {
             name: default_dynamic_qconfig
             for name, module in copied.named_modules()
-            if type(module) is torch.nn.Linear and name.rpartition(".")[0] not in skip_parents
+            if type(module) is torch.nn.Linear
+            and name.rpartition(".")[0] not in skip_parents
             # a text tower with a projection bias (SigLIP2) applies it only while isinstance(nn.Linear), else `@`
             and not name.endswith("text_projection")
         }
