@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from clipapp.errors import ClipAppError
+from clipapp.finetune.adapter import Adapter
 from clipapp.finetune.assemble import cache_adapter, trained_adapter
 from clipapp.finetune.config import FinetuneConfig, StopFlag
 from clipapp.finetune.features import EncodedImages, TrainingSetup, encode_labelled, prepare_training
@@ -127,11 +128,7 @@ def finetune(
     """
     config = (config or FinetuneConfig()).validate()
     started = time.perf_counter()
-    if len(data) > config.max_images:
-        raise ClipAppError(f"{len(data)} images given; fine-tuning takes at most {config.max_images}.")
-    class_names = list(data.class_names)
-    if len(class_names) < 2:
-        raise ClipAppError("Fine-tuning needs at least 2 classes.")
+    class_names = _checked_classes(data, config)
     templates = list(resolve_templates(config.templates))
     # the class prompts first: every schedule needs them, and the seconds they take (80 templates a class with
     # "openai") count against the budget as time already spent
@@ -167,22 +164,9 @@ def finetune(
     )
 
     if config.mode == "cache":
-        after_logits, best = fit_cache(encoded.features, encoded.targets, zero_logits, plan, config, len(class_names))
-        if (
-            config.require_gain
-            and plan.kind != "none"
-            and not beats_zero_shot(after_logits, zero_logits, encoded.targets, held_out, config.gain_p_value)
-        ):
-            after_logits, best = zero_logits.copy(), (0.0, best[1])
-            notes.append(
-                "The cache did not clearly beat zero-shot on the held-out images (sign test): its weight is set to 0."
-            )
-        adapter = cache_adapter(encoded.features, encoded.targets, zero_shot, best[0], best[1], **adapter_kwargs)
-        notes.append(
-            f"cache alpha {best[0]:g}, beta {best[1]:g}"
-            + (" (chosen on held-out data)" if plan.kind != "none" else " (defaults: no held-out data)")
+        adapter, trained = _cache_adapter(
+            encoded, plan, zero_logits, zero_shot, held_out, config, notes, adapter_kwargs
         )
-        trained = _Trained({}, Selection(0, 1.0, after_logits, {}, held_out))
     else:
         setup = prepare_training(service, encoded, config, _start_weights(config, zero_shot))
         if config.views is not None and setup.views < config.views:
@@ -200,6 +184,47 @@ def finetune(
     result.plan = chosen
     report.finish()
     return result
+
+
+def _checked_classes(data: LabelledImages, config: FinetuneConfig) -> list[str]:
+    """The class names, once the set is one fine-tuning takes (at most max_images images, at least 2 classes)."""
+    if len(data) > config.max_images:
+        raise ClipAppError(f"{len(data)} images given; fine-tuning takes at most {config.max_images}.")
+    class_names = list(data.class_names)
+    if len(class_names) < 2:
+        raise ClipAppError("Fine-tuning needs at least 2 classes.")
+    return class_names
+
+
+def _cache_adapter(
+    encoded: EncodedImages,
+    plan: ValidationPlan,
+    zero_logits: np.ndarray,
+    zero_shot: np.ndarray,
+    held_out: np.ndarray,
+    config: FinetuneConfig,
+    notes: list[str],
+    adapter_kwargs: dict,
+) -> tuple[Adapter, _Trained]:
+    """Cache mode: alpha and beta chosen on the held-out images, zero-shot kept unless the cache beats it."""
+    class_names = adapter_kwargs["class_names"]
+    after_logits, best = fit_cache(encoded.features, encoded.targets, zero_logits, plan, config, len(class_names))
+    if (
+        config.require_gain
+        and plan.kind != "none"
+        and not beats_zero_shot(after_logits, zero_logits, encoded.targets, held_out, config.gain_p_value)
+    ):
+        after_logits, best = zero_logits.copy(), (0.0, best[1])
+        notes.append(
+            "The cache did not clearly beat zero-shot on the held-out images (sign test): its weight is set to 0."
+        )
+    adapter = cache_adapter(encoded.features, encoded.targets, zero_shot, best[0], best[1], **adapter_kwargs)
+    notes.append(
+        f"cache alpha {best[0]:g}, beta {best[1]:g}"
+        + (" (chosen on held-out data)" if plan.kind != "none" else " (defaults: no held-out data)")
+    )
+    trained = _Trained({}, Selection(0, 1.0, after_logits, {}, held_out))
+    return adapter, trained
 
 
 def _check_counts(encoded: EncodedImages, class_names: list[str]) -> np.ndarray:
