@@ -97,31 +97,35 @@ def test_a_cancelled_finetune_stops_its_work(ctx, tmp_path, photos, monkeypatch)
     from clipapp.errors import ClipAppError
 
     seen_stop = []
+    test_over = threading.Event()  # a failed cancel must not leave the work running and the test process alive
 
     def endless_finetune(service, data, config, *, stop, progress, **kwargs):
         started.set()
-        while not stop():
+        while not stop() and not test_over.is_set():
             progress(1, 2, "training")
             threading.Event().wait(0.05)
-        seen_stop.append(True)
+        seen_stop.append(not test_over.is_set())
         raise ClipAppError("stopped")
 
     # runs until it is told to stop (actions.finetune_for_session calls clipapp.finetune.finetune)
     monkeypatch.setattr(clipapp.finetune, "finetune", endless_finetune)
-    with serving(ctx) as url:
-        client = Client(url, verbose=False)
-        job = client.submit(handle_file(str(archive)), api_name="/finetune")
-        assert started.wait(120)
-        running = ctx.jobs.running()
-        assert len(running) == 1
-        # cancel once the client has the event's first output: before that, gradio_client may cancel only its own
-        # side and the server's work runs on (CI under load once waited 120 s for a stop that was never sent)
-        deadline = time.monotonic() + 120
-        while job.status().code != Status.ITERATING and time.monotonic() < deadline:
-            time.sleep(0.05)
-        job.cancel()
-        assert running[0].join(timeout=120)  # a liveness bound, generous: the work polls its stop every 50 ms
-        assert seen_stop == [True] and ctx.jobs.running() == []
+    try:
+        with serving(ctx) as url:
+            client = Client(url, verbose=False)
+            job = client.submit(handle_file(str(archive)), api_name="/finetune")
+            assert started.wait(120)
+            running = ctx.jobs.running()
+            assert len(running) == 1
+            # cancel once the client has the event's first output: before that, gradio_client may cancel only its own
+            # side and the server's work runs on (CI under load once waited 120 s for a stop that was never sent)
+            deadline = time.monotonic() + 120
+            while job.status().code != Status.ITERATING and time.monotonic() < deadline:
+                time.sleep(0.05)
+            job.cancel()
+            assert running[0].join(timeout=120)  # a liveness bound, generous: the work polls its stop every 50 ms
+            assert seen_stop == [True] and ctx.jobs.running() == []
+    finally:
+        test_over.set()
 
 
 def test_health_route(ctx):
