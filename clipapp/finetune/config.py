@@ -92,9 +92,10 @@ CANDIDATES: tuple[Candidate, ...] = (
 # The settings a candidate fills when the user left them automatic (None); one the user set wins (plan.py).
 PLANNED = ("mode", "blocks", "epochs", "max_folds")
 # The default time budget of a fine-tune, by the kind of device clipapp/model/device.py chose. A CPU user waits for
-# the button; 60 s fits a head + 1 block on ViT-B-32 at 16 shots x 10 classes and today's default on the demo
-# model (21 s). A GPU runs the strongest candidate on that set within seconds, so its budget only guards against
-# big sets.
+# the button: in 60 s, at 16 shots x 10 classes of digits (bench/bench_budget.py), the demo model runs the strongest
+# schedule (~18 s) and ViT-B-32 the head (~25 s; its cheapest partial schedule was estimated at 170 s), where the
+# previous default took 557 s. A GPU runs the strongest candidate on that set within seconds, so its budget only
+# guards against big sets.
 DEFAULT_BUDGET_S = {"cpu": 60.0, "cuda": 300.0}
 NO_BUDGET = "none"  # --budget none: the strongest candidate, however long it takes
 
