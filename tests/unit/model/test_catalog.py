@@ -38,8 +38,8 @@ def test_the_models_with_a_hugging_face_tokenizer_are_marked():
 
 
 def test_the_measured_figures_are_whole_and_say_where_and_when():
-    """Every measured model has every figure, one value per run; the default is measured. (A model the bench has
-    not run yet shows dashes: tests/unit/app/test_models_command.py.)"""
+    """Every measured model has every load and speed figure, one value per run; the default is measured. (A model
+    the bench has not run yet shows dashes: tests/unit/app/test_models_command.py.)"""
     figures = catalog.measured_figures()
     assert figures["date"] and figures["machine"] and figures["method"]
     assert DEFAULT_SPEC in figures["models"]
@@ -50,4 +50,5 @@ def test_the_measured_figures_are_whole_and_say_where_and_when():
             for key in ("load_s", "rss_mb", "images_per_s", "texts_per_s"):
                 runs = measured[precision][key]
                 assert len(runs) == measured["runs"] and all(value > 0 for value in runs), (spec, key)
-        assert all(value > 0 for value in measured["finetune_head_s"]), spec
+        # the fine-tune is optional (`bench_models.py --no-finetune`: a dash in the table), never empty or zero
+        assert measured.get("finetune_head_s", [1.0]) and all(v > 0 for v in measured.get("finetune_head_s", [])), spec
