@@ -162,7 +162,7 @@ def load_model(
 
         model, cosine, speedup = quantize_int8(model, preprocess, tokenizer)
         precision_note = f"int8: min cosine {cosine:.4f} to fp32, {speedup:.2f}x its speed on probe inputs"
-    context_length = int(getattr(tokenizer, "context_length", None) or getattr(model, "context_length", None) or 77)
+    context_length = context_length_of(model, tokenizer)
     loaded = LoadedModel(
         model=model,
         preprocess=preprocess,
@@ -181,8 +181,15 @@ def load_model(
     return loaded
 
 
+def context_length_of(model: torch.nn.Module, tokenizer=None) -> int:
+    """Tokens per text: the tokenizer's, else the model's (SigLIP2's text tower takes 64, not CLIP's 77, and refuses
+    any other length), else CLIP's 77."""
+    return int(getattr(tokenizer, "context_length", None) or getattr(model, "context_length", None) or 77)
+
+
 def embed_dim(model: torch.nn.Module) -> int:
-    """The size of a loaded model's embeddings: its text projection's output, else the image tower's."""
+    """The size of a loaded model's embeddings: its text projection's output, else the image tower's, else a text
+    forward at the model's own context length."""
     projection = getattr(model, "text_projection", None)
     if isinstance(projection, torch.nn.Linear):
         return projection.out_features
@@ -191,11 +198,9 @@ def embed_dim(model: torch.nn.Module) -> int:
     output_dim = getattr(getattr(model, "visual", None), "output_dim", None)
     if output_dim:
         return int(output_dim)
-    # the model's own context: SigLIP2's text tower takes 64 tokens, not CLIP's 77, and refuses any other length
-    text = getattr(model, "text", None)
-    context = getattr(model, "context_length", None) or getattr(text, "context_length", None) or 77
     with torch.no_grad():
-        return int(towers(model).encode_text(torch.zeros(1, int(context), dtype=torch.long)).shape[-1])
+        tokens = torch.zeros(1, context_length_of(model), dtype=torch.long)
+        return int(towers(model).encode_text(tokens).shape[-1])
 
 
 def model_embed_dim(spec: str) -> int:
