@@ -10,7 +10,7 @@ tokens N, L, D), so a training step runs only the tuned blocks. Mixup on these a
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Callable, Iterable, Optional
 
 import numpy as np
 import torch
@@ -127,6 +127,15 @@ class TokenGrid:
     height: int
     width: int
 
+    @classmethod
+    def of(cls, visual: nn.Module, tokens_per_image: int) -> Optional[TokenGrid]:
+        """A ViT tower's grid, given how many tokens its blocks see per image; None for a conv tower (its
+        activations are maps already)."""
+        if visual_kind(visual) != "vit":
+            return None
+        height, width = vit_grid_size(visual)
+        return cls(tokens_per_image - height * width, height, width)
+
     def mix(
         self, mixer: Callable[[torch.Tensor, torch.Tensor], MixedBatch], tokens: torch.Tensor, target: torch.Tensor
     ) -> MixedBatch:
@@ -149,6 +158,13 @@ class TrainingSetup:
     visual: Optional[nn.Module] = None  # partial mode: the tower copy the tuned blocks live in
     zero_visual: Optional[dict[str, torch.Tensor]] = None  # its tuned parameters at the start
     views: int = 1  # views really cached (CACHE_BYTES may lower the request)
+
+
+def prefix_tokens(visual: nn.Module, first_tuned: int, pixel_batches: Iterable[torch.Tensor]) -> torch.Tensor:
+    """The frozen blocks' output (what partial mode caches and trains on) for batches of pixels, without
+    gradients."""
+    with torch.no_grad():
+        return torch.cat([visual_prefix(visual, pixels, first_tuned) for pixels in pixel_batches])
 
 
 def augmented_views(images: list, views: int, seed: int) -> list[list]:
@@ -195,26 +211,16 @@ def prepare_training(
         return torch.stack([service.preprocess(image) for image in images]).to(service.device)
 
     grid = None
-    if visual_kind(visual) == "vit":
-        height, width = vit_grid_size(visual)
-        with torch.no_grad():
-            length = visual_prefix(visual, pixels_of(encoded.images[:1]), first_tuned).shape[1]
-        grid = TokenGrid(length - height * width, height, width)
+    if visual_kind(visual) == "vit":  # the token count per image, from one image through the frozen blocks
+        grid = TokenGrid.of(visual, prefix_tokens(visual, first_tuned, [pixels_of(encoded.images[:1])]).shape[1])
     if config.mix_space == "pixels":  # the uncached reference path
         return TrainingSetup(build_model, Inputs(pixels=pixels_of(encoded.images)), grid, visual, zero_visual)
 
     cached, views = [], 1
     assert config.views is not None  # FinetuneConfig.__post_init__ fills None in from MODE_DEFAULTS
     for i, images in enumerate(augmented_views(encoded.images, config.views, config.seed)):
-        with torch.no_grad():
-            cached.append(
-                torch.cat(
-                    [
-                        visual_prefix(visual, pixels_of(images[s : s + PREFIX_BATCH]), first_tuned)
-                        for s in range(0, len(images), PREFIX_BATCH)
-                    ]
-                )
-            )
+        batches = (pixels_of(images[s : s + PREFIX_BATCH]) for s in range(0, len(images), PREFIX_BATCH))
+        cached.append(prefix_tokens(visual, first_tuned, batches))
         views = _affordable_views(config, len(images), cached[0][0].numel() * cached[0].element_size())
         if i + 1 >= views:
             break

@@ -17,11 +17,11 @@ import torch
 import torch.nn.functional as F
 
 from clipapp.finetune.config import FinetuneConfig
-from clipapp.finetune.features import PREFIX_BATCH, Inputs, TokenGrid
+from clipapp.finetune.features import PREFIX_BATCH, Inputs, TokenGrid, prefix_tokens
 from clipapp.finetune.intake import LabelledImages
 from clipapp.finetune.loop import fastest_threads, time_steps, torch_threads
 from clipapp.finetune.plan import StepCosts
-from clipapp.finetune.towers import tuned_visual_copy, visual_kind, visual_prefix, vit_grid_size
+from clipapp.finetune.towers import tuned_visual_copy
 from clipapp.finetune.trainable import PartialTower, TrainableHead
 from clipapp.model.service import ClipService
 
@@ -108,18 +108,9 @@ class MeasuredCosts:
         setup = time.perf_counter() - started
         pixels = torch.stack([service.preprocess(image) for image in self._images]).to(service.device)
         started = time.perf_counter()
-        with torch.no_grad():
-            tokens = torch.cat(
-                [
-                    visual_prefix(visual, pixels[s : s + PREFIX_BATCH], first_tuned)
-                    for s in range(0, len(pixels), PREFIX_BATCH)
-                ]
-            )
+        tokens = prefix_tokens(visual, first_tuned, pixels.split(PREFIX_BATCH))
         prefix = (time.perf_counter() - started) / len(pixels)
-        grid = None
-        if visual_kind(visual) == "vit":
-            height, width = vit_grid_size(visual)
-            grid = TokenGrid(tokens.shape[1] - height * width, height, width)
+        grid = TokenGrid.of(visual, tokens.shape[1])
         model = PartialTower(visual, first_tuned, self._head()).to(service.device)
         threads, timing = self._timed(model, Inputs(views=_batch_of(tokens, self._config.batch_size)[None]), grid)
         return StepCosts(
