@@ -603,10 +603,11 @@ class Store:
 
     # -- tags -------------------------------------------------------------------------------------------------
     def set_tags(self, rows: Sequence[tuple[int, str, float]], *, replace_ids: Sequence[int]) -> None:
+        """The tags of `replace_ids` become `rows`' (their earlier labels are dropped)."""
         for chunk in _chunks(sorted(set(replace_ids))):
             marks = ",".join("?" * len(chunk))
             self.db.execute(f"DELETE FROM tags WHERE content_id IN ({marks})", chunk)
-        self.db.executemany("INSERT OR REPLACE INTO tags VALUES (?, ?, ?)", rows)
+        self.add_tags(rows)
 
     def add_tags(self, rows: Sequence[tuple[int, str, float]]) -> None:
         """Insert (content id, label, prob) rows, keeping each content's other labels (one label: its new prob)."""
