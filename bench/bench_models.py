@@ -8,7 +8,8 @@ Per model, each figure in a fresh process (`--worker`), CPU, HF_HUB_OFFLINE=1:
   after a 2-image warm-up, for at least --seconds; texts/s: `encode_texts` of distinct prompts, batches of 16;
   both in fp32 and with `--precision int8`;
 - fine-tune: seconds of the whole `python -m clipapp finetune DIR --mode head` process on 16 shots x 10 classes of
-  scikit-learn's digits (224 px), as a user runs it.
+  scikit-learn's digits (224 px), as a user runs it, and of `python -m clipapp finetune DIR` (the default: the
+  planner's choice within the CPU's 60 s budget), with the plan it chose.
 
 Models with a Hugging Face tokenizer or text tower (SigLIP2, the multilingual XLM-RoBERTa model) would download
 them even with random weights, and this machine is offline: they run a stand-in config (same towers, same
@@ -161,11 +162,13 @@ def write_digits(folder: Path, shots: int) -> Path:
     return folder
 
 
-def finetune_seconds(spec: str, train: Path, out: Path, env: dict) -> float:
+def finetune_seconds(spec: str, train: Path, out: Path, env: dict, *flags: str) -> tuple[float, str]:
+    """(seconds of the whole process, the plan that ran) of `clipapp finetune DIR [flags]`."""
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "clipapp", "finetune", str(train), "--mode", "head", "--model", spec,
-                    "--out", str(out), "--json", "--quiet"], cwd=REPO, env=env, capture_output=True, check=True)
-    return time.perf_counter() - start
+    done = subprocess.run([sys.executable, "-m", "clipapp", "finetune", str(train), *flags, "--model", spec,
+                           "--out", str(out), "--json", "--quiet"], cwd=REPO, env=env, capture_output=True,
+                          check=True, text=True)
+    return time.perf_counter() - start, json.loads(done.stdout)["plan"]["plan"]
 
 
 def machine() -> str:
@@ -187,16 +190,24 @@ def measure(model, args, root: Path, train: Path) -> dict:
     spec, note = stand_in(model.name, root)
     env = child_env(root)
     figures: dict = {"bench_spec": spec, "note": note, "runs": args.runs}
-    for precision in ("fp32", "int8"):
+    for precision in () if args.only_finetune else ("fp32", "int8"):
         runs = [run_worker(spec, precision, args.seconds, env) for _ in range(args.runs)]
         figures[precision] = {key: [run[key] for run in runs] for key in runs[0] if key != "params_m"}
         figures["params_m"] = runs[0]["params_m"] if precision == "fp32" else figures["params_m"]
         print(f"{model.spec} {precision}: " + ", ".join(f"{k} {spread(v)}" for k, v in figures[precision].items()),
               flush=True)
+    if args.only_finetune:
+        del figures["runs"]  # the throughput figures stored stay, with their run count
     if not args.no_finetune:
-        figures["finetune_head_s"] = [finetune_seconds(spec, train, root / f"adapter-{run}", env)
-                                      for run in range(args.finetune_runs or args.runs)]
+        runs = range(args.finetune_runs or args.runs)
+        figures["finetune_head_s"] = [finetune_seconds(spec, train, root / f"h{run}", env, "--mode", "head")[0]
+                                      for run in runs]
         print(f"{model.spec} finetune --mode head: {spread(figures['finetune_head_s'])} s", flush=True)
+        default = [finetune_seconds(spec, train, root / f"d{run}", env) for run in runs]  # the planner, 60 s budget
+        figures["finetune_default_s"] = [seconds for seconds, _ in default]
+        figures["finetune_default_plan"] = sorted({plan for _, plan in default})
+        print(f"{model.spec} finetune (default budget): {spread(figures['finetune_default_s'])} s, "
+              f"{' / '.join(figures['finetune_default_plan'])}", flush=True)
     return figures
 
 
@@ -245,6 +256,7 @@ def main(argv=None) -> int:
     parser.add_argument("--seconds", type=float, default=4.0, help="least encoding time per throughput figure")
     parser.add_argument("--shots", type=int, default=16)
     parser.add_argument("--no-finetune", action="store_true")
+    parser.add_argument("--only-finetune", action="store_true", help="only the fine-tunes; stored figures stay")
     parser.add_argument("--write", action="store_true", help=f"merge the figures into {FIGURES_FILE.name}")
     parser.add_argument("--table", action="store_true", help=f"print the docs' table from {FIGURES_FILE.name}")
     parser.add_argument("--worker", help=argparse.SUPPRESS)

@@ -54,6 +54,9 @@ CANDIDATES: dict[str, Optional[dict]] = {
     "partial-2b-15e": {"epochs": 15},
     "partial-1b-30e": {"blocks": 1},
     "partial-1b-15e": {"blocks": 1, "epochs": 15},
+    # the same two schedules with the tuned blocks in fp32 (train_precision auto is bf16 on a CPU with native bf16)
+    "partial-2b-30e-fp32": {"train_precision": "fp32"},
+    "partial-1b-15e-fp32": {"blocks": 1, "epochs": 15, "train_precision": "fp32"},
     "cache": {"mode": "cache"},
     "head": {"mode": "head"},  # its own MODE_DEFAULTS: 80 epochs x 5 folds
     "zero-shot": None,

@@ -28,6 +28,7 @@ HEAD_INITS = ("zero-shot", "random")
 # where partial fine-tuning mixes: on the activations cached at the block boundary (manifold mixup; CutMix on the
 # spatial maps or the ViT token grid), or on the pixels (the frozen lower blocks then run again at every step)
 MIX_SPACES = ("activations", "pixels")
+TRAIN_PRECISIONS = ("auto", "fp32", "bf16")  # clipapp/model/device.py's training_dtype decides what auto means
 
 WISE_ALPHAS = (0.0, 0.25, 0.5, 0.75, 1.0)  # the blends tried when wise_alpha is None (0 = keep zero-shot)
 WISE_ALPHA_UNVALIDATED = 0.5  # nothing held out to choose on: the middle, robust in the WiSE-FT paper
@@ -227,6 +228,14 @@ class FinetuneConfig:
         "partial mode: where mixup and CutMix mix",
         choices=MIX_SPACES,
         choice_help=("the cached activations (the frozen part runs once per view)", "the frozen blocks run every step"),
+    )
+    # bf16 halves a ViT step's cost on a CPU with native bf16 at no measured cost in accuracy (bench_partial_step.py,
+    # bench_settings_cv.py --precision; docs/benchmarks.md, "Speeding the partial step")
+    train_precision: str = _setting(
+        "auto",
+        "partial mode: the dtype the tuned blocks compute in (autocast; weights, optimiser and head stay fp32)",
+        choices=TRAIN_PRECISIONS,
+        choice_help=("bf16 where the CPU or GPU has it natively, else fp32", "float32", "bfloat16"),
     )
     views: Optional[int] = _setting(
         None,

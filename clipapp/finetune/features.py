@@ -22,6 +22,7 @@ from clipapp.finetune.intake import LabelledImages
 from clipapp.finetune.results import FinetuneStopped
 from clipapp.finetune.towers import tuned_visual_copy, visual_kind, visual_prefix, vit_grid_size
 from clipapp.finetune.trainable import PartialTower, TrainableHead
+from clipapp.model.device import training_dtype
 from clipapp.model.service import ClipService
 from clipapp.progress import ProgressFn
 from clipapp.tricks import MixedBatch
@@ -202,10 +203,11 @@ def prepare_training(
     visual, first_tuned, _ = tuned_visual_copy(service.trainable_model(), config.blocks)
     visual = visual.to(service.device)
     zero_visual = {n: p.detach().clone() for n, p in visual.named_parameters() if p.requires_grad}
+    dtype = training_dtype(config.train_precision, service.device)
 
     def build_model() -> nn.Module:
         visual.load_state_dict(zero_visual, strict=False)  # every run starts from the resident weights
-        return PartialTower(visual, first_tuned, TrainableHead(start_weights, logit_scale)).to(service.device)
+        return PartialTower(visual, first_tuned, TrainableHead(start_weights, logit_scale), dtype).to(service.device)
 
     def pixels_of(images: list) -> torch.Tensor:
         return torch.stack([service.preprocess(image) for image in images]).to(service.device)

@@ -23,6 +23,7 @@ from clipapp.finetune.loop import fastest_threads, time_steps, torch_threads
 from clipapp.finetune.plan import StepCosts
 from clipapp.finetune.towers import tuned_visual_copy
 from clipapp.finetune.trainable import PartialTower, TrainableHead
+from clipapp.model.device import training_dtype
 from clipapp.model.service import ClipService
 
 
@@ -111,7 +112,8 @@ class MeasuredCosts:
         tokens = prefix_tokens(visual, first_tuned, pixels.split(PREFIX_BATCH))
         prefix = (time.perf_counter() - started) / len(pixels)
         grid = TokenGrid.of(visual, tokens.shape[1])
-        model = PartialTower(visual, first_tuned, self._head()).to(service.device)
+        dtype = training_dtype(self._config.train_precision, service.device)
+        model = PartialTower(visual, first_tuned, self._head(), dtype).to(service.device)
         threads, timing = self._timed(model, Inputs(views=_batch_of(tokens, self._config.batch_size)[None]), grid)
         return StepCosts(
             encode,

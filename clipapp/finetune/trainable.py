@@ -13,7 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from clipapp._compat import forward_getattr
-from clipapp.finetune.towers import visual_blocks, visual_prefix, visual_suffix, visual_top_names
+from clipapp.finetune.towers import visual_blocks, visual_kind, visual_prefix, visual_suffix, visual_top_names
 
 
 class TrainableHead(nn.Module):
@@ -41,8 +41,12 @@ class PartialTower(nn.Module):
 
     _visual: nn.Module  # the whole tower copy, set in __init__ outside the Module registry
 
-    def __init__(self, visual: nn.Module, first_tuned: int, head: TrainableHead):
+    def __init__(self, visual: nn.Module, first_tuned: int, head: TrainableHead, dtype: torch.dtype = torch.float32):
         super().__init__()
+        # The tuned blocks compute in `dtype` under autocast (clipapp/model/device.py's training_dtype); the head
+        # stays fp32: at CLIP's logit scale of 100, bf16's 8-bit mantissa would move a logit by up to ~0.4.
+        self.dtype = dtype
+        self._conv = visual_kind(visual) == "resnet"
         self.blocks = nn.ModuleList([block for _, block in visual_blocks(visual)[first_tuned:]])
         for name in visual_top_names(visual):
             setattr(self, name, getattr(visual, name))  # the same module / Parameter objects as the copy's
@@ -64,7 +68,10 @@ class PartialTower(nn.Module):
             return visual_prefix(self._visual, pixels, self.first_tuned)
 
     def features(self, tokens: torch.Tensor) -> torch.Tensor:
-        return visual_suffix(self._visual, tokens, self.first_tuned)
+        if self._conv:  # the tower copy is channels-last (towers.tuned_visual_copy); so must its input be
+            tokens = tokens.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(tokens.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32):
+            return visual_suffix(self._visual, tokens, self.first_tuned).float()
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(tokens))

@@ -64,7 +64,8 @@ class ModelRow:
                 for precision in ("fp32", "int8")
             },
             "finetune_head_s": self.value("finetune_head_s"),
-            "finetune_default_s": self.value("finetune_default_s"),
+            "finetune_default_s": self.value("finetune_default_s"),  # the planner's, at the CPU's default budget
+            "finetune_default_plan": list(self.measured.get("finetune_default_plan", [])),  # what it chose
             "runs": self.measured,
         }
 

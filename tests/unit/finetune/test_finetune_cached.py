@@ -150,3 +150,34 @@ def test_thread_choice_leaves_the_model_as_it_was(demo_service, colours):
     assert chosen in (1, threads) and torch.get_num_threads() == threads
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert all(p.grad is None for p in model.parameters())
+
+
+def test_bf16_tuned_blocks_stay_close_to_fp32_and_the_head_computes_in_fp32(service):
+    """Mixed precision: the tuned blocks under bf16 autocast, their features and the head's logits back in fp32."""
+    from clipapp.finetune.towers import tuned_visual_copy
+    from clipapp.finetune.trainable import PartialTower, TrainableHead
+
+    visual, first, _ = tuned_visual_copy(service.trainable_model(), 2)
+    pixels = torch.stack([service.preprocess(image) for image, _ in colour_images(2, seed=5)])
+    tokens = features_module.prefix_tokens(visual, first, [pixels])
+    head = TrainableHead(torch.eye(4, service.embed_dim), service.logit_scale)
+    exact, mixed = (PartialTower(visual, first, head, dtype).eval() for dtype in (torch.float32, torch.bfloat16))
+    with torch.no_grad():
+        reference, features = exact.features(tokens), mixed.features(tokens)
+        logits = mixed(tokens)
+    assert features.dtype == logits.dtype == torch.float32
+    assert not torch.equal(features, reference)  # bf16 really ran
+    cosine = torch.nn.functional.cosine_similarity(features, reference, dim=-1)
+    assert cosine.min() > 0.99
+
+
+def test_a_conv_tower_trains_channels_last_and_splits_to_the_same_embeddings(demo_service):
+    from clipapp.finetune.towers import tuned_visual_copy, visual_prefix, visual_suffix
+
+    visual, first, _ = tuned_visual_copy(demo_service.trainable_model(), 2)
+    assert visual.get_submodule("layer4.0.conv1").weight.is_contiguous(memory_format=torch.channels_last)
+    pixels = torch.stack([demo_service.preprocess(image) for image, _ in colour_images(2, seed=5)])
+    with torch.no_grad():
+        split = visual_suffix(visual, visual_prefix(visual, pixels, first), first)
+        whole = demo_service.trainable_model().get_submodule("visual").float()(pixels)
+    torch.testing.assert_close(split, whole, rtol=1e-4, atol=1e-4)

@@ -63,6 +63,22 @@ def test_no_budget_is_the_strongest_and_only_it_is_measured():
     assert asked == [(CANDIDATES[0].mode, CANDIDATES[0].blocks)]
 
 
+def test_a_deeper_schedule_already_over_the_budget_at_a_shallower_depths_costs_is_not_timed():
+    asked = []
+
+    def counting(mode, blocks):
+        asked.append((mode, blocks))
+        return costs(mode, blocks)
+
+    plan = choose(FinetuneConfig(), TARGETS, counting, 12.0)
+    assert plan.fits and plan.config.mode != "partial"
+    assert ("partial", 1) in asked and ("partial", 2) not in asked
+    assert any(label.endswith("(at least)") and seconds > 12.0 for label, seconds in plan.considered)
+    roomy = []
+    choose(FinetuneConfig(), TARGETS, lambda m, b: roomy.append((m, b)) or costs(m, b), 10_000.0)
+    assert roomy == [("partial", 1), ("partial", 2)]  # the strongest fits: timed itself, after the shallowest
+
+
 def test_the_time_already_spent_counts_against_the_budget():
     free = choose(FinetuneConfig(), TARGETS, costs, 100.0)
     late = choose(FinetuneConfig(), TARGETS, costs, 100.0, elapsed=lambda: 30.0)

@@ -51,4 +51,9 @@ def test_the_measured_figures_are_whole_and_say_where_and_when():
                 runs = measured[precision][key]
                 assert len(runs) == measured["runs"] and all(value > 0 for value in runs), (spec, key)
         # the fine-tune is optional (`bench_models.py --no-finetune`: a dash in the table), never empty or zero
-        assert measured.get("finetune_head_s", [1.0]) and all(v > 0 for v in measured.get("finetune_head_s", [])), spec
+        for key in ("finetune_head_s", "finetune_default_s"):
+            assert measured.get(key, [1.0]) and all(v > 0 for v in measured.get(key, [])), (spec, key)
+        if "finetune_default_s" in measured:  # the default fine-tune says which plan the planner chose
+            assert measured["finetune_default_plan"] and all(
+                "epochs" in p or "cache" in p for p in measured["finetune_default_plan"]
+            ), spec
