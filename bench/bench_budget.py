@@ -60,6 +60,14 @@ def spread(values: list[float]) -> str:
     return " / ".join(f"{v:.1f}" for v in (min(values), float(np.median(values)), max(values)))
 
 
+def plans(records: list[dict]) -> str:
+    """The plans the runs chose (a budget near an estimate can tip between two), with how many runs chose each."""
+    chosen = [r["plan"] for r in records]
+    if len(set(chosen)) == 1:
+        return chosen[0]
+    return "; ".join(f"{plan} ({chosen.count(plan)} of {len(chosen)})" for plan in dict.fromkeys(chosen))
+
+
 def run_row(model: str, row: str, train: Path, test: Path, work: Path, runs: int, jsonl: Path | None) -> None:
     records = []
     for run in range(runs):
@@ -73,6 +81,7 @@ def run_row(model: str, row: str, train: Path, test: Path, work: Path, runs: int
             "plan": plan["plan"],
             "estimate_s": plan["estimate_s"],
             "actual_s": plan["actual_s"],
+            "planning_s": plan["estimate"]["planning"],  # measuring before the choice (and reading the prompts)
             "process_s": round(took, 1),
         }
         if model in ACCURATE:
@@ -85,8 +94,9 @@ def run_row(model: str, row: str, train: Path, test: Path, work: Path, runs: int
     ratios = [a / e for a, e in zip(actuals, estimates, strict=True)]
     top1 = [100 * r["top1"] for r in records if "top1" in r]
     print(
-        f"| {model} | {row} | {records[0]['plan']} | {spread(estimates)} | {spread(actuals)} | "
-        f"{spread(ratios)} | {spread([r['process_s'] for r in records])} | "
+        f"| {model} | {row} | {plans(records)} | {spread(estimates)} | {spread(actuals)} | "
+        f"{spread(ratios)} | {spread([r['planning_s'] for r in records])} | "
+        f"{spread([r['process_s'] for r in records])} | "
         + (f"{np.mean(top1):.1f} ± {np.std(top1):.1f}" if top1 else "-")
         + f" | {runs} |",
         flush=True,
@@ -112,10 +122,10 @@ def main(argv=None) -> int:
         test = write_split(work / "test", data.pool_images, data.pool_labels, data.class_names, rest)
         print(f"digits, {args.shots} shots x 10 classes; eval on {len(rest)} other digits; {os.cpu_count()} CPUs")
         print(
-            "| model | row | plan | estimate s min / med / max | actual s | actual / estimate | process s "
-            "| top-1 % | runs |"
+            "| model | row | plan | estimate s min / med / max | actual s | actual / estimate | of which planning s "
+            "| process s | top-1 % | runs |"
         )
-        print("|---|---|---|---|---|---|---|---|---|")
+        print("|---|---|---|---|---|---|---|---|---|---|")
         for model in args.models.split(","):
             for row in args.rows.split(","):
                 run_row(model, row, train, test, work, args.runs, args.jsonl)

@@ -199,15 +199,22 @@ def measure(model, args, root: Path, train: Path) -> dict:
     if args.only_finetune:
         del figures["runs"]  # the throughput figures stored stay, with their run count
     if not args.no_finetune:
-        runs = range(args.finetune_runs or args.runs)
-        figures["finetune_head_s"] = [finetune_seconds(spec, train, root / f"h{run}", env, "--mode", "head")[0]
-                                      for run in runs]
-        print(f"{model.spec} finetune --mode head: {spread(figures['finetune_head_s'])} s", flush=True)
-        default = [finetune_seconds(spec, train, root / f"d{run}", env) for run in runs]  # the planner, 60 s budget
-        figures["finetune_default_s"] = [seconds for seconds, _ in default]
-        figures["finetune_default_plan"] = sorted({plan for _, plan in default})
-        print(f"{model.spec} finetune (default budget): {spread(figures['finetune_default_s'])} s, "
-              f"{' / '.join(figures['finetune_default_plan'])}", flush=True)
+        try:
+            figures.update(finetune_figures(model, spec, train, root, env, range(args.finetune_runs or args.runs)))
+        except subprocess.CalledProcessError as exc:  # one model's failure must not lose the others' figures
+            print(f"{model.spec} finetune failed:\n{exc.stderr[-2000:]}", flush=True)
+    return figures
+
+
+def finetune_figures(model, spec: str, train: Path, root: Path, env: dict, runs: range) -> dict:
+    """`--mode head` and the default (the planner at the CPU's 60 s budget), each `runs` times."""
+    head = [finetune_seconds(spec, train, root / f"h{run}", env, "--mode", "head")[0] for run in runs]
+    print(f"{model.spec} finetune --mode head: {spread(head)} s", flush=True)
+    default = [finetune_seconds(spec, train, root / f"d{run}", env) for run in runs]
+    figures = {"finetune_head_s": head, "finetune_default_s": [seconds for seconds, _ in default],
+               "finetune_default_plan": sorted({plan for _, plan in default})}
+    print(f"{model.spec} finetune (default budget): {spread(figures['finetune_default_s'])} s, "
+          f"{' / '.join(figures['finetune_default_plan'])}", flush=True)
     return figures
 
 

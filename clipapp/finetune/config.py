@@ -94,7 +94,7 @@ CANDIDATES: tuple[Candidate, ...] = (
 PLANNED = ("mode", "blocks", "epochs", "max_folds")
 # The default time budget of a fine-tune, by the kind of device clipapp/model/device.py chose. A CPU user waits for
 # the button: in 60 s, at 16 shots x 10 classes of digits (bench/bench_budget.py), the demo model runs the strongest
-# schedule (~18 s) and ViT-B-32 the head (~25 s; its cheapest partial schedule was estimated at 170 s), where the
+# schedule (13 s) and ViT-B-32 the head (15 s; its cheapest partial schedule is estimated at ~105 s), where the
 # previous default took 557 s. A GPU runs the strongest candidate on that set within seconds, so its budget only
 # guards against big sets.
 DEFAULT_BUDGET_S = {"cpu": 60.0, "cuda": 300.0}
