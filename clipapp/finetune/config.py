@@ -229,8 +229,8 @@ class FinetuneConfig:
         choices=MIX_SPACES,
         choice_help=("the cached activations (the frozen part runs once per view)", "the frozen blocks run every step"),
     )
-    # bf16 halves a ViT step's cost on a CPU with native bf16 at no measured cost in accuracy (bench_partial_step.py,
-    # bench_settings_cv.py --precision; docs/benchmarks.md, "Speeding the partial step")
+    # bf16 makes a ViT-B-32 step 1.6x faster on a CPU with native bf16, at no measured cost in accuracy
+    # (bench_partial_step.py; bench_settings_cv.py's -fp32 candidates; docs/benchmarks.md, "Speeding the partial step")
     train_precision: str = _setting(
         "auto",
         "partial mode: the dtype the tuned blocks compute in (autocast; weights, optimiser and head stay fp32)",

@@ -149,7 +149,7 @@ def tuned_visual_copy(model: nn.Module, blocks: int) -> tuple[nn.Module, int, li
     resident = model.get_submodule("visual")
     first = check_partial_visual(resident, blocks)
     visual = copy.deepcopy(resident).float().eval()
-    if visual_kind(visual) == "resnet":  # oneDNN's convolutions: a demo-model step 18 -> 15 ms (bench_partial_step)
+    if visual_kind(visual) == "resnet":  # oneDNN's convolutions: NCHW made a demo-model step 1.05-1.37x slower
         visual = visual.to(memory_format=torch.channels_last)
     freeze_by_pattern(visual, ["*"])
     patterns = [f"{prefix}.*" for prefix, _ in visual_blocks(visual)[first:]]

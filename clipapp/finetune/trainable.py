@@ -45,7 +45,7 @@ class PartialTower(nn.Module):
         super().__init__()
         # The tuned blocks compute in `dtype` under autocast (clipapp/model/device.py's training_dtype); the head
         # stays fp32: at CLIP's logit scale of 100, bf16's 8-bit mantissa would move a logit by up to ~0.4.
-        self.dtype = dtype
+        self.compute_dtype = dtype
         self._conv = visual_kind(visual) == "resnet"
         self.blocks = nn.ModuleList([block for _, block in visual_blocks(visual)[first_tuned:]])
         for name in visual_top_names(visual):
@@ -70,7 +70,7 @@ class PartialTower(nn.Module):
     def features(self, tokens: torch.Tensor) -> torch.Tensor:
         if self._conv:  # the tower copy is channels-last (towers.tuned_visual_copy); so must its input be
             tokens = tokens.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(tokens.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32):
+        with torch.autocast(tokens.device.type, dtype=self.compute_dtype, enabled=self.compute_dtype != torch.float32):
             return visual_suffix(self._visual, tokens, self.first_tuned).float()
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:

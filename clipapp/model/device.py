@@ -62,7 +62,7 @@ def native_bf16(device: torch.device) -> bool:
 def training_dtype(choice: str, device: torch.device) -> torch.dtype:
     """The dtype the tuned visual blocks compute in during partial fine-tuning (under autocast; the weights, the
     optimiser and the head stay fp32). `auto` -> bf16 where `device` has it natively (a ViT-B-32 step of one tuned
-    block on this project's 2-core AVX512-BF16 CPU: 222 -> 127 ms; bench/bench_partial_step.py), else fp32."""
+    block on this project's 2-core AVX512-BF16 CPU: 217 -> 135 ms; bench/bench_partial_step.py), else fp32."""
     from clipapp.errors import ClipAppError
 
     choice = (choice or "auto").lower()
