@@ -231,6 +231,12 @@ def write(results: dict, args) -> None:
     print(f"wrote {FIGURES_FILE.relative_to(REPO)}")
 
 
+def plan_words(plans: list[str]) -> str:
+    """" (head)", " (cache)", " (1 block)": what the default fine-tune ran, short."""
+    short = [p.split(",")[0].replace("head + last ", "").replace("cache adapter (no training)", "cache") for p in plans]
+    return f" ({' / '.join(short)})" if short else ""
+
+
 def markdown_table() -> str:
     """The docs' table (README, docs/models.md) from catalog_figures.json: medians, with min-max where several runs."""
     stored = json.loads(FIGURES_FILE.read_text())
@@ -249,7 +255,8 @@ def markdown_table() -> str:
             f"{m['params_m']:.0f}" if "params_m" in m else "–", cell(fp32.get("load_s")),
             cell(fp32.get("rss_mb"), "{:.0f}"), cell(fp32.get("images_per_s")), cell(int8.get("images_per_s")),
             cell(fp32.get("texts_per_s"), "{:.0f}"), cell(int8.get("texts_per_s"), "{:.0f}"),
-            cell(m.get("finetune_head_s"), "{:.0f}"), cell(m.get("finetune_default_s"), "{:.0f}") + " |"]))
+            cell(m.get("finetune_head_s"), "{:.0f}"),
+            cell(m.get("finetune_default_s"), "{:.0f}") + plan_words(m.get("finetune_default_plan", [])) + " |"]))
     notes = sorted({m["note"] for m in stored["models"].values() if m.get("note")})
     lines += ["", f"Measured {stored['date']} on {stored['machine']}.", *(f"¹ {note}." for note in notes)]
     return "\n".join(lines)
