@@ -54,7 +54,8 @@ CANDIDATES: dict[str, Optional[dict]] = {
     "partial-2b-15e": {"epochs": 15},
     "partial-1b-30e": {"blocks": 1},
     "partial-1b-15e": {"blocks": 1, "epochs": 15},
-    # cheaper still, for a CPU budget where ViT-B-32 affords no 3-fold schedule (about 200 steps against 465)
+    # cheaper still, for a CPU budget where ViT-B-32 affords no 3-fold schedule (about 200 steps against 465):
+    # measured below the head on average (docs/benchmarks.md, "Cheaper partial schedules"), so not candidates
     "partial-1b-10e-2f": {"blocks": 1, "epochs": 10, "max_folds": 2},
     "partial-1b-6e-2f": {"blocks": 1, "epochs": 6, "max_folds": 2},
     # the same two schedules with the tuned blocks in fp32 (train_precision auto is bf16 on a CPU with native bf16)

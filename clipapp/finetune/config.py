@@ -79,6 +79,8 @@ class Candidate:
 #  * the head at 30 x 3: not cross-validated, the cheapest trained fallback (4-shot digits in bench_fewshot: 50.0%
 #    against 57.8% at 80 x 5)
 #  * the cache last: the weakest wherever the zero-shot prior is wrong (16 shots: 50.2 / 93.5 / 48.9), and the cheapest
+#  * not here: partial 1 block x 10 or 6 epochs x 2 folds, cheap enough for ViT-B-32's 60 s, fell below the head
+#    (mean of 6 groups 69.2 / 65.5 against 71.5), so a short budget trains the head
 # The first candidate is also what a setting left automatic means without the planner (FinetuneConfig's
 # __post_init__), so it must stay the mode's MODE_DEFAULTS schedule (a unit test checks it).
 CANDIDATES: tuple[Candidate, ...] = (
