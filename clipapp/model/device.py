@@ -54,8 +54,8 @@ def select_precision(precision: str, device: torch.device) -> str:
 def native_bf16(device: torch.device) -> bool:
     """Whether `device` computes bf16 in hardware: a CUDA GPU that supports it, or a CPU with AVX512-BF16 or AMX
     (oneDNN's bf16 kernels; without them bf16 is emulated and no faster than fp32)."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
+    if device.type == "cuda":  # Ampere and later; torch would count an older GPU's emulation as support
+        return torch.cuda.is_bf16_supported(including_emulation=False)
     return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
 
 

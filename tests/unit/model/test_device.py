@@ -42,3 +42,16 @@ def test_an_unknown_training_precision_is_one_line():
         training_dtype("fp16", torch.device("cpu"))
     with pytest.raises(ClipAppError, match="train_precision must be one of auto, fp32, bf16"):
         FinetuneConfig(train_precision="fp16").validate()
+
+
+def test_a_gpu_trains_in_bf16_only_where_it_has_bf16_in_hardware(monkeypatch):
+    import torch
+
+    from clipapp.model import device
+
+    asked = []
+    monkeypatch.setattr(
+        torch.cuda, "is_bf16_supported", lambda including_emulation=True: asked.append(including_emulation) or False
+    )
+    assert device.training_dtype("auto", torch.device("cuda")) == torch.float32
+    assert asked == [False]  # emulated bf16 (pre-Ampere) is no speed-up: not counted
