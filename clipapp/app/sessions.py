@@ -92,6 +92,14 @@ class SessionStore:
     def sources(self) -> list[str]:
         return [EXAMPLES, *(str(root) for root in self.allowed_roots), MY_UPLOADS]
 
+    def shared(self, source: str) -> str:
+        """`source`, checked as the /v1 API may read it: one of the shared indexes, never a browser session's
+        uploads (the API has no session)."""
+        if source == MY_UPLOADS:
+            shared = ", ".join(s for s in self.sources() if s != MY_UPLOADS)
+            raise ClipAppError(f"'my uploads' belongs to a browser session; the API reads the shared indexes: {shared}")
+        return source
+
     def session_dir(self, session: str) -> Path:
         if not session or not session.replace("-", "").replace("_", "").isalnum():
             raise ClipAppError("No browser session: reload the page.")

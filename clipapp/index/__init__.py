@@ -13,7 +13,7 @@ and in), duplicates.py (near-duplicate groups and their keepers), moves.py (movi
 from clipapp.index.backup import BackupReport, backup_index
 from clipapp.index.compaction import CompactionReport
 from clipapp.index.filters import SORTS, SearchFilter, SearchOptions
-from clipapp.index.image_index import ImageIndex, index_exists, stored_model_spec
+from clipapp.index.image_index import ImageIndex, index_exists, require_index, stored_model_spec
 from clipapp.index.interchange import EXPORT_FORMATS, ExportReport, export_index, import_embeddings
 from clipapp.index.query import compose_query, image_term_path, parse_query, query_index
 from clipapp.index.results import Hit, SearchResult, SkippedFile, SyncReport
@@ -64,6 +64,7 @@ __all__ = [
     "image_term_path",
     "import_embeddings",
     "index_exists",
+    "require_index",
     "ivf_nlist_for",
     "normalize_rows",
     "parse_memory_size",

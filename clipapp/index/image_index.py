@@ -95,6 +95,12 @@ def index_exists(path: str | os.PathLike) -> bool:
     return (folder / DB_NAME).exists() or (folder / OLD_MANIFEST_NAME).exists()
 
 
+def require_index(path: str | os.PathLike) -> None:
+    """A command over an existing index: a missing one is a ClipAppError saying how to build it."""
+    if not index_exists(path):
+        raise ClipAppError(f"No index at {path}; build one with `clipapp index FOLDER --index {path}`.")
+
+
 def stored_model_spec(path: str | os.PathLike) -> str | None:
     """The model spec of the index at `path`, None if there is none (for callers choosing a model)."""
     if not index_exists(path):

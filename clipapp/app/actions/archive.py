@@ -37,10 +37,9 @@ def export_index(
 ) -> ExportReport:
     """The index as an embedding folder (img_emb/*.npy + metadata/*.parquet or .jsonl) in the new folder `dest`."""
     from clipapp.index import export_index as export
-    from clipapp.index import index_exists
+    from clipapp.index import require_index
 
-    if not index_exists(index_path):
-        raise ClipAppError(f"No index at {index_path}; build one with `clipapp index FOLDER --index {index_path}`.")
+    require_index(index_path)
     return export(index_path, dest, fmt, progress=progress)
 
 

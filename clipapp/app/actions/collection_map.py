@@ -182,10 +182,9 @@ def collection_map(
     progress: ProgressFn | None = None,
 ) -> CollectionMap:
     """The map of the index at `index_path` (see map_of_index)."""
-    from clipapp.index import ImageIndex, index_exists
+    from clipapp.index import ImageIndex, require_index
 
-    if not index_exists(index_path):
-        raise ClipAppError(f"No index at {index_path}; build one with `clipapp index FOLDER --index {index_path}`.")
+    require_index(index_path)
     with ImageIndex.open(index_path, expected_spec=service.spec) as index:
         return map_of_index(service, index, labels=labels, clusters=clusters, progress=progress)
 
@@ -204,8 +203,4 @@ def shared_map(
     sessions: SessionStore, source: str, *, labels: Sequence[str] = (), clusters: int | None = None
 ) -> CollectionMap:
     """/v1/map: the map of one of the shared indexes (never a browser session's uploads)."""
-    from clipapp.app.sessions import MY_UPLOADS
-
-    if source == MY_UPLOADS:
-        raise ClipAppError("'my uploads' belongs to a browser session; the API reads the shared indexes.")
-    return source_map(sessions, source, "", labels=labels, clusters=clusters)
+    return source_map(sessions, sessions.shared(source), "", labels=labels, clusters=clusters)

@@ -8,8 +8,6 @@ import csv
 import os
 from typing import TYPE_CHECKING, Optional
 
-from clipapp.errors import ClipAppError
-
 if TYPE_CHECKING:
     from clipapp.app.sessions import SessionStore
     from clipapp.index.duplicates import DuplicateReport
@@ -23,12 +21,11 @@ def find_duplicates(
     index_path: str | os.PathLike, *, threshold: Optional[float] = None, progress: ProgressFn | None = None
 ) -> DuplicateReport:
     """The near-duplicate groups of the index at `index_path` (no model needed: the stored vectors are used)."""
-    from clipapp.index import ImageIndex, index_exists
+    from clipapp.index import ImageIndex, require_index
     from clipapp.index.duplicates import DEFAULT_THRESHOLD
     from clipapp.index.duplicates import find_duplicates as find
 
-    if not index_exists(index_path):
-        raise ClipAppError(f"No index at {index_path}; build one with `clipapp index FOLDER --index {index_path}`.")
+    require_index(index_path)
     with ImageIndex.open(index_path) as index:
         return find(index, threshold=DEFAULT_THRESHOLD if threshold is None else threshold, progress=progress)
 
@@ -46,11 +43,7 @@ def source_duplicates(
 
 def shared_duplicates(sessions: SessionStore, source: str, *, threshold: Optional[float] = None) -> DuplicateReport:
     """/v1/duplicates: the groups of one of the shared indexes (never a browser session's uploads)."""
-    from clipapp.app.sessions import MY_UPLOADS
-
-    if source == MY_UPLOADS:
-        raise ClipAppError("'my uploads' belongs to a browser session; the API reads the shared indexes.")
-    return source_duplicates(sessions, source, "", threshold=threshold)
+    return source_duplicates(sessions, sessions.shared(source), "", threshold=threshold)
 
 
 def write_duplicates_csv(report: DuplicateReport, path: str | os.PathLike) -> None:

@@ -105,13 +105,7 @@ def search_shared(
 ) -> SearchResult:
     """/v1/search: a text query or an image (decoded here, with the service's limits, after the checks) over one of
     the shared indexes (never a session's uploads)."""
-    from clipapp.app.sessions import MY_UPLOADS
-
-    if source == MY_UPLOADS:
-        raise ClipAppError(
-            "'my uploads' belongs to a browser session; the API searches the shared indexes: "
-            f"{', '.join(s for s in sessions.sources() if s != MY_UPLOADS)}."
-        )
+    sessions.shared(source)
     if bool(query) == (image is not None):
         raise ClipAppError("Send either a text query or an image to search by.")
     if query:

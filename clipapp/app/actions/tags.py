@@ -61,11 +61,10 @@ def tag_in_index(index: ImageIndex, paths: str | Sequence[str] | None, tag: str)
 
 def tag_images(index_path: str | os.PathLike, paths: str | Sequence[str] | None, tag: str) -> TagReport:
     """`clipapp tag`: tag images of the index at `index_path` (no model needed)."""
-    from clipapp.index import ImageIndex, index_exists
+    from clipapp.index import ImageIndex, require_index
 
     name, chosen = check_tag(tag), selected_paths(paths)  # before the index is opened
-    if not index_exists(index_path):
-        raise ClipAppError(f"No index at {index_path}; build one with `clipapp index FOLDER --index {index_path}`.")
+    require_index(index_path)
     with ImageIndex.open(index_path) as index:
         return tag_in_index(index, chosen, name)
 
@@ -81,8 +80,4 @@ def tag_source_images(
 
 def shared_tag(sessions: SessionStore, source: str, paths: str | Sequence[str] | None, tag: str) -> TagReport:
     """/v1/tag: tag images of one of the shared indexes (never a browser session's uploads)."""
-    from clipapp.app.sessions import MY_UPLOADS
-
-    if source == MY_UPLOADS:
-        raise ClipAppError("'my uploads' belongs to a browser session; the API reads the shared indexes.")
-    return tag_source_images(sessions, source, "", paths, tag)
+    return tag_source_images(sessions, sessions.shared(source), "", paths, tag)
