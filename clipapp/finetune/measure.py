@@ -40,8 +40,8 @@ def _batch_of(x: torch.Tensor, size: int) -> torch.Tensor:
 
 
 class MeasuredCosts:
-    """A plan.CostsFn: `costs(mode, blocks)` timed on `data`'s images the first time it is asked, then remembered.
-    An image that cannot be decoded is left out of the sample (encoding will skip it too)."""
+    """A plan.CostsFn: `costs(mode, blocks)` timed on `data`'s images (plan.choose asks once per mode and depth and
+    remembers the answer). An image that cannot be decoded is left out of the sample (encoding will skip it too)."""
 
     def __init__(self, service: ClipService, data: LabelledImages, config: FinetuneConfig):
         self._service, self._config = service, config
@@ -50,13 +50,6 @@ class MeasuredCosts:
         self._images: list = []
         self._features: Optional[torch.Tensor] = None
         self._encode = 0.0
-        self._found: dict[tuple[str, int], StepCosts] = {}
-
-    def __call__(self, mode: str, blocks: int) -> StepCosts:
-        key = (mode, blocks if mode == "partial" else 0)
-        if key not in self._found:
-            self._found[key] = self._measure(*key)
-        return self._found[key]
 
     def _encoded(self) -> float:
         """Seconds per image of decoding and the whole model; the sample's features kept for the head."""
@@ -89,7 +82,7 @@ class MeasuredCosts:
         weights = F.normalize(torch.randn(self._n_classes, self._service.embed_dim, generator=generator), dim=-1)
         return TrainableHead(weights, float(self._service.logit_scale))
 
-    def _measure(self, mode: str, blocks: int) -> StepCosts:
+    def __call__(self, mode: str, blocks: int) -> StepCosts:
         encode = self._encoded()
         if mode == "cache":
             return StepCosts(encode)
